@@ -1,0 +1,38 @@
+"""Settings: the only module that reads the environment (prefix ``CLIPY_``).
+
+Precedence: command-line flags > environment > defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The catalog copy sits beside the checkout (``../shared``), relative to the working directory.
+DEFAULT_CATALOG = Path("../shared/datasets/fashion-product-images-small")
+
+
+class Settings(BaseSettings):
+    """Every tunable that is not a per-call argument."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIPY_", extra="ignore")
+
+    #: Folder of the embedded (qdrant-edge) store.
+    store: Path = Path("./clipy-data")
+    #: URL of a Qdrant server; when set it is used instead of the embedded store.
+    qdrant_url: str | None = None
+    api_key: str | None = None
+    collection: str = "products"
+    #: Encoder name or spec: ``fashion-mini`` (shipped, offline) or ``clip:<id-or-path>``.
+    encoder: str = "fashion-mini"
+    #: Local copy of the fashion catalog used by tests, benchmarks and evaluation.
+    catalog: Path = DEFAULT_CATALOG
+    #: Where derived artefacts (ONNX exports of the frozen towers) are cached.
+    cache_dir: Path = Path.home() / ".cache" / "clipy"
+    #: Server URL for the server test tier; unset means that tier is skipped with a reason.
+    test_qdrant_url: str | None = None
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,53 @@
+"""Vector stores: :func:`open_store` picks the backend from one argument."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clipy_qdrant.store.base import (
+    CONTENT_HASH_KEY,
+    IMAGE,
+    PRODUCT_ID_KEY,
+    TEXT,
+    VECTOR_NAMES,
+    FieldType,
+    PointRecord,
+    ScoredPoint,
+    StoredPoint,
+    VectorStore,
+    point_id,
+)
+
+
+def open_store(
+    path: str | Path | None = None,
+    *,
+    url: str | None = None,
+    api_key: str | None = None,
+    collection: str = "products",
+) -> VectorStore:
+    """Open a store: ``url`` (``http://…`` server or ``:memory:``) selects qdrant-client,
+    otherwise the embedded qdrant-edge store in folder ``path`` (default ``./clipy-data``)."""
+    if url:
+        from clipy_qdrant.store.client import ClientStore
+
+        return ClientStore(url=url, api_key=api_key, collection=collection)
+    from clipy_qdrant.store.edge import EdgeStore
+
+    return EdgeStore(Path(path or "./clipy-data"))
+
+
+__all__ = [
+    "CONTENT_HASH_KEY",
+    "IMAGE",
+    "PRODUCT_ID_KEY",
+    "TEXT",
+    "VECTOR_NAMES",
+    "FieldType",
+    "PointRecord",
+    "ScoredPoint",
+    "StoredPoint",
+    "VectorStore",
+    "open_store",
+    "point_id",
+]

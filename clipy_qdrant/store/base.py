@@ -1,0 +1,112 @@
+"""The store contract: one interface, two backends (qdrant-edge in-process, qdrant-client).
+
+A collection holds one point per product with two named vectors, ``image`` and ``text``
+(cosine), and the product metadata as payload. Point ids derive from product ids
+(:func:`point_id`), so writing the same product again replaces it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from clipy_qdrant.encoders.base import EncoderInfo
+from clipy_qdrant.filters import Filter
+
+IMAGE = "image"
+TEXT = "text"
+VECTOR_NAMES: tuple[str, str] = (IMAGE, TEXT)
+
+#: Payload keys the store itself writes beside the product metadata.
+PRODUCT_ID_KEY = "product_id"
+CONTENT_HASH_KEY = "content_hash"
+
+FieldType = Literal["keyword", "integer", "float", "text", "bool"]
+
+_NAMESPACE = uuid.UUID("6f1c2d1e-8f7b-4c59-9d55-2b0c6c1e9a10")
+
+
+def point_id(product_id: str | int) -> str:
+    """Deterministic Qdrant point id (UUID string) for a product id."""
+    return str(uuid.uuid5(_NAMESPACE, str(product_id)))
+
+
+@dataclass
+class PointRecord:
+    """One product as written by ingest."""
+
+    product_id: str
+    vectors: Mapping[str, np.ndarray]  # {"image": (dim,), "text": (dim,)} float32
+    payload: Mapping[str, Any]  # product metadata (the store adds product_id / content_hash)
+    content_hash: str = ""
+
+
+@dataclass
+class ScoredPoint:
+    """A search result from one vector: the cosine score and (optionally) the payload."""
+
+    product_id: str
+    score: float
+    payload: dict[str, Any] | None = None
+
+
+@dataclass
+class StoredPoint:
+    product_id: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class VectorStore(Protocol):
+    """What the query layer, ingest and evaluation need from Qdrant."""
+
+    def ensure_collection(
+        self, encoder: EncoderInfo, indexed_fields: Mapping[str, FieldType] | None = None
+    ) -> None:
+        """Create the collection for ``encoder`` if absent (and the payload indexes), else check
+        that it was written by the same encoder: raise ``EncoderMismatchError`` if not."""
+
+    def encoder_info(self) -> EncoderInfo | None:
+        """The encoder recorded at creation; ``None`` if there is no collection yet."""
+
+    def check_encoder(self, encoder: EncoderInfo) -> None:
+        """Raise ``EncoderMismatchError`` (or ``StoreError`` if empty) unless ``encoder`` wrote it."""
+
+    def upsert(self, points: Sequence[PointRecord]) -> None: ...
+
+    def content_hashes(self, product_ids: Sequence[str]) -> dict[str, str]:
+        """``{product_id: content_hash}`` for those of ``product_ids`` already stored."""
+
+    def search(
+        self,
+        using: str,
+        vector: np.ndarray,
+        limit: int,
+        flt: Filter | None = None,
+        *,
+        with_payload: bool = True,
+        exact: bool = False,
+    ) -> list[ScoredPoint]:
+        """Nearest products by cosine on the named vector, best first, restricted by ``flt``."""
+
+    def retrieve(
+        self, product_ids: Sequence[str], *, with_payload: bool = True, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        """Stored points for those ids that exist (order not guaranteed)."""
+
+    def scroll(self, *, with_vectors: bool = False, batch_size: int = 1000) -> Iterator[StoredPoint]:
+        """Every stored point once."""
+
+    def count(self, flt: Filter | None = None) -> int: ...
+
+    def indexed_fields(self) -> dict[str, str]:
+        """Payload indexes: ``{field: type}``."""
+
+    def build_index(self) -> None:
+        """Build the HNSW graph after a bulk load (blocking). Exact search works before it."""
+
+    def close(self) -> None: ...
