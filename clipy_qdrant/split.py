@@ -1,0 +1,26 @@
+"""The held-out rule shared by training and evaluation.
+
+A product is held out (never trained on, used for evaluation) when its numeric id is
+divisible by 5; ids that are not integers are hashed (CRC32) first. Deterministic,
+independent of row order, and stable when the catalog grows.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+SPLIT_RULE = "int(id) % 5 == 0 (non-numeric ids: crc32(id) % 5 == 0)"
+
+
+def _as_int(product_id: str | int) -> int:
+    if isinstance(product_id, int):
+        return product_id
+    try:
+        return int(product_id)
+    except ValueError:
+        return zlib.crc32(product_id.encode("utf-8"))
+
+
+def is_heldout(product_id: str | int) -> bool:
+    """True for evaluation (test) products, False for training products."""
+    return _as_int(product_id) % 5 == 0
