@@ -73,7 +73,9 @@ def _coerce(field_name: str, raw: str, expr: str) -> Scalar:
         try:
             return int(raw)
         except ValueError:
-            raise FilterError(f"filter {expr!r}: {field_name} needs a whole number, got {raw!r}") from None
+            raise FilterError(
+                f"filter {expr!r}: {field_name} needs a whole number, got {raw!r}"
+            ) from None
     return raw
 
 

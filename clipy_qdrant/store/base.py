@@ -98,7 +98,9 @@ class VectorStore(Protocol):
     ) -> list[StoredPoint]:
         """Stored points for those ids that exist (order not guaranteed)."""
 
-    def scroll(self, *, with_vectors: bool = False, batch_size: int = 1000) -> Iterator[StoredPoint]:
+    def scroll(
+        self, *, with_vectors: bool = False, batch_size: int = 1000
+    ) -> Iterator[StoredPoint]:
         """Every stored point once."""
 
     def count(self, flt: Filter | None = None) -> int: ...

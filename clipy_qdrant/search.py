@@ -1,0 +1,378 @@
+"""The query layer: embed a text and/or image query, search both named vectors under the
+same filter, fuse the two channels, and explain every hit with both component scores.
+
+Channels. A product has a ``text`` vector (its text, embedded by the text tower) and an
+``image`` vector (its image, by the image tower). A query has a vector for each channel:
+the text query's embedding is searched against product ``text`` vectors and the image
+query's against product ``image`` vectors; a query with only one of them uses it for both
+channels (text→image is the cross-modal search the dual encoder is trained for).
+
+Exactness of ``weighted`` fusion. Each channel returns its ``depth`` best candidates; a
+product missing from one list gets its true score for that channel from its stored vector.
+A product in neither list scores at most ``w_text * last_text + w_image * last_image``
+(the threshold algorithm's bound), so when the k-th fused score reaches that bound the
+top-k is exactly the brute-force top-k; otherwise the lists are deepened and fused again.
+``rrf`` and ``dbsf`` are defined on the candidate lists of depth ``candidates``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clipy_qdrant.encoders.base import Encoder
+from clipy_qdrant.errors import ConfigError, InputError
+from clipy_qdrant.filters import Filter, Match, parse_filter
+from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
+from clipy_qdrant.store.base import (
+    CONTENT_HASH_KEY,
+    IMAGE,
+    PRODUCT_ID_KEY,
+    TEXT,
+    ScoredPoint,
+    VectorStore,
+)
+
+ImageInput = Image.Image | str | Path | bytes
+
+__all__ = ["FusionConfig", "Hit", "QueryVectors", "Searcher", "load_query_image"]
+
+
+@dataclass
+class Hit:
+    """One result: the fused score, both component (cosine) scores and the product payload."""
+
+    product_id: str
+    score: float
+    text_score: float
+    image_score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "product_id": self.product_id,
+            "score": self.score,
+            "text_score": self.text_score,
+            "image_score": self.image_score,
+            "payload": self.payload,
+        }
+
+
+@dataclass
+class QueryVectors:
+    """The query vector for each channel (unit length)."""
+
+    text: np.ndarray
+    image: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.text = _unit(self.text)
+        self.image = _unit(self.image)
+
+    def for_channel(self, channel: str) -> np.ndarray:
+        return self.text if channel == TEXT else self.image
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(v))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise InputError("query vector is zero or not finite")
+    return v / norm
+
+
+def load_query_image(image: ImageInput) -> Image.Image:
+    """Decode a query image (PIL image, path or bytes) as RGB, or raise a one-line InputError."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        img = Image.open(io.BytesIO(image) if isinstance(image, bytes) else Path(image))
+        img.load()
+    except FileNotFoundError:
+        raise InputError(f"query image {image!s} does not exist") from None
+    except Exception as exc:  # PIL raises many types for corrupt data
+        where = "query image bytes" if isinstance(image, bytes) else f"query image {image!s}"
+        raise InputError(f"{where} cannot be decoded: {exc}") from None
+    return img.convert("RGB")
+
+
+@dataclass
+class _Channels:
+    """Candidate lists of one query at one depth."""
+
+    depth: int
+    lists: dict[str, list[ScoredPoint]]
+
+    def complete(self, channel: str) -> bool:
+        """True when the channel returned every matching product (fewer than ``depth``)."""
+        return len(self.lists[channel]) < self.depth
+
+
+class Searcher:
+    """Fused text/image search over a store. Build it once, query it many times."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        encoder: Encoder | None = None,
+        *,
+        candidates: int = 100,
+        check_encoder: bool = True,
+    ) -> None:
+        if candidates < 1:
+            raise ConfigError(f"candidates must be >= 1 (got {candidates})")
+        self.store = store
+        self.encoder = encoder
+        self.candidates = candidates
+        if encoder is not None and check_encoder:
+            store.check_encoder(encoder.info)
+
+    # -- embedding -------------------------------------------------------------------------
+
+    def _require_encoder(self) -> Encoder:
+        if self.encoder is None:
+            raise ConfigError("this Searcher has no encoder; pass query vectors instead")
+        return self.encoder
+
+    def embed(self, text: str | None = None, image: ImageInput | None = None) -> QueryVectors:
+        """Query vectors for a text, an image, or both."""
+        return self.embed_many([text], [image])[0]
+
+    def embed_many(
+        self, texts: Sequence[str | None], images: Sequence[ImageInput | None]
+    ) -> list[QueryVectors]:
+        """Batched :meth:`embed` for parallel lists of texts and images (``None`` = absent)."""
+        if len(texts) != len(images):
+            raise ValueError("texts and images must have the same length")
+        encoder = self._require_encoder()
+        for i, (text, image) in enumerate(zip(texts, images, strict=True)):
+            if (text is None or not str(text).strip()) and image is None:
+                raise InputError(f"query {i + 1} has neither text nor image")
+        text_idx = [i for i, t in enumerate(texts) if t is not None and str(t).strip()]
+        image_idx = [i for i, im in enumerate(images) if im is not None]
+        text_vecs = (
+            encoder.encode_texts([str(texts[i]) for i in text_idx])
+            if text_idx
+            else np.empty((0, 0))
+        )
+        image_vecs = (
+            encoder.encode_images([load_query_image(images[i]) for i in image_idx])  # type: ignore[arg-type]
+            if image_idx
+            else np.empty((0, 0))
+        )
+        by_text = dict(zip(text_idx, text_vecs, strict=True))
+        by_image = dict(zip(image_idx, image_vecs, strict=True))
+        out = []
+        for i in range(len(texts)):
+            text_vec = by_text.get(i)
+            image_vec = by_image.get(i)
+            text_vec = image_vec if text_vec is None else text_vec
+            image_vec = text_vec if image_vec is None else image_vec
+            assert text_vec is not None and image_vec is not None  # checked above
+            out.append(QueryVectors(text=text_vec, image=image_vec))
+        return out
+
+    # -- searching -------------------------------------------------------------------------
+
+    def search(
+        self,
+        text: str | None = None,
+        image: ImageInput | None = None,
+        *,
+        filters: Filter | Sequence[str] | None = None,
+        k: int = 10,
+        fusion: FusionConfig | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> list[Hit]:
+        """Embed the query and return the ``k`` best products under ``filters``."""
+        return self.search_vectors(
+            self.embed(text, image), filters=filters, k=k, fusion=fusion, exclude=exclude
+        )
+
+    def search_vectors(
+        self,
+        query: QueryVectors,
+        *,
+        filters: Filter | Sequence[str] | None = None,
+        k: int = 10,
+        fusion: FusionConfig | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> list[Hit]:
+        """Search with precomputed query vectors."""
+        return self.search_grid(
+            query, [fusion or FusionConfig()], filters=filters, k=k, exclude=exclude
+        )[0]
+
+    def search_grid(
+        self,
+        query: QueryVectors,
+        configs: Sequence[FusionConfig],
+        *,
+        filters: Filter | Sequence[str] | None = None,
+        k: int = 10,
+        exclude: Collection[str] | None = None,
+    ) -> list[list[Hit]]:
+        """One result list per fusion config; the channels are retrieved once for all."""
+        if k < 1:
+            raise ConfigError(f"k must be >= 1 (got {k})")
+        flt = _with_exclusions(_as_filter(filters), exclude)
+        base = self._retrieve(query, flt, max(self.candidates, k))
+        deep = base
+        vector_cache: dict[str, dict[str, np.ndarray]] = {}
+        payloads: dict[str, dict[str, Any]] = {}
+        results = []
+        for cfg in configs:
+            if cfg.method == "weighted":
+                while True:
+                    ranked, exact = self._fuse_weighted(query, deep, cfg, k, vector_cache, payloads)
+                    if exact:
+                        break
+                    deep = self._retrieve(query, flt, deep.depth * 4)
+            else:
+                ranked = self._fuse_ranks(base, cfg, k)
+            results.append(
+                self._hits(
+                    query,
+                    ranked,
+                    base if cfg.method != "weighted" else deep,
+                    vector_cache,
+                    payloads,
+                )
+            )
+        return results
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _retrieve(self, query: QueryVectors, flt: Filter | None, depth: int) -> _Channels:
+        lists = {
+            channel: self.store.search(channel, query.for_channel(channel), depth, flt)
+            for channel in (TEXT, IMAGE)
+        }
+        return _Channels(depth=depth, lists=lists)
+
+    def _component_scores(
+        self,
+        query: QueryVectors,
+        channel: str,
+        ids: Collection[str],
+        known: dict[str, float],
+        vector_cache: dict[str, dict[str, np.ndarray]],
+        payloads: dict[str, dict[str, Any]],
+    ) -> dict[str, float]:
+        """True cosine scores of ``ids`` on ``channel``: from the list where known, else from
+        the stored vectors (fetched once per query and cached)."""
+        missing = [pid for pid in ids if pid not in known and pid not in vector_cache]
+        if missing:
+            for point in self.store.retrieve(missing, with_payload=True, with_vectors=True):
+                vector_cache[point.product_id] = point.vectors
+                payloads.setdefault(point.product_id, point.payload)
+        scores = {}
+        q = query.for_channel(channel)
+        for pid in ids:
+            if pid in known:
+                scores[pid] = known[pid]
+            else:
+                stored = vector_cache[pid][channel]
+                scores[pid] = float(np.dot(q, _unit(stored)))
+        return scores
+
+    def _fuse_weighted(
+        self,
+        query: QueryVectors,
+        channels: _Channels,
+        cfg: FusionConfig,
+        k: int,
+        vector_cache: dict[str, dict[str, np.ndarray]],
+        payloads: dict[str, dict[str, Any]],
+    ) -> tuple[list[tuple[str, float]], bool]:
+        weights = {TEXT: cfg.w_text, IMAGE: cfg.w_image}
+        active = [c for c in (TEXT, IMAGE) if weights[c] > 0]
+        candidates: set[str] = set()
+        for channel in active:
+            candidates.update(p.product_id for p in channels.lists[channel])
+        component = {}
+        for channel in active:
+            known = {p.product_id: p.score for p in channels.lists[channel]}
+            component[channel] = self._component_scores(
+                query, channel, candidates, known, vector_cache, payloads
+            )
+        for channel in (TEXT, IMAGE):  # a zero-weight channel contributes nothing to the rank
+            component.setdefault(channel, dict.fromkeys(candidates, 0.0))
+        fused = weighted_scores(component[TEXT], component[IMAGE], cfg.w_text, cfg.w_image)
+        ranked = top_k(fused, k)
+        if any(channels.complete(c) for c in active):
+            return ranked, True  # every matching product is a candidate
+        bound = sum(weights[c] * channels.lists[c][-1].score for c in active)
+        exact = len(ranked) == k and ranked[-1][1] >= bound
+        return ranked, exact
+
+    def _fuse_ranks(
+        self, channels: _Channels, cfg: FusionConfig, k: int
+    ) -> list[tuple[str, float]]:
+        text, image = channels.lists[TEXT], channels.lists[IMAGE]
+        weights = (cfg.w_text, cfg.w_image)
+        if cfg.method == "rrf":
+            fused = rrf_scores(
+                [[p.product_id for p in text], [p.product_id for p in image]], weights, cfg.rrf_k
+            )
+        else:
+            fused = dbsf_scores(
+                [[(p.product_id, p.score) for p in text], [(p.product_id, p.score) for p in image]],
+                weights,
+            )
+        return top_k(fused, k)
+
+    def _hits(
+        self,
+        query: QueryVectors,
+        ranked: list[tuple[str, float]],
+        channels: _Channels,
+        vector_cache: dict[str, dict[str, np.ndarray]],
+        payloads: dict[str, dict[str, Any]],
+    ) -> list[Hit]:
+        ids = [pid for pid, _ in ranked]
+        for channel in (TEXT, IMAGE):
+            for p in channels.lists[channel]:
+                if p.payload is not None:
+                    payloads.setdefault(p.product_id, p.payload)
+        component = {}
+        for channel in (TEXT, IMAGE):
+            known = {p.product_id: p.score for p in channels.lists[channel]}
+            component[channel] = self._component_scores(
+                query, channel, ids, known, vector_cache, payloads
+            )
+        return [
+            Hit(
+                product_id=pid,
+                score=score,
+                text_score=component[TEXT][pid],
+                image_score=component[IMAGE][pid],
+                payload=_public_payload(payloads.get(pid, {})),
+            )
+            for pid, score in ranked
+        ]
+
+
+def _public_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in payload.items() if key != CONTENT_HASH_KEY}
+
+
+def _as_filter(filters: Filter | Sequence[str] | None) -> Filter | None:
+    if filters is None or isinstance(filters, Filter):
+        return filters or None
+    if isinstance(filters, str):
+        return parse_filter([filters])
+    return parse_filter(filters)
+
+
+def _with_exclusions(flt: Filter | None, exclude: Collection[str] | None) -> Filter | None:
+    if not exclude:
+        return flt
+    excluded = Filter(must_not=(Match(PRODUCT_ID_KEY, tuple(str(pid) for pid in exclude)),))
+    return excluded.and_(flt)
