@@ -1,0 +1,98 @@
+"""Fusion functions: hand-computed cases and congruence with Qdrant's own implementation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from qdrant_client.http import models
+from qdrant_client.hybrid.fusion import distribution_based_score_fusion, reciprocal_rank_fusion
+
+from clipy_qdrant.errors import ConfigError
+from clipy_qdrant.fusion import (
+    FusionConfig,
+    dbsf_normalize,
+    dbsf_scores,
+    rrf_scores,
+    top_k,
+    weighted_scores,
+)
+
+
+def test_rrf_hand_computed() -> None:
+    fused = rrf_scores([["a", "b", "c"], ["b", "d"]], [1.0, 1.0], k=60)
+    assert fused["a"] == pytest.approx(1 / 60)
+    assert fused["b"] == pytest.approx(1 / 61 + 1 / 60)
+    assert fused["c"] == pytest.approx(1 / 62)
+    assert fused["d"] == pytest.approx(1 / 61)
+    assert [pid for pid, _ in top_k(fused, 2)] == ["b", "a"]
+
+
+def test_rrf_zero_weight_list_is_ignored() -> None:
+    fused = rrf_scores([["a"], ["b"]], [1.0, 0.0], k=2)
+    assert fused == {"a": pytest.approx(1 / 2)}
+
+
+def test_dbsf_normalize_hand_computed() -> None:
+    scores = [0.9, 0.5, 0.1]  # mean 0.5, sample std 0.4 -> low = -0.7, span 2.4
+    assert dbsf_normalize(scores) == pytest.approx([1.6 / 2.4, 1.2 / 2.4, 0.8 / 2.4])
+    assert dbsf_normalize([0.3]) == [0.5]
+    assert dbsf_normalize([0.2, 0.2]) == [0.5, 0.5]
+    assert dbsf_normalize([]) == []
+
+
+def _points(ranked: list[tuple[str, float]]) -> list[models.ScoredPoint]:
+    return [models.ScoredPoint(id=i, version=0, score=s) for i, s in ranked]
+
+
+def _random_lists(rng: random.Random) -> list[list[tuple[str, float]]]:
+    ids = [f"{n}" for n in range(40)]
+    lists = []
+    for _ in range(2):
+        chosen = rng.sample(ids, rng.randint(1, 25))
+        scores = sorted((rng.random() for _ in chosen), reverse=True)
+        lists.append(list(zip(chosen, scores, strict=True)))
+    return lists
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_rrf_equals_qdrant_weighted_rrf(seed: int) -> None:
+    rng = random.Random(seed)
+    lists = _random_lists(rng)
+    weights = [rng.choice([0.25, 0.5, 1.0, 2.0]), rng.choice([0.3, 1.0, 1.5])]
+    k = rng.choice([2, 10, 60])
+    ours = rrf_scores([[i for i, _ in lst] for lst in lists], weights, k)
+    theirs = reciprocal_rank_fusion(
+        [_points(lst) for lst in lists], limit=1000, ranking_constant_k=k, weights=weights
+    )
+    assert {p.id: p.score for p in theirs} == pytest.approx(ours)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_dbsf_equals_qdrant_dbsf_with_unit_weights(seed: int) -> None:
+    lists = _random_lists(random.Random(seed))
+    ours = dbsf_scores(lists, [1.0, 1.0])
+    theirs = distribution_based_score_fusion([_points(lst) for lst in lists], limit=1000)
+    assert {p.id: p.score for p in theirs} == pytest.approx(ours)
+
+
+def test_weighted_scores_needs_both_components() -> None:
+    assert weighted_scores({"a": 0.5}, {"a": 0.1}, 0.3, 0.7) == {"a": pytest.approx(0.22)}
+    with pytest.raises(ValueError, match="both scores"):
+        weighted_scores({"a": 0.5}, {"b": 0.1}, 0.5, 0.5)
+
+
+def test_top_k_breaks_ties_by_id() -> None:
+    assert top_k({"b": 1.0, "a": 1.0, "c": 2.0}, 2) == [("c", 2.0), ("a", 1.0)]
+
+
+def test_fusion_config_validation() -> None:
+    assert FusionConfig.image_weight(0.3).w_text == pytest.approx(0.7)
+    with pytest.raises(ConfigError, match="unknown fusion method"):
+        FusionConfig(method="max")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=">= 0"):
+        FusionConfig(w_text=-0.1)
+    with pytest.raises(ConfigError, match="at least one"):
+        FusionConfig(w_text=0, w_image=0)
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        FusionConfig.image_weight(1.5)
