@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_CATALOG = Path("../shared/datasets/fashion-product-images-small")
 
 
+DEFAULT_ENCODER = "fashion-mini"
+
+
 class Settings(BaseSettings):
     """Every tunable that is not a per-call argument."""
 
@@ -25,7 +28,8 @@ class Settings(BaseSettings):
     api_key: str | None = None
     collection: str = "products"
     #: Encoder name or spec: ``fashion-mini`` (shipped, offline) or ``clip:<id-or-path>``.
-    encoder: str = "fashion-mini"
+    #: Unset: a store's own encoder when querying, ``DEFAULT_ENCODER`` when ingesting.
+    encoder: str | None = None
     #: Local copy of the fashion catalog used by tests, benchmarks and evaluation.
     catalog: Path = DEFAULT_CATALOG
     #: Where derived artefacts (ONNX exports of the frozen towers) are cached.

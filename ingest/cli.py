@@ -1,0 +1,346 @@
+"""The ``clipy`` command: a thin shell over the library and the ingest pipeline.
+
+Each command parses its flags, makes one library call and renders the result. Results go
+to stdout (``--json`` output parses); progress, summaries and errors go to stderr. A
+``ClipyError`` becomes one line ``clipy: error: …`` and exit status 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from clipy_qdrant.config import DEFAULT_ENCODER, Settings
+from clipy_qdrant.errors import ClipyError, InputError
+
+if TYPE_CHECKING:
+    from clipy_qdrant.encoders.base import Encoder
+    from clipy_qdrant.search import Hit, Searcher
+    from clipy_qdrant.store.base import VectorStore
+
+# Nothing in clipy may reach the model hub at run time: the shipped models are local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    name="clipy",
+    help="Multimodal product search on Qdrant: ingest a catalog, search it by text and/or image.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn library errors into one line on stderr and exit status 1."""
+    try:
+        yield
+    except ClipyError as exc:
+        _err(f"clipy: error: {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        _err("clipy: interrupted (work already stored is kept; re-run to resume)")
+        raise typer.Exit(130) from None
+
+
+# -- shared options ----------------------------------------------------------------------
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store", help="Folder of the embedded store [env CLIPY_STORE; default ./clipy-data]."
+    ),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--qdrant-url",
+        help="Qdrant server URL (or ':memory:'); replaces the embedded store [env CLIPY_QDRANT_URL].",
+    ),
+]
+ApiKeyOpt = Annotated[
+    str | None, typer.Option("--api-key", help="Qdrant API key [env CLIPY_API_KEY].")
+]
+CollectionOpt = Annotated[
+    str | None, typer.Option("--collection", help="Collection name on a server [default products].")
+]
+EncoderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encoder",
+        help="fashion-mini (shipped, offline), clip-ViT-B-32, or clip:<model id or path> "
+        "[env CLIPY_ENCODER; default: the store's own encoder, else fashion-mini].",
+    ),
+]
+
+
+def _open_store(
+    store: Path | None, url: str | None, api_key: str | None, collection: str | None
+) -> VectorStore:
+    from clipy_qdrant.store import open_store
+
+    settings = Settings()
+    return open_store(
+        store or settings.store,
+        url=url or settings.qdrant_url,
+        api_key=api_key or settings.api_key,
+        collection=collection or settings.collection,
+    )
+
+
+def _encoder_spec(flag: str | None, store: VectorStore | None) -> str:
+    """Flag > env > the encoder that wrote the store > the default."""
+    spec = flag or Settings().encoder
+    if spec:
+        return spec
+    info = store.encoder_info() if store is not None else None
+    return info.name if info is not None else DEFAULT_ENCODER
+
+
+def _load_encoder(spec: str) -> Encoder:
+    from clipy_qdrant.encoders import get_encoder
+
+    return get_encoder(spec)
+
+
+# -- search ------------------------------------------------------------------------------
+
+
+def _render_hits(hits: list[Hit]) -> None:
+    if not hits:
+        typer.echo("no results")
+        return
+    typer.echo(f"{'#':>3}  {'score':>7}  {'text':>6}  {'image':>6}  {'id':<8}  name")
+    for rank, hit in enumerate(hits, 1):
+        name = hit.payload.get("productDisplayName") or hit.payload.get("name") or ""
+        extras = ", ".join(
+            str(hit.payload[key])
+            for key in ("gender", "articleType", "baseColour", "year")
+            if hit.payload.get(key) not in (None, "")
+        )
+        typer.echo(
+            f"{rank:>3}  {hit.score:7.4f}  {hit.text_score:6.3f}  {hit.image_score:6.3f}  "
+            f"{hit.product_id:<8}  {name}" + (f"  [{extras}]" if extras else "")
+        )
+
+
+def _batch_queries(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read query file {path}: {exc.strerror}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            query = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(query, dict):
+            raise InputError(f"{path} line {number}: expected a JSON object")
+        unknown = set(query) - {
+            "text",
+            "image",
+            "filters",
+            "k",
+            "w_text",
+            "w_image",
+            "fusion",
+            "id",
+        }
+        if unknown:
+            raise InputError(f"{path} line {number}: unknown keys {sorted(unknown)}")
+        if not query.get("text") and not query.get("image"):
+            raise InputError(f"{path} line {number}: needs 'text' or 'image'")
+        yield number, query
+
+
+@app.command()
+def search(
+    text: Annotated[str | None, typer.Argument(help="Query text.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Query image file.")] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            "-f",
+            help="FIELD=VALUE, FIELD=A,B (any of), FIELD!=VALUE, FIELD>=N, FIELD<N, FIELD=N..M; repeatable.",
+        ),
+    ] = None,
+    w_text: Annotated[
+        float | None, typer.Option("--w-text", help="Weight of the text vector.")
+    ] = None,
+    w_image: Annotated[
+        float | None, typer.Option("--w-image", help="Weight of the image vector.")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--limit", min=1, help="Number of results.")] = 10,
+    fusion: Annotated[str, typer.Option("--fusion", help="weighted | rrf | dbsf")] = "weighted",
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            "--queries",
+            help="Batch mode: a JSONL file of queries; one JSON result list per line out.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print results as JSON on stdout.")
+    ] = False,
+    store: StoreOpt = None,
+    qdrant_url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = None,
+    encoder: EncoderOpt = None,
+) -> None:
+    """Search the catalog by text, by image, or both.
+
+    Example: clipy search "red sneakers" --filter gender=Men --filter 'year>=2015' --w-image 0.7
+    """
+    if text is None and image is None and queries is None:
+        raise typer.BadParameter("give a query text, --image PATH, or --queries FILE")
+    with _user_errors():
+        from clipy_qdrant.fusion import FusionConfig
+        from clipy_qdrant.search import Searcher
+
+        vector_store = _open_store(store, qdrant_url, api_key, collection)
+        try:
+            searcher = Searcher(vector_store, _load_encoder(_encoder_spec(encoder, vector_store)))
+            if queries is not None:
+                _search_batch(
+                    searcher,
+                    queries,
+                    default_k=k,
+                    fusion=fusion,
+                    w_text=w_text,
+                    w_image=w_image,
+                    as_json=as_json,
+                )
+                return
+            config = _fusion_config(FusionConfig, fusion, w_text, w_image)
+            hits = searcher.search(text, image, filters=filters or None, k=k, fusion=config)
+            if as_json:
+                typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
+            else:
+                _render_hits(hits)
+        finally:
+            vector_store.close()
+
+
+def _fusion_config(cls: Any, method: str, w_text: float | None, w_image: float | None) -> Any:
+    """Weights default to 0.5 each; one given alone implies the other as 1 - it."""
+    if w_text is None and w_image is None:
+        w_text = w_image = 0.5
+    elif w_text is None:
+        w_text = max(0.0, 1.0 - float(w_image or 0.0))
+    elif w_image is None:
+        w_image = max(0.0, 1.0 - w_text)
+    return cls(method=method, w_text=w_text, w_image=w_image)
+
+
+def _search_batch(
+    searcher: Searcher,
+    path: Path,
+    *,
+    default_k: int,
+    fusion: str,
+    w_text: float | None,
+    w_image: float | None,
+    as_json: bool,
+) -> None:
+    from clipy_qdrant.fusion import FusionConfig
+
+    parsed = list(_batch_queries(path))
+    base_dir = path.parent
+    images = [
+        (base_dir / q["image"] if not Path(q["image"]).is_absolute() else Path(q["image"]))
+        if q.get("image")
+        else None
+        for _, q in parsed
+    ]
+    vectors = searcher.embed_many([q.get("text") for _, q in parsed], images)
+    for (number, query), vector in zip(parsed, vectors, strict=True):
+        try:
+            config = _fusion_config(
+                FusionConfig,
+                query.get("fusion", fusion),
+                query.get("w_text", w_text),
+                query.get("w_image", w_image),
+            )
+            filters = query.get("filters") or None
+            if isinstance(filters, str):
+                filters = [filters]
+            hits = searcher.search_vectors(
+                vector, filters=filters, k=int(query.get("k", default_k)), fusion=config
+            )
+        except ClipyError as exc:
+            raise InputError(f"{path} line {number}: {exc}") from None
+        if as_json:
+            typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
+        else:
+            typer.echo(f"== line {number}: {query.get('text') or query.get('image')}")
+            _render_hits(hits)
+
+
+# -- info --------------------------------------------------------------------------------
+
+
+@app.command()
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    store: StoreOpt = None,
+    qdrant_url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
+    """Show the store, its encoder, the number of products and the indexed fields.
+
+    Example: clipy info --json
+    """
+    with _user_errors():
+        settings = Settings()
+        vector_store = _open_store(store, qdrant_url, api_key, collection)
+        try:
+            encoder_info = vector_store.encoder_info()
+            details: dict[str, Any] = {
+                "store": qdrant_url or settings.qdrant_url or str(store or settings.store),
+                "backend": type(vector_store).__name__,
+                "encoder": None
+                if encoder_info is None
+                else {"name": encoder_info.name, "dim": encoder_info.dim},
+                "products": vector_store.count() if encoder_info is not None else 0,
+                "indexed_fields": vector_store.indexed_fields() if encoder_info is not None else {},
+            }
+        finally:
+            vector_store.close()
+    if as_json:
+        typer.echo(json.dumps(details))
+        return
+    enc = details["encoder"]
+    typer.echo(f"store:          {details['store']} ({details['backend']})")
+    typer.echo(
+        f"encoder:        {enc['name'] + ' (' + str(enc['dim']) + '-d)' if enc else '(empty store)'}"
+    )
+    typer.echo(f"products:       {details['products']}")
+    fields = details["indexed_fields"]
+    typer.echo(
+        "indexed fields: " + (", ".join(f"{k} ({v})" for k, v in sorted(fields.items())) or "none")
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
