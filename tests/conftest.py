@@ -16,9 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
+import pytest
 
-from clipy_qdrant.config import Settings  # noqa: E402
+from clipy_qdrant.config import Settings
 
 
 def _catalog_parquet_present() -> bool:
