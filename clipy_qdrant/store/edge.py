@@ -51,6 +51,9 @@ from clipy_qdrant.store.base import (
 META_FILE = "clipy.json"
 SHARD_DIR = "shard"
 
+#: Qdrant's default: below ~10 MB of vectors a scan beats the graph.
+DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
+
 #: Payload index types; the product id is always indexed so lookups by id filter fast.
 _SCHEMA_NAMES = {
     "keyword": "Keyword",
@@ -80,6 +83,9 @@ class EdgeStore:
 
     ``hnsw_m`` / ``hnsw_ef_construct`` shape the graph built by :meth:`build_index`;
     ``hnsw_ef`` is the search-time beam width (higher: better recall, slower).
+    ``full_scan_threshold_kb`` (Qdrant's default, 10 MB): a segment or filtered subset whose
+    vectors are smaller than this is searched exactly instead of through the graph.
+    The three graph settings apply when the collection is created; ``hnsw_ef`` per search.
     """
 
     def __init__(
@@ -89,8 +95,10 @@ class EdgeStore:
         hnsw_ef: int = DEFAULT_HNSW_EF,
         hnsw_m: int = DEFAULT_HNSW_M,
         hnsw_ef_construct: int = DEFAULT_HNSW_EF_CONSTRUCT,
+        full_scan_threshold_kb: int = DEFAULT_FULL_SCAN_THRESHOLD_KB,
     ) -> None:
         self.path = Path(path)
+        self.full_scan_threshold_kb = full_scan_threshold_kb
         self.hnsw_ef = hnsw_ef
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construct = hnsw_ef_construct
@@ -147,8 +155,9 @@ class EdgeStore:
             hnsw_config=qe.HnswIndexConfig(
                 m=self.hnsw_m,
                 ef_construct=self.hnsw_ef_construct,
-                # KB of vectors below which a filtered search scans instead of walking the graph.
-                full_scan_threshold=10_000,
+                # Below this many KB of (matching) vectors a search scans instead of walking
+                # the graph: exact and as fast at that size.
+                full_scan_threshold=self.full_scan_threshold_kb,
             ),
             # Edge has no background optimizer: HNSW is built only by build_index(). A tiny
             # threshold makes that call index every segment, whatever the collection size.
