@@ -443,3 +443,51 @@ def test_edge_hnsw_recall_after_build_index(tmp_path) -> None:
         # A beam of 4 must lose neighbours: proof the graph, not a scan, answered.
         store.hnsw_ef = 4
         assert recall(store, None) < 0.95
+
+
+def test_odd_filter_values_follow_reference(empty) -> None:
+    """Values Qdrant cannot match natively (floats, mixed types) still mean what `matches` says."""
+    rng = np.random.default_rng(2)
+    payloads = [
+        {
+            "rating": [2.5, 3.0, 4.5, 5.0][i % 4],
+            "size": ["S", 40, "M", 42][i % 4],
+            "year": 2010 + i % 5,
+        }
+        for i in range(40)
+    ]
+    points = [
+        PointRecord(str(i), {TEXT: rng.standard_normal(DIM).astype(np.float32)}, p)
+        for i, p in enumerate(payloads)
+    ]
+    empty.ensure_collection(ENCODER)
+    empty.upsert(points)
+    cases = [
+        Filter((Match("rating", (4.5,)),)),
+        Filter((Match("rating", (2.5, 5.0)),)),
+        Filter((Match("size", ("S", 40)),)),
+        Filter((Match("year", (2011.0, 2013)),)),
+        Filter(must_not=(Match("size", ("M", 42, 40)),)),
+        Filter((Range("rating", gt=2.5, lt=5.0),), (Match("year", (2012,)),)),
+    ]
+    for flt in cases:
+        want = {str(i) for i, p in enumerate(payloads) if matches(flt, p)}
+        assert want, flt
+        assert empty.count(flt) == len(want), flt
+        hits = empty.search(TEXT, rng.standard_normal(DIM), 40, flt, exact=True)
+        assert {h.product_id for h in hits} == want, flt
+
+
+def test_product_with_one_vector(empty) -> None:
+    """A product without an image is stored with its text vector only, and never found by image."""
+    ids, vectors, payloads = make_products(6, DIM, seed=8)
+    empty.ensure_collection(ENCODER)
+    empty.upsert(records(ids[:5], vectors, payloads))
+    empty.upsert([PointRecord(ids[5], {TEXT: vectors[TEXT][5]}, payloads[5], "t-only")])
+    assert empty.count() == 6
+    assert ids[5] not in {
+        h.product_id for h in empty.search(IMAGE, vectors[IMAGE][5], 10, exact=True)
+    }
+    assert empty.search(TEXT, vectors[TEXT][5], 1, exact=True)[0].product_id == ids[5]
+    (stored,) = empty.retrieve([ids[5]], with_vectors=True)
+    assert set(stored.vectors) == {TEXT}

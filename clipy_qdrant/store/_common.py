@@ -153,20 +153,18 @@ def stored_vectors(raw: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
 
 
 def match_parts(values: Sequence[Scalar]) -> list[tuple[str, Any]]:
-    """Split a Match's values into what Qdrant can match natively: ``("value", v)`` for one
-    string/int/bool, ``("any", [v, …])`` for several strings or several ints, ``("equal", x)``
-    for a non-integral float (a range [x, x]: Qdrant matches no floats). A Match with several
-    parts is their OR."""
+    """Split a Match's values into what Qdrant can match natively; a Match with several parts
+    is their OR.
+
+    ``("value", v)`` one string / int / bool; ``("any", [v, …])`` several strings or several
+    ints; ``("equal", x)`` a float, as the range [x, x] (Qdrant matches no floats, and a range
+    also finds 5.0 stored as 5). Known gap: an int value does not match a float stored in the
+    payload (Qdrant's match is typed), where Python's ``5 == 5.0`` would.
+    """
     strs = [v for v in values if isinstance(v, str)]
     bools = [v for v in values if isinstance(v, bool)]
     ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
-    floats: list[float] = []
-    for v in values:
-        if isinstance(v, float):
-            if v.is_integer():
-                ints.append(int(v))
-            else:
-                floats.append(v)
+    floats = [v for v in values if isinstance(v, float)]
     parts: list[tuple[str, Any]] = []
     for group in (strs, ints):
         uniq = list(dict.fromkeys(group))
