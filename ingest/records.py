@@ -17,7 +17,14 @@ class Product:
 
     ``image_bytes`` or ``image_path`` (or neither, for a product without an image) tells where
     the image is; :meth:`load_image` decodes it as RGB and raises on unreadable data.
-    ``row`` / ``source`` locate the product in its input for error reports.
+
+    ``source`` / ``row`` / ``line`` locate the product in its input for error reports: ``row`` is
+    the 0-based data-row index within ``source`` (as in ``dataset[row]``), ``line`` the 1-based
+    line of a text file (CSV, JSONL) as an editor shows it.
+
+    A reader that cannot make a product of a row (bad JSON, unparsable value…) still yields one,
+    with ``error`` set, so the pipeline reports it with its location and goes on. A row without
+    an id has ``product_id == ""``.
     """
 
     product_id: str
@@ -28,6 +35,16 @@ class Product:
     row: int | None = None
     source: str = ""
     image_loader: Callable[[], Image.Image] | None = None
+    line: int | None = None
+    error: str | None = None
+
+    @property
+    def has_image(self) -> bool:
+        return (
+            self.image_bytes is not None
+            or self.image_path is not None
+            or self.image_loader is not None
+        )
 
     def load_image(self) -> Image.Image:
         if self.image_loader is not None:
@@ -42,8 +59,10 @@ class Product:
         return img.convert("RGB")
 
     def where(self) -> str:
-        """``source row N`` (or the image file) for messages."""
+        """``styles.csv line 7`` / ``train.parquet row 5`` (or just the source) for messages."""
         parts = [self.source or "input"]
-        if self.row is not None:
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        elif self.row is not None:
             parts.append(f"row {self.row}")
         return " ".join(parts)

@@ -1,0 +1,533 @@
+"""The ingest pipeline: catalog products -> (decode, encode) -> store, resumable and kill-safe.
+
+Per batch of ``batch_size`` products:
+
+1. check each product: reader errors, rows without an id and later duplicates of an id are
+   reported and skipped (the first occurrence of an id wins);
+2. read the image bytes (file content for image files; a missing file is reported) and compute
+   the content hash: sha256 over the encoder name and dimension, the text, the image bytes and
+   the metadata;
+3. ask the store for the stored hashes of the batch's ids; equal ones are counted as
+   ``unchanged`` and skipped (unless ``force``);
+4. decode the remaining images in threads (PIL releases the GIL) - this runs while the previous
+   batch is being encoded; an unreadable image is reported and skipped;
+5. encode texts and images, upsert the batch.
+
+All store calls happen on the calling thread. A killed run leaves whole batches stored (each
+upsert is one batch, stored with its content hash), so re-running skips them by hash and every
+product ends up stored exactly once (point ids derive from product ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clipy_qdrant.encoders.base import Encoder
+from clipy_qdrant.errors import ConfigError, EncoderError
+from clipy_qdrant.store.base import IMAGE, TEXT, FieldType, PointRecord, VectorStore
+from ingest.records import Product
+
+#: Skip reasons (keys of ``IngestReport.skipped``).
+BAD_ROW = "bad_row"
+NO_ID = "no_id"
+DUPLICATE_ID = "duplicate_id"
+NO_IMAGE = "no_image"
+MISSING_IMAGE = "missing_image"
+UNREADABLE_IMAGE = "unreadable_image"
+ENCODE_FAILED = "encode_failed"
+
+#: Products looked at to infer which payload fields get an index.
+INFER_SAMPLE = 2000
+#: A string field is a keyword (filterable) field if it has at most this many distinct values…
+KEYWORD_MAX_DISTINCT = 1000
+#: …and at most this share of its sampled values are distinct, and its values are short.
+KEYWORD_MAX_DISTINCT_RATIO = 0.5
+KEYWORD_MAX_MEAN_LENGTH = 40
+#: Issues shown by :meth:`IngestReport.summary_lines` (the JSON report has them all).
+SHOWN_ISSUES = 5
+
+
+@dataclass
+class Issue:
+    """One product that was not stored, and why."""
+
+    kind: str
+    reason: str
+    source: str = ""
+    row: int | None = None
+    line: int | None = None
+    product_id: str = ""
+    file: str | None = None
+
+    def where(self) -> str:
+        parts = [self.source or "input"]
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        elif self.row is not None:
+            parts.append(f"row {self.row}")
+        if self.product_id:
+            parts.append(f"(id {self.product_id})")
+        return " ".join(parts)
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did."""
+
+    source: str = ""
+    encoder: str = ""
+    read: int = 0
+    stored: int = 0
+    unchanged: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+    seconds: float = 0.0
+    indexed_fields: dict[str, str] = field(default_factory=dict)
+    index_built: bool = False
+    completed: bool = False
+    report_path: str | None = None
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def products_per_s(self) -> float:
+        """Products stored per second."""
+        return self.stored / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        """Input rows handled (stored, unchanged or skipped) per second."""
+        return self.read / self.seconds if self.seconds > 0 else 0.0
+
+    def add_issue(self, issue: Issue) -> None:
+        self.issues.append(issue)
+        self.skipped[issue.kind] = self.skipped.get(issue.kind, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "encoder": self.encoder,
+            "completed": self.completed,
+            "read": self.read,
+            "stored": self.stored,
+            "unchanged": self.unchanged,
+            "skipped": dict(sorted(self.skipped.items())),
+            "skipped_total": self.skipped_total,
+            "seconds": round(self.seconds, 3),
+            "products_per_s": round(self.products_per_s, 2),
+            "rows_per_s": round(self.rows_per_s, 2),
+            "indexed_fields": self.indexed_fields,
+            "index_built": self.index_built,
+            "issues": [asdict(issue) for issue in self.issues],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def write(self, path: Path) -> None:
+        """Write the JSON report to ``path`` (its folder is created)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        self.report_path = str(path)
+
+    def summary_lines(self, shown_issues: int = SHOWN_ISSUES) -> list[str]:
+        """Human summary for stderr: counts, throughput, the first reasons, the report file."""
+        state = "" if self.completed else " (interrupted)"
+        lines = [
+            f"stored {self.stored:,} products, unchanged {self.unchanged:,}, "
+            f"skipped {self.skipped_total:,} in {self.seconds:.1f} s "
+            f"({self.products_per_s:.1f} products/s){state}"
+        ]
+        if self.skipped:
+            by_reason = ", ".join(f"{k} {v:,}" for k, v in sorted(self.skipped.items()))
+            lines.append(f"skipped: {by_reason}")
+            for issue in self.issues[:shown_issues]:
+                lines.append(f"  {issue.where()}: {issue.reason}")
+            if len(self.issues) > shown_issues:
+                more = len(self.issues) - shown_issues
+                tail = f" (see {self.report_path})" if self.report_path else ""
+                lines.append(f"  … and {more:,} more{tail}")
+        if self.report_path:
+            lines.append(f"report: {self.report_path}")
+        return lines
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def content_hash(encoder_name: str, dim: int, product: Product, image_data: bytes | None) -> str:
+    """sha256 over what determines a stored point: encoder, text, image bytes and metadata."""
+    digest = hashlib.sha256()
+    for part in (
+        f"{encoder_name}\x00{dim}".encode(),
+        product.text.encode("utf-8"),
+        image_data or b"",
+        json.dumps(product.metadata, sort_keys=True, default=str, ensure_ascii=False).encode(),
+    ):
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def infer_indexed_fields(products: Iterable[Product]) -> dict[str, FieldType]:
+    """Payload fields worth an index, from a sample of products.
+
+    Integer fields -> ``integer``, float fields -> ``float``, boolean -> ``bool``; string fields
+    with few distinct short values (see ``KEYWORD_*``) -> ``keyword``. Fields with mixed types,
+    lists or objects get no index.
+    """
+    kinds: dict[str, set[str]] = {}
+    distinct: dict[str, set[str]] = {}
+    counts: Counter[str] = Counter()
+    lengths: Counter[str] = Counter()
+    for product in products:
+        for key, value in product.metadata.items():
+            kind = (
+                "bool"
+                if isinstance(value, bool)
+                else "integer"
+                if isinstance(value, int)
+                else "float"
+                if isinstance(value, float)
+                else "keyword"
+                if isinstance(value, str)
+                else "other"
+            )
+            kinds.setdefault(key, set()).add(kind)
+            if kind == "keyword":
+                values = distinct.setdefault(key, set())
+                if len(values) <= KEYWORD_MAX_DISTINCT:
+                    values.add(value)
+                counts[key] += 1
+                lengths[key] += len(value)
+    fields: dict[str, FieldType] = {}
+    for key, found in sorted(kinds.items()):
+        if found == {"integer"}:
+            fields[key] = "integer"
+        elif found <= {"integer", "float"}:
+            fields[key] = "float"
+        elif found == {"bool"}:
+            fields[key] = "bool"
+        elif found == {"keyword"}:
+            n_distinct, n = len(distinct[key]), counts[key]
+            if (
+                n_distinct <= KEYWORD_MAX_DISTINCT
+                and (n_distinct <= KEYWORD_MAX_DISTINCT_RATIO * n or n_distinct <= 2)
+                and lengths[key] / n <= KEYWORD_MAX_MEAN_LENGTH
+            ):
+                fields[key] = "keyword"
+    return fields
+
+
+def _batched(items: Iterable[Product], size: int) -> Iterator[list[Product]]:
+    batch: list[Product] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _decode(product: Product, data: bytes | None) -> Image.Image:
+    import io
+
+    if data is not None:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.convert("RGB")
+    return product.load_image()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+@dataclass
+class _Pending:
+    """A batch whose images are being decoded while the previous batch is encoded."""
+
+    products: list[Product]
+    hashes: list[str]
+    images: list[Future[Image.Image]]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_ingest(
+    catalog: Iterable[Product],
+    store: VectorStore,
+    encoder: Encoder,
+    *,
+    batch_size: int = 64,
+    force: bool = False,
+    report_path: Path | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    indexed_fields: Mapping[str, FieldType] | None = None,
+    build_index: bool = True,
+    decode_threads: int = 2,
+) -> IngestReport:
+    """Encode and store every product of ``catalog``; return what happened.
+
+    ``limit`` stops after that many input rows. ``indexed_fields`` are the payload indexes to
+    create with the collection (default: inferred from the first products, see
+    :func:`infer_indexed_fields`). ``build_index`` builds the HNSW graph at the end when
+    anything was written. Bad rows and unreadable images are skipped and reported, never
+    fatal; a store written by another encoder raises ``EncoderMismatchError`` before anything
+    is written. The JSON report goes to ``report_path`` (also when the run is interrupted).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be >= 0, got {limit}")
+    info = encoder.info
+    report = IngestReport(source=str(getattr(catalog, "source", "")), encoder=info.name)
+    started = time.perf_counter()
+    total = _total(catalog, limit)
+
+    products: Iterator[Product] = iter(catalog)
+    if limit is not None:
+        products = itertools.islice(products, limit)
+    # Look at the first products to choose the payload indexes, then put them back in front.
+    sample: list[Product] = []
+    if indexed_fields is None:
+        for product in products:
+            sample.append(product)
+            if len(sample) >= INFER_SAMPLE:
+                break
+        indexed_fields = infer_indexed_fields(p for p in sample if p.error is None)
+    report.indexed_fields = dict(indexed_fields)
+    store.ensure_collection(info, indexed_fields)
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total, unit="product", file=sys.stderr, disable=not progress, dynamic_ncols=True
+    )
+    writer = _BatchWriter(store, encoder, report, force=force)
+    try:
+        with ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode") as pool:
+            pending: _Pending | None = None
+            for batch in _batched(itertools.chain(sample, products), batch_size):
+                report.read += len(batch)
+                next_pending = writer.prepare(batch, pool)
+                if pending is not None:
+                    writer.write(pending)
+                    bar.update(len(pending.products))
+                pending = next_pending
+                bar.set_postfix(stored=report.stored, skipped=report.skipped_total, refresh=False)
+                bar.update(len(batch) - len(next_pending.products))
+            if pending is not None:
+                writer.write(pending)
+                bar.update(len(pending.products))
+        report.completed = True
+    finally:
+        bar.close()
+        # Issues are found in two stages (checks, then decoding); list them in input order.
+        report.issues.sort(key=lambda i: (i.source, -1 if i.row is None else i.row))
+        report.seconds = time.perf_counter() - started
+        if report_path is not None:
+            report.write(Path(report_path))
+    if build_index and report.stored:
+        store.build_index()
+        report.index_built = True
+        report.seconds = time.perf_counter() - started
+        if report_path is not None:
+            report.write(Path(report_path))
+    return report
+
+
+def _total(catalog: Iterable[Product], limit: int | None) -> int | None:
+    total = getattr(catalog, "total", None)
+    if total is None and isinstance(catalog, Sequence):
+        total = len(catalog)
+    if limit is not None:
+        return limit if total is None else min(total, limit)
+    return total if isinstance(total, int) else None
+
+
+class _BatchWriter:
+    """Checks, hashes, decodes (in threads), encodes and upserts batches of products."""
+
+    def __init__(
+        self, store: VectorStore, encoder: Encoder, report: IngestReport, *, force: bool
+    ) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.report = report
+        self.force = force
+        self.info = encoder.info
+        #: product id -> where its first occurrence was (later ones are duplicates).
+        self.first_seen: dict[str, str] = {}
+
+    def _skip(self, product: Product, kind: str, reason: str, file: Path | None = None) -> None:
+        if file is None and product.image_path is not None:
+            file = product.image_path
+        self.report.add_issue(
+            Issue(
+                kind=kind,
+                reason=reason,
+                source=product.source,
+                row=product.row,
+                line=product.line,
+                product_id=product.product_id,
+                file=str(file) if file is not None else None,
+            )
+        )
+
+    def _image_data(self, product: Product) -> tuple[bytes | None, bool]:
+        """(bytes, ok): the image file's content or the in-record bytes; reports failures."""
+        if product.image_bytes is not None:
+            return product.image_bytes, True
+        if product.image_path is not None:
+            try:
+                return product.image_path.read_bytes(), True
+            except FileNotFoundError:
+                self._skip(product, MISSING_IMAGE, f"missing image file {product.image_path}")
+            except OSError as exc:
+                self._skip(product, UNREADABLE_IMAGE, f"cannot read image file: {_first_line(exc)}")
+            return None, False
+        if product.image_loader is not None:
+            return None, True
+        self._skip(product, NO_IMAGE, "row has no image")
+        return None, False
+
+    def prepare(self, batch: list[Product], pool: ThreadPoolExecutor) -> _Pending:
+        """Steps 1-4: checks, hashes, the store's hash skip, image decoding submitted to ``pool``."""
+        candidates: list[tuple[Product, bytes | None, str]] = []
+        for product in batch:
+            if product.error is not None:
+                self._skip(product, BAD_ROW, product.error)
+                continue
+            if not product.product_id:
+                self._skip(product, NO_ID, "row has no id")
+                continue
+            first = self.first_seen.get(product.product_id)
+            if first is not None:
+                self._skip(
+                    product,
+                    DUPLICATE_ID,
+                    f"duplicate id {product.product_id} (first at {first}; kept that one)",
+                )
+                continue
+            self.first_seen[product.product_id] = product.where()
+            data, ok = self._image_data(product)
+            if not ok:
+                continue
+            candidates.append(
+                (product, data, content_hash(self.info.name, self.info.dim, product, data))
+            )
+        if candidates and not self.force:
+            stored = self.store.content_hashes([p.product_id for p, _, _ in candidates])
+            fresh = [c for c in candidates if stored.get(c[0].product_id) != c[2]]
+            self.report.unchanged += len(candidates) - len(fresh)
+            candidates = fresh
+        return _Pending(
+            products=[p for p, _, _ in candidates],
+            hashes=[h for _, _, h in candidates],
+            images=[pool.submit(_decode, p, data) for p, data, _ in candidates],
+        )
+
+    def write(self, pending: _Pending) -> None:
+        """Step 5: wait for the decoded images, encode, upsert."""
+        products: list[Product] = []
+        hashes: list[str] = []
+        images: list[Image.Image] = []
+        for product, digest, future in zip(
+            pending.products, pending.hashes, pending.images, strict=True
+        ):
+            try:
+                image = future.result()
+            except Exception as exc:
+                self._skip(product, UNREADABLE_IMAGE, f"unreadable image: {_first_line(exc)}")
+                continue
+            products.append(product)
+            hashes.append(digest)
+            images.append(image)
+        if not products:
+            return
+        keep, text_vectors, image_vectors = self._encode(products, images)
+        points = [
+            PointRecord(
+                product_id=products[i].product_id,
+                vectors={IMAGE: image_vectors[j], TEXT: text_vectors[j]},
+                payload=products[i].metadata,
+                content_hash=hashes[i],
+            )
+            for j, i in enumerate(keep)
+        ]
+        if points:
+            self.store.upsert(points)
+            self.report.stored += len(points)
+
+    def _encode(
+        self, products: list[Product], images: list[Image.Image]
+    ) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Encode the batch; if that fails, encode one by one to isolate the bad items."""
+        texts = [p.text for p in products]
+        try:
+            return (
+                list(range(len(products))),
+                self._checked(self.encoder.encode_texts(texts), len(texts)),
+                self._checked(self.encoder.encode_images(images), len(images)),
+            )
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as batch_exc:
+            keep: list[int] = []
+            text_rows: list[np.ndarray] = []
+            image_rows: list[np.ndarray] = []
+            failures: list[tuple[int, BaseException]] = []
+            for i, (text, image) in enumerate(zip(texts, images, strict=True)):
+                try:
+                    text_rows.append(self._checked(self.encoder.encode_texts([text]), 1)[0])
+                    image_rows.append(self._checked(self.encoder.encode_images([image]), 1)[0])
+                    keep.append(i)
+                except Exception as exc:
+                    del text_rows[len(keep) :]
+                    failures.append((i, exc))
+            # Nothing in the batch encodes: the encoder is broken, not the data (a lone
+            # product after others were stored is reported as bad instead).
+            if not keep and (len(products) > 1 or self.report.stored == 0):
+                raise EncoderError(
+                    f"encoder {self.info.name} failed on a whole batch "
+                    f"(first at {products[0].where()}): {_first_line(batch_exc)}"
+                ) from batch_exc
+            for i, error in failures:
+                self._skip(products[i], ENCODE_FAILED, f"encoder failed: {_first_line(error)}")
+            if not keep:
+                return (
+                    keep,
+                    np.zeros((0, self.info.dim), np.float32),
+                    np.zeros((0, self.info.dim), np.float32),
+                )
+            return keep, np.stack(text_rows), np.stack(image_rows)
+
+    def _checked(self, vectors: np.ndarray, n: int) -> np.ndarray:
+        array = np.asarray(vectors, dtype=np.float32)
+        if array.shape != (n, self.info.dim):
+            raise EncoderError(
+                f"encoder {self.info.name} returned shape {array.shape}, expected ({n}, {self.info.dim})"
+            )
+        if not np.isfinite(array).all():
+            raise EncoderError(f"encoder {self.info.name} returned non-finite values")
+        return array

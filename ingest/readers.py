@@ -1,0 +1,704 @@
+"""Catalog readers: every kind of source yields the same :class:`~ingest.records.Product` records.
+
+:func:`open_catalog` picks the reader from the source:
+
+- an existing ``.parquet`` file, or a folder holding parquet files (the Hugging Face layout,
+  ``<dir>/data/*.parquet``): read with pyarrow in row batches; images stay JPEG bytes (decoded
+  later by the pipeline, in threads);
+- a ``.csv`` / ``.jsonl`` file plus an image folder (the Kaggle layout: ``styles.csv`` +
+  ``images/<id>.jpg``; the folder defaults to ``images/`` beside the file);
+- a folder of images (jpg / jpeg / png / webp, searched recursively): id = relative path;
+- anything else is taken as a Hugging Face dataset id, read with ``datasets`` (streaming).
+
+Rules shared by every reader (tabular sources):
+
+- ``product_id`` is the id column as a string (``12.0`` from a float column becomes ``"12"``);
+  a missing / empty id gives ``product_id == ""`` (the pipeline reports and skips the row).
+- metadata = every column except the id and the image, after ``columns`` (a list keeps only
+  those columns; a mapping renames ``{source_name: new_name}`` and keeps the rest).
+- empty values are left out of the metadata: ``None``, NaN and strings that are empty or blank.
+  An absent payload key means "unknown", so a filter ``usage=Casual`` does not match it and
+  Qdrant's is-empty condition does. Other strings are kept as they are (not stripped).
+- types: ints stay ints (``year``), floats floats, bools bools; dates become ISO strings; raw
+  bytes are dropped. CSV cells are typed per column: a column whose every non-empty cell is an
+  integer is ``int``, else every cell a number ``float``, else ``str``.
+- text = ``text_template`` rendered with ``str.format`` over the row (after renaming; the
+  original names work too); empty values render as ``""`` and runs of whitespace collapse.
+  The default is ``{productDisplayName}`` (``{name}`` for an image folder: the file name with
+  ``_``/``-`` as spaces). A template naming a column the source does not have is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import decimal
+import itertools
+import json
+import math
+import re
+import string
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from clipy_qdrant.errors import ConfigError, InputError
+from ingest.records import Product
+
+DEFAULT_TEXT_TEMPLATE = "{productDisplayName}"
+IMAGE_FOLDER_TEXT_TEMPLATE = "{name}"
+DEFAULT_IMAGE_PATTERN = "{id}.jpg"
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+ColumnsArg = Mapping[str, str] | Sequence[str] | None
+
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan)", re.I)
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+
+
+# --------------------------------------------------------------------------- public entry
+
+
+def open_catalog(
+    source: str | Path,
+    *,
+    images: Path | None = None,
+    image_pattern: str = DEFAULT_IMAGE_PATTERN,
+    id_column: str = "id",
+    text_template: str | None = None,
+    columns: ColumnsArg = None,
+    image_column: str = "image",
+    limit: int | None = None,
+) -> Catalog:
+    """Open a catalog source; iterate the result for :class:`Product` records.
+
+    ``images`` is the image folder of a CSV/JSONL source (default ``images/`` beside it) and the
+    base of relative image paths elsewhere; ``image_pattern`` names a product's file in it
+    (``str.format`` over the row, e.g. ``"{id}.jpg"``), used when the row has no non-empty
+    ``image_column``. ``limit`` keeps the first N rows (bad rows count). Raises ``InputError``
+    for a source that cannot be read and ``ConfigError`` for arguments that do not fit it.
+    """
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be >= 0, got {limit}")
+    if images is not None and not Path(images).is_dir():
+        raise InputError(f"image folder {images} does not exist or is not a folder")
+    path = Path(source)
+    mapper_args: dict[str, Any] = {
+        "id_column": id_column,
+        "columns": columns,
+        "image_column": image_column,
+        "image_pattern": image_pattern,
+        "text_template": text_template,
+    }
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            return ParquetCatalog([path], images=images, limit=limit, **mapper_args)
+        if suffix in (".csv", ".tsv"):
+            return CsvCatalog(path, images=images, limit=limit, **mapper_args)
+        if suffix in (".jsonl", ".ndjson"):
+            return JsonlCatalog(path, images=images, limit=limit, **mapper_args)
+        if suffix in IMAGE_EXTENSIONS:
+            raise InputError(f"{path} is a single image; pass the folder that holds the images")
+        raise InputError(
+            f"{path}: unknown catalog file type {suffix!r} (expected .parquet, .csv, .jsonl)"
+        )
+    if path.is_dir():
+        parquet_files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+        if parquet_files:
+            return ParquetCatalog(parquet_files, images=images, limit=limit, **mapper_args)
+        return ImageFolderCatalog(
+            path,
+            text_template=text_template or IMAGE_FOLDER_TEXT_TEMPLATE,
+            columns=columns,
+            limit=limit,
+        )
+    text = str(source)
+    if path.suffix.lower() in {".parquet", ".csv", ".tsv", ".jsonl", ".ndjson"} or (
+        not _HUB_ID.fullmatch(text)
+    ):
+        raise InputError(f"catalog {text} does not exist")
+    return HubCatalog(text, images=images, limit=limit, **mapper_args)
+
+
+# --------------------------------------------------------------------------- value handling
+
+
+def clean_value(value: Any) -> Any:
+    """A metadata value as it goes into the payload, or ``None`` for "leave it out"."""
+    if value is None:
+        return None
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return None
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        with contextlib.suppress(ValueError, TypeError):
+            return clean_value(value.item())
+    if isinstance(value, Mapping):
+        cleaned = {str(k): clean_value(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v is not None} or None
+    if isinstance(value, list | tuple):
+        items = [v for v in (clean_value(v) for v in value) if v is not None]
+        return items or None
+    return str(value)
+
+
+def id_string(value: Any) -> str:
+    """A product id as a string; ``""`` when missing (``None``, NaN, blank)."""
+    value = clean_value(value)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)
+    return str(value).strip()
+
+
+class _Blank(dict[str, Any]):
+    """Format context in which missing or empty values render as ``""``."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def template_fields(template: str) -> list[str]:
+    """The top-level field names a ``str.format`` template uses (``{a.b}`` -> ``a``)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"text template {template!r} is malformed: {exc}") from None
+    names: list[str] = []
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        base = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if not base or base.isdigit():
+            raise ConfigError(f"text template {template!r}: use named fields like {{title}}")
+        names.append(base)
+    return names
+
+
+def render_template(template: str, values: Mapping[str, Any]) -> str:
+    """Render ``template`` over ``values`` (empty values as ``""``), whitespace collapsed."""
+    context = _Blank({k: ("" if clean_value(v) is None else v) for k, v in values.items()})
+    return " ".join(template.format_map(context).split())
+
+
+# --------------------------------------------------------------------------- row -> Product
+
+
+class RowMapper:
+    """Turns a tabular row (``{column: raw value}``) into a :class:`Product`."""
+
+    def __init__(
+        self,
+        *,
+        id_column: str,
+        columns: ColumnsArg,
+        image_column: str,
+        image_pattern: str,
+        text_template: str | None,
+        images: Path | None,
+        base_dir: Path | None,
+    ) -> None:
+        self.id_column = id_column
+        self.image_column = image_column
+        self.image_pattern = image_pattern
+        self.text_template = text_template or DEFAULT_TEXT_TEMPLATE
+        self.images = images
+        self.base_dir = base_dir
+        self.rename: dict[str, str] = {}
+        self.include: set[str] | None = None
+        if isinstance(columns, Mapping):
+            self.rename = {str(k): str(v) for k, v in columns.items()}
+        elif columns is not None:
+            if isinstance(columns, str):
+                raise ConfigError("columns must be a list of names or a {old: new} mapping")
+            self.include = {str(c) for c in columns}
+        self.template_names = template_fields(self.text_template)
+        self.pattern_names = template_fields(image_pattern)
+
+    def check_columns(self, names: Iterable[str], source: str) -> None:
+        """Refuse a template, id or column list naming a column ``source`` does not have."""
+        present = set(names)
+        known = present | {self.rename.get(n, n) for n in present} | {"id"}
+        if self.id_column not in present:
+            raise ConfigError(
+                f"{source}: no id column {self.id_column!r}; columns: {_names(present)}"
+            )
+        for name in self.template_names:
+            if name not in known:
+                raise ConfigError(
+                    f"text template field {name!r} is not a column of {source}; "
+                    f"columns: {_names(present)}"
+                )
+        missing = [c for c in self.include or () if c not in known]
+        if missing:
+            raise ConfigError(f"columns {missing} are not in {source}; columns: {_names(present)}")
+
+    def product(
+        self, raw: Mapping[str, Any], *, source: str, row: int, line: int | None = None
+    ) -> Product:
+        product_id = id_string(raw.get(self.id_column))
+        named = {self.rename.get(k, k): v for k, v in raw.items()}
+        context = {**raw, **named, "id": product_id}
+        metadata: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in (self.id_column, self.image_column):
+                continue
+            name = self.rename.get(key, key)
+            if self.include is not None and key not in self.include and name not in self.include:
+                continue
+            cleaned = clean_value(value)
+            if cleaned is not None:
+                metadata[name] = cleaned
+        product = Product(
+            product_id=product_id, text="", metadata=metadata, row=row, line=line, source=source
+        )
+        try:
+            product.text = render_template(self.text_template, context)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            product.error = f"text template cannot be rendered: {exc}"
+            return product
+        self._attach_image(product, raw.get(self.image_column), context)
+        return product
+
+    def _attach_image(self, product: Product, value: Any, context: Mapping[str, Any]) -> None:
+        if isinstance(value, Mapping):  # HF Image feature: {"bytes": ..., "path": ...}
+            data, name = value.get("bytes"), value.get("path")
+            if data:
+                product.image_bytes = bytes(data)
+                return
+            value = name
+        if isinstance(value, bytes | bytearray | memoryview) and value:
+            product.image_bytes = bytes(value)
+            return
+        if hasattr(value, "save") and hasattr(value, "convert"):  # a decoded PIL image
+            image = value
+            product.image_loader = lambda: image
+            return
+        if isinstance(value, str) and value.strip():
+            product.image_path = self._resolve(Path(value.strip()))
+            return
+        if self.images is not None and product.product_id:
+            try:
+                name = self.image_pattern.format_map(_Blank(context))
+            except (ValueError, KeyError, IndexError, AttributeError) as exc:
+                product.error = f"image pattern {self.image_pattern!r} cannot be rendered: {exc}"
+                return
+            product.image_path = self.images / name
+
+    def _resolve(self, path: Path) -> Path:
+        if path.is_absolute():
+            return path
+        base = self.images or self.base_dir
+        return base / path if base is not None else path
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names))
+
+
+# --------------------------------------------------------------------------- catalogs
+
+
+class Catalog:
+    """An iterable of :class:`Product`; ``total`` / ``len()`` give the rows when cheaply known."""
+
+    kind = "catalog"
+
+    def __init__(self, source: str, limit: int | None) -> None:
+        self.source = source
+        self.limit = limit
+
+    def _rows(self) -> Iterator[Product]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Product]:
+        rows = self._rows()
+        if self.limit is not None:
+            rows = itertools.islice(rows, self.limit)
+        return iter(rows)
+
+    def _count(self) -> int | None:
+        return None
+
+    @property
+    def total(self) -> int | None:
+        """Rows this catalog will yield (after ``limit``), or ``None`` when unknown."""
+        count = self._count()
+        if count is None:
+            return self.limit
+        return count if self.limit is None else min(count, self.limit)
+
+    def __len__(self) -> int:
+        """The number of rows; ``TypeError`` (as for any unsized iterable) when unknown."""
+        total = self.total
+        if total is None:
+            raise TypeError(f"the length of {self.source} is not known before reading it")
+        return total
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r}, limit={self.limit})"
+
+
+class ParquetCatalog(Catalog):
+    """Parquet files in the Hugging Face layout, read in row batches with pyarrow."""
+
+    kind = "parquet"
+    batch_rows = 1024
+
+    def __init__(
+        self, files: Sequence[Path], *, images: Path | None, limit: int | None, **mapper: Any
+    ) -> None:
+        import pyarrow.parquet as pq
+
+        self.files = list(files)
+        root = self.files[0].parent if len(self.files) == 1 else _common_root(self.files)
+        super().__init__(str(self.files[0] if len(self.files) == 1 else root), limit)
+        self.mapper = RowMapper(images=images, base_dir=root, **mapper)
+        self._rows_per_file: list[int] = []
+        for file in self.files:
+            try:
+                meta = pq.ParquetFile(file)
+            except Exception as exc:
+                raise InputError(f"{file}: not a readable parquet file: {exc}") from None
+            self.mapper.check_columns(meta.schema_arrow.names, str(file))
+            self._rows_per_file.append(meta.metadata.num_rows)
+
+    def _count(self) -> int:
+        return sum(self._rows_per_file)
+
+    def _rows(self) -> Iterator[Product]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for file in self.files:
+            name = str(file)
+            row = 0
+            try:
+                batches = pq.ParquetFile(file).iter_batches(batch_size=self.batch_rows)
+                for batch in batches:
+                    columns: dict[str, list[Any]] = {}
+                    for field, column in zip(batch.schema, batch.columns, strict=True):
+                        if (
+                            pa.types.is_struct(field.type)
+                            and field.name == self.mapper.image_column
+                        ):
+                            # Keep only what the image needs; do not decode anything here.
+                            names = [field.type.field(i).name for i in range(field.type.num_fields)]
+                            parts = {
+                                n: column.field(n).to_pylist()
+                                for n in ("bytes", "path")
+                                if n in names
+                            }
+                            columns[field.name] = [
+                                {n: parts[n][i] for n in parts} for i in range(len(column))
+                            ]
+                        else:
+                            columns[field.name] = column.to_pylist()
+                    keys = list(columns)
+                    for values in zip(*(columns[k] for k in keys), strict=True):
+                        yield self.mapper.product(
+                            dict(zip(keys, values, strict=True)), source=name, row=row
+                        )
+                        row += 1
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(f"{name} row {row}: cannot read parquet data: {exc}") from None
+
+
+def _common_root(files: Sequence[Path]) -> Path:
+    parts = [f.parent.parts for f in files]
+    common = []
+    for group in zip(*parts, strict=False):
+        if len(set(group)) != 1:
+            break
+        common.append(group[0])
+    return Path(*common) if common else Path()
+
+
+class _TextTableCatalog(Catalog):
+    """A CSV or JSONL file plus an image folder (default ``images/`` beside the file)."""
+
+    def __init__(
+        self, path: Path, *, images: Path | None, limit: int | None, **mapper: Any
+    ) -> None:
+        super().__init__(str(path), limit)
+        self.path = path
+        if images is None:
+            beside = path.parent / "images"
+            images = beside if beside.is_dir() else None
+        self.mapper = RowMapper(images=images, base_dir=path.parent, **mapper)
+        if images is None and not self._has_image_column():
+            raise ConfigError(
+                f"{path}: no image folder; pass --images DIR (default: images/ beside the file)"
+            )
+
+    def _has_image_column(self) -> bool:
+        return False
+
+
+class CsvCatalog(_TextTableCatalog):
+    """A CSV file (Kaggle ``styles.csv`` layout). Cells are typed per column (see module doc).
+
+    Rows with more cells than the header have the surplus joined into the last column: the
+    Kaggle ``styles.csv`` has unquoted commas in its last column, ``productDisplayName``.
+    """
+
+    kind = "csv"
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        self._header, self._records = _read_csv(path)
+        super().__init__(path, **kwargs)
+        self.mapper.check_columns(self._header, str(path))
+        self._types = _infer_column_types(self._header, (cells for _, cells in self._records))
+
+    def _has_image_column(self) -> bool:
+        return self.mapper.image_column in self._header
+
+    def _count(self) -> int:
+        return len(self._records)
+
+    def _rows(self) -> Iterator[Product]:
+        width = len(self._header)
+        for row, (line, cells) in enumerate(self._records):
+            if len(cells) > width:
+                cells = [*cells[: width - 1], ",".join(cells[width - 1 :])]
+            raw: dict[str, Any] = {}
+            for name, cell in zip(self._header, cells, strict=False):
+                raw[name] = (
+                    _typed(cell, self._types[name]) if name != self.mapper.id_column else cell
+                )
+            yield self.mapper.product(raw, source=self.source, row=row, line=line)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            header = next(reader, None)
+            if not header:
+                raise InputError(f"{path}: empty CSV file (no header row)")
+            records: list[tuple[int, list[str]]] = []
+            start = reader.line_num + 1
+            for cells in reader:
+                if cells:  # blank lines are not rows
+                    records.append((start, cells))
+                start = reader.line_num + 1
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc})") from None
+    except csv.Error as exc:
+        raise InputError(f"{path} line {reader.line_num}: malformed CSV: {exc}") from None
+    return [h.strip() for h in header], records
+
+
+def _infer_column_types(header: Sequence[str], rows: Iterable[Sequence[str]]) -> dict[str, type]:
+    kinds: dict[str, type] = {name: int for name in header}
+    for cells in rows:
+        for name, cell in zip(header, cells, strict=False):
+            kind = kinds[name]
+            if kind is str:
+                continue
+            cell = cell.strip()
+            if not cell:
+                continue
+            if kind is int and not _INT.fullmatch(cell):
+                kind = float
+            if kind is float and not _FLOAT.fullmatch(cell):
+                kind = str
+            kinds[name] = kind
+    return kinds
+
+
+def _typed(cell: str, kind: type) -> Any:
+    if kind is str:
+        return cell
+    text = cell.strip()
+    if not text:
+        return None
+    return int(text) if kind is int else float(text)
+
+
+class JsonlCatalog(_TextTableCatalog):
+    """A JSON Lines file: one object per line; JSON types are kept (``null`` = empty)."""
+
+    kind = "jsonl"
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        try:
+            self._lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not UTF-8 text ({exc})") from None
+        super().__init__(path, **kwargs)
+        self._validate_first_object()
+
+    def _first_object(self) -> dict[str, Any] | None:
+        for text in self._lines:
+            if text.strip():
+                with contextlib.suppress(ValueError):
+                    value = json.loads(text)
+                    if isinstance(value, dict):
+                        return value
+        return None
+
+    def _validate_first_object(self) -> None:
+        first = self._first_object()
+        if first is not None and self.mapper.id_column not in first:
+            raise ConfigError(
+                f"{self.path}: no id field {self.mapper.id_column!r} in the first object; "
+                f"fields: {_names(first)}"
+            )
+
+    def _has_image_column(self) -> bool:
+        first = self._first_object()
+        return first is not None and self.mapper.image_column in first
+
+    def _count(self) -> int:
+        return sum(1 for text in self._lines if text.strip())
+
+    def _rows(self) -> Iterator[Product]:
+        row = 0
+        for number, text in enumerate(self._lines, start=1):
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                yield Product(
+                    product_id="",
+                    text="",
+                    row=row,
+                    line=number,
+                    source=self.source,
+                    error=f"invalid JSON: {exc}",
+                )
+            else:
+                if isinstance(value, dict):
+                    yield self.mapper.product(value, source=self.source, row=row, line=number)
+                else:
+                    yield Product(
+                        product_id="",
+                        text="",
+                        row=row,
+                        line=number,
+                        source=self.source,
+                        error=f"expected a JSON object, got {type(value).__name__}",
+                    )
+            row += 1
+
+
+class ImageFolderCatalog(Catalog):
+    """Every jpg / jpeg / png / webp file under a folder (recursively, sorted).
+
+    id = path relative to the folder (``/``-separated); metadata: ``file`` (that path), ``folder``
+    (its parent folder, when not top-level) and ``name`` (the file name without extension,
+    ``_`` and ``-`` as spaces), which is also the default text.
+    """
+
+    kind = "images"
+
+    def __init__(
+        self, root: Path, *, text_template: str, columns: ColumnsArg, limit: int | None
+    ) -> None:
+        super().__init__(str(root), limit)
+        self.root = root
+        self.files = sorted(
+            p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        )
+        if not self.files:
+            raise InputError(f"{root}: no parquet, jpg, jpeg, png or webp files in this folder")
+        self.text_template = text_template
+        unknown = [
+            n for n in template_fields(text_template) if n not in ("file", "folder", "name", "id")
+        ]
+        if unknown:
+            raise ConfigError(
+                f"text template fields {unknown} do not exist for an image folder "
+                "(available: id, file, folder, name)"
+            )
+        self.columns = columns
+
+    def _count(self) -> int:
+        return len(self.files)
+
+    def _rows(self) -> Iterator[Product]:
+        for row, file in enumerate(self.files):
+            rel = file.relative_to(self.root).as_posix()
+            folder = file.parent.relative_to(self.root).as_posix()
+            metadata: dict[str, Any] = {
+                "file": rel,
+                "name": " ".join(re.sub(r"[_\-]+", " ", file.stem).split()),
+            }
+            if folder != ".":
+                metadata["folder"] = folder
+            text = render_template(self.text_template, {**metadata, "id": rel})
+            if isinstance(self.columns, Mapping):
+                metadata = {self.columns.get(k, k): v for k, v in metadata.items()}
+            elif self.columns is not None:
+                metadata = {k: v for k, v in metadata.items() if k in set(self.columns)}
+            yield Product(
+                product_id=rel,
+                text=text,
+                metadata=metadata,
+                image_path=file,
+                row=row,
+                source=str(self.root),
+            )
+
+
+class HubCatalog(Catalog):
+    """A Hugging Face dataset id, streamed with ``datasets`` (split ``train``)."""
+
+    kind = "hub"
+
+    def __init__(
+        self, dataset_id: str, *, images: Path | None, limit: int | None, **mapper: Any
+    ) -> None:
+        super().__init__(dataset_id, limit)
+        self.mapper = RowMapper(images=images, base_dir=None, **mapper)
+        self._dataset = self._load(dataset_id)
+
+    def _load(self, dataset_id: str) -> Any:
+        try:
+            import datasets
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise InputError(
+                f"reading {dataset_id!r} needs the `datasets` package: {exc}"
+            ) from None
+        try:
+            dataset = datasets.load_dataset(dataset_id, split="train", streaming=True)
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(
+                f"cannot load {dataset_id!r}: not a file or folder here, and the Hugging Face hub "
+                f"could not provide it (offline, HF_HUB_OFFLINE=1, or no such dataset): {first}"
+            ) from None
+        features = getattr(dataset, "features", None) or {}
+        if self.mapper.image_column in features and hasattr(datasets, "Image"):
+            # Keep JPEG bytes; the pipeline decodes them in threads.
+            dataset = dataset.cast_column(self.mapper.image_column, datasets.Image(decode=False))
+        if features:
+            self.mapper.check_columns(list(features), dataset_id)
+        return dataset
+
+    def _count(self) -> int | None:
+        with contextlib.suppress(Exception):
+            return int(self._dataset.info.splits["train"].num_examples)
+        return None
+
+    def _rows(self) -> Iterator[Product]:
+        for row, raw in enumerate(self._dataset):
+            yield self.mapper.product(raw, source=self.source, row=row)
