@@ -119,6 +119,21 @@ def test_ties_are_not_wins() -> None:
         pessimistic_order(["a"], [1.0, 2.0], set())
 
 
+def test_equal_component_scores_are_ties_even_when_fused_scores_differ() -> None:
+    # Rank fusion gave "q" and "n1" different scores although both have text score 0.9:
+    # with the components given they are tied, so "q" goes after "n1".
+    ranked = ["q", "n1", "z"]
+    fused = [0.0164, 0.0161, 0.0159]
+    assert pessimistic_order(ranked, fused, {"q"}) == ranked
+    components = [(0.9,), (0.9,), (0.7,)]
+    assert pessimistic_order(ranked, fused, {"q"}, components=components) == ["n1", "q", "z"]
+    # Two components: a tie needs both equal.
+    two = [(0.9, 0.1), (0.9, 0.2), (0.7, 0.0)]
+    assert pessimistic_order(ranked, fused, {"q"}, components=two) == ranked
+    with pytest.raises(ValueError):
+        pessimistic_order(ranked, fused, {"q"}, components=[(0.9,)])
+
+
 def test_score_query_names() -> None:
     scores = score_query(RANKED, RELEVANT, ks=[10, 5])
     assert list(scores) == metric_names([5, 10])

@@ -17,8 +17,8 @@ count as correct) and a cutoff ``k`` and returns a float in ``[0, 1]``. Conventi
 - **Empty relevant set**: every metric is 0.0 (nothing can be found).
   :func:`evaluate_rankings` refuses such queries instead of averaging those zeros in.
 - **Ties**: the metrics see a ranking, not scores. :func:`pessimistic_order` turns scored
-  results into the ranking in which, within a group of equal scores, relevant ids come
-  last, so that a tie is never counted as a win.
+  results into the ranking in which, within a group of equal scores (or equal component
+  scores), relevant ids come last, so that a tie is never counted as a win.
 """
 
 from __future__ import annotations
@@ -171,20 +171,34 @@ def pessimistic_order(
     scores: Sequence[float],
     relevant: Collection[str],
     tol: float = 1e-6,
+    *,
+    components: Sequence[Sequence[float]] | None = None,
 ) -> list[str]:
-    """Reorder scored results (best first) so that within each run of tied scores (adjacent
-    scores within ``tol`` of the run's first score), non-relevant ids come before relevant ones.
+    """Reorder scored results (best first) so that within each run of tied results,
+    non-relevant ids come before relevant ones: a tie is never counted as a win.
 
-    A tie is then never counted as a win: if the query product shares its score with three
-    namesakes, it is ranked after them.
+    A result ties with the first result of the current run when its score is within
+    ``tol`` of that result's score, or, when ``components`` are given (e.g. each result's
+    (text_score, image_score)), when every component is within ``tol``: two products with
+    the same evidence are tied even if a rank-based fusion gave them different scores.
     """
     if len(ranked) != len(scores):
         raise ValueError(f"{len(ranked)} ids but {len(scores)} scores")
+    if components is not None and len(components) != len(ranked):
+        raise ValueError(f"{len(ranked)} ids but {len(components)} component rows")
+
+    def tied(i: int, j: int) -> bool:
+        if abs(scores[j] - scores[i]) <= tol:
+            return True
+        if components is None:
+            return False
+        return all(abs(a - b) <= tol for a, b in zip(components[i], components[j], strict=True))
+
     out: list[str] = []
     i = 0
     while i < len(ranked):
         j = i + 1
-        while j < len(ranked) and abs(scores[j] - scores[i]) <= tol:
+        while j < len(ranked) and tied(i, j):
             j += 1
         group = ranked[i:j]
         out.extend(pid for pid in group if pid not in relevant)
