@@ -1,0 +1,561 @@
+"""Run query sets through the :class:`~clipy_qdrant.search.Searcher` over a grid of fusion
+settings, and A/B-test two settings.
+
+How a run works:
+
+1. The catalog payloads are read once from the store (``scroll``); relevance rules and
+   filters are resolved against them (an inverted index for ``Match`` conditions, the
+   reference :func:`clipy_qdrant.filters.matches` for the rest), so a rule's relevant set
+   is exactly the products that satisfy it, its filters, and the gallery, minus ``exclude``.
+2. Query vectors are computed in batches: texts and image files through the encoder,
+   ``product:<id>`` images from the product's **stored** image vector. A query with only a
+   text or only an image uses it for both channels, as :meth:`Searcher.embed` does.
+3. Each distinct search (same vectors, filters, exclusions and gallery) runs once through
+   :meth:`Searcher.search_grid` for all configs, so the two channels are retrieved once.
+4. **Gallery.** A ``heldout`` gallery is a filter ``product_id ∈ held-out ids`` added to
+   the query's own filters: the search itself sees only held-out products, so every config
+   gets a full top-k from the same gallery (no post-filtering, no short lists).
+5. Results are fetched to ``max(ks) + tie_margin`` and put in :func:`pessimistic_order`:
+   a relevant product tied with others (equal fused score, or equal component scores on
+   the channels the config weighs, which rank fusion would otherwise split arbitrarily)
+   is ranked after them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipy_qdrant.encoders.base import Encoder
+from clipy_qdrant.errors import ConfigError, InputError
+from clipy_qdrant.eval.ab import ABReport, ab_compare
+from clipy_qdrant.eval.metrics import (
+    DEFAULT_KS,
+    PRIMARY_METRIC,
+    metric_names,
+    pessimistic_order,
+    score_query,
+)
+from clipy_qdrant.eval.queries import EvalQuery, Gallery
+from clipy_qdrant.filters import Filter, Match, Range, matches
+from clipy_qdrant.fusion import FUSION_METHODS, FusionConfig
+from clipy_qdrant.search import Hit, QueryVectors, Searcher
+from clipy_qdrant.split import SPLIT_RULE, is_heldout
+from clipy_qdrant.store.base import IMAGE, PRODUCT_ID_KEY, VectorStore
+
+# -- fusion settings ---------------------------------------------------------------------------
+
+
+def weight_grid(
+    step: float = 0.1, methods: Sequence[str] = FUSION_METHODS, rrf_k: int = 60
+) -> list[FusionConfig]:
+    """``w_image`` from 0 to 1 by ``step`` (``w_text = 1 - w_image``) for each method.
+
+    A weight of 0 drops a channel, so ``w_image=0`` is text vector only and ``w_image=1``
+    image vector only (for a text query: text against product images).
+    """
+    if not 0 < step <= 1:
+        raise ConfigError(f"weight step must be within (0, 1] (got {step})")
+    n = round(1 / step)
+    if abs(n * step - 1) > 1e-9:
+        raise ConfigError(f"weight step must divide 1 evenly, like 0.1, 0.25 or 0.5 (got {step})")
+    for method in methods:
+        if method not in FUSION_METHODS:
+            raise ConfigError(f"unknown fusion method {method!r}; use {', '.join(FUSION_METHODS)}")
+    return [
+        FusionConfig.image_weight(round(i / n, 10), method, rrf_k)  # type: ignore[arg-type]
+        for method in methods
+        for i in range(n + 1)
+    ]
+
+
+_SPEC_KEYS = {"method", "w_image", "w_text", "rrf_k", "k"}
+
+
+def parse_fusion_spec(spec: str) -> FusionConfig:
+    """``"w_image=0.8"``, ``"method=rrf,w_image=0.3"``, ``"w_text=1,w_image=0.5,method=dbsf"``.
+
+    With only one weight given the other is ``1 -`` it; the method defaults to ``weighted``.
+    """
+    values: dict[str, str] = {}
+    for part in (p.strip() for p in re.split(r"[,\s]+", spec.strip()) if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or key not in _SPEC_KEYS or not value:
+            raise ConfigError(
+                f"fusion setting {spec!r}: expected key=value pairs of {', '.join(sorted(_SPEC_KEYS))}"
+            )
+        values[key] = value
+    if not values:
+        raise ConfigError("empty fusion setting; e.g. w_image=0.8 or method=rrf,w_image=0.5")
+    try:
+        w_image = float(values["w_image"]) if "w_image" in values else None
+        w_text = float(values["w_text"]) if "w_text" in values else None
+        rrf_k = int(values.get("rrf_k", values.get("k", "60")))
+    except ValueError:
+        raise ConfigError(
+            f"fusion setting {spec!r}: weights must be numbers, rrf_k a whole number"
+        ) from None
+    if w_image is None and w_text is None:
+        w_image = 0.5
+    if w_text is None:
+        assert w_image is not None
+        if not 0 <= w_image <= 1:
+            raise ConfigError(f"fusion setting {spec!r}: w_image alone must be within [0, 1]")
+        w_text = round(1 - w_image, 10)
+    if w_image is None:
+        if not 0 <= w_text <= 1:
+            raise ConfigError(f"fusion setting {spec!r}: w_text alone must be within [0, 1]")
+        w_image = round(1 - w_text, 10)
+    return FusionConfig(
+        method=values.get("method", "weighted"),  # type: ignore[arg-type]
+        w_text=w_text,
+        w_image=w_image,
+        rrf_k=rrf_k,
+    )
+
+
+def config_key(cfg: FusionConfig) -> dict[str, Any]:
+    """A config as plain JSON values."""
+    out: dict[str, Any] = {"method": cfg.method, "w_text": cfg.w_text, "w_image": cfg.w_image}
+    if cfg.method == "rrf":
+        out["rrf_k"] = cfg.rrf_k
+    return out
+
+
+def image_share(cfg: FusionConfig) -> float:
+    """``w_image / (w_text + w_image)``: the x axis of a weight sweep."""
+    return cfg.w_image / (cfg.w_text + cfg.w_image)
+
+
+# -- split ---------------------------------------------------------------------------------------
+
+
+def training_split_rule(encoder: Encoder | None) -> str | None:
+    """The held-out rule recorded in the encoder's model card/config (``split_rule``), if the
+    encoder was trained on part of the catalog; ``None`` for a general-purpose encoder."""
+    config = getattr(encoder, "config", None)
+    if isinstance(config, Mapping):
+        rule = config.get("split_rule")
+        if rule:
+            return str(rule)
+    return None
+
+
+def default_split(encoder: Encoder | None) -> Gallery:
+    """``heldout`` when the encoder was trained on part of the catalog, else ``all``."""
+    return "heldout" if training_split_rule(encoder) else "all"
+
+
+def describe_split(split: Gallery, encoder: Encoder | None = None) -> str:
+    """One line for reports: which products were searched and judged."""
+    if split == "heldout":
+        rule = training_split_rule(encoder) or SPLIT_RULE
+        return f"held-out products only ({rule}); known-item queries search the whole catalog"
+    return "all products (no held-out restriction)"
+
+
+# -- relevance -------------------------------------------------------------------------------------
+
+
+def catalog_products(store: VectorStore) -> list[dict[str, Any]]:
+    """Every stored product's payload, with ``product_id``."""
+    return [{**p.payload, PRODUCT_ID_KEY: p.product_id} for p in store.scroll()]
+
+
+class Catalog:
+    """The catalog payloads with an inverted index, to resolve filters and rules quickly."""
+
+    def __init__(self, products: Iterable[Mapping[str, Any]]) -> None:
+        self.by_id: dict[str, Mapping[str, Any]] = {str(p[PRODUCT_ID_KEY]): p for p in products}
+        self.all_ids: frozenset[str] = frozenset(self.by_id)
+        self.heldout_ids: frozenset[str] = frozenset(p for p in self.by_id if is_heldout(p))
+        self._index: dict[str, dict[Any, set[str]]] = defaultdict(lambda: defaultdict(set))
+        for pid, payload in self.by_id.items():
+            for name, value in payload.items():
+                for v in value if isinstance(value, list) else (value,):
+                    # An unhashable payload value (a dict) is never matched by a Match.
+                    with contextlib.suppress(TypeError):
+                        self._index[name][v].add(pid)
+        self._cache: dict[str, frozenset[str]] = {}
+
+    def gallery(self, gallery: Gallery) -> frozenset[str]:
+        return self.heldout_ids if gallery == "heldout" else self.all_ids
+
+    def _condition_ids(self, cond: Match | Range) -> set[str]:
+        if isinstance(cond, Match):
+            index = self._index.get(cond.field, {})
+            out: set[str] = set()
+            for value in cond.values:
+                out |= index.get(value, set())
+            return out
+        only = Filter(must=(cond,))
+        return {pid for pid, payload in self.by_id.items() if matches(only, payload)}
+
+    def matching(self, flt: Filter | None) -> frozenset[str]:
+        """Ids of the products that satisfy ``flt`` (same semantics as ``filters.matches``)."""
+        if flt is None:
+            return self.all_ids
+        key = repr(flt)
+        if key not in self._cache:
+            ids = set(self.all_ids)
+            for cond in flt.must:
+                ids &= self._condition_ids(cond)
+            for cond in flt.must_not:
+                ids -= self._condition_ids(cond)
+            self._cache[key] = frozenset(ids)
+        return self._cache[key]
+
+
+def resolve_relevant(query: EvalQuery, catalog: Catalog, gallery: Gallery) -> frozenset[str]:
+    """The products that count as correct for ``query``: its ids or rule, restricted to the
+    products its filters allow and to the gallery, minus its exclusions."""
+    if query.relevant_ids is not None:
+        ids: frozenset[str] = frozenset(query.relevant_ids) & catalog.all_ids
+    else:
+        ids = catalog.matching(query.relevance_filter())
+    flt = query.filter()
+    if flt is not None:
+        ids &= catalog.matching(flt)
+    return (ids & catalog.gallery(gallery)) - frozenset(query.exclude)
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SetResult:
+    """Per-query scores of one query set under every config."""
+
+    name: str
+    query_ids: list[str]
+    metrics: list[str]
+    configs: list[FusionConfig]
+    scores: np.ndarray  # (n_configs, n_queries, n_metrics)
+    galleries: dict[str, int] = field(default_factory=dict)  # gallery -> number of queries
+    skipped: int = 0  # queries left out: nothing relevant in the gallery
+
+    def means(self) -> np.ndarray:
+        """``(n_configs, n_metrics)`` mean over queries."""
+        if not self.query_ids:
+            return np.full((len(self.configs), len(self.metrics)), np.nan)
+        return self.scores.mean(axis=1)
+
+    def mean_scores(self, config_index: int) -> dict[str, float]:
+        return dict(zip(self.metrics, self.means()[config_index].tolist(), strict=True))
+
+    def per_query(self, config_index: int) -> dict[str, dict[str, float]]:
+        """``{qid: {metric: score}}`` under one config."""
+        rows = self.scores[config_index]
+        return {
+            qid: dict(zip(self.metrics, rows[i].tolist(), strict=True))
+            for i, qid in enumerate(self.query_ids)
+        }
+
+    def best(self, metric: str = PRIMARY_METRIC) -> tuple[int, float]:
+        """Index of the best config by ``metric`` (first of equals) and its mean."""
+        column = self.means()[:, self.metrics.index(metric)]
+        if np.all(np.isnan(column)):
+            return 0, float("nan")
+        i = int(np.nanargmax(column))
+        return i, float(column[i])
+
+
+@dataclass
+class EvalRun:
+    """A grid run: per set, per config, per query scores, and how they were obtained."""
+
+    configs: list[FusionConfig]
+    ks: list[int]
+    metrics: list[str]
+    sets: dict[str, SetResult]
+    split: Gallery
+    split_description: str
+    primary_metric: str = PRIMARY_METRIC
+    encoder: str | None = None
+    n_products: int = 0
+    n_searches: int = 0
+    seconds: float = 0.0
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def _progress(iterable: Iterable[Any], total: int, desc: str, show: bool) -> Iterable[Any]:
+    if not show:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
+
+
+def _embed_queries(
+    searcher: Searcher,
+    store: VectorStore,
+    queries: Sequence[EvalQuery],
+    batch_size: int,
+    show_progress: bool,
+) -> dict[str, QueryVectors]:
+    """Query vectors by query id: texts and image files encoded in batches, ``product:<id>``
+    images taken from the store."""
+    texts = sorted({q.text for q in queries if q.text})
+    paths = sorted({q.image for q in queries if q.image and q.image_product is None})
+    products = sorted({pid for q in queries if (pid := q.image_product) is not None})
+    text_vecs: dict[str, np.ndarray] = {}
+    image_vecs: dict[str, np.ndarray] = {}
+    batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+    for batch in _progress(batches, len(batches), "encoding query texts", show_progress):
+        for text, qv in zip(batch, searcher.embed_many(batch, [None] * len(batch)), strict=True):
+            text_vecs[text] = qv.text
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start : start + batch_size]
+        for path, qv in zip(batch, searcher.embed_many([None] * len(batch), batch), strict=True):
+            image_vecs[path] = qv.image
+    for start in range(0, len(products), 1000):
+        for point in store.retrieve(
+            products[start : start + 1000], with_payload=False, with_vectors=True
+        ):
+            if IMAGE in point.vectors:
+                image_vecs[f"product:{point.product_id}"] = np.asarray(point.vectors[IMAGE])
+    out: dict[str, QueryVectors] = {}
+    for q in queries:
+        text_vec = text_vecs.get(q.text) if q.text else None
+        image_vec = image_vecs.get(q.image) if q.image else None
+        if q.image and image_vec is None:
+            raise InputError(
+                f"query {q.id!r}: {q.image} is not in the store (or has no image vector)"
+            )
+        text_vec = image_vec if text_vec is None else text_vec
+        image_vec = text_vec if image_vec is None else image_vec
+        assert text_vec is not None and image_vec is not None  # EvalQuery has text or image
+        out[q.id] = QueryVectors(text=text_vec, image=image_vec)
+    return out
+
+
+def _evidence(hit: Hit, cfg: FusionConfig) -> tuple[float, ...]:
+    """The component scores a config looks at: products equal on these are tied."""
+    return tuple(
+        score
+        for score, weight in ((hit.text_score, cfg.w_text), (hit.image_score, cfg.w_image))
+        if weight > 0
+    )
+
+
+def run_eval(
+    searcher: Searcher,
+    queries: Sequence[EvalQuery],
+    configs: Sequence[FusionConfig],
+    *,
+    ks: Iterable[int] = DEFAULT_KS,
+    split: Gallery | None = None,
+    products: Sequence[Mapping[str, Any]] | None = None,
+    tie_margin: int = 10,
+    batch_size: int = 128,
+    show_progress: bool = True,
+    on_skip: Callable[[EvalQuery], None] | None = None,
+) -> EvalRun:
+    """Score every query under every config.
+
+    ``split``: the gallery of queries that do not name one (``None``: ``heldout`` when the
+    searcher's encoder was trained on part of the catalog, else ``all``). ``products``: the
+    catalog payloads (read from the store when ``None``). Queries with nothing relevant in
+    their gallery are left out and counted as ``skipped``.
+    """
+    started = time.perf_counter()
+    configs = list(configs)
+    ks = sorted(set(ks))
+    if not configs:
+        raise ConfigError("no fusion settings to evaluate")
+    if not queries:
+        raise InputError("no queries to evaluate")
+    if ks[0] < 1:
+        raise ConfigError(f"k must be >= 1 (got {ks[0]})")
+    ids = [q.id for q in queries]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InputError(f"query id {dup!r} appears more than once")
+    store = searcher.store
+    split = split or default_split(searcher.encoder)
+    catalog = Catalog(products if products is not None else catalog_products(store))
+    if not catalog.all_ids:
+        raise InputError("the store is empty; ingest the catalog before evaluating")
+
+    # Relevance first: queries with nothing to find are not searched.
+    kept: list[tuple[EvalQuery, Gallery, frozenset[str]]] = []
+    skipped: dict[str, int] = defaultdict(int)
+    for q in queries:
+        gallery: Gallery = q.gallery or split
+        relevant = resolve_relevant(q, catalog, gallery)
+        if relevant:
+            kept.append((q, gallery, relevant))
+        else:
+            skipped[q.set] += 1
+            if on_skip is not None:
+                on_skip(q)
+    vectors = _embed_queries(searcher, store, [q for q, _, _ in kept], batch_size, show_progress)
+
+    heldout_filter = Filter(must=(Match(PRODUCT_ID_KEY, tuple(sorted(catalog.heldout_ids))),))
+    metrics = metric_names(ks)
+    fetch = ks[-1] + tie_margin
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for i, (q, gallery, _) in enumerate(kept):
+        filters = json.dumps(q.filters, sort_keys=True, default=list)
+        key = (q.text, q.image, filters, tuple(sorted(q.exclude)), gallery)
+        groups[key].append(i)
+    per_query = np.zeros((len(kept), len(configs), len(metrics)))
+    for members in _progress(groups.values(), len(groups), "searching", show_progress):
+        q, gallery, _ = kept[members[0]]
+        flt = q.filter()
+        if gallery == "heldout":
+            flt = heldout_filter.and_(flt)
+        results = searcher.search_grid(
+            vectors[q.id], configs, filters=flt, k=fetch, exclude=q.exclude or None
+        )
+        for i in members:
+            relevant = kept[i][2]
+            for c, hits in enumerate(results):
+                ranked = pessimistic_order(
+                    [h.product_id for h in hits],
+                    [h.score for h in hits],
+                    relevant,
+                    components=[_evidence(h, configs[c]) for h in hits],
+                )
+                scores = score_query(ranked, relevant, ks)
+                per_query[i, c] = [scores[m] for m in metrics]
+
+    by_set: dict[str, list[int]] = defaultdict(list)
+    for i, (q, _, _) in enumerate(kept):
+        by_set[q.set].append(i)
+    set_names = list(dict.fromkeys([q.set for q in queries]))
+    sets: dict[str, SetResult] = {}
+    for name in set_names:
+        rows = by_set.get(name, [])
+        galleries: dict[str, int] = defaultdict(int)
+        for i in rows:
+            galleries[kept[i][1]] += 1
+        sets[name] = SetResult(
+            name=name,
+            query_ids=[kept[i][0].id for i in rows],
+            metrics=metrics,
+            configs=configs,
+            scores=per_query[rows].transpose(1, 0, 2)
+            if rows
+            else np.zeros((len(configs), 0, len(metrics))),
+            galleries=dict(galleries),
+            skipped=skipped.get(name, 0),
+        )
+    encoder = searcher.encoder
+    return EvalRun(
+        configs=configs,
+        ks=ks,
+        metrics=metrics,
+        sets=sets,
+        split=split,
+        split_description=describe_split(split, encoder),
+        encoder=encoder.info.name if encoder is not None else None,
+        n_products=len(catalog.all_ids),
+        n_searches=len(groups),
+        seconds=time.perf_counter() - started,
+    )
+
+
+# -- A/B ---------------------------------------------------------------------------------------------
+
+#: Name of the pooled comparison over every query of every set.
+ALL_SETS = "all"
+
+
+@dataclass
+class ABRun:
+    """A against B on each query set (and pooled over all sets)."""
+
+    a: FusionConfig
+    b: FusionConfig
+    reports: dict[str, ABReport]
+    run: EvalRun
+
+
+def run_ab(
+    searcher: Searcher,
+    queries: Sequence[EvalQuery],
+    a: FusionConfig,
+    b: FusionConfig,
+    *,
+    ks: Iterable[int] = DEFAULT_KS,
+    split: Gallery | None = None,
+    products: Sequence[Mapping[str, Any]] | None = None,
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> ABRun:
+    """Run the queries under ``a`` and ``b`` (one retrieval per query) and compare them per set
+    with :func:`clipy_qdrant.eval.ab.ab_compare`; ``diff`` is B − A."""
+    run = run_eval(
+        searcher,
+        queries,
+        [a, b],
+        ks=ks,
+        split=split,
+        products=products,
+        show_progress=show_progress,
+    )
+    reports: dict[str, ABReport] = {}
+    pooled_a: dict[str, dict[str, float]] = {}
+    pooled_b: dict[str, dict[str, float]] = {}
+    for name, result in run.sets.items():
+        if not result.query_ids:
+            continue
+        per_a, per_b = result.per_query(0), result.per_query(1)
+        pooled_a.update(per_a)
+        pooled_b.update(per_b)
+        reports[name] = ab_compare(
+            per_a,
+            per_b,
+            label_a=a.label,
+            label_b=b.label,
+            confidence=confidence,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+    if len(reports) > 1:
+        reports[ALL_SETS] = ab_compare(
+            pooled_a,
+            pooled_b,
+            label_a=a.label,
+            label_b=b.label,
+            confidence=confidence,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+    if not reports:
+        raise InputError("no query has a relevant product in its gallery; nothing to compare")
+    return ABRun(a=a, b=b, reports=reports, run=run)
+
+
+__all__ = [
+    "ALL_SETS",
+    "ABRun",
+    "Catalog",
+    "EvalRun",
+    "SetResult",
+    "catalog_products",
+    "config_key",
+    "default_split",
+    "describe_split",
+    "image_share",
+    "parse_fusion_spec",
+    "resolve_relevant",
+    "run_ab",
+    "run_eval",
+    "training_split_rule",
+    "weight_grid",
+]
