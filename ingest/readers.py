@@ -123,6 +123,27 @@ def open_catalog(
     return HubCatalog(text, images=images, limit=limit, **mapper_args)
 
 
+def parse_columns(spec: str | None) -> ColumnsArg:
+    """The ``columns`` argument from a command-line string.
+
+    ``"gender,year"`` keeps only those columns; ``"title=productDisplayName,colour=baseColour"``
+    renames (and keeps the rest); ``None`` / ``""`` keeps every column as it is. Mixing the two
+    forms is refused.
+    """
+    if spec is None or not spec.strip():
+        return None
+    items = [item.strip() for item in spec.split(",") if item.strip()]
+    pairs = [item.partition("=") for item in items]
+    renames = [(old.strip(), new.strip()) for old, sep, new in pairs if sep]
+    if not renames:
+        return items
+    if len(renames) != len(items) or any(not old or not new for old, new in renames):
+        raise ConfigError(
+            f"columns {spec!r}: give either names to keep (a,b) or renames (old=new,old2=new2)"
+        )
+    return dict(renames)
+
+
 # --------------------------------------------------------------------------- value handling
 
 
@@ -376,6 +397,11 @@ class ParquetCatalog(Catalog):
             except Exception as exc:
                 raise InputError(f"{file}: not a readable parquet file: {exc}") from None
             self.mapper.check_columns(meta.schema_arrow.names, str(file))
+            if self.mapper.image_column not in meta.schema_arrow.names and images is None:
+                raise ConfigError(
+                    f"{file}: no image column {self.mapper.image_column!r}; name it with "
+                    "image_column or pass an image folder (files named by the image pattern)"
+                )
             self._rows_per_file.append(meta.metadata.num_rows)
 
     def _count(self) -> int:

@@ -22,6 +22,7 @@ from ingest.readers import (
     clean_value,
     id_string,
     open_catalog,
+    parse_columns,
     render_template,
 )
 
@@ -460,3 +461,31 @@ def test_catalog_copy_loads_through_the_parquet_reader() -> None:
     images = [p.load_image() for p in products]
     assert all(img.mode == "RGB" and img.size[0] > 0 for img in images)
     assert sum(img.size == (60, 80) for img in images) > 400
+
+
+def test_parse_columns_from_the_command_line() -> None:
+    assert parse_columns(None) is None and parse_columns(" ") is None
+    assert parse_columns("gender, year") == ["gender", "year"]
+    assert parse_columns("title=productDisplayName, colour=baseColour") == {
+        "title": "productDisplayName",
+        "colour": "baseColour",
+    }
+    with pytest.raises(ConfigError, match="either names to keep"):
+        parse_columns("gender,title=productDisplayName")
+    with pytest.raises(ConfigError, match="either names to keep"):
+        parse_columns("title=")
+
+
+def test_parquet_without_images_needs_an_image_folder(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [5], "productDisplayName": ["Five"]}), tmp_path / "t.parquet")
+    with pytest.raises(ConfigError, match="no image column 'image'"):
+        open_catalog(tmp_path / "t.parquet")
+    write_image(tmp_path / "imgs" / "5.jpg", (1, 2, 3))
+    (product,) = open_catalog(tmp_path / "t.parquet", images=tmp_path / "imgs")
+    assert product.image_path == tmp_path / "imgs" / "5.jpg" and product.load_image().size == (
+        60,
+        80,
+    )
