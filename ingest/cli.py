@@ -114,6 +114,117 @@ def _load_encoder(spec: str) -> Encoder:
     return get_encoder(spec)
 
 
+# -- ingest ------------------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A parquet file or folder (HF layout), a CSV/JSONL file (with --images), "
+            "a folder of images, or a Hugging Face dataset id."
+        ),
+    ],
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images", help="Image folder for a CSV/JSONL catalog [default: images/ beside it]."
+        ),
+    ] = None,
+    image_pattern: Annotated[
+        str,
+        typer.Option(
+            "--image-pattern", help="Image file name in --images, formatted over the row."
+        ),
+    ] = "{id}.jpg",
+    id_column: Annotated[
+        str, typer.Option("--id-column", help="Column holding the product id.")
+    ] = "id",
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--text",
+            help='Text to embed, a template over the columns, e.g. "{productDisplayName} {articleType} {baseColour}" '
+            "[default {productDisplayName}].",
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns", help='Keep only these columns ("a,b") or rename ("old=new,...").'
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Ingest only the first N rows.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-embed products already stored unchanged.")
+    ] = False,
+    recreate: Annotated[
+        bool,
+        typer.Option("--recreate", help="Delete the collection first (e.g. to switch encoders)."),
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Products per encoding batch.")
+    ] = 64,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Where to write the JSON report of skipped rows [default clipy-ingest-report.json].",
+        ),
+    ] = None,
+    no_index: Annotated[
+        bool,
+        typer.Option(
+            "--no-index", help="Do not build the HNSW index after the load (search stays exact)."
+        ),
+    ] = False,
+    store: StoreOpt = None,
+    qdrant_url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = None,
+    encoder: EncoderOpt = None,
+) -> None:
+    """Embed a catalog's images and texts and store them, resumably.
+
+    Example: clipy ingest ../shared/datasets/fashion-product-images-small --limit 1000
+    """
+    with _user_errors():
+        from ingest.pipeline import run_ingest
+        from ingest.readers import open_catalog, parse_columns
+
+        catalog = open_catalog(
+            source,
+            images=images,
+            image_pattern=image_pattern,
+            id_column=id_column,
+            text_template=text,
+            columns=parse_columns(columns),
+            limit=limit,
+        )
+        vector_store = _open_store(store, qdrant_url, api_key, collection)
+        try:
+            if recreate:
+                vector_store.delete_collection()
+            spec = _encoder_spec(encoder, vector_store)
+            _err(f"clipy: ingesting {source} with encoder {spec}")
+            result = run_ingest(
+                catalog,
+                vector_store,
+                _load_encoder(spec),
+                batch_size=batch_size,
+                force=force,
+                report_path=report or Path("clipy-ingest-report.json"),
+                build_index=not no_index,
+            )
+        finally:
+            vector_store.close()
+        for line in result.summary_lines():
+            _err(line)
+
+
 # -- search ------------------------------------------------------------------------------
 
 

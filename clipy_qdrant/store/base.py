@@ -70,6 +70,9 @@ class VectorStore(Protocol):
         """Create the collection for ``encoder`` if absent (and the payload indexes), else check
         that it was written by the same encoder: raise ``EncoderMismatchError`` if not."""
 
+    def delete_collection(self) -> None:
+        """Remove the collection and everything in it (``--recreate``)."""
+
     def encoder_info(self) -> EncoderInfo | None:
         """The encoder recorded at creation; ``None`` if there is no collection yet."""
 

@@ -1,0 +1,180 @@
+"""The CLI end to end on a real catalog folder (CSV + JPEG/PNG files), the embedded store and
+the fake encoder: ingest, info, search (single, filtered, image, batch), and error handling."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from fake_encoder import register_fake
+from PIL import Image
+from typer.testing import CliRunner
+
+from ingest.cli import app
+
+COLOURS = {"Red": (220, 20, 20), "Blue": (20, 40, 220), "Green": (20, 160, 40), "Black": (5, 5, 5)}
+TYPES = ["Tshirts", "Shoes", "Watches"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fake() -> None:
+    register_fake()
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("catalog")
+    (root / "images").mkdir()
+    rows = []
+    pid = 100
+    for colour, rgb in COLOURS.items():
+        for article in TYPES:
+            for gender, year in (("Men", 2012), ("Women", 2016)):
+                pid += 1
+                img = Image.new("RGB", (30, 40), (255, 255, 255))
+                img.paste(Image.new("RGB", (20, 30), rgb), (5, 5))
+                fmt = "PNG" if pid % 2 else "JPEG"
+                name = f"{pid}.{'png' if fmt == 'PNG' else 'jpg'}"
+                img.save(root / "images" / name, fmt)
+                rows.append(
+                    {
+                        "id": pid,
+                        "gender": gender,
+                        "articleType": article,
+                        "baseColour": colour,
+                        "year": year,
+                        "productDisplayName": f"{gender} {colour} {article}",
+                        "image": name,
+                    }
+                )
+    with (root / "styles.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("store") / "data"
+    result = CliRunner().invoke(
+        app,
+        [
+            "ingest",
+            str(catalog / "styles.csv"),
+            "--images",
+            str(catalog / "images"),
+            "--store",
+            str(path),
+            "--encoder",
+            "fake",
+            "--report",
+            str(path.parent / "report.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # everything but results goes to stderr
+    assert "24" in result.stderr and "stored" in result.stderr
+    return path
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_info_reports_store(store: Path) -> None:
+    code, out, _ = run("info", "--store", str(store), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["products"] == 24
+    assert info["encoder"] == {"name": "fake", "dim": 32}
+    assert info["indexed_fields"]["year"] == "integer"
+    assert info["indexed_fields"]["baseColour"] == "keyword"
+
+
+def test_search_json_with_filters(store: Path) -> None:
+    code, out, _ = run(
+        "search", "red", "--store", str(store), "--json", "-k", "3",
+        "--filter", "gender=Men", "--filter", "year>=2010", "--filter", "articleType!=Watches",
+    )  # fmt: skip
+    assert code == 0
+    hits = json.loads(out)
+    assert len(hits) == 3
+    for hit in hits:
+        assert hit["payload"]["gender"] == "Men"
+        assert hit["payload"]["articleType"] != "Watches"
+        assert set(hit) == {"product_id", "score", "text_score", "image_score", "payload"}
+    assert hits[0]["payload"]["baseColour"] == "Red"
+
+
+def test_search_by_image_finds_same_colour(store: Path, catalog: Path) -> None:
+    code, out, _ = run(
+        "search", "--image", str(catalog / "images" / "102.jpg"), "--store", str(store),
+        "--json", "-k", "4", "--w-image", "1",
+    )  # fmt: skip
+    assert code == 0
+    hits = json.loads(out)
+    assert hits[0]["product_id"] == "102"
+    assert all(h["payload"]["baseColour"] == "Red" for h in hits)
+
+
+def test_search_table_output(store: Path) -> None:
+    code, out, _ = run("search", "blue shoes", "--store", str(store), "-k", "2", "--fusion", "rrf")
+    assert code == 0
+    assert len(out.strip().splitlines()) == 3  # header + 2 hits
+
+
+def test_batch_queries_one_line_per_query(store: Path, catalog: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(
+        "\n".join(
+            json.dumps(q)
+            for q in [
+                {"text": "green", "k": 2},
+                {"image": str(catalog / "images" / "110.jpg"), "filters": ["gender=Women"]},
+                {"text": "black watch", "filters": ["year>=2015"], "k": 1},
+            ]
+        )
+    )
+    code, out, _ = run("search", "--queries", str(queries), "--store", str(store), "--json")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert [len(json.loads(line)) for line in lines] == [2, 10, 1]
+    assert all(h["payload"]["gender"] == "Women" for h in json.loads(lines[1]))
+
+
+def test_errors_are_one_line_exit_1(store: Path, tmp_path: Path) -> None:
+    code, out, err = run("search", "red", "--store", str(store), "--filter", "year>=soon")
+    assert code == 1 and out == ""
+    assert err.strip().count("\n") == 0 and err.startswith("clipy: error: filter 'year>=soon'")
+
+    code, _, err = run("search", "--image", str(tmp_path / "nope.jpg"), "--store", str(store))
+    assert code == 1 and "nope.jpg does not exist" in err
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "red"}\n{"k": 3}\n')
+    code, _, err = run("search", "--queries", str(bad), "--store", str(store))
+    assert code == 1 and "line 2" in err and "'text' or 'image'" in err
+
+
+def test_usage_errors_exit_2(store: Path) -> None:
+    assert run("search", "--store", str(store))[0] == 2
+    assert run("search", "red", "-k", "0", "--store", str(store))[0] == 2
+
+
+def test_ingest_with_another_encoder_is_refused(store: Path, catalog: Path) -> None:
+    code, _, err = run(
+        "ingest", str(catalog / "styles.csv"), "--store", str(store), "--encoder", "fake:64",
+    )  # fmt: skip
+    assert code == 1
+    assert "fake-64" in err and "fake" in err
+    assert json.loads(run("info", "--store", str(store), "--json")[1])["products"] == 24
+
+
+def test_reingest_stores_nothing_new(store: Path, catalog: Path) -> None:
+    code, _, err = run("ingest", str(catalog / "styles.csv"), "--store", str(store))
+    assert code == 0, err
+    assert "24 unchanged" in err or "unchanged: 24" in err or "unchanged 24" in err, err
