@@ -141,8 +141,8 @@ class EdgeStore:
         except Exception as exc:
             if "WouldBlock" in str(exc):
                 raise StoreError(
-                    f"store {self.path} is in use by another process; stop it (e.g. the running "
-                    "`clipy serve`) or use another --store folder"
+                    f"store {self.path} is in use by another process (or already open in this "
+                    "one); stop it (e.g. a running `clipy serve`) or use another --store folder"
                 ) from None
             raise StoreError(f"store {self.path} cannot be opened: {exc}") from None
 
