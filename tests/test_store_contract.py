@@ -344,10 +344,12 @@ def test_edge_persists_across_reopen(tmp_path, catalog) -> None:
     with EdgeStore(path) as store:
         store.ensure_collection(ENCODER, INDEXED)
         store.upsert(records(ids[:300], {k: v[:300] for k, v in vectors.items()}, payloads[:300]))
+        store.build_index()
     assert (path / "clipy.json").exists() and (path / "shard").is_dir()
     with EdgeStore(path) as store:
         assert store.encoder_info() == ENCODER
         assert store.count() == 300
+        assert store.stats()["indexed_vectors"] == 600  # the graph survives too
         assert store.indexed_fields()["year"] == "integer"
         small = Oracle(ids[:300], {k: v[:300] for k, v in vectors.items()}, payloads[:300])
         q = queries(vectors, 1, seed=5)[0]
@@ -357,6 +359,11 @@ def test_edge_persists_across_reopen(tmp_path, catalog) -> None:
         )
         with pytest.raises(EncoderMismatchError):
             store.ensure_collection(EncoderInfo("test-encoder", DIM + 1))
+        store.upsert(
+            records(ids[300:310], {k: v[300:310] for k, v in vectors.items()}, payloads[300:310])
+        )
+    with EdgeStore(path) as store:
+        assert store.count() == 310
     with pytest.raises(StoreError, match="closed"):
         store.search(TEXT, q, 1)
 
