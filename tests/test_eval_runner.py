@@ -348,3 +348,41 @@ def test_parse_fusion_spec_and_grid() -> None:
         weight_grid(0.3)
     with pytest.raises(ConfigError):
         weight_grid(0.1, methods=["max"])
+
+
+def test_a_run_wide_filter_restricts_search_and_relevance(store: VectorStore) -> None:
+    searcher = Searcher(store, TableEncoder())
+    query = EvalQuery(id="q", set="s", text="alpha", relevant_rule={"articleType": ["A"]})
+    run = run_eval(
+        searcher,
+        [query],
+        [FusionConfig.image_weight(1.0)],
+        ks=[5],
+        split="all",
+        filters=parse_filter(["baseColour=Blue"]),
+        show_progress=False,
+    )
+    # Only the blue A's (100, 102, 104) are searched and relevant: all three lead the top 5.
+    scores = run.sets["s"].mean_scores(0)
+    assert scores["recall@5"] == 1.0
+    assert scores["precision@5"] == pytest.approx(3 / 5)
+    assert run.primary_metric == "ndcg@5"  # no k = 10 in this run
+    assert "primary metric: ndcg@5" in format_run(run)
+
+
+def test_a_query_that_cannot_be_embedded_is_named(store: VectorStore, tmp_path: Path) -> None:
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    queries = [
+        EvalQuery(id="fine", text="alpha", relevant_ids=("100",)),
+        EvalQuery(id="broken", image=str(tmp_path / "broken.png"), relevant_ids=("100",)),
+    ]
+    with pytest.raises(
+        InputError, match=r"query 'broken' \(image .*broken.png'\): .*cannot be decoded"
+    ):
+        run_eval(
+            Searcher(store, TableEncoder()),
+            queries,
+            [FusionConfig()],
+            split="all",
+            show_progress=False,
+        )

@@ -215,16 +215,24 @@ class Catalog:
         return self._cache[key]
 
 
-def resolve_relevant(query: EvalQuery, catalog: Catalog, gallery: Gallery) -> frozenset[str]:
+def primary_metric_for(ks: Iterable[int]) -> str:
+    """:data:`PRIMARY_METRIC` (ndcg@10) when 10 is among ``ks``, else nDCG at the largest k."""
+    ks = sorted(set(ks))
+    return PRIMARY_METRIC if 10 in ks else f"ndcg@{ks[-1]}"
+
+
+def resolve_relevant(
+    query: EvalQuery, catalog: Catalog, gallery: Gallery, extra_filter: Filter | None = None
+) -> frozenset[str]:
     """The products that count as correct for ``query``: its ids or rule, restricted to the
-    products its filters allow and to the gallery, minus its exclusions."""
+    products its filters (and ``extra_filter``) allow and to the gallery, minus its exclusions."""
     if query.relevant_ids is not None:
         ids: frozenset[str] = frozenset(query.relevant_ids) & catalog.all_ids
     else:
         ids = catalog.matching(query.relevance_filter())
-    flt = query.filter()
-    if flt is not None:
-        ids &= catalog.matching(flt)
+    for flt in (query.filter(), extra_filter):
+        if flt is not None:
+            ids &= catalog.matching(flt)
     return (ids & catalog.gallery(gallery)) - frozenset(query.exclude)
 
 
@@ -297,6 +305,27 @@ def _progress(iterable: Iterable[Any], total: int, desc: str, show: bool) -> Ite
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
 
 
+def _embed_batch(
+    searcher: Searcher, queries: Sequence[EvalQuery], batch: list[str], kind: str
+) -> list[QueryVectors]:
+    """Embed a batch of texts or image paths; on failure, name the first query that fails."""
+    none: list[None] = [None] * len(batch)
+    try:
+        return (
+            searcher.embed_many(batch, none) if kind == "text" else searcher.embed_many(none, batch)
+        )
+    except InputError:
+        for item in batch:
+            try:
+                searcher.embed_many([item], [None]) if kind == "text" else searcher.embed_many(
+                    [None], [item]
+                )
+            except InputError as exc:
+                qid = next(q.id for q in queries if (q.text if kind == "text" else q.image) == item)
+                raise InputError(f"query {qid!r} ({kind} {item!r}): {exc}") from None
+        raise
+
+
 def _embed_queries(
     searcher: Searcher,
     store: VectorStore,
@@ -313,11 +342,11 @@ def _embed_queries(
     image_vecs: dict[str, np.ndarray] = {}
     batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
     for batch in _progress(batches, len(batches), "encoding query texts", show_progress):
-        for text, qv in zip(batch, searcher.embed_many(batch, [None] * len(batch)), strict=True):
+        for text, qv in zip(batch, _embed_batch(searcher, queries, batch, "text"), strict=True):
             text_vecs[text] = qv.text
     for start in range(0, len(paths), batch_size):
         batch = paths[start : start + batch_size]
-        for path, qv in zip(batch, searcher.embed_many([None] * len(batch), batch), strict=True):
+        for path, qv in zip(batch, _embed_batch(searcher, queries, batch, "image"), strict=True):
             image_vecs[path] = qv.image
     for start in range(0, len(products), 1000):
         for point in store.retrieve(
@@ -356,6 +385,7 @@ def run_eval(
     *,
     ks: Iterable[int] = DEFAULT_KS,
     split: Gallery | None = None,
+    filters: Filter | None = None,
     products: Sequence[Mapping[str, Any]] | None = None,
     tie_margin: int = 10,
     batch_size: int = 128,
@@ -365,7 +395,8 @@ def run_eval(
     """Score every query under every config.
 
     ``split``: the gallery of queries that do not name one (``None``: ``heldout`` when the
-    searcher's encoder was trained on part of the catalog, else ``all``). ``products``: the
+    searcher's encoder was trained on part of the catalog, else ``all``). ``filters``: a filter
+    added to every query (its search and its relevant set). ``products``: the
     catalog payloads (read from the store when ``None``). Queries with nothing relevant in
     their gallery are left out and counted as ``skipped``.
     """
@@ -393,7 +424,7 @@ def run_eval(
     skipped: dict[str, int] = defaultdict(int)
     for q in queries:
         gallery: Gallery = q.gallery or split
-        relevant = resolve_relevant(q, catalog, gallery)
+        relevant = resolve_relevant(q, catalog, gallery, filters)
         if relevant:
             kept.append((q, gallery, relevant))
         else:
@@ -407,13 +438,15 @@ def run_eval(
     fetch = ks[-1] + tie_margin
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, (q, gallery, _) in enumerate(kept):
-        filters = json.dumps(q.filters, sort_keys=True, default=list)
-        key = (q.text, q.image, filters, tuple(sorted(q.exclude)), gallery)
+        filter_key = json.dumps(q.filters, sort_keys=True, default=list)
+        key = (q.text, q.image, filter_key, tuple(sorted(q.exclude)), gallery)
         groups[key].append(i)
     per_query = np.zeros((len(kept), len(configs), len(metrics)))
     for members in _progress(groups.values(), len(groups), "searching", show_progress):
         q, gallery, _ = kept[members[0]]
         flt = q.filter()
+        if filters is not None:
+            flt = filters.and_(flt)
         if gallery == "heldout":
             flt = heldout_filter.and_(flt)
         results = searcher.search_grid(
@@ -460,6 +493,7 @@ def run_eval(
         sets=sets,
         split=split,
         split_description=describe_split(split, encoder),
+        primary_metric=primary_metric_for(ks),
         encoder=encoder.info.name if encoder is not None else None,
         n_products=len(catalog.all_ids),
         n_searches=len(groups),
@@ -491,6 +525,7 @@ def run_ab(
     *,
     ks: Iterable[int] = DEFAULT_KS,
     split: Gallery | None = None,
+    filters: Filter | None = None,
     products: Sequence[Mapping[str, Any]] | None = None,
     confidence: float = 0.95,
     n_resamples: int = 10_000,
@@ -522,6 +557,7 @@ def run_ab(
             per_b,
             label_a=a.label,
             label_b=b.label,
+            primary_metric=run.primary_metric,
             confidence=confidence,
             n_resamples=n_resamples,
             seed=seed,
@@ -532,6 +568,7 @@ def run_ab(
             pooled_b,
             label_a=a.label,
             label_b=b.label,
+            primary_metric=run.primary_metric,
             confidence=confidence,
             n_resamples=n_resamples,
             seed=seed,
@@ -553,6 +590,7 @@ __all__ = [
     "describe_split",
     "image_share",
     "parse_fusion_spec",
+    "primary_metric_for",
     "resolve_relevant",
     "run_ab",
     "run_eval",
