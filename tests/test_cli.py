@@ -165,16 +165,21 @@ def test_usage_errors_exit_2(store: Path) -> None:
     assert run("search", "red", "-k", "0", "--store", str(store))[0] == 2
 
 
-def test_ingest_with_another_encoder_is_refused(store: Path, catalog: Path) -> None:
+def test_ingest_with_another_encoder_is_refused(store: Path, catalog: Path, tmp_path: Path) -> None:
     code, _, err = run(
         "ingest", str(catalog / "styles.csv"), "--store", str(store), "--encoder", "fake:64",
+        "--report", str(tmp_path / "r.json"),
     )  # fmt: skip
     assert code == 1
     assert "fake-64" in err and "fake" in err
     assert json.loads(run("info", "--store", str(store), "--json")[1])["products"] == 24
 
 
-def test_reingest_stores_nothing_new(store: Path, catalog: Path) -> None:
-    code, _, err = run("ingest", str(catalog / "styles.csv"), "--store", str(store))
+def test_reingest_stores_nothing_new(store: Path, catalog: Path, tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    code, _, err = run(
+        "ingest", str(catalog / "styles.csv"), "--store", str(store), "--report", str(report)
+    )
     assert code == 0, err
-    assert "24 unchanged" in err or "unchanged: 24" in err or "unchanged 24" in err, err
+    assert json.loads(report.read_text())["unchanged"] == 24, err
+    assert json.loads(report.read_text())["stored"] == 0
