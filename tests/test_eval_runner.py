@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import pytest
+from conftest import CatalogStore
 from PIL import Image
 
+from clipy_qdrant.encoders import get_encoder
 from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
 from clipy_qdrant.errors import ConfigError, InputError
-from clipy_qdrant.eval.queries import EvalQuery, read_queries
+from clipy_qdrant.eval.queries import (
+    EvalQuery,
+    make_query_sets,
+    read_queries,
+    read_query_files,
+    write_query_sets,
+)
 from clipy_qdrant.eval.report import (
     format_ab,
     format_run,
@@ -386,3 +395,46 @@ def test_a_query_that_cannot_be_embedded_is_named(store: VectorStore, tmp_path: 
             split="all",
             show_progress=False,
         )
+
+
+@pytest.mark.catalog
+@pytest.mark.slow
+def test_full_catalog_grid_run_within_ten_minutes(
+    catalog_store: CatalogStore, tmp_path: Path
+) -> None:
+    """Issue #4 acceptance 3 and 4: the generated query sets over an 11-point grid and the three
+    methods, on the whole catalog with the shipped encoder, in under 10 minutes, with every
+    output written and the leaderboard form reported."""
+    store = open_store(catalog_store.path)
+    try:
+        info = store.encoder_info()
+        assert info is not None
+        encoder = get_encoder(info.name)
+        started = time.perf_counter()
+        searcher = Searcher(store, encoder)
+        products = catalog_products(store)
+        sets = make_query_sets(products, seed=0, heldout_only=default_split(encoder) == "heldout")
+        paths = write_query_sets(sets, tmp_path / "queries")
+        run = run_eval(
+            searcher,
+            read_query_files(paths),
+            weight_grid(0.1),
+            products=products,
+            show_progress=False,
+        )
+        outputs = write_run_outputs(run, tmp_path / "out")
+        elapsed = time.perf_counter() - started
+    finally:
+        store.close()
+    assert elapsed < 600, f"full evaluation took {elapsed:.0f} s"
+    assert len(run.configs) == 33
+    assert run.sets["known-item"].query_ids and len(run.sets["known-item"].query_ids) == 2000
+    for name in ("attribute", "image/articleType", "composed", "category/articleType"):
+        assert run.sets[name].query_ids, name
+    data = json.loads(outputs["json"].read_text())
+    assert {r["task"] for r in data["leaderboard"]} == {"known-item", "category"}
+    assert outputs["png"].stat().st_size > 10_000
+    assert outputs["csv"].stat().st_size > 0
+    # The encoder's held-out split is reported.
+    if default_split(encoder) == "heldout":
+        assert "held-out" in outputs["table"].read_text()
