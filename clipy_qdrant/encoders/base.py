@@ -83,7 +83,9 @@ def get_encoder(spec: str) -> Encoder:
     """Build an encoder from a spec: ``fashion-mini``, ``clip``, ``clip:<hub-id-or-path>``,
     ``clip-ViT-B-32`` (any name starting with ``clip-`` is a CLIP id), or a registered name."""
     _register_builtins()
-    name = spec.partition(":")[0]
+    # "name@fingerprint" (as recorded in a store) loads the named encoder; the fingerprint is
+    # then compared with the loaded one's by the store's encoder check.
+    name = spec.partition(":")[0].partition("@")[0]
     if name in _REGISTRY:
         return _REGISTRY[name](spec)
     if spec.startswith("clip-"):
