@@ -36,6 +36,7 @@ from clipy_qdrant.eval.runner import (
     Catalog,
     catalog_products,
     default_split,
+    make_query_files,
     parse_fusion_spec,
     resolve_relevant,
     run_ab,
@@ -438,3 +439,18 @@ def test_full_catalog_grid_run_within_ten_minutes(
     # The encoder's held-out split is reported.
     if default_split(encoder) == "heldout":
         assert "held-out" in outputs["table"].read_text()
+
+
+def test_make_query_files_from_the_store(store: VectorStore, tmp_path: Path) -> None:
+    paths = make_query_files(store, tmp_path / "q", encoder=TableEncoder(), seed=1)
+    assert list(paths) == ["known-item", "category", "attribute", "image", "composed"]
+    queries = read_query_files(paths.values())
+    # The encoder records a split rule, so queries are about held-out products only
+    # (100, 105, 200, 205, 210); no product has a display name, so there are no known items.
+    assert queries, "some queries"
+    for q in queries:
+        about = q.image_product or (q.relevant_ids[0] if q.relevant_ids else None)
+        assert about is None or about in {"100", "105", "200", "205", "210"}
+        assert q.gallery == "heldout" or q.set == "known-item"
+    everything = make_query_files(store, tmp_path / "all", heldout_only=False)
+    assert len(read_query_files(everything.values())) > len(queries)

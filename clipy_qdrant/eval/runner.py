@@ -31,6 +31,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,13 @@ from clipy_qdrant.eval.metrics import (
     pessimistic_order,
     score_query,
 )
-from clipy_qdrant.eval.queries import EvalQuery, Gallery
+from clipy_qdrant.eval.queries import (
+    EvalQuery,
+    Gallery,
+    QuerySetSizes,
+    make_query_sets,
+    write_query_sets,
+)
 from clipy_qdrant.filters import Filter, Match, Range, matches
 from clipy_qdrant.fusion import FUSION_METHODS, FusionConfig
 from clipy_qdrant.search import Hit, QueryVectors, Searcher
@@ -234,6 +241,27 @@ def resolve_relevant(
         if flt is not None:
             ids &= catalog.matching(flt)
     return (ids & catalog.gallery(gallery)) - frozenset(query.exclude)
+
+
+def make_query_files(
+    store: VectorStore,
+    out_dir: str | Path,
+    *,
+    encoder: Encoder | None = None,
+    seed: int = 0,
+    heldout_only: bool | None = None,
+    sizes: QuerySetSizes | None = None,
+) -> dict[str, Path]:
+    """``clipy eval make-queries``: generate the five query kinds from the store's payloads and
+    write ``<out_dir>/<kind>.jsonl``. ``heldout_only=None`` follows :func:`default_split` of
+    ``encoder`` (held-out products when it was trained on part of the catalog)."""
+    if heldout_only is None:
+        heldout_only = default_split(encoder) == "heldout"
+    sets = make_query_sets(
+        catalog_products(store), seed=seed, heldout_only=heldout_only, sizes=sizes
+    )
+    paths = write_query_sets(sets, out_dir)
+    return dict(zip(sets, paths, strict=True))
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -589,6 +617,7 @@ __all__ = [
     "default_split",
     "describe_split",
     "image_share",
+    "make_query_files",
     "parse_fusion_spec",
     "primary_metric_for",
     "resolve_relevant",
