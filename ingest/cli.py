@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -448,6 +449,258 @@ def info(
     typer.echo(
         "indexed fields: " + (", ".join(f"{k} ({v})" for k, v in sorted(fields.items())) or "none")
     )
+
+
+# -- train -------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    catalog: Annotated[
+        str, typer.Argument(help="The catalog to train on (any source clipy ingest reads).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Model folder to write (heads, config, card).")
+    ],
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 40,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Use only the first N products.")
+    ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--text", help="Text template of the product caption [default {productDisplayName}]."
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Image folder for a CSV/JSONL catalog.")
+    ] = None,
+) -> None:
+    """Train the offline fashion encoder's projection heads (CLIP loss, held-out split by id).
+
+    Example: clipy train ../shared/datasets/fashion-product-images-small --out my-model
+    Use it with: clipy ingest CATALOG --encoder fashion-mini:my-model
+    """
+    with _user_errors():
+        from clipy_qdrant.encoders.train import train_fashion_encoder
+        from ingest.readers import open_catalog
+
+        products = open_catalog(catalog, images=images, text_template=text, limit=limit)
+        command = "clipy train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+        report = train_fashion_encoder(products, out, epochs=epochs, seed=seed, command=command)
+    _err(f"clipy: wrote {out}")
+    for name, value in (getattr(report, "heldout_metrics", None) or {}).items():
+        _err(f"  held-out {name}: {value:.4f}")
+
+
+# -- eval --------------------------------------------------------------------------------
+
+eval_app = typer.Typer(
+    help="Measure search quality on query sets and A/B-test fusion settings.", no_args_is_help=True
+)
+app.add_typer(eval_app, name="eval")
+
+QueryFilesArg = Annotated[
+    list[Path], typer.Argument(help="Query files (JSONL), e.g. eval-queries/*.jsonl.")
+]
+KsOpt = Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated (metrics @k).")]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--split",
+        help="Gallery of queries that name none: heldout | all [default: heldout if the encoder was trained on this catalog].",
+    ),
+]
+
+
+def _split(value: str | None) -> Literal["all", "heldout"] | None:
+    if value is None or value in ("all", "heldout"):
+        return value  # type: ignore[return-value]
+    raise typer.BadParameter(f"--split must be heldout or all, got {value!r}")
+
+
+def _ks(spec: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(part) for part in spec.split(",") if part.strip()}))
+    except ValueError:
+        raise typer.BadParameter(
+            f"--k must be whole numbers separated by commas, got {spec!r}"
+        ) from None
+    if not ks or ks[0] < 1:
+        raise typer.BadParameter("--k values must be >= 1")
+    return ks
+
+
+def _eval_searcher(store, qdrant_url, api_key, collection, encoder) -> tuple[Any, Searcher]:  # type: ignore[no-untyped-def]
+    from clipy_qdrant.search import Searcher
+
+    vector_store = _open_store(store, qdrant_url, api_key, collection)
+    try:
+        return vector_store, Searcher(
+            vector_store, _load_encoder(_encoder_spec(encoder, vector_store))
+        )
+    except BaseException:
+        vector_store.close()
+        raise
+
+
+@eval_app.command("make-queries")
+def eval_make_queries(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the query files.")] = Path(
+        "eval-queries"
+    ),
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (reproducible sets).")] = 0,
+    all_products: Annotated[
+        bool,
+        typer.Option("--all-products", help="Ask about every product, not only the held-out ones."),
+    ] = False,
+    store: StoreOpt = None,
+    qdrant_url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = None,
+    encoder: EncoderOpt = None,
+) -> None:
+    """Generate query sets (known-item, category, attribute, image, composed) from the store.
+
+    Example: clipy eval make-queries --out eval-queries
+    """
+    with _user_errors():
+        from clipy_qdrant.eval.runner import make_query_files
+
+        vector_store, searcher = _eval_searcher(store, qdrant_url, api_key, collection, encoder)
+        try:
+            paths = make_query_files(
+                vector_store,
+                out,
+                encoder=searcher.encoder,
+                seed=seed,
+                heldout_only=False if all_products else None,
+            )
+        finally:
+            vector_store.close()
+    for kind, path in paths.items():
+        _err(f"clipy: {kind}: {path}")
+
+
+@eval_app.command("run")
+def eval_run(
+    queries: QueryFilesArg,
+    step: Annotated[
+        float,
+        typer.Option("--step", min=0.01, max=1.0, help="w_image grid step (w_text = 1 - w_image)."),
+    ] = 0.1,
+    methods: Annotated[
+        str, typer.Option("--methods", help="Fusion methods to sweep.")
+    ] = "weighted,rrf,dbsf",
+    ks: KsOpt = "1,10",
+    filters: Annotated[
+        list[str] | None, typer.Option("--filter", "-f", help="Filter added to every query.")
+    ] = None,
+    split: SplitOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write table.txt, results.json, per_query.csv and a PNG plot here."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the results as JSON on stdout.")
+    ] = False,
+    store: StoreOpt = None,
+    qdrant_url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = None,
+    encoder: EncoderOpt = None,
+) -> None:
+    """Score query sets over a grid of fusion weights and methods; report the best per set.
+
+    Example: clipy eval run eval-queries/*.jsonl --step 0.1 --out eval-out
+    """
+    cutoffs = _ks(ks)
+    with _user_errors():
+        from clipy_qdrant.eval.queries import read_query_files
+        from clipy_qdrant.eval.report import format_run, run_to_json, write_run_outputs
+        from clipy_qdrant.eval.runner import run_eval, weight_grid
+        from clipy_qdrant.filters import parse_filter
+
+        method_list = [m.strip() for m in methods.split(",") if m.strip()]
+        configs = weight_grid(step, method_list)
+        parsed = read_query_files(queries)
+        vector_store, searcher = _eval_searcher(store, qdrant_url, api_key, collection, encoder)
+        try:
+            run = run_eval(
+                searcher,
+                parsed,
+                configs,
+                ks=cutoffs,
+                split=_split(split),
+                filters=parse_filter(filters),
+            )
+        finally:
+            vector_store.close()
+        if out is not None:
+            for kind, path in write_run_outputs(run, out).items():
+                _err(f"clipy: {kind}: {path}")
+    if as_json:
+        typer.echo(json.dumps(run_to_json(run)))
+    else:
+        typer.echo(format_run(run))
+
+
+@eval_app.command("ab")
+def eval_ab(
+    queries: QueryFilesArg,
+    a: Annotated[
+        str, typer.Option("--a", help="Setting A, e.g. w_image=0.5 or method=rrf,w_image=0.8.")
+    ],
+    b: Annotated[str, typer.Option("--b", help="Setting B.")],
+    ks: KsOpt = "1,10",
+    filters: Annotated[
+        list[str] | None, typer.Option("--filter", "-f", help="Filter added to every query.")
+    ] = None,
+    split: SplitOpt = None,
+    confidence: Annotated[float, typer.Option("--confidence", min=0.5, max=0.999)] = 0.95,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Write per-query scores of A and B here.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the comparison as JSON on stdout.")
+    ] = False,
+    store: StoreOpt = None,
+    qdrant_url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = None,
+    encoder: EncoderOpt = None,
+) -> None:
+    """A/B-test two fusion settings: mean difference (B - A), bootstrap CI, p-value, wins/losses.
+
+    Example: clipy eval ab eval-queries/attribute.jsonl --a w_image=0.5 --b w_image=0.8
+    """
+    cutoffs = _ks(ks)
+    with _user_errors():
+        from clipy_qdrant.eval.queries import read_query_files
+        from clipy_qdrant.eval.report import ab_to_json, format_ab, write_per_query_csv
+        from clipy_qdrant.eval.runner import parse_fusion_spec, run_ab
+        from clipy_qdrant.filters import parse_filter
+
+        config_a, config_b = parse_fusion_spec(a), parse_fusion_spec(b)
+        parsed = read_query_files(queries)
+        vector_store, searcher = _eval_searcher(store, qdrant_url, api_key, collection, encoder)
+        try:
+            result = run_ab(
+                searcher, parsed, config_a, config_b, ks=cutoffs, split=_split(split),
+                filters=parse_filter(filters), confidence=confidence, seed=seed,
+            )  # fmt: skip
+        finally:
+            vector_store.close()
+        if csv_path is not None:
+            write_per_query_csv(result.run, csv_path)
+    if as_json:
+        typer.echo(json.dumps(ab_to_json(result)))
+    else:
+        typer.echo(format_ab(result))
 
 
 def main() -> None:

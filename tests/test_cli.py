@@ -183,3 +183,51 @@ def test_reingest_stores_nothing_new(store: Path, catalog: Path, tmp_path: Path)
     assert code == 0, err
     assert json.loads(report.read_text())["unchanged"] == 24, err
     assert json.loads(report.read_text())["stored"] == 0
+
+
+def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "queries"
+    code, _, err = run("eval", "make-queries", "--store", str(store), "--out", str(queries))
+    assert code == 0, err
+    files = sorted(queries.glob("*.jsonl"))
+    assert {f.stem for f in files} >= {"category", "image", "known-item"}
+
+    out = tmp_path / "out"
+    code, stdout, err = run(
+        "eval", "run", *map(str, files), "--store", str(store), "--step", "0.5", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result  # parses, and the files are written
+    assert {p.name for p in out.iterdir()} >= {
+        "results.json",
+        "per_query.csv",
+        "metric_vs_weight.png",
+        "table.txt",
+    }
+
+    code, stdout, err = run(
+        "eval", "ab", str(queries / "category.jsonl"), "--store", str(store),
+        "--a", "w_image=0.5", "--b", "w_image=0.5", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    for report in json.loads(stdout)["sets"].values():
+        primary = report["metrics"][report["primary_metric"]]
+        assert (
+            primary["diff"] == 0
+            and primary["p_value"] == 1
+            and primary["ties"] == report["n_queries"]
+        )
+
+    code, _, err = run(
+        "eval",
+        "ab",
+        str(queries / "category.jsonl"),
+        "--store",
+        str(store),
+        "--a",
+        "w_image=2",
+        "--b",
+        "w_image=0",
+    )
+    assert code == 1 and err.startswith("clipy: error:")
