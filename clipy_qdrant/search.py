@@ -114,6 +114,23 @@ class _Channels:
         return len(self.lists[channel]) < self.depth
 
 
+@dataclass
+class _QueryState:
+    """What one query has learnt so far, shared by every fusion config of a grid."""
+
+    scores: dict[str, dict[str, float]] = field(default_factory=lambda: {TEXT: {}, IMAGE: {}})
+    vectors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def absorb(self, channels: _Channels) -> None:
+        for channel, points in channels.lists.items():
+            known = self.scores[channel]
+            for p in points:
+                known.setdefault(p.product_id, p.score)
+                if p.payload is not None:
+                    self.payloads.setdefault(p.product_id, p.payload)
+
+
 class Searcher:
     """Fused text/image search over a store. Build it once, query it many times."""
 
@@ -224,27 +241,20 @@ class Searcher:
         flt = _with_exclusions(_as_filter(filters), exclude)
         base = self._retrieve(query, flt, max(self.candidates, k))
         deep = base
-        vector_cache: dict[str, dict[str, np.ndarray]] = {}
-        payloads: dict[str, dict[str, Any]] = {}
+        state = _QueryState()
+        state.absorb(base)
         results = []
         for cfg in configs:
             if cfg.method == "weighted":
                 while True:
-                    ranked, exact = self._fuse_weighted(query, deep, cfg, k, vector_cache, payloads)
+                    ranked, exact = self._fuse_weighted(query, deep, cfg, k, state)
                     if exact:
                         break
                     deep = self._retrieve(query, flt, deep.depth * 4)
+                    state.absorb(deep)
             else:
                 ranked = self._fuse_ranks(base, cfg, k)
-            results.append(
-                self._hits(
-                    query,
-                    ranked,
-                    base if cfg.method != "weighted" else deep,
-                    vector_cache,
-                    payloads,
-                )
-            )
+            results.append(self._hits(query, ranked, state))
         return results
 
     # -- internals -------------------------------------------------------------------------
@@ -257,30 +267,23 @@ class Searcher:
         return _Channels(depth=depth, lists=lists)
 
     def _component_scores(
-        self,
-        query: QueryVectors,
-        channel: str,
-        ids: Collection[str],
-        known: dict[str, float],
-        vector_cache: dict[str, dict[str, np.ndarray]],
-        payloads: dict[str, dict[str, Any]],
+        self, query: QueryVectors, channel: str, ids: Collection[str], state: _QueryState
     ) -> dict[str, float]:
-        """True cosine scores of ``ids`` on ``channel``: from the list where known, else from
-        the stored vectors (fetched once per query and cached)."""
-        missing = [pid for pid in ids if pid not in known and pid not in vector_cache]
+        """True cosine scores of ``ids`` on ``channel``: from a candidate list where known, else
+        from the stored vectors (fetched once per query, scored in one matrix product)."""
+        known = state.scores[channel]
+        missing = [pid for pid in ids if pid not in known]
         if missing:
-            for point in self.store.retrieve(missing, with_payload=True, with_vectors=True):
-                vector_cache[point.product_id] = point.vectors
-                payloads.setdefault(point.product_id, point.payload)
-        scores = {}
-        q = query.for_channel(channel)
-        for pid in ids:
-            if pid in known:
-                scores[pid] = known[pid]
-            else:
-                stored = vector_cache[pid][channel]
-                scores[pid] = float(np.dot(q, _unit(stored)))
-        return scores
+            to_fetch = [pid for pid in missing if pid not in state.vectors]
+            if to_fetch:
+                for point in self.store.retrieve(to_fetch, with_payload=True, with_vectors=True):
+                    state.vectors[point.product_id] = point.vectors
+                    state.payloads.setdefault(point.product_id, point.payload)
+            matrix = np.stack([state.vectors[pid][channel] for pid in missing]).astype(np.float32)
+            matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+            for pid, score in zip(missing, matrix @ query.for_channel(channel), strict=True):
+                known[pid] = float(score)
+        return {pid: known[pid] for pid in ids}
 
     def _fuse_weighted(
         self,
@@ -288,20 +291,14 @@ class Searcher:
         channels: _Channels,
         cfg: FusionConfig,
         k: int,
-        vector_cache: dict[str, dict[str, np.ndarray]],
-        payloads: dict[str, dict[str, Any]],
+        state: _QueryState,
     ) -> tuple[list[tuple[str, float]], bool]:
         weights = {TEXT: cfg.w_text, IMAGE: cfg.w_image}
         active = [c for c in (TEXT, IMAGE) if weights[c] > 0]
         candidates: set[str] = set()
         for channel in active:
             candidates.update(p.product_id for p in channels.lists[channel])
-        component = {}
-        for channel in active:
-            known = {p.product_id: p.score for p in channels.lists[channel]}
-            component[channel] = self._component_scores(
-                query, channel, candidates, known, vector_cache, payloads
-            )
+        component = {c: self._component_scores(query, c, candidates, state) for c in active}
         for channel in (TEXT, IMAGE):  # a zero-weight channel contributes nothing to the rank
             component.setdefault(channel, dict.fromkeys(candidates, 0.0))
         fused = weighted_scores(component[TEXT], component[IMAGE], cfg.w_text, cfg.w_image)
@@ -329,31 +326,18 @@ class Searcher:
         return top_k(fused, k)
 
     def _hits(
-        self,
-        query: QueryVectors,
-        ranked: list[tuple[str, float]],
-        channels: _Channels,
-        vector_cache: dict[str, dict[str, np.ndarray]],
-        payloads: dict[str, dict[str, Any]],
+        self, query: QueryVectors, ranked: list[tuple[str, float]], state: _QueryState
     ) -> list[Hit]:
         ids = [pid for pid, _ in ranked]
-        for channel in (TEXT, IMAGE):
-            for p in channels.lists[channel]:
-                if p.payload is not None:
-                    payloads.setdefault(p.product_id, p.payload)
-        component = {}
-        for channel in (TEXT, IMAGE):
-            known = {p.product_id: p.score for p in channels.lists[channel]}
-            component[channel] = self._component_scores(
-                query, channel, ids, known, vector_cache, payloads
-            )
+        text = self._component_scores(query, TEXT, ids, state)
+        image = self._component_scores(query, IMAGE, ids, state)
         return [
             Hit(
                 product_id=pid,
                 score=score,
-                text_score=component[TEXT][pid],
-                image_score=component[IMAGE][pid],
-                payload=_public_payload(payloads.get(pid, {})),
+                text_score=text[pid],
+                image_score=image[pid],
+                payload=_public_payload(state.payloads.get(pid, {})),
             )
             for pid, score in ranked
         ]
