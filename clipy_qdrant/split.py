@@ -11,6 +11,12 @@ import zlib
 
 SPLIT_RULE = "int(id) % 5 == 0 (non-numeric ids: crc32(id) % 5 == 0)"
 
+#: Payload field (keyword, indexed) that ingest writes with :func:`split_of`, so evaluation
+#: can restrict a search to held-out products with one indexed condition.
+SPLIT_FIELD = "split"
+HELDOUT = "test"
+TRAIN = "train"
+
 
 def _as_int(product_id: str | int) -> int:
     if isinstance(product_id, int):
@@ -24,3 +30,8 @@ def _as_int(product_id: str | int) -> int:
 def is_heldout(product_id: str | int) -> bool:
     """True for evaluation (test) products, False for training products."""
     return _as_int(product_id) % 5 == 0
+
+
+def split_of(product_id: str | int) -> str:
+    """``"test"`` for held-out products, ``"train"`` for the others."""
+    return HELDOUT if is_heldout(product_id) else TRAIN

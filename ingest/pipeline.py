@@ -37,6 +37,7 @@ from PIL import Image
 
 from clipy_qdrant.encoders.base import Encoder
 from clipy_qdrant.errors import ConfigError, EncoderError
+from clipy_qdrant.split import SPLIT_FIELD, split_of
 from clipy_qdrant.store.base import IMAGE, TEXT, FieldType, PointRecord, VectorStore
 from ingest.records import Product
 
@@ -316,6 +317,8 @@ def run_ingest(
                 break
         indexed_fields = infer_indexed_fields(p for p in sample if p.error is None)
     report.indexed_fields = dict(indexed_fields)
+    # The held-out split as an indexed field: evaluation filters on it (clipy_qdrant.split).
+    indexed_fields = {**indexed_fields, SPLIT_FIELD: "keyword"}
     store.ensure_collection(info, indexed_fields)
 
     from tqdm import tqdm
@@ -470,7 +473,7 @@ class _BatchWriter:
             PointRecord(
                 product_id=products[i].product_id,
                 vectors={IMAGE: image_vectors[j], TEXT: text_vectors[j]},
-                payload=products[i].metadata,
+                payload={**products[i].metadata, SPLIT_FIELD: split_of(products[i].product_id)},
                 content_hash=hashes[i],
             )
             for j, i in enumerate(keep)

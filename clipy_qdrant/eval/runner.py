@@ -56,7 +56,7 @@ from clipy_qdrant.eval.queries import (
 from clipy_qdrant.filters import Filter, Match, Range, matches
 from clipy_qdrant.fusion import FUSION_METHODS, FusionConfig
 from clipy_qdrant.search import Hit, QueryVectors, Searcher
-from clipy_qdrant.split import SPLIT_RULE, is_heldout
+from clipy_qdrant.split import HELDOUT, SPLIT_FIELD, SPLIT_RULE, is_heldout
 from clipy_qdrant.store.base import IMAGE, PRODUCT_ID_KEY, VectorStore
 
 # -- fusion settings ---------------------------------------------------------------------------
@@ -171,6 +171,14 @@ def describe_split(split: Gallery, encoder: Encoder | None = None) -> str:
 
 
 # -- relevance -------------------------------------------------------------------------------------
+
+
+def _heldout_filter(store: VectorStore, catalog: Catalog) -> Filter:
+    """Restrict a search to held-out products: one indexed keyword condition when ingest wrote
+    the split field, else the list of held-out ids (correct, but slow on large catalogs)."""
+    if store.indexed_fields().get(SPLIT_FIELD) == "keyword":
+        return Filter(must=(Match(SPLIT_FIELD, (HELDOUT,)),))
+    return Filter(must=(Match(PRODUCT_ID_KEY, tuple(sorted(catalog.heldout_ids))),))
 
 
 def catalog_products(store: VectorStore) -> list[dict[str, Any]]:
@@ -461,7 +469,7 @@ def run_eval(
                 on_skip(q)
     vectors = _embed_queries(searcher, store, [q for q, _, _ in kept], batch_size, show_progress)
 
-    heldout_filter = Filter(must=(Match(PRODUCT_ID_KEY, tuple(sorted(catalog.heldout_ids))),))
+    heldout_filter = _heldout_filter(store, catalog)
     metrics = metric_names(ks)
     fetch = ks[-1] + tie_margin
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
