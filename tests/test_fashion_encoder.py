@@ -126,9 +126,19 @@ def test_encoder_output_contract(encoder) -> None:
         assert vecs.dtype == np.float32
         assert vecs.shape == (n, encoder.info.dim)
         np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
-    assert encoder.info.name == "fashion-mini"
+    assert encoder.info.name.startswith("fashion-mini@")
     assert encoder.encode_texts([]).shape == (0, encoder.info.dim)
     assert encoder.encode_images([]).shape == (0, encoder.info.dim)
+
+
+@pytest.mark.slow
+def test_text_vectors_leave_the_image_only_appearance_dims_empty(encoder) -> None:
+    # Text→image ranking must depend on the text-aligned part alone.
+    text_vecs = encoder.encode_texts(["red shirt", "Puma Men Grey T-shirt"])
+    if encoder.appearance_dim:
+        assert np.all(text_vecs[:, -encoder.appearance_dim :] == 0.0)
+        image_vecs = encoder.encode_images([garment((200, 30, 40))])
+        assert np.linalg.norm(image_vecs[0, -encoder.appearance_dim :]) > 0.1
 
 
 @pytest.mark.slow
@@ -141,9 +151,9 @@ def test_encoder_is_registered_under_fashion_mini() -> None:
 
 @pytest.mark.slow
 def test_colour_words_find_the_right_colour(encoder) -> None:
-    images = [garment((200, 30, 40)), garment((30, 60, 180))]
-    scores = encoder.encode_texts(["red", "blue"]) @ encoder.encode_images(images).T
-    assert list(scores.argmax(axis=1)) == [0, 1]
+    images = [garment((200, 30, 40)), garment((30, 60, 180)), garment((40, 150, 50))]
+    scores = encoder.encode_texts(["red", "blue", "green"]) @ encoder.encode_images(images).T
+    assert list(scores.argmax(axis=1)) == [0, 1, 2]
 
 
 @pytest.mark.slow
@@ -186,4 +196,6 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
     untrained = report.untrained_metrics["known_item_recall@10"]
     assert trained > untrained + 0.1, (trained, untrained)
     # The written folder loads as an encoder.
-    assert load_fashion_encoder(str(tmp_path / "model")).info.dim == 256
+    assert (
+        load_fashion_encoder(str(tmp_path / "model")).info.dim == 256 + 128
+    )  # shared + appearance

@@ -50,7 +50,9 @@ def foreground_mask(rgb: np.ndarray, white_level: int = WHITE_LEVEL) -> np.ndarr
 
 def colour_descriptor(image: Image.Image) -> np.ndarray:
     """(COLOUR_DIM,) float32 Hellinger-normalised HSV histogram of the foreground."""
-    image = image.convert("RGB")
+    from clipy_qdrant.encoders.towers import to_rgb
+
+    image = to_rgb(image)
     if max(image.size) > MAX_SIDE:
         image = image.copy()
         image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BILINEAR)

@@ -5,6 +5,11 @@ descriptor; MiniLM text features) feed two small trained projection heads into o
 L2-normalised space. The heads (a few MB of safetensors) ship inside the package under
 ``clipy_qdrant/models/fashion-mini``; ``clipy train`` reproduces them.
 
+An optional third head, ``appearance`` (image only, trained with a supervised-contrastive
+loss on articleType × baseColour), is appended to image vectors with weight
+``appearance_weight``; text vectors carry zeros there, so text→image ranking depends on the
+text-aligned part only while image→image similarity also sees appearance.
+
 Head: ``y = W_skip·z + W_2·gelu(W_1·z + b_1) + b`` on the standardised input
 ``z = (x - mean) / std`` (``hidden = 0`` gives a linear head), then L2 normalisation.
 Inference runs the heads in numpy (no torch needed once the towers are exported to ONNX).
@@ -12,7 +17,9 @@ Inference runs the heads in numpy (no torch needed once the towers are exported 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +32,7 @@ from PIL import Image
 
 from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
 from clipy_qdrant.encoders.colour import COLOUR_DIM, COLOUR_SPEC, colour_descriptor
-from clipy_qdrant.encoders.towers import ImageTower, TextTower, preprocess_image
+from clipy_qdrant.encoders.towers import ImageTower, TextTower, preprocess_image, to_rgb
 from clipy_qdrant.errors import EncoderError
 
 ENCODER_NAME = "fashion-mini"
@@ -93,6 +100,27 @@ class ProjectionHead:
         return l2_normalize(y)
 
 
+def join_image_vectors(
+    shared: np.ndarray, appearance: np.ndarray | None, weight: float
+) -> np.ndarray:
+    """Image vectors: the text-aligned part beside ``weight`` × the appearance part, unit length.
+
+    Both parts are unit rows, so every image vector is scaled by the same constant and text
+    vectors (zeros in the appearance dims) rank images exactly as by the shared part alone.
+    """
+    if appearance is None or weight == 0:
+        return shared
+    return l2_normalize(np.concatenate([shared, weight * appearance], axis=1))
+
+
+def pad_text_vectors(shared: np.ndarray, appearance_dim: int) -> np.ndarray:
+    """Text vectors with zeros in the image-only appearance dims."""
+    if appearance_dim == 0:
+        return shared
+    pad = np.zeros((len(shared), appearance_dim), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate([shared, pad], axis=1))
+
+
 def _read_model_dir(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     config_path = path / CONFIG_FILE
     weights_path = path / WEIGHTS_FILE
@@ -140,6 +168,13 @@ class FashionEncoder:
         self.text_head = ProjectionHead.from_tensors(tensors, "text")
         if self.image_head.out_dim != self.text_head.out_dim:
             raise EncoderError("image and text heads of the model disagree on the output dim")
+        self.appearance_head = (
+            ProjectionHead.from_tensors(tensors, "appearance")
+            if "appearance.skip.weight" in tensors
+            else None
+        )
+        self.appearance_weight = float(self.config.get("appearance_weight", 0.0))
+        self.appearance_dim = 0 if self.appearance_head is None else self.appearance_head.out_dim
         self.resolution = int(self.config.get("resolution", 224))
         self.backbone = str(self.config.get("backbone", "efficientnet-lite0"))
         self.image_tower = ImageTower(
@@ -150,9 +185,23 @@ class FashionEncoder:
             threads=threads,
         )
         self.text_tower = TextTower(threads=threads)
-        self._info = EncoderInfo(name=ENCODER_NAME, dim=self.image_head.out_dim)
+        self._info = EncoderInfo(
+            name=self._name(), dim=self.image_head.out_dim + self.appearance_dim
+        )
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    def _name(self) -> str:
+        """``fashion-mini@<fp>`` (shipped heads) or ``fashion-mini:<folder>@<fp>``.
+
+        The fingerprint (of the heads file) changes whenever the heads do, so a store written
+        with other heads refuses this encoder instead of mixing incompatible vectors;
+        ``get_encoder`` accepts the name back as a spec.
+        """
+        digest = hashlib.sha256((self.model_dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
+        if self.model_dir.resolve() == DEFAULT_MODEL_DIR.resolve():
+            return f"{ENCODER_NAME}@{digest}"
+        return f"{ENCODER_NAME}:{self.model_dir.resolve()}@{digest}"
 
     @property
     def info(self) -> EncoderInfo:
@@ -164,14 +213,31 @@ class FashionEncoder:
 
     # -- features (frozen towers), exposed for training and benchmarks
     def image_inputs(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """(n, 1280 + COLOUR_DIM) head inputs: backbone features beside colour descriptors."""
+        """(n, 1280 + COLOUR_DIM) head inputs: backbone features beside colour descriptors.
+
+        Preprocessing of batch k+1 (PIL resize, colour histogram) runs in a helper thread while
+        ONNX Runtime encodes batch k: both release the GIL, so the two overlap.
+        """
         out = np.zeros((len(images), self.image_head.in_dim), dtype=np.float32)
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            pixels, colours = self._prepare(chunk)
+        starts = list(range(0, len(images), batch_size))
+        if not starts:
+            return out
+        pool = self._prep_pool()
+        pending = pool.submit(self._prepare, images[0:batch_size])
+        for k, start in enumerate(starts):
+            pixels, colours = pending.result()
+            if k + 1 < len(starts):
+                nxt = starts[k + 1]
+                pending = pool.submit(self._prepare, images[nxt : nxt + batch_size])
             feats = self.image_tower.features_from_pixels(pixels)
-            out[start : start + len(chunk)] = np.concatenate([feats, colours], axis=1)
+            out[start : start + len(pixels)] = np.concatenate([feats, colours], axis=1)
         return out
+
+    def _prep_pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clipy-prep")
+            return self._pool
 
     def _prepare(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         r = self.resolution
@@ -180,7 +246,7 @@ class FashionEncoder:
         for i, image in enumerate(images):
             if not isinstance(image, Image.Image):
                 raise EncoderError(f"encode_images expects PIL images, got {type(image).__name__}")
-            rgb = image.convert("RGB")
+            rgb = to_rgb(image)
             pixels[i] = preprocess_image(rgb, r)
             colours[i] = colour_descriptor(rgb)
         return pixels, colours
@@ -190,7 +256,9 @@ class FashionEncoder:
         """(n, dim) float32 unit rows for PIL images."""
         if len(images) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.image_head(self.image_inputs(images, batch_size))
+        inputs = self.image_inputs(images, batch_size)
+        appearance = None if self.appearance_head is None else self.appearance_head(inputs)
+        return join_image_vectors(self.image_head(inputs), appearance, self.appearance_weight)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """(n, dim) float32 unit rows for texts."""
@@ -198,9 +266,16 @@ class FashionEncoder:
             raise EncoderError("encode_texts expects a list of strings, not one string")
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.text_head(self.text_tower.features(list(texts), batch_size=batch_size))
+        shared = self.text_head(self.text_tower.features(list(texts), batch_size=batch_size))
+        return pad_text_vectors(shared, self.appearance_dim)
 
 
 def load_fashion_encoder(path: str | None = None, **kwargs: Any) -> FashionEncoder:
-    """The ``fashion-mini`` encoder from ``path`` (a trained model folder) or the shipped one."""
+    """The ``fashion-mini`` encoder from ``path`` (a trained model folder) or the shipped one.
+
+    A trailing ``@<fingerprint>`` (as in a stored encoder name) is ignored here; the store
+    compares the fingerprint with the loaded encoder's name.
+    """
+    if path:
+        path = re.sub(r"@[0-9a-f]{6,64}$", "", path)
     return FashionEncoder(path or None, **kwargs)

@@ -75,9 +75,21 @@ def minilm_path() -> Path:
 # --------------------------------------------------------------------------- preprocessing
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB pixels; transparency is flattened onto white (the catalog's background), not black."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")
+
+
 def pad_to_square(image: Image.Image) -> Image.Image:
     """The image centred on a white square canvas (RGB)."""
-    image = image.convert("RGB")
+    image = to_rgb(image)
     width, height = image.size
     side = max(width, height)
     if width == height:
