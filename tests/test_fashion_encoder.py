@@ -151,9 +151,20 @@ def test_encoder_is_registered_under_fashion_mini() -> None:
 
 @pytest.mark.slow
 def test_colour_words_find_the_right_colour(encoder) -> None:
-    images = [garment((200, 30, 40)), garment((30, 60, 180)), garment((40, 150, 50))]
-    scores = encoder.encode_texts(["red", "blue", "green"]) @ encoder.encode_images(images).T
-    assert list(scores.argmax(axis=1)) == [0, 1, 2]
+    colours = {
+        "red": (200, 30, 40),
+        "blue": (30, 60, 180),
+        "green": (40, 150, 50),
+        "yellow": (240, 200, 40),
+        "black": (20, 20, 20),
+        "pink": (240, 130, 170),
+    }
+    images = [garment(rgb) for rgb in colours.values()]
+    scores = encoder.encode_texts(list(colours)) @ encoder.encode_images(images).T
+    # Flat synthetic shapes are far from the catalog's photos: allow one miss in six
+    # (chance level is one hit in six).
+    hits = int((scores.argmax(axis=1) == np.arange(len(colours))).sum())
+    assert hits >= 5, scores.round(3)
 
 
 @pytest.mark.slow

@@ -616,10 +616,10 @@ def train_fashion_encoder(
     products: Iterable[ProductLike],
     out_dir: str | Path,
     *,
-    epochs: int = 30,
+    epochs: int = 40,
     seed: int = 0,
     dim: int = 256,
-    hidden: int = 512,
+    hidden: int = 1024,
     text_hidden: int | None = None,
     batch_size: int = 1024,
     lr: float = 2e-3,
@@ -905,10 +905,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="MODEL_DIR",
         help="only evaluate a model folder (default: the shipped one) on the held-out split",
     )
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--text-hidden", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=2e-3)
