@@ -56,7 +56,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # second run finishes it, the third stores nothing. The store is then shared, read-only, by
 # the catalog tests (HNSW recall, evaluation).
 
-KILL_AFTER = 12_000  # products stored before the first run is killed
+KILL_AT = 0.3  # share of the catalog's rows seen before the first run is killed
 
 
 @dataclass
@@ -99,15 +99,16 @@ def catalog_store(tmp_path_factory: pytest.TempPathFactory) -> CatalogStore:
     settings = Settings()
     if not _catalog_parquet_present():
         pytest.skip(f"catalog tier: no catalog at {settings.catalog}")
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in settings.catalog.rglob("*.parquet"))
     root = tmp_path_factory.mktemp("catalog-store")
     path = root / "store"
     common = ["ingest", str(settings.catalog), "--store", str(path)]
-    seen = _run_until(_cli(*common, "--no-index", "--report", str(root / "r1.json")), KILL_AFTER)
+    first = _cli(*common, "--no-index", "--report", str(root / "r1.json"))
+    seen = _run_until(first, int(rows * KILL_AT))
     subprocess.run(_cli(*common, "--report", str(root / "r2.json")), check=True)
     subprocess.run(_cli(*common, "--report", str(root / "r3.json")), check=True)
     resumed = json.loads((root / "r2.json").read_text())
     rerun = json.loads((root / "r3.json").read_text())
-    import pyarrow.parquet as pq
-
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in settings.catalog.rglob("*.parquet"))
     return CatalogStore(path, seen, resumed, rerun, rows)
