@@ -65,7 +65,7 @@ def main() -> int:
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--model", default=None, help="model folder (default: the shipped one)")
-    parser.add_argument("--json", type=Path, default=Path("bench_encoder.json"))
+    parser.add_argument("--json", type=Path, default=Path("bench-out/encoder.json"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -124,6 +124,7 @@ def main() -> int:
     print(f"fashion-mini {onnx.backbone}@{onnx.resolution}, dim {onnx.info.dim}")
     for label, value in rows:
         print(f"{label:<{width}}  {value:>12}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}", file=sys.stderr)
     return 0
