@@ -321,9 +321,9 @@ def run_ingest(
             if len(sample) >= INFER_SAMPLE:
                 break
         indexed_fields = infer_indexed_fields(p for p in sample if p.error is None)
-    report.indexed_fields = dict(indexed_fields)
     # The held-out split as an indexed field: evaluation filters on it (clipy_qdrant.split).
     indexed_fields = {**indexed_fields, SPLIT_FIELD: "keyword"}
+    report.indexed_fields = dict(indexed_fields)
     store.ensure_collection(info, indexed_fields)
 
     from tqdm import tqdm
