@@ -239,7 +239,14 @@ class Searcher:
         if k < 1:
             raise ConfigError(f"k must be >= 1 (got {k})")
         flt = _with_exclusions(_as_filter(filters), exclude)
-        base = self._retrieve(query, flt, max(self.candidates, k))
+        # A channel that no config weighs is not searched (its scores are filled in for the
+        # hits only, from the stored vectors).
+        channels = tuple(
+            c
+            for c in (TEXT, IMAGE)
+            if any((cfg.w_text if c == TEXT else cfg.w_image) > 0 for cfg in configs)
+        )
+        base = self._retrieve(query, flt, max(self.candidates, k), channels)
         deep = base
         state = _QueryState()
         state.absorb(base)
@@ -250,7 +257,7 @@ class Searcher:
                     ranked, exact = self._fuse_weighted(query, deep, cfg, k, state)
                     if exact:
                         break
-                    deep = self._retrieve(query, flt, deep.depth * 4)
+                    deep = self._retrieve(query, flt, deep.depth * 4, channels)
                     state.absorb(deep)
             else:
                 ranked = self._fuse_ranks(base, cfg, k)
@@ -259,9 +266,13 @@ class Searcher:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _retrieve(self, query: QueryVectors, flt: Filter | None, depth: int) -> _Channels:
+    def _retrieve(
+        self, query: QueryVectors, flt: Filter | None, depth: int, channels: Sequence[str]
+    ) -> _Channels:
         lists = {
             channel: self.store.search(channel, query.for_channel(channel), depth, flt)
+            if channel in channels
+            else []
             for channel in (TEXT, IMAGE)
         }
         return _Channels(depth=depth, lists=lists)
