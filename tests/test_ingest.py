@@ -301,13 +301,16 @@ def test_limit_and_payload_and_indexes(edge_store: VectorStore, tmp_path: Path) 
     encoder = FakeEncoder()
     report = run_ingest(open_catalog(styles), edge_store, encoder, limit=7, progress=False)
     assert report.stored == 7 and edge_store.count() == 7
-    assert report.indexed_fields == {"gender": "keyword", "year": "integer"}
+    # Inferred from the data, plus the held-out split that ingest writes for evaluation.
+    assert report.indexed_fields == {"gender": "keyword", "year": "integer", "split": "keyword"}
     created = edge_store.indexed_fields()  # the store adds its own (product_id)
     assert created["gender"] == "keyword" and created["year"] == "integer"
+    assert created["split"] == "keyword"
     assert "productDisplayName" not in created
     (one,) = edge_store.retrieve(["1"], with_vectors=True)
     assert one.payload["year"] == 2011 and isinstance(one.payload["year"], int)
     assert "gender" not in one.payload
+    assert one.payload["split"] == "train"  # id 1: 1 % 5 != 0
     image = Image.open(tmp_path / "images" / "1.jpg").convert("RGB")
     np.testing.assert_allclose(one.vectors[IMAGE], encoder.encode_images([image])[0], atol=1e-5)
     rest = run_ingest(open_catalog(styles), edge_store, encoder, progress=False)

@@ -841,7 +841,7 @@ def train_fashion_encoder(
             loss.backward()
             optimiser.step()
             scheduler.step()
-            epoch_loss += float(loss) * len(rows)
+            epoch_loss += float(loss.detach()) * len(rows)
             bar.update(1)
         report.losses.append(epoch_loss / n)
         bar.set_postfix(loss=f"{report.losses[-1]:.3f}", scale=f"{float(logit_scale.exp()):.1f}")
