@@ -489,8 +489,10 @@ def train(
         products = open_catalog(catalog, images=images, text_template=text, limit=limit)
         command = "clipy train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
         report = train_fashion_encoder(products, out, epochs=epochs, seed=seed, command=command)
-    _err(f"clipy: wrote {out}")
-    for name, value in (getattr(report, "heldout_metrics", None) or {}).items():
+    _err(
+        f"clipy: wrote {out} ({report.train_products:,} training products, {report.seconds:.0f} s)"
+    )
+    for name, value in report.metrics.items():
         _err(f"  held-out {name}: {value:.4f}")
 
 

@@ -231,3 +231,28 @@ def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
         "w_image=0",
     )
     assert code == 1 and err.startswith("clipy: error:")
+
+
+@pytest.mark.slow
+@pytest.mark.catalog
+def test_train_writes_a_model_that_ingest_can_use(tmp_path: Path) -> None:
+    """``clipy train`` on a slice of the catalog writes heads that load as an encoder."""
+    import pyarrow.parquet as pq
+
+    from clipy_qdrant.config import Settings
+    from clipy_qdrant.encoders import get_encoder
+
+    source = next(Settings().catalog.rglob("*.parquet"))
+    (tmp_path / "cat" / "data").mkdir(parents=True)
+    pq.write_table(pq.read_table(source).slice(0, 400), tmp_path / "cat" / "data" / "part.parquet")
+    model = tmp_path / "model"
+    code, _, err = run("train", str(tmp_path / "cat"), "--out", str(model), "--epochs", "2")
+    assert code == 0, err
+    assert "held-out" in err
+    encoder = get_encoder(f"fashion-mini:{model}")
+    vectors = encoder.encode_texts(["red shirt"])
+    assert vectors.shape == (1, encoder.info.dim)
+    assert (
+        encoder.info.name.startswith("fashion-mini:")
+        and encoder.info.name != get_encoder("fashion-mini").info.name
+    )

