@@ -22,6 +22,7 @@ from clipy_qdrant.errors import ClipyError, InputError
 
 if TYPE_CHECKING:
     from clipy_qdrant.encoders.base import Encoder
+    from clipy_qdrant.fusion import FusionConfig
     from clipy_qdrant.search import Hit, Searcher
     from clipy_qdrant.store.base import VectorStore
 
@@ -323,7 +324,6 @@ def search(
     if text is None and image is None and queries is None:
         raise typer.BadParameter("give a query text, --image PATH, or --queries FILE")
     with _user_errors():
-        from clipy_qdrant.fusion import FusionConfig
         from clipy_qdrant.search import Searcher
 
         vector_store = _open_store(store, qdrant_url, api_key, collection)
@@ -340,7 +340,7 @@ def search(
                     as_json=as_json,
                 )
                 return
-            config = _fusion_config(FusionConfig, fusion, w_text, w_image)
+            config = _fusion_config(fusion, w_text, w_image)
             hits = searcher.search(text, image, filters=filters or None, k=k, fusion=config)
             if as_json:
                 typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
@@ -350,15 +350,17 @@ def search(
             vector_store.close()
 
 
-def _fusion_config(cls: Any, method: str, w_text: float | None, w_image: float | None) -> Any:
+def _fusion_config(method: str, w_text: float | None, w_image: float | None) -> FusionConfig:
     """Weights default to 0.5 each; one given alone implies the other as 1 - it."""
+    from clipy_qdrant.fusion import FusionConfig
+
     if w_text is None and w_image is None:
         w_text = w_image = 0.5
     elif w_text is None:
         w_text = max(0.0, 1.0 - float(w_image or 0.0))
     elif w_image is None:
         w_image = max(0.0, 1.0 - w_text)
-    return cls(method=method, w_text=w_text, w_image=w_image)
+    return FusionConfig(method=method, w_text=w_text, w_image=w_image)  # type: ignore[arg-type]
 
 
 def _search_batch(
@@ -371,8 +373,6 @@ def _search_batch(
     w_image: float | None,
     as_json: bool,
 ) -> None:
-    from clipy_qdrant.fusion import FusionConfig
-
     parsed = list(_batch_queries(path))
     base_dir = path.parent
     images = [
@@ -385,7 +385,6 @@ def _search_batch(
     for (number, query), vector in zip(parsed, vectors, strict=True):
         try:
             config = _fusion_config(
-                FusionConfig,
                 query.get("fusion", fusion),
                 query.get("w_text", w_text),
                 query.get("w_image", w_image),
