@@ -602,27 +602,19 @@ class JsonlCatalog(_TextTableCatalog):
                 continue
             try:
                 value = json.loads(text)
-            except ValueError as exc:
-                yield Product(
-                    product_id="",
-                    text="",
-                    row=row,
-                    line=number,
-                    source=self.source,
-                    error=f"invalid JSON: {exc}",
+                error = (
+                    None
+                    if isinstance(value, dict)
+                    else f"expected a JSON object, got {type(value).__name__}"
                 )
+            except ValueError as exc:
+                error = f"invalid JSON: {exc}"
+            if error is None:
+                yield self.mapper.product(value, source=self.source, row=row, line=number)
             else:
-                if isinstance(value, dict):
-                    yield self.mapper.product(value, source=self.source, row=row, line=number)
-                else:
-                    yield Product(
-                        product_id="",
-                        text="",
-                        row=row,
-                        line=number,
-                        source=self.source,
-                        error=f"expected a JSON object, got {type(value).__name__}",
-                    )
+                yield Product(
+                    product_id="", text="", row=row, line=number, source=self.source, error=error
+                )
             row += 1
 
 

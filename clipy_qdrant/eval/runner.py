@@ -582,13 +582,9 @@ def run_ab(
     reports: dict[str, ABReport] = {}
     pooled_a: dict[str, dict[str, float]] = {}
     pooled_b: dict[str, dict[str, float]] = {}
-    for name, result in run.sets.items():
-        if not result.query_ids:
-            continue
-        per_a, per_b = result.per_query(0), result.per_query(1)
-        pooled_a.update(per_a)
-        pooled_b.update(per_b)
-        reports[name] = ab_compare(
+
+    def compare(per_a: dict[str, dict[str, float]], per_b: dict[str, dict[str, float]]) -> ABReport:
+        return ab_compare(
             per_a,
             per_b,
             label_a=a.label,
@@ -598,17 +594,16 @@ def run_ab(
             n_resamples=n_resamples,
             seed=seed,
         )
+
+    for name, result in run.sets.items():
+        if not result.query_ids:
+            continue
+        per_a, per_b = result.per_query(0), result.per_query(1)
+        pooled_a.update(per_a)
+        pooled_b.update(per_b)
+        reports[name] = compare(per_a, per_b)
     if len(reports) > 1:
-        reports[ALL_SETS] = ab_compare(
-            pooled_a,
-            pooled_b,
-            label_a=a.label,
-            label_b=b.label,
-            primary_metric=run.primary_metric,
-            confidence=confidence,
-            n_resamples=n_resamples,
-            seed=seed,
-        )
+        reports[ALL_SETS] = compare(pooled_a, pooled_b)
     if not reports:
         raise InputError("no query has a relevant product in its gallery; nothing to compare")
     return ABRun(a=a, b=b, reports=reports, run=run)
