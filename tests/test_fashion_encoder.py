@@ -110,6 +110,60 @@ def test_towers_load_from_their_wheels_and_onnx_matches_torch(tmp_path: Path) ->
     np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_image_tower_poolings_concatenate_in_order_and_onnx_matches_torch(tmp_path: Path) -> None:
+    from clipy_qdrant.encoders.towers import ImageTower
+
+    images = fixed_images()[:3]
+    gap = ImageTower(resolution=160, runtime="onnx", cache_dir=tmp_path).features(images)
+    onnx_tower = ImageTower(
+        resolution=160, runtime="onnx", cache_dir=tmp_path, pooling="gap,gmp,mid,grid"
+    )
+    torch_tower = ImageTower(
+        resolution=160, runtime="torch", cache_dir=tmp_path, pooling="gap,gmp,mid,grid"
+    )
+    feats = onnx_tower.features(images)
+    # Lite0: 1280 average + 1280 max + (112 + 192 + 320) stage averages + 4 x 1280 quadrants.
+    assert feats.shape == (3, 1280 + 1280 + 624 + 4 * 1280) == (3, onnx_tower.feature_dim)
+    assert onnx_tower.onnx_path() != ImageTower(resolution=160, cache_dir=tmp_path).onnx_path()
+    np.testing.assert_allclose(feats, torch_tower.features(images), atol=1e-3)
+    np.testing.assert_allclose(feats[:, :1280], gap, atol=1e-4)  # the gap part is the default
+    assert np.all(feats[:, 1280:2560] >= feats[:, :1280] - 1e-4)  # max pool >= mean pool
+    quadrants = feats[:, 2560 + 624 :].reshape(3, 4, 1280)
+    assert not np.allclose(quadrants[:, 0], quadrants[:, 3])  # top-left differs from bottom-right
+    swapped = ImageTower(resolution=160, runtime="onnx", cache_dir=tmp_path, pooling="gmp,gap")
+    np.testing.assert_allclose(swapped.features(images)[:, :1280], feats[:, 1280:2560], atol=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["", "gap,gap", "gap,avg", "max"])
+def test_image_tower_rejects_bad_pooling(pooling: str) -> None:
+    from clipy_qdrant.encoders.towers import ImageTower
+    from clipy_qdrant.errors import EncoderError
+
+    with pytest.raises(EncoderError, match="bad image pooling"):
+        ImageTower(pooling=pooling)
+
+
+def test_word_bag_rows_and_vocabulary() -> None:
+    from clipy_qdrant.encoders.fashion import WordBag, text_words
+
+    assert text_words("Men's Navy-Blue T-shirt, 2 pcs") == [
+        "men",
+        "s",
+        "navy",
+        "blue",
+        "t",
+        "shirt",
+        "2",
+        "pcs",
+    ]
+    bag = WordBag.build(["red shirt", "Red dress", "blue shirt", "red socks", "green"], 2)
+    assert bag.vocab == ["red", "shirt"]  # most frequent first; "blue" etc. seen once
+    rows = bag.dense(["RED shirt shirt", "blue jeans", "red"])
+    np.testing.assert_allclose(rows, [[2**-0.5, 2**-0.5], [0.0, 0.0], [1.0, 0.0]], atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(rows[[0, 2]], axis=1), 1.0, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def encoder():
     from clipy_qdrant.encoders.fashion import load_fashion_encoder
@@ -184,7 +238,7 @@ def test_shipped_heads_reproduce_golden_embeddings(encoder) -> None:
 @pytest.mark.catalog
 def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> None:
     from clipy_qdrant.config import Settings
-    from clipy_qdrant.encoders.fashion import load_fashion_encoder
+    from clipy_qdrant.encoders.fashion import load_fashion_encoder, text_head_inputs
     from clipy_qdrant.encoders.train import read_parquet_products, train_fashion_encoder
 
     catalog = Settings().catalog
@@ -198,6 +252,8 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
         seed=0,
         hidden=256,
         batch_size=256,
+        word_bag_min_count=3,
+        attribute_weight=0.5,
         evaluate_untrained=True,
         progress=False,
     )
@@ -206,7 +262,17 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
     trained = report.metrics["known_item_recall@10"]
     untrained = report.untrained_metrics["known_item_recall@10"]
     assert trained > untrained + 0.1, (trained, untrained)
-    # The written folder loads as an encoder.
-    assert (
-        load_fashion_encoder(str(tmp_path / "model")).info.dim == 256 + 128
-    )  # shared + appearance
+    # The written folder loads as an encoder (shared + appearance dims) with its word bag.
+    loaded = load_fashion_encoder(str(tmp_path / "model"))
+    assert loaded.info.dim == 256 + 128
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    vocab = (tmp_path / "model" / "vocab.txt").read_text().split()
+    assert loaded.word_bag is not None and vocab == loaded.word_bag.vocab
+    assert len(vocab) == config["text_vocab_size"] and {"red", "shirts"} <= set(vocab)
+    # The text vector is the head on [MiniLM features, word bag]; the bag changes it.
+    texts = ["red shirts"]
+    feats = loaded.text_tower.features(texts)
+    with_bag = loaded.text_head(text_head_inputs(feats, texts, loaded.word_bag))
+    no_bag = loaded.text_head(np.concatenate([feats, np.zeros((1, len(vocab)), np.float32)], 1))
+    np.testing.assert_allclose(loaded.encode_texts(texts)[:, :256], with_bag, atol=1e-6)
+    assert float(with_bag[0] @ no_bag[0]) < 0.999

@@ -40,6 +40,7 @@ ENCODER_NAME = "fashion-mini"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "fashion-mini"
 WEIGHTS_FILE = "heads.safetensors"
 CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.txt"
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -88,16 +89,66 @@ class ProjectionHead:
         return int(self.skip_weight.shape[0])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """(n, in) features -> (n, out) unit-length float32 vectors."""
+        """(n, in) features -> (n, out) unit-length float32 vectors.
+
+        The hidden layer may read only the first ``hidden_weight.shape[1]`` input columns
+        (the text head's word-bag columns feed the linear skip path alone).
+        """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise EncoderError(f"head expects (n, {self.in_dim}) features, got {x.shape}")
         z = (x - self.mean) / self.std
         y = z @ self.skip_weight.T + self.bias
         if self.hidden_weight is not None and self.out_weight is not None:
-            h = gelu_tanh(z @ self.hidden_weight.T + self.hidden_bias)
+            zh = z[:, : self.hidden_weight.shape[1]]
+            h = gelu_tanh(zh @ self.hidden_weight.T + self.hidden_bias)
             y = y + h @ self.out_weight.T
         return l2_normalize(y)
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def text_words(text: str) -> list[str]:
+    """Lower-cased alphanumeric words of ``text`` (the word-bag tokeniser)."""
+    return _WORD.findall(text.lower())
+
+
+class WordBag:
+    """Bag of known words: ``texts -> (n, V)`` rows, 1/sqrt(#known words) at each known word.
+
+    The text head reads these columns beside the MiniLM features through its linear path: a
+    learned embedding per catalog word (brands, colour names, garment terms) added to what the
+    frozen sentence model says. Unknown words are ignored; a text with none gets a zero row.
+    """
+
+    def __init__(self, vocab: Sequence[str]) -> None:
+        self.vocab = list(vocab)
+        self.index = {word: i for i, word in enumerate(self.vocab)}
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def indices(self, text: str) -> list[int]:
+        """Sorted distinct vocabulary indices of the words of ``text``."""
+        return sorted({self.index[w] for w in text_words(text) if w in self.index})
+
+    def dense(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            cols = self.indices(text)
+            if cols:
+                out[row, cols] = 1.0 / np.sqrt(len(cols))
+        return out
+
+    @classmethod
+    def build(cls, texts: Sequence[str], min_count: int = 3) -> WordBag:
+        """Vocabulary of the words in at least ``min_count`` of ``texts`` (most frequent first)."""
+        from collections import Counter
+
+        counts = Counter(w for text in texts for w in set(text_words(text)))
+        words = [w for w, c in counts.items() if c >= min_count]
+        return cls(sorted(words, key=lambda w: (-counts[w], w)))
 
 
 def join_image_vectors(
@@ -119,6 +170,25 @@ def pad_text_vectors(shared: np.ndarray, appearance_dim: int) -> np.ndarray:
         return shared
     pad = np.zeros((len(shared), appearance_dim), dtype=np.float32)
     return np.ascontiguousarray(np.concatenate([shared, pad], axis=1))
+
+
+def read_word_bag(path: Path, config: dict[str, Any]) -> WordBag | None:
+    """The model's word bag (``config["text_vocab"]`` names its file), or None."""
+    name = config.get("text_vocab")
+    if not name:
+        return None
+    try:
+        words = (path / str(name)).read_text(encoding="utf-8").split("\n")
+    except OSError as exc:
+        raise EncoderError(f"model at {path} lacks its vocabulary file {name}: {exc}") from exc
+    return WordBag([w for w in words if w])
+
+
+def text_head_inputs(features: np.ndarray, texts: Sequence[str], bag: WordBag | None) -> np.ndarray:
+    """Text head inputs: MiniLM features, then the word-bag columns when the model has them."""
+    if bag is None:
+        return features
+    return np.concatenate([features, bag.dense(texts)], axis=1)
 
 
 def _read_model_dir(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -166,6 +236,7 @@ class FashionEncoder:
             )
         self.image_head = ProjectionHead.from_tensors(tensors, "image")
         self.text_head = ProjectionHead.from_tensors(tensors, "text")
+        self.word_bag = read_word_bag(self.model_dir, self.config)
         if self.image_head.out_dim != self.text_head.out_dim:
             raise EncoderError("image and text heads of the model disagree on the output dim")
         self.appearance_head = (
@@ -183,8 +254,9 @@ class FashionEncoder:
             runtime=image_runtime,
             cache_dir=cache_dir,
             threads=threads,
+            pooling=str(self.config.get("image_pooling", "gap")),
         )
-        self.text_tower = TextTower(threads=threads)
+        self.text_tower = TextTower(threads=threads, cache_dir=cache_dir)
         self._info = EncoderInfo(
             name=self._name(), dim=self.image_head.out_dim + self.appearance_dim
         )
@@ -198,7 +270,10 @@ class FashionEncoder:
         with other heads refuses this encoder instead of mixing incompatible vectors;
         ``get_encoder`` accepts the name back as a spec.
         """
-        digest = hashlib.sha256((self.model_dir / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
+        sha = hashlib.sha256((self.model_dir / WEIGHTS_FILE).read_bytes())
+        if self.word_bag is not None:
+            sha.update("\n".join(self.word_bag.vocab).encode())
+        digest = sha.hexdigest()[:12]
         if self.model_dir.resolve() == DEFAULT_MODEL_DIR.resolve():
             return f"{ENCODER_NAME}@{digest}"
         return f"{ENCODER_NAME}:{self.model_dir.resolve()}@{digest}"
@@ -266,7 +341,9 @@ class FashionEncoder:
             raise EncoderError("encode_texts expects a list of strings, not one string")
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        shared = self.text_head(self.text_tower.features(list(texts), batch_size=batch_size))
+        texts = list(texts)
+        features = self.text_tower.features(texts, batch_size=batch_size)
+        shared = self.text_head(text_head_inputs(features, texts, self.word_bag))
         return pad_text_vectors(shared, self.appearance_dim)
 
 

