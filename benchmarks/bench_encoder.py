@@ -63,7 +63,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--torch-images", type=int, default=256)
     parser.add_argument("--texts", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--model", default=None, help="model folder (default: the shipped one)")
     parser.add_argument("--json", type=Path, default=Path("bench-out/encoder.json"))
     args = parser.parse_args()

@@ -461,7 +461,7 @@ def train(
     out: Annotated[
         Path, typer.Option("--out", help="Model folder to write (heads, config, card).")
     ],
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 40,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Use only the first N products.")

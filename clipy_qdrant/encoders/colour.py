@@ -39,10 +39,11 @@ def foreground_mask(rgb: np.ndarray, white_level: int = WHITE_LEVEL) -> np.ndarr
     if count == 0:
         return np.ones(near_white.shape, dtype=bool)
     border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    background_labels = np.unique(border[border > 0])
-    background = np.isin(labels, background_labels)
-    mask = ~background
-    if mask.sum() < 0.01 * mask.size:
+    is_background = np.zeros(count + 1, dtype=bool)  # a lookup per label: faster than isin
+    is_background[border] = True
+    is_background[0] = False
+    mask = ~is_background[labels]
+    if np.count_nonzero(mask) < 0.01 * mask.size:
         # Nothing left (an all-white picture): describe the whole frame instead.
         return np.ones(near_white.shape, dtype=bool)
     return mask
@@ -67,8 +68,9 @@ def colour_descriptor(image: Image.Image) -> np.ndarray:
     grey_bin = np.minimum((val * GREY_BINS).astype(np.int64), GREY_BINS - 1)
     # Chromatic pixels: hue (shifted half a bin so pure red sits mid-bin) x sat x val.
     h = ((hue + 0.5 / HUE_BINS) % 1.0 * HUE_BINS).astype(np.int64) % HUE_BINS
-    s = np.searchsorted(np.asarray(SAT_EDGES[1:]), sat, side="right")
-    v = np.searchsorted(np.asarray(VAL_EDGES), val, side="right")
+    # Bin = how many edges lie at or below the value (searchsorted side="right", cheaper).
+    s = sum((sat >= np.float32(edge)).astype(np.int64) for edge in SAT_EDGES[1:])
+    v = sum((val >= np.float32(edge)).astype(np.int64) for edge in VAL_EDGES)
     idx = np.where(
         chromatic, (h * len(SAT_EDGES) + s) * (len(VAL_EDGES) + 1) + v, _GREY_OFFSET + grey_bin
     )

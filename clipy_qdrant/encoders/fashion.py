@@ -287,7 +287,7 @@ class FashionEncoder:
         return self._info.dim
 
     # -- features (frozen towers), exposed for training and benchmarks
-    def image_inputs(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+    def image_inputs(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         """(n, 1280 + COLOUR_DIM) head inputs: backbone features beside colour descriptors.
 
         Preprocessing of batch k+1 (PIL resize, colour histogram) runs in a helper thread while
@@ -327,7 +327,7 @@ class FashionEncoder:
         return pixels, colours
 
     # -- Encoder protocol
-    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
         """(n, dim) float32 unit rows for PIL images."""
         if len(images) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)

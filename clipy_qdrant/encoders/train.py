@@ -616,6 +616,11 @@ class TrainReport:
         return json.dumps(asdict(self), indent=2)
 
 
+#: Image input of the shipped model: 160 px (the catalog's shots are 60×80; 160 px is ~2× faster
+#: than 224 px and, with the extra poolings, scored higher on held-out products).
+MODEL_RESOLUTION = 160
+MODEL_POOLING = "gap,gmp,mid"
+
 #: Scale of the word-bag columns in the text head's input standardisation.
 WORD_BAG_STD = 0.25
 
@@ -683,7 +688,7 @@ def train_fashion_encoder(
     products: Iterable[ProductLike],
     out_dir: str | Path,
     *,
-    epochs: int = 40,
+    epochs: int = 20,
     seed: int = 0,
     dim: int = 256,
     hidden: int = 1024,
@@ -691,18 +696,18 @@ def train_fashion_encoder(
     batch_size: int = 1024,
     lr: float = 2e-3,
     weight_decay: float = 0.05,
-    name_weight: float = 0.5,
+    name_weight: float = 0.75,
     augment: bool = True,
     hard_negative_groups: int = 0,
     image_label_weight: float = 0.0,
     appearance_dim: int = 128,
-    appearance_weight: float = 1.0,
+    appearance_weight: float = 2.0,
     input_dropout: float = 0.1,
-    word_bag_min_count: int = 0,
+    word_bag_min_count: int = 3,
     attribute_weight: float = 0.0,
     backbone: str = DEFAULT_BACKBONE,
-    resolution: int = DEFAULT_RESOLUTION,
-    pooling: str = DEFAULT_POOLING,
+    resolution: int = MODEL_RESOLUTION,
+    pooling: str = MODEL_POOLING,
     cache_dir: Path | None = None,
     evaluate: bool = True,
     evaluate_untrained: bool = False,
@@ -1039,7 +1044,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="MODEL_DIR",
         help="only evaluate a model folder (default: the shipped one) on the held-out split",
     )
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=1024)
@@ -1047,20 +1052,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--name-weight", type=float, default=0.5)
+    parser.add_argument("--name-weight", type=float, default=0.75)
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--hard-negative-groups", type=int, default=0)
     parser.add_argument("--image-label-weight", type=float, default=0.0)
     parser.add_argument("--appearance-dim", type=int, default=128)
-    parser.add_argument("--appearance-weight", type=float, default=1.0)
+    parser.add_argument("--appearance-weight", type=float, default=2.0)
     parser.add_argument("--input-dropout", type=float, default=0.1)
-    parser.add_argument("--word-bag-min-count", type=int, default=0)
+    parser.add_argument("--word-bag-min-count", type=int, default=3)
     parser.add_argument("--attribute-weight", type=float, default=0.0)
-    parser.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION)
+    parser.add_argument("--resolution", type=int, default=MODEL_RESOLUTION)
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
-    parser.add_argument(
-        "--pooling", default=DEFAULT_POOLING, help="image poolings, e.g. gap,gmp,mid"
-    )
+    parser.add_argument("--pooling", default=MODEL_POOLING, help="image poolings, e.g. gap,gmp,mid")
     parser.add_argument("--limit", type=int, default=None, help="first N products only")
     parser.add_argument("--untrained", action="store_true", help="also evaluate untrained heads")
     args = parser.parse_args(argv)
