@@ -27,6 +27,12 @@ def _as_int(product_id: str | int) -> int:
         return zlib.crc32(product_id.encode("utf-8"))
 
 
+def fold_of(product_id: str | int) -> int:
+    """The product's fold, 0..4: fold 0 is held out; folds 1..4 train the shipped model and
+    can serve as validation folds (``train --validation-fold K``)."""
+    return _as_int(product_id) % 5
+
+
 def is_heldout(product_id: str | int) -> bool:
     """True for evaluation (test) products, False for training products."""
     return _as_int(product_id) % 5 == 0

@@ -322,3 +322,36 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
     no_bag = loaded.text_head(np.concatenate([feats, np.zeros((1, len(vocab)), np.float32)], 1))
     np.testing.assert_allclose(loaded.encode_texts(texts)[:, :256], with_bag, atol=1e-6)
     assert float(with_bag[0] @ no_bag[0]) < 0.999
+
+
+@pytest.mark.slow
+@pytest.mark.catalog
+def test_validation_fold_is_left_out_and_evaluated_with_an_appearance_sweep(tmp_path: Path) -> None:
+    from clipy_qdrant.config import Settings
+    from clipy_qdrant.encoders.train import read_parquet_products, train_fashion_encoder
+    from clipy_qdrant.errors import InputError
+    from clipy_qdrant.split import fold_of
+
+    products = read_parquet_products(Settings().catalog, limit=600)
+    folds = np.asarray([fold_of(p.product_id) for p in products])
+    report = train_fashion_encoder(
+        products,
+        tmp_path / "model",
+        epochs=2,
+        hidden=64,
+        batch_size=128,
+        validation_fold=2,
+        appearance_sweep=[0.5, 3.0],
+        progress=False,
+    )
+    # Trained on folds 1, 3, 4 only: neither the held-out fold 0 nor the validation fold 2.
+    assert report.train_products == int(np.isin(folds, [1, 3, 4]).sum())
+    assert report.evaluated_fold == 2
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["fold2_metrics"] == report.metrics and "heldout_metrics" not in config
+    assert set(report.appearance_sweep) == {"0.5", "3"}
+    low, high = report.appearance_sweep["0.5"], report.appearance_sweep["3"]
+    assert set(low) == {"image_p@10_type", "image_p@10_type_colour"}
+    assert low != high  # the weight changes image→image rankings
+    with pytest.raises(InputError, match=r"validation fold must be 1\.\.4"):
+        train_fashion_encoder(products, tmp_path / "bad", validation_fold=0, progress=False)

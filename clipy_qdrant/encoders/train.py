@@ -34,7 +34,7 @@ from clipy_qdrant.encoders.towers import (
     preprocess_image,
 )
 from clipy_qdrant.errors import ClipyError, InputError
-from clipy_qdrant.split import SPLIT_RULE, is_heldout
+from clipy_qdrant.split import SPLIT_RULE, fold_of, is_heldout
 
 
 class ProductLike(Protocol):
@@ -450,6 +450,7 @@ def evaluate_vectors(
     known_item_queries: int = 2000,
     image_queries: int = 500,
     seed: int = 0,
+    fold: int = 0,
 ) -> dict[str, float]:
     """Held-out acceptance numbers for product image vectors and a text encoder.
 
@@ -464,9 +465,12 @@ def evaluate_vectors(
     - ``colour_p@1``: each baseColour value as query, held-out gallery, mean P@1.
     - ``image_p@10_type`` / ``image_p@10_type_colour``: ``image_queries`` held-out images,
       gallery the other held-out products.
+
+    ``fold`` picks the evaluated products (:func:`clipy_qdrant.split.fold_of`): 0 is the
+    held-out split; 1..4 is a validation fold of a model trained without it.
     """
     rng = np.random.default_rng(seed)
-    held = np.asarray([is_heldout(p.product_id) for p in products])
+    held = np.asarray([fold_of(p.product_id) == fold for p in products])
     held_idx = np.flatnonzero(held)
     if len(held_idx) == 0:
         raise ClipyError("no held-out products to evaluate on")
@@ -564,6 +568,8 @@ def _evaluate_tensors(
     cache_dir: Path | None,
     seed: int,
     bag: WordBag | None = None,
+    fold: int = 0,
+    appearance_weight: float | None = None,
 ) -> dict[str, float]:
     """:func:`evaluate_vectors` for stored heads, run exactly as the encoder runs them."""
     from clipy_qdrant.encoders.fashion import (
@@ -584,14 +590,16 @@ def _evaluate_tensors(
     image_vecs = join_image_vectors(
         image_head(image_inputs),
         None if appearance_head is None else appearance_head(image_inputs),
-        float(config.get("appearance_weight", 0.0)),
+        float(config.get("appearance_weight", 0.0))
+        if appearance_weight is None
+        else appearance_weight,
     )
 
     def encode_texts(texts: Sequence[str]) -> np.ndarray:
         feats = cached_text_features(list(texts), cache_dir=cache_dir, progress=False)
         return pad_text_vectors(text_head(text_head_inputs(feats, texts, bag)), appearance_dim)
 
-    return evaluate_vectors(image_vecs, products, encode_texts, seed=seed)
+    return evaluate_vectors(image_vecs, products, encode_texts, seed=seed, fold=fold)
 
 
 # --------------------------------------------------------------------------- training
@@ -610,6 +618,8 @@ class TrainReport:
     losses: list[float] = field(default_factory=list)
     untrained_metrics: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    evaluated_fold: int = 0
+    appearance_sweep: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_json(self) -> str:
@@ -705,6 +715,8 @@ def train_fashion_encoder(
     input_dropout: float = 0.1,
     word_bag_min_count: int = 3,
     attribute_weight: float = 0.0,
+    validation_fold: int | None = None,
+    appearance_sweep: Sequence[float] = (),
     backbone: str = DEFAULT_BACKBONE,
     resolution: int = MODEL_RESOLUTION,
     pooling: str = MODEL_POOLING,
@@ -732,7 +744,12 @@ def train_fashion_encoder(
     head's linear path (:class:`~clipy_qdrant.encoders.fashion.WordBag`). ``attribute_weight``
     > 0 adds, per batch, the CLIP loss between the images and the names of their baseColour
     and of their articleType ("navy blue", "tshirts"; every image of a value is a positive of
-    its name), so one-word attribute queries find the products that show them. Writes ``heads.safetensors`` + ``config.json`` into
+    its name), so one-word attribute queries find the products that show them.
+    ``validation_fold`` K in 1..4 also leaves out the products of fold K
+    (:func:`clipy_qdrant.split.fold_of`) and evaluates on them instead of the held-out
+    split: tune settings there, never on the held-out products. ``appearance_sweep`` lists
+    appearance weights whose image→image metrics are reported too (the weight is applied at
+    inference, so it can be chosen after training). Writes ``heads.safetensors`` + ``config.json`` into
     ``out_dir`` and returns a :class:`TrainReport` (held-out metrics when ``evaluate``).
     """
     import torch
@@ -759,7 +776,14 @@ def train_fashion_encoder(
         progress=progress,
     )
     image_inputs = np.concatenate([img_feats, colours], axis=1).astype(np.float32)
-    train_rows = np.flatnonzero([not is_heldout(p.product_id) for p in items])
+    if validation_fold is not None and validation_fold not in (1, 2, 3, 4):
+        raise InputError(
+            f"validation fold must be 1..4 (fold 0 is held out), got {validation_fold}"
+        )
+    eval_fold = 0 if validation_fold is None else validation_fold
+    train_rows = np.flatnonzero(
+        [not is_heldout(p.product_id) and fold_of(p.product_id) != eval_fold for p in items]
+    )
     if len(train_rows) < 2:
         raise InputError("fewer than 2 training products (all others are held out)")
 
@@ -887,6 +911,7 @@ def train_fashion_encoder(
         "input_dropout": input_dropout,
         "word_bag_min_count": word_bag_min_count,
         "attribute_weight": attribute_weight,
+        "validation_fold": validation_fold,
         "backbone": backbone,
         "resolution": resolution,
         "pooling": pooling,
@@ -901,7 +926,11 @@ def train_fashion_encoder(
     )
     if evaluate and evaluate_untrained:
         report.untrained_metrics = evaluate_vectors(
-            encode_with(image_head, image_inputs), items, text_encoder_for(text_head), seed=seed
+            encode_with(image_head, image_inputs),
+            items,
+            text_encoder_for(text_head),
+            seed=seed,
+            fold=eval_fold,
         )
 
     def epoch_order() -> np.ndarray:
@@ -1020,9 +1049,17 @@ def train_fashion_encoder(
         # Evaluate the heads as written (float16 weights, numpy inference), as the encoder runs.
 
         report.metrics = _evaluate_tensors(
-            tensors, config, image_inputs, items, cache_dir, seed, bag
+            tensors, config, image_inputs, items, cache_dir, seed, bag, eval_fold
         )
-        config["heldout_metrics"] = report.metrics
+        report.evaluated_fold = eval_fold
+        config["heldout_metrics" if eval_fold == 0 else f"fold{eval_fold}_metrics"] = report.metrics
+        for weight in appearance_sweep:
+            swept = _evaluate_tensors(
+                tensors, config, image_inputs, items, cache_dir, seed, bag, eval_fold, weight
+            )
+            report.appearance_sweep[f"{weight:g}"] = {
+                key: value for key, value in swept.items() if key.startswith("image_")
+            }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     report.seconds = time.time() - started
     (out / "train_report.json").write_text(report.to_json() + "\n")
@@ -1061,6 +1098,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input-dropout", type=float, default=0.1)
     parser.add_argument("--word-bag-min-count", type=int, default=3)
     parser.add_argument("--attribute-weight", type=float, default=0.0)
+    parser.add_argument(
+        "--validation-fold",
+        type=int,
+        default=None,
+        help="also leave out fold K (1..4) and evaluate on it instead of the held-out split",
+    )
+    parser.add_argument(
+        "--appearance-sweep",
+        default="",
+        help="comma list of appearance weights to evaluate image→image with, e.g. 1,1.5,2,3",
+    )
     parser.add_argument("--resolution", type=int, default=MODEL_RESOLUTION)
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--pooling", default=MODEL_POOLING, help="image poolings, e.g. gap,gmp,mid")
@@ -1098,6 +1146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             input_dropout=args.input_dropout,
             word_bag_min_count=args.word_bag_min_count,
             attribute_weight=args.attribute_weight,
+            validation_fold=args.validation_fold,
+            appearance_sweep=[float(w) for w in args.appearance_sweep.split(",") if w.strip()],
             resolution=args.resolution,
             backbone=args.backbone,
             pooling=args.pooling,
