@@ -81,6 +81,24 @@ def minilm_path() -> Path:
     return path
 
 
+def onnx_session(path: Path, threads: int | None) -> Any:
+    """A CPU ONNX Runtime session for a cached tower export (both towers use this).
+
+    No busy-waiting worker threads: on the 2-core dev box, shared with training jobs,
+    spinning made single text queries slower (median 7.4-10.2 vs 5.6-8.7 ms, p90 13-16 vs
+    10-11 ms), text batches too (150-192 vs 196-225 texts/s), and it burns the CPU that our
+    own image decoding / preprocessing and other processes need.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 # --------------------------------------------------------------------------- preprocessing
 
 
@@ -310,17 +328,7 @@ class ImageTower:
         with self._lock:
             if self._session is not None:
                 return self._session
-        path = self.export_onnx()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        # Busy-waiting worker threads burn the CPU that other processes on a shared machine
-        # (and our own decode / preprocessing) need; measured faster without it here.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(self.export_onnx(), self.threads)
         with self._lock:
             self._session = session
         return session
@@ -555,19 +563,7 @@ class TextTower:
         with self._lock:
             if self._session is not None:
                 return self._session
-        path = self.export_onnx()
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        # No busy-waiting worker threads: measured on the 2-core dev box (shared with training
-        # jobs), spinning made single queries slower (median 7.4-10.2 vs 5.6-8.7 ms, p90 13-16
-        # vs 10-11 ms) and batches too (150-192 vs 196-225 texts/s), and it burns CPU that
-        # other work on the machine needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(self.export_onnx(), self.threads)
         with self._lock:
             if self._session is None:
                 self._session = session
