@@ -149,8 +149,9 @@ def ingest(
         str | None,
         typer.Option(
             "--text",
-            help='Text to embed, a template over the columns, e.g. "{productDisplayName} {articleType} {baseColour}" '
-            "[default {productDisplayName}].",
+            help='Text to embed, a template over the columns, e.g. "{productDisplayName} {articleType}" '
+            '[default "{productDisplayName}, {gender} {usage} {season} {articleType} {baseColour}"; '
+            "attribute columns the catalog lacks are left out].",
         ),
     ] = None,
     columns: Annotated[
@@ -483,9 +484,12 @@ def train(
     """
     with _user_errors():
         from clipy_qdrant.encoders.train import train_fashion_encoder
-        from ingest.readers import open_catalog
+        from ingest.readers import NAME_TEXT_TEMPLATE, open_catalog
 
-        products = open_catalog(catalog, images=images, text_template=text, limit=limit)
+        # Captions are product names (the attribute phrases are added by training itself).
+        products = open_catalog(
+            catalog, images=images, text_template=text or NAME_TEXT_TEMPLATE, limit=limit
+        )
         command = "clipy train " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
         report = train_fashion_encoder(products, out, epochs=epochs, seed=seed, command=command)
     _err(

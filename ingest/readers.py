@@ -23,9 +23,15 @@ Rules shared by every reader (tabular sources):
   bytes are dropped. CSV cells are typed per column: a column whose every non-empty cell is an
   integer is ``int``, else every cell a number ``float``, else ``str``.
 - text = ``text_template`` rendered with ``str.format`` over the row (after renaming; the
-  original names work too); empty values render as ``""`` and runs of whitespace collapse.
-  The default is ``{productDisplayName}`` (``{name}`` for an image folder: the file name with
-  ``_``/``-`` as spaces). A template naming a column the source does not have is refused.
+  original names work too); empty values render as ``""``, runs of whitespace collapse and
+  separators left dangling by empty values are dropped. The default is the product name
+  followed by its descriptive attributes, ``{productDisplayName}, {gender} {usage} {season}
+  {articleType} {baseColour}`` ("Puma Men Black Shoes, Men Casual Summer Casual Shoes Black"):
+  the text vector then knows what names leave out, so "women's summer casual tops" matches
+  on usage and season too (docs/eval.md measures it). Attribute columns the source lacks are
+  left out of the default; the name column is required. ``{name}`` is the default for an
+  image folder (the file name with ``_``/``-`` as spaces). A template the user gives that
+  names a column the source does not have is refused.
 """
 
 from __future__ import annotations
@@ -46,7 +52,12 @@ from typing import Any
 from clipy_qdrant.errors import ConfigError, InputError
 from ingest.records import Product
 
-DEFAULT_TEXT_TEMPLATE = "{productDisplayName}"
+NAME_TEXT_TEMPLATE = "{productDisplayName}"
+#: Attributes the default product text appends to the name (those the source has).
+DEFAULT_TEXT_ATTRIBUTES = ("gender", "usage", "season", "articleType", "baseColour")
+DEFAULT_TEXT_TEMPLATE = (
+    NAME_TEXT_TEMPLATE + ", " + " ".join("{" + name + "}" for name in DEFAULT_TEXT_ATTRIBUTES)
+)
 IMAGE_FOLDER_TEXT_TEMPLATE = "{name}"
 DEFAULT_IMAGE_PATTERN = "{id}.jpg"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
@@ -211,10 +222,18 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+_REPEATED_SEPARATOR = re.compile(r"\s*[,;|](?=\s*[,;|])")
+_SPACE_BEFORE_COMMA = re.compile(r"\s+(?=[,;])")
+_EDGE_SEPARATOR = re.compile(r"^\s*[,;|]\s*|\s*[,;|]\s*$")
+
+
 def render_template(template: str, values: Mapping[str, Any]) -> str:
-    """Render ``template`` over ``values`` (empty values as ``""``), whitespace collapsed."""
+    """Render ``template`` over ``values`` (empty values as ``""``), whitespace collapsed and
+    separators (``, ; |``) that empty values left dangling dropped."""
     context = _Blank({k: ("" if clean_value(v) is None else v) for k, v in values.items()})
-    return " ".join(template.format_map(context).split())
+    text = " ".join(template.format_map(context).split())
+    text = _SPACE_BEFORE_COMMA.sub("", _REPEATED_SEPARATOR.sub("", text))
+    return _EDGE_SEPARATOR.sub("", text)
 
 
 # --------------------------------------------------------------------------- row -> Product
@@ -238,6 +257,8 @@ class RowMapper:
         self.image_column = image_column
         self.image_pattern = image_pattern
         self.text_template = text_template or DEFAULT_TEXT_TEMPLATE
+        # The default's attribute fields are optional; a user's template is checked strictly.
+        self.optional_fields = set(DEFAULT_TEXT_ATTRIBUTES) if text_template is None else set()
         self.images = images
         self.base_dir = base_dir
         self.rename: dict[str, str] = {}
@@ -260,7 +281,7 @@ class RowMapper:
                 f"{source}: no id column {self.id_column!r}; columns: {_names(present)}"
             )
         for name in self.template_names:
-            if name not in known:
+            if name not in known and name not in self.optional_fields:
                 raise ConfigError(
                     f"text template field {name!r} is not a column of {source}; "
                     f"columns: {_names(present)}"

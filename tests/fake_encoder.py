@@ -87,8 +87,9 @@ class FakeEncoder:
                 out[i, slot] += sign
                 if token in COLOUR_WORDS:
                     out[i] += self.colour_weight * self._colour_vector(COLOUR_WORDS[token])
-            if not tokens:
-                # Empty text still gets a unit vector (the contract has no zero rows).
+            if not tokens or not out[i].any():
+                # Empty text (or hashed tokens that cancel out) still gets a unit vector: the
+                # contract has no zero rows.
                 slot, sign = self._token_slot("")
                 out[i, slot] = sign
         self.texts_encoded += len(texts)

@@ -290,7 +290,7 @@ def test_rerun_skips_unchanged_force_reembeds_changes_are_reembedded(
     (renamed,) = store.retrieve(["5"], with_vectors=True)
     assert renamed.payload["productDisplayName"] == "Renamed red dress"
     np.testing.assert_allclose(
-        renamed.vectors[TEXT], encoder.encode_texts(["Renamed red dress"])[0], atol=1e-5
+        renamed.vectors[TEXT], encoder.encode_texts(["Renamed red dress, Women"])[0], atol=1e-5
     )
 
 

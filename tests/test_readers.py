@@ -14,6 +14,8 @@ from PIL import Image
 from clipy_qdrant.config import Settings
 from clipy_qdrant.errors import ConfigError, InputError
 from ingest.readers import (
+    DEFAULT_TEXT_TEMPLATE,
+    NAME_TEXT_TEMPLATE,
     CsvCatalog,
     HubCatalog,
     ImageFolderCatalog,
@@ -136,7 +138,12 @@ def assert_catalog_products(products: list[Any]) -> None:
     assert isinstance(first.metadata["year"], int)
     assert "usage" not in second.metadata  # empty string left out
     assert "baseColour" not in third.metadata and "year" not in third.metadata  # nulls left out
-    assert first.text == "Kipsta Men Jersey Red"
+    # The default text: the name, then the attributes (empty or null ones left out).
+    assert [p.text for p in products] == [
+        "Kipsta Men Jersey Red, Men Casual Tshirts Red",
+        "Fabindia Women Kurta Blue, Women Kurtas Blue",
+        "Titan Men Watch, Men Formal Watches",
+    ]
     for product, row in zip(products, ROWS, strict=True):
         image = product.load_image()
         assert image.mode == "RGB" and image.size == (60, 80)
@@ -349,6 +356,28 @@ def test_text_template_over_several_columns(tmp_path: Path) -> None:
     ]
     with pytest.raises(ConfigError, match="'colour' is not a column"):
         open_catalog(styles, text_template="{productDisplayName} {colour}")
+    # Separators that empty values leave dangling are dropped; others are kept.
+    names = [p.text for p in open_catalog(styles, text_template="{baseColour}, {usage} | {id}")]
+    assert names == ["Red, Casual | 101", "Blue | 102", "Formal | 103"]
+
+
+def test_default_text_is_name_plus_attributes_the_source_has(tmp_path: Path) -> None:
+    (tmp_path / "styles.csv").write_text(
+        "id,season,articleType,productDisplayName\n1,Summer,Tops,Zara Red Top\n2,,,Plain\n",
+        encoding="utf-8",
+    )
+    products = list(open_catalog(tmp_path / "styles.csv", images=tmp_path))
+    # No gender / usage / baseColour columns: the default leaves them out instead of failing.
+    assert [p.text for p in products] == ["Zara Red Top, Summer Tops", "Plain"]
+    assert DEFAULT_TEXT_TEMPLATE.startswith(NAME_TEXT_TEMPLATE + ", ")
+    # The name itself stays required, and a user's template is checked strictly.
+    (tmp_path / "noname.csv").write_text("id,gender\n1,Men\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="'productDisplayName' is not a column"):
+        open_catalog(tmp_path / "noname.csv", images=tmp_path)
+    with pytest.raises(ConfigError, match="'usage' is not a column"):
+        open_catalog(
+            tmp_path / "styles.csv", images=tmp_path, text_template="{productDisplayName} {usage}"
+        )
 
 
 def test_column_mapping_renames_and_include_list_selects(tmp_path: Path) -> None:
@@ -365,7 +394,7 @@ def test_column_mapping_renames_and_include_list_selects(tmp_path: Path) -> None
         )
     )
     assert [p.product_id for p in renamed] == ["A1", "A2"]
-    assert renamed[0].text == "Red Shirt"  # the default template works after renaming
+    assert renamed[0].text == "Red Shirt, Red"  # the default template works after renaming
     assert renamed[0].metadata == {
         "productDisplayName": "Red Shirt",
         "baseColour": "Red",
@@ -456,8 +485,10 @@ def test_catalog_copy_loads_through_the_parquet_reader() -> None:
             isinstance(v, int) if k == "year" else isinstance(v, str) and v.strip()
             for k, v in product.metadata.items()
         )
-        # The text is the name with runs of whitespace collapsed ("Quechua  Blue Sipper").
-        assert product.text == " ".join(product.metadata["productDisplayName"].split())
+        # The text is the name (runs of whitespace collapsed: "Quechua  Blue Sipper"), then
+        # the attributes.
+        name = " ".join(product.metadata["productDisplayName"].split())
+        assert product.text.startswith(name + ", " + product.metadata["gender"])
     images = [p.load_image() for p in products]
     assert all(img.mode == "RGB" and img.size[0] > 0 for img in images)
     assert sum(img.size == (60, 80) for img in images) > 400
