@@ -233,6 +233,27 @@ def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
     assert code == 1 and err.startswith("clipy: error:")
 
 
+def test_train_captions_are_product_names(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest embeds name + attributes by default, but training pairs images with the names
+    (training adds attribute phrases itself); ``--text`` still overrides."""
+    import clipy_qdrant.encoders.train as train_module
+
+    seen: list[list[str]] = []
+
+    def fake_train(products: object, out: object, **kwargs: object) -> object:
+        seen.append([p.text for p in products])  # type: ignore[attr-defined]
+        return train_module.TrainReport(
+            out_dir=str(out), train_products=0, heldout_products=0, epochs=0, seed=0, settings={}
+        )
+
+    monkeypatch.setattr(train_module, "train_fashion_encoder", fake_train)
+    args = ["train", str(catalog / "styles.csv"), "--images", str(catalog / "images")]
+    assert run(*args, "--out", "unused")[0] == 0
+    assert seen[0][:2] == ["Men Red Tshirts", "Women Red Tshirts"]
+    assert run(*args, "--out", "unused", "--text", "{productDisplayName} {year}")[0] == 0
+    assert seen[1][:2] == ["Men Red Tshirts 2012", "Women Red Tshirts 2016"]
+
+
 @pytest.mark.slow
 @pytest.mark.catalog
 def test_train_writes_a_model_that_ingest_can_use(tmp_path: Path) -> None:
