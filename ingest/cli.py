@@ -63,28 +63,29 @@ def _user_errors() -> Iterator[None]:
 StoreOpt = Annotated[
     Path | None,
     typer.Option(
-        "--store", help="Folder of the embedded store [env CLIPY_STORE; default ./clipy-data]."
+        "--store", help="Folder of the embedded store (env CLIPY_STORE; default: ./clipy-data)."
     ),
 ]
 UrlOpt = Annotated[
     str | None,
     typer.Option(
         "--qdrant-url",
-        help="Qdrant server URL (or ':memory:'); replaces the embedded store [env CLIPY_QDRANT_URL].",
+        help="Qdrant server URL (or ':memory:'); replaces the embedded store (env CLIPY_QDRANT_URL).",
     ),
 ]
 ApiKeyOpt = Annotated[
-    str | None, typer.Option("--api-key", help="Qdrant API key [env CLIPY_API_KEY].")
+    str | None, typer.Option("--api-key", help="Qdrant API key (env CLIPY_API_KEY).")
 ]
 CollectionOpt = Annotated[
-    str | None, typer.Option("--collection", help="Collection name on a server [default products].")
+    str | None,
+    typer.Option("--collection", help="Collection name on a server (default: products)."),
 ]
 EncoderOpt = Annotated[
     str | None,
     typer.Option(
         "--encoder",
         help="fashion-mini (shipped, offline), clip-ViT-B-32, or clip:<model id or path> "
-        "[env CLIPY_ENCODER; default: the store's own encoder, else fashion-mini].",
+        "(env CLIPY_ENCODER; default: the store's own encoder, else fashion-mini).",
     ),
 ]
 
@@ -133,7 +134,7 @@ def ingest(
     images: Annotated[
         Path | None,
         typer.Option(
-            "--images", help="Image folder for a CSV/JSONL catalog [default: images/ beside it]."
+            "--images", help="Image folder for a CSV/JSONL catalog (default: images/ beside it)."
         ),
     ] = None,
     image_pattern: Annotated[
@@ -150,8 +151,8 @@ def ingest(
         typer.Option(
             "--text",
             help='Text to embed, a template over the columns, e.g. "{productDisplayName} {articleType}" '
-            '[default "{productDisplayName}, {gender} {usage} {season} {articleType} {baseColour}"; '
-            "attribute columns the catalog lacks are left out].",
+            '(default: "{productDisplayName}, {gender} {usage} {season} {articleType} {baseColour}"; '
+            "attribute columns the catalog lacks are left out).",
         ),
     ] = None,
     columns: Annotated[
@@ -177,7 +178,7 @@ def ingest(
         Path | None,
         typer.Option(
             "--report",
-            help="Where to write the JSON report of skipped rows [default clipy-ingest-report.json].",
+            help="Where to write the JSON report of skipped rows (default: clipy-ingest-report.json).",
         ),
     ] = None,
     no_index: Annotated[
@@ -470,7 +471,7 @@ def train(
     text: Annotated[
         str | None,
         typer.Option(
-            "--text", help="Text template of the product caption [default {productDisplayName}]."
+            "--text", help="Text template of the product caption (default: {productDisplayName})."
         ),
     ] = None,
     images: Annotated[
@@ -514,7 +515,7 @@ SplitOpt = Annotated[
     str | None,
     typer.Option(
         "--split",
-        help="Gallery of queries that name none: heldout | all [default: heldout if the encoder was trained on this catalog].",
+        help="Gallery of queries that name none: heldout | all (default: heldout if the encoder was trained on this catalog).",
     ),
 ]
 

@@ -85,6 +85,16 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def test_help_shows_the_defaults_it_names() -> None:
+    """Option help keeps its "(default: ...)" notes (square brackets would be eaten as markup)."""
+    code, out, _ = run("ingest", "--help")
+    assert code == 0
+    words = " ".join(out.replace("│", " ").split())
+    assert "(env CLIPY_STORE; default: ./clipy-data)" in words
+    assert "(default: images/ beside it)" in words
+    assert '{articleType} {baseColour}"; attribute columns the catalog lacks are left out)' in words
+
+
 def test_info_reports_store(store: Path) -> None:
     code, out, _ = run("info", "--store", str(store), "--json")
     assert code == 0
