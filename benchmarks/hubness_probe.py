@@ -10,6 +10,7 @@ phrases (gallery = that fold).
 
     python benchmarks/hubness_probe.py                                  # held-out, shipped heads
     python benchmarks/hubness_probe.py --model DIR --fold 1 --bank train  # validation fold
+    python benchmarks/hubness_probe.py --bank texts   # bank = the store's own product texts
 
 Prints a table and writes JSON (``--out``). Needs the catalog; the first run computes the
 tower features (several minutes), later runs reuse the cache.
@@ -35,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, default=0, help="queries about id %% 5 == FOLD")
     parser.add_argument(
         "--bank",
-        choices=("train", "all"),
+        choices=("train", "all", "texts"),
         default="all",
-        help="names of the folds the model trained on (train), or every product (all)",
+        help="names of the folds the model trained on (train), every product's name (all), or "
+        "every product's ingest text, name and attributes (texts: what a store holds)",
     )
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--betas", default="0.5,0.75,1")
@@ -85,11 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         return encoder.encode_texts(texts)[:, :shared]
 
     trained_on = fold != 0 if args.fold == 0 else fold >= 2
+    if args.bank == "texts":
+        from ingest.readers import DEFAULT_TEXT_TEMPLATE, render_template
+
+        texts = [render_template(DEFAULT_TEXT_TEMPLATE, payload) for payload in payloads]
+    else:
+        texts = [p.text for p in products]
     bank_names = sorted(
         {
-            p.text
-            for p, t in zip(products, trained_on, strict=True)
-            if p.text and (t or args.bank == "all")
+            text
+            for text, t in zip(texts, trained_on, strict=True)
+            if text and (t or args.bank != "train")
         }
     )
     bank = encode(bank_names)
