@@ -13,6 +13,11 @@ A product in neither list scores at most ``w_text * last_text + w_image * last_i
 (the threshold algorithm's bound), so when the k-th fused score reaches that bound the
 top-k is exactly the brute-force top-k; otherwise the lists are deepened and fused again.
 ``rrf`` and ``dbsf`` are defined on the candidate lists of depth ``candidates``.
+
+Hubness correction. A text query searching product images (its ``image`` channel) scores
+``cos - c_q * r_i`` where ``r_i`` is the product's stored hubness and ``c_q`` the query's
+weight (:mod:`clipy_qdrant.hubness`). The engine returns candidates by cosine, so the bound
+of that channel is ``last_cosine - c_q * min(r)``, which keeps weighted fusion exact.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from clipy_qdrant.encoders.base import Encoder
 from clipy_qdrant.errors import ConfigError, InputError
 from clipy_qdrant.filters import Filter, Match, parse_filter
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
+from clipy_qdrant.hubness import query_gate
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
+    HUBNESS_KEY,
     IMAGE,
     PRODUCT_ID_KEY,
     TEXT,
@@ -46,13 +53,18 @@ __all__ = ["FusionConfig", "Hit", "QueryVectors", "Searcher", "load_query_image"
 
 @dataclass
 class Hit:
-    """One result: the fused score, both component (cosine) scores and the product payload."""
+    """One result: the fused score, both component scores and the product payload.
+
+    ``text_score`` is a cosine; ``image_score`` is the cosine minus ``image_penalty``, the
+    hubness correction of a text query (0 for image queries or with the correction off).
+    """
 
     product_id: str
     score: float
     text_score: float
     image_score: float
     payload: dict[str, Any] = field(default_factory=dict)
+    image_penalty: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,16 +72,19 @@ class Hit:
             "score": self.score,
             "text_score": self.text_score,
             "image_score": self.image_score,
+            "image_penalty": self.image_penalty,
             "payload": self.payload,
         }
 
 
 @dataclass
 class QueryVectors:
-    """The query vector for each channel (unit length)."""
+    """The query vector for each channel (unit length), and the weight ``c_q`` of the hubness
+    correction on the image channel (set for a text query without an image)."""
 
     text: np.ndarray
     image: np.ndarray
+    image_hubness: float = 0.0
 
     def __post_init__(self) -> None:
         self.text = _unit(self.text)
@@ -141,14 +156,34 @@ class Searcher:
         *,
         candidates: int = 100,
         check_encoder: bool = True,
+        hubness: float | None = None,
     ) -> None:
+        """``hubness`` is beta, the strength of the hubness correction for text queries
+        (``0`` turns it off); ``None`` takes the encoder's ``default_hubness`` (1.0 for
+        fashion-mini, where it is measured; 0 otherwise) when the store has hubness values."""
         if candidates < 1:
             raise ConfigError(f"candidates must be >= 1 (got {candidates})")
+        if hubness is not None and not (np.isfinite(hubness) and hubness >= 0):
+            raise ConfigError(f"hubness must be a number >= 0 (got {hubness})")
         self.store = store
         self.encoder = encoder
         self.candidates = candidates
         if encoder is not None and check_encoder:
             store.check_encoder(encoder.info)
+        self.hubness_info = store.hubness_info()
+        if hubness is None:
+            default = float(getattr(encoder, "default_hubness", 0.0))
+            hubness = default if self.hubness_info is not None else 0.0
+        elif hubness > 0 and self.hubness_info is None:
+            raise ConfigError(
+                f"store {store!r} has no hubness values (written by an older clipy, or an "
+                "ingest stopped early); run `clipy ingest` again, or pass --hubness 0"
+            )
+        self.hubness = float(hubness)
+
+    def query_hubness(self, text: str | None) -> float:
+        """``c_q`` for a text query searching images: beta times the word-count gate."""
+        return self.hubness * query_gate(text) if self.hubness > 0 else 0.0
 
     # -- embedding -------------------------------------------------------------------------
 
@@ -189,10 +224,12 @@ class Searcher:
         for i in range(len(texts)):
             text_vec = by_text.get(i)
             image_vec = by_image.get(i)
+            # A text-only query searches product images with its text vector: corrected.
+            c_q = self.query_hubness(texts[i]) if image_vec is None else 0.0
             text_vec = image_vec if text_vec is None else text_vec
             image_vec = text_vec if image_vec is None else image_vec
             assert text_vec is not None and image_vec is not None  # checked above
-            out.append(QueryVectors(text=text_vec, image=image_vec))
+            out.append(QueryVectors(text=text_vec, image=image_vec, image_hubness=c_q))
         return out
 
     # -- searching -------------------------------------------------------------------------
@@ -260,7 +297,7 @@ class Searcher:
                     deep = self._retrieve(query, flt, deep.depth * 4, channels)
                     state.absorb(deep)
             else:
-                ranked = self._fuse_ranks(base, cfg, k)
+                ranked = self._fuse_ranks(query, base, cfg, k, state)
             results.append(self._hits(query, ranked, state))
         return results
 
@@ -296,6 +333,36 @@ class Searcher:
                 known[pid] = float(score)
         return {pid: known[pid] for pid in ids}
 
+    def _penalties(
+        self, query: QueryVectors, ids: Collection[str], state: _QueryState
+    ) -> dict[str, float]:
+        """``c_q * r_i`` of the image channel for ``ids`` (payloads known from the lists or
+        fetched by :meth:`_component_scores`)."""
+        if query.image_hubness <= 0 or self.hubness_info is None:
+            return dict.fromkeys(ids, 0.0)
+        missing = self.hubness_info.minimum
+        return {
+            pid: query.image_hubness * float(state.payloads.get(pid, {}).get(HUBNESS_KEY, missing))
+            for pid in ids
+        }
+
+    def _channel_scores(
+        self, query: QueryVectors, channel: str, ids: Collection[str], state: _QueryState
+    ) -> dict[str, float]:
+        """The scores fusion sees: the cosine, minus the hubness penalty on the image channel."""
+        scores = self._component_scores(query, channel, ids, state)
+        if channel != IMAGE:
+            return scores
+        penalty = self._penalties(query, ids, state)
+        return {pid: score - penalty[pid] for pid, score in scores.items()}
+
+    def _channel_bound(self, query: QueryVectors, channels: _Channels, channel: str) -> float:
+        """An upper bound of the channel score of any product not in the channel's list."""
+        last = channels.lists[channel][-1].score
+        if channel == IMAGE and query.image_hubness > 0 and self.hubness_info is not None:
+            return last - query.image_hubness * self.hubness_info.minimum
+        return last
+
     def _fuse_weighted(
         self,
         query: QueryVectors,
@@ -309,31 +376,38 @@ class Searcher:
         candidates: set[str] = set()
         for channel in active:
             candidates.update(p.product_id for p in channels.lists[channel])
-        component = {c: self._component_scores(query, c, candidates, state) for c in active}
+        component = {c: self._channel_scores(query, c, candidates, state) for c in active}
         for channel in (TEXT, IMAGE):  # a zero-weight channel contributes nothing to the rank
             component.setdefault(channel, dict.fromkeys(candidates, 0.0))
         fused = weighted_scores(component[TEXT], component[IMAGE], cfg.w_text, cfg.w_image)
         ranked = top_k(fused, k)
         if any(channels.complete(c) for c in active):
             return ranked, True  # every matching product is a candidate
-        bound = sum(weights[c] * channels.lists[c][-1].score for c in active)
+        bound = sum(weights[c] * self._channel_bound(query, channels, c) for c in active)
         exact = len(ranked) == k and ranked[-1][1] >= bound
         return ranked, exact
 
     def _fuse_ranks(
-        self, channels: _Channels, cfg: FusionConfig, k: int
+        self,
+        query: QueryVectors,
+        channels: _Channels,
+        cfg: FusionConfig,
+        k: int,
+        state: _QueryState,
     ) -> list[tuple[str, float]]:
-        text, image = channels.lists[TEXT], channels.lists[IMAGE]
+        text = [(p.product_id, p.score) for p in channels.lists[TEXT]]
+        image = [(p.product_id, p.score) for p in channels.lists[IMAGE]]
+        if query.image_hubness > 0 and image:
+            # The candidate list re-ranked by the corrected score (stable for ties).
+            corrected = self._channel_scores(query, IMAGE, [pid for pid, _ in image], state)
+            image = sorted(((pid, corrected[pid]) for pid, _ in image), key=lambda x: -x[1])
         weights = (cfg.w_text, cfg.w_image)
         if cfg.method == "rrf":
             fused = rrf_scores(
-                [[p.product_id for p in text], [p.product_id for p in image]], weights, cfg.rrf_k
+                [[pid for pid, _ in text], [pid for pid, _ in image]], weights, cfg.rrf_k
             )
         else:
-            fused = dbsf_scores(
-                [[(p.product_id, p.score) for p in text], [(p.product_id, p.score) for p in image]],
-                weights,
-            )
+            fused = dbsf_scores([text, image], weights)
         return top_k(fused, k)
 
     def _hits(
@@ -342,20 +416,24 @@ class Searcher:
         ids = [pid for pid, _ in ranked]
         text = self._component_scores(query, TEXT, ids, state)
         image = self._component_scores(query, IMAGE, ids, state)
+        penalty = self._penalties(query, ids, state)
         return [
             Hit(
                 product_id=pid,
                 score=score,
                 text_score=text[pid],
-                image_score=image[pid],
+                image_score=image[pid] - penalty[pid],
                 payload=_public_payload(state.payloads.get(pid, {})),
+                image_penalty=penalty[pid],
             )
             for pid, score in ranked
         ]
 
 
 def _public_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in payload.items() if key != CONTENT_HASH_KEY}
+    return {
+        key: value for key, value in payload.items() if key not in (CONTENT_HASH_KEY, HUBNESS_KEY)
+    }
 
 
 def _as_filter(filters: Filter | Sequence[str] | None) -> Filter | None:

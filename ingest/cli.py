@@ -80,6 +80,15 @@ CollectionOpt = Annotated[
     str | None,
     typer.Option("--collection", help="Collection name on a server (default: products)."),
 ]
+HubnessOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--hubness",
+        min=0.0,
+        help="Strength (beta) of the hubness correction of text queries searching product "
+        "images; 0 turns it off (default: the encoder's, 1 for fashion-mini).",
+    ),
+]
 EncoderOpt = Annotated[
     str | None,
     typer.Option(
@@ -318,6 +327,7 @@ def search(
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = None,
     encoder: EncoderOpt = None,
+    hubness: HubnessOpt = None,
 ) -> None:
     """Search the catalog by text, by image, or both.
 
@@ -330,7 +340,11 @@ def search(
 
         vector_store = _open_store(store, qdrant_url, api_key, collection)
         try:
-            searcher = Searcher(vector_store, _load_encoder(_encoder_spec(encoder, vector_store)))
+            searcher = Searcher(
+                vector_store,
+                _load_encoder(_encoder_spec(encoder, vector_store)),
+                hubness=hubness,
+            )
             if queries is not None:
                 _search_batch(
                     searcher,
@@ -538,13 +552,20 @@ def _ks(spec: str) -> tuple[int, ...]:
     return ks
 
 
-def _eval_searcher(store, qdrant_url, api_key, collection, encoder) -> tuple[Any, Searcher]:  # type: ignore[no-untyped-def]
+def _eval_searcher(
+    store: Path | None,
+    qdrant_url: str | None,
+    api_key: str | None,
+    collection: str | None,
+    encoder: str | None,
+    hubness: float | None = None,
+) -> tuple[Any, Searcher]:
     from clipy_qdrant.search import Searcher
 
     vector_store = _open_store(store, qdrant_url, api_key, collection)
     try:
         return vector_store, Searcher(
-            vector_store, _load_encoder(_encoder_spec(encoder, vector_store))
+            vector_store, _load_encoder(_encoder_spec(encoder, vector_store)), hubness=hubness
         )
     except BaseException:
         vector_store.close()
@@ -618,6 +639,7 @@ def eval_run(
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = None,
     encoder: EncoderOpt = None,
+    hubness: HubnessOpt = None,
 ) -> None:
     """Score query sets over a grid of fusion weights and methods; report the best per set.
 
@@ -633,7 +655,9 @@ def eval_run(
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
         configs = weight_grid(step, method_list)
         parsed = read_query_files(queries)
-        vector_store, searcher = _eval_searcher(store, qdrant_url, api_key, collection, encoder)
+        vector_store, searcher = _eval_searcher(
+            store, qdrant_url, api_key, collection, encoder, hubness
+        )
         try:
             run = run_eval(
                 searcher,
@@ -679,6 +703,7 @@ def eval_ab(
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = None,
     encoder: EncoderOpt = None,
+    hubness: HubnessOpt = None,
 ) -> None:
     """A/B-test two fusion settings: mean difference (B - A), bootstrap CI, p-value, wins/losses.
 
@@ -693,7 +718,9 @@ def eval_ab(
 
         config_a, config_b = parse_fusion_spec(a), parse_fusion_spec(b)
         parsed = read_query_files(queries)
-        vector_store, searcher = _eval_searcher(store, qdrant_url, api_key, collection, encoder)
+        vector_store, searcher = _eval_searcher(
+            store, qdrant_url, api_key, collection, encoder, hubness
+        )
         try:
             result = run_ab(
                 searcher, parsed, config_a, config_b, ks=cutoffs, split=_split(split),

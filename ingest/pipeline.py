@@ -37,6 +37,7 @@ from PIL import Image
 
 from clipy_qdrant.encoders.base import Encoder
 from clipy_qdrant.errors import ConfigError, EncoderError
+from clipy_qdrant.hubness import refresh_hubness
 from clipy_qdrant.split import SPLIT_FIELD, split_of
 from clipy_qdrant.store.base import IMAGE, TEXT, FieldType, PointRecord, VectorStore
 from ingest.records import Product
@@ -100,6 +101,9 @@ class IngestReport:
     index_built: bool = False
     #: Seconds spent building the HNSW graph after the load (not part of ``seconds``).
     index_seconds: float = 0.0
+    #: Products whose hubness value was (re)computed after the load, and the seconds it took.
+    hubness_points: int = 0
+    hubness_seconds: float = 0.0
     completed: bool = False
     report_path: str | None = None
 
@@ -137,6 +141,8 @@ class IngestReport:
             "indexed_fields": self.indexed_fields,
             "index_built": self.index_built,
             "index_seconds": round(self.index_seconds, 3),
+            "hubness_points": self.hubness_points,
+            "hubness_seconds": round(self.hubness_seconds, 3),
             "issues": [asdict(issue) for issue in self.issues],
         }
 
@@ -157,6 +163,11 @@ class IngestReport:
             f"skipped {self.skipped_total:,} in {self.seconds:.1f} s "
             f"({self.products_per_s:.1f} products/s){state}"
         ]
+        if self.hubness_points:
+            lines.append(
+                f"hubness of {self.hubness_points:,} products computed in "
+                f"{self.hubness_seconds:.1f} s"
+            )
         if self.index_built:
             lines.append(f"HNSW index built in {self.index_seconds:.1f} s")
         if self.skipped:
@@ -291,13 +302,15 @@ def run_ingest(
     indexed_fields: Mapping[str, FieldType] | None = None,
     build_index: bool = True,
     decode_threads: int = 2,
+    hubness: bool = True,
 ) -> IngestReport:
     """Encode and store every product of ``catalog``; return what happened.
 
     ``limit`` stops after that many input rows. ``indexed_fields`` are the payload indexes to
     create with the collection (default: inferred from the first products, see
     :func:`infer_indexed_fields`). ``build_index`` builds the HNSW graph at the end when
-    anything was written. Bad rows and unreadable images are skipped and reported, never
+    anything was written; ``hubness`` first recomputes every product's hubness value
+    (:mod:`clipy_qdrant.hubness`) when anything was written or the values are stale. Bad rows and unreadable images are skipped and reported, never
     fatal; a store written by another encoder raises ``EncoderMismatchError`` before anything
     is written. The JSON report goes to ``report_path`` (also when the run is interrupted).
     """
@@ -355,6 +368,13 @@ def run_ingest(
         report.seconds = time.perf_counter() - started
         if report_path is not None:
             report.write(Path(report_path))
+    if hubness and (report.stored or store.hubness_info() is None) and store.count() > 0:
+        hubness_started = time.perf_counter()
+        hub = refresh_hubness(store, progress=progress)
+        report.hubness_points = hub.points if hub is not None else 0
+        report.hubness_seconds = time.perf_counter() - hubness_started
+        if report_path is not None:
+            report.write(Path(report_path))
     if build_index and report.stored:
         index_started = time.perf_counter()
         store.build_index()
@@ -385,6 +405,7 @@ class _BatchWriter:
         self.report = report
         self.force = force
         self.info = encoder.info
+        self._marked_stale = False
         #: product id -> where its first occurrence was (later ones are duplicates).
         self.first_seen: dict[str, str] = {}
 
@@ -485,6 +506,11 @@ class _BatchWriter:
             for j, i in enumerate(keep)
         ]
         if points:
+            if not self._marked_stale:
+                # Hubness values depend on every stored text: stale from the first write
+                # until run_ingest recomputes them (an interrupted run leaves them stale).
+                self.store.set_hubness_info(None)
+                self._marked_stale = True
             self.store.upsert(points)
             self.report.stored += len(points)
 

@@ -116,8 +116,33 @@ def test_search_json_with_filters(store: Path) -> None:
     for hit in hits:
         assert hit["payload"]["gender"] == "Men"
         assert hit["payload"]["articleType"] != "Watches"
-        assert set(hit) == {"product_id", "score", "text_score", "image_score", "payload"}
+        assert set(hit) == {
+            "product_id", "score", "text_score", "image_score", "image_penalty", "payload",
+        }  # fmt: skip
+        assert hit["image_penalty"] == 0.0  # a one-word query is not corrected
     assert hits[0]["payload"]["baseColour"] == "Red"
+
+
+def test_search_hubness_correction_of_long_text_queries(store: Path) -> None:
+    query = [
+        "search",
+        "red casual shirt for men",
+        "--store",
+        str(store),
+        "--json",
+        "--w-image",
+        "1",
+    ]
+    code, out, err = run(*query, "--hubness", "1.5")
+    assert code == 0, err
+    hits = json.loads(out)
+    assert hits and all(h["image_penalty"] > 0 for h in hits)
+    for h in hits:
+        assert h["score"] == pytest.approx(h["image_score"], abs=1e-6)
+    code, out, err = run(*query, "--hubness", "0")
+    assert code == 0, err
+    assert all(h["image_penalty"] == 0 for h in json.loads(out))
+    assert run(*query, "--hubness", "-1")[0] == 2
 
 
 def test_search_by_image_finds_same_colour(store: Path, catalog: Path) -> None:
@@ -208,7 +233,7 @@ def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0, err
     result = json.loads(stdout)
-    assert result  # parses, and the files are written
+    assert result["hubness"] == 0.0  # the fake encoder has no default strength
     assert {p.name for p in out.iterdir()} >= {
         "results.json",
         "per_query.csv",
@@ -218,7 +243,7 @@ def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
 
     code, stdout, err = run(
         "eval", "ab", str(queries / "category.jsonl"), "--store", str(store),
-        "--a", "w_image=0.5", "--b", "w_image=0.5", "--json",
+        "--a", "w_image=0.5", "--b", "w_image=0.5", "--json", "--hubness", "1",
     )  # fmt: skip
     assert code == 0, err
     for report in json.loads(stdout)["sets"].values():

@@ -21,7 +21,7 @@ from PIL import Image
 
 from clipy_qdrant.config import Settings
 from clipy_qdrant.errors import EncoderError, EncoderMismatchError
-from clipy_qdrant.store import IMAGE, TEXT, VectorStore, open_store
+from clipy_qdrant.store import HUBNESS_KEY, IMAGE, TEXT, VectorStore, open_store
 from ingest.pipeline import (
     BAD_ROW,
     DUPLICATE_ID,
@@ -273,10 +273,14 @@ def test_rerun_skips_unchanged_force_reembeds_changes_are_reembedded(
     encoder = FakeEncoder()
     first = run_ingest(open_catalog(styles), store, encoder, batch_size=6, progress=False)
     assert first.stored == 20 and store.count() == 20 and encoder.images_encoded == 20
+    hubness = store.hubness_info()
+    assert first.hubness_points == 20 and hubness is not None and hubness.points == 20
+    assert all(isinstance(p.payload[HUBNESS_KEY], float) for p in store.scroll())
 
     again = run_ingest(open_catalog(styles), store, encoder, batch_size=6, progress=False)
     assert (again.stored, again.unchanged, store.count()) == (0, 20, 20)
     assert encoder.images_encoded == 20  # skipped before decoding or encoding anything
+    assert again.hubness_points == 0 and store.hubness_info() == hubness  # nothing to redo
 
     forced = run_ingest(
         open_catalog(styles), store, encoder, batch_size=6, force=True, progress=False
@@ -287,7 +291,9 @@ def test_rerun_skips_unchanged_force_reembeds_changes_are_reembedded(
     (tmp_path / "images" / "9.jpg").write_bytes(jpeg((250, 250, 250)))
     changed = run_ingest(open_catalog(write_csv(tmp_path, rows)), store, encoder, progress=False)
     assert (changed.stored, changed.unchanged, store.count()) == (2, 18, 20)
+    assert changed.hubness_points == 20  # every value depends on every text
     (renamed,) = store.retrieve(["5"], with_vectors=True)
+    assert HUBNESS_KEY in renamed.payload
     assert renamed.payload["productDisplayName"] == "Renamed red dress"
     np.testing.assert_allclose(
         renamed.vectors[TEXT], encoder.encode_texts(["Renamed red dress, Women"])[0], atol=1e-5
@@ -466,6 +472,7 @@ def test_killed_run_resumes_and_stores_every_product_exactly_once(tmp_path: Path
     try:
         after_kill = store.count()
         assert batches * batch <= after_kill < n
+        assert store.hubness_info() is None  # stale from the first write of the killed run
         report = run_ingest(
             open_catalog(source),
             store,
@@ -479,6 +486,8 @@ def test_killed_run_resumes_and_stores_every_product_exactly_once(tmp_path: Path
         ids = stored_ids(store)
         assert len(ids) == n == store.count()
         assert set(ids) == {str(i) for i in range(100_000, 100_000 + n)}
+        hubness = store.hubness_info()
+        assert hubness is not None and hubness.points == n == report.hubness_points
     finally:
         store.close()
 

@@ -219,6 +219,10 @@ class FashionEncoder:
     ``threads``: intra-op threads of the towers (default: all cores).
     """
 
+    #: Strength of the query layer's hubness correction for text queries searching images
+    #: (:mod:`clipy_qdrant.hubness`); chosen on validation fold 1, see docs/eval.md.
+    default_hubness = 1.0
+
     def __init__(
         self,
         model_dir: str | Path | None = None,

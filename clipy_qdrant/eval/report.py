@@ -174,7 +174,7 @@ def format_run(run: EvalRun, metric: str | None = None) -> str:
         metric = run.metrics[0]
     out = [
         f"Evaluation of {run.encoder or 'query vectors'} over {run.n_products} products; "
-        f"split: {run.split_description}",
+        f"split: {run.split_description}; hubness correction beta {run.hubness:g}",
         f"primary metric: {run.primary_metric}; {len(run.configs)} settings; "
         f"{run.n_searches} searches in {run.seconds:.1f} s",
     ]
@@ -248,6 +248,7 @@ def run_to_json(run: EvalRun) -> dict[str, Any]:
         sets[name] = entry
     return {
         "encoder": run.encoder,
+        "hubness": run.hubness,
         "products": run.n_products,
         "split": run.split,
         "split_description": run.split_description,

@@ -328,6 +328,8 @@ class EvalRun:
     n_products: int = 0
     n_searches: int = 0
     seconds: float = 0.0
+    #: Beta of the hubness correction of text queries searching images (0: off).
+    hubness: float = 0.0
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -401,7 +403,9 @@ def _embed_queries(
         text_vec = image_vec if text_vec is None else text_vec
         image_vec = text_vec if image_vec is None else image_vec
         assert text_vec is not None and image_vec is not None  # EvalQuery has text or image
-        out[q.id] = QueryVectors(text=text_vec, image=image_vec)
+        # A text-only query searches product images with its text vector: hubness-corrected.
+        c_q = searcher.query_hubness(q.text) if not q.image else 0.0
+        out[q.id] = QueryVectors(text=text_vec, image=image_vec, image_hubness=c_q)
     return out
 
 
@@ -534,6 +538,7 @@ def run_eval(
         n_products=len(catalog.all_ids),
         n_searches=len(groups),
         seconds=time.perf_counter() - started,
+        hubness=searcher.hubness,
     )
 
 

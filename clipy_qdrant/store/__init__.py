@@ -6,11 +6,13 @@ from pathlib import Path
 
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
+    HUBNESS_KEY,
     IMAGE,
     PRODUCT_ID_KEY,
     TEXT,
     VECTOR_NAMES,
     FieldType,
+    HubnessInfo,
     PointRecord,
     ScoredPoint,
     StoredPoint,
@@ -39,11 +41,13 @@ def open_store(
 
 __all__ = [
     "CONTENT_HASH_KEY",
+    "HUBNESS_KEY",
     "IMAGE",
     "PRODUCT_ID_KEY",
     "TEXT",
     "VECTOR_NAMES",
     "FieldType",
+    "HubnessInfo",
     "PointRecord",
     "ScoredPoint",
     "StoredPoint",

@@ -16,6 +16,7 @@ from clipy_qdrant.store.base import (
     PRODUCT_ID_KEY,
     VECTOR_NAMES,
     FieldType,
+    HubnessInfo,
     PointRecord,
 )
 
@@ -42,26 +43,40 @@ class StoreMeta:
 
     encoder: EncoderInfo
     indexed_fields: dict[str, str] = field(default_factory=dict)
+    hubness: HubnessInfo | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "version": META_VERSION,
             "encoder": {"name": self.encoder.name, "dim": self.encoder.dim},
             "indexed_fields": dict(sorted(self.indexed_fields.items())),
         }
+        if self.hubness is not None:
+            data["hubness"] = self.hubness.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> StoreMeta:
         try:
             enc = data["encoder"]
+            hubness = data.get("hubness")
             return cls(
                 EncoderInfo(str(enc["name"]), int(enc["dim"])),
                 {str(k): str(v) for k, v in dict(data.get("indexed_fields") or {}).items()},
+                HubnessInfo.from_json(hubness) if hubness else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(
                 f"store {where} has unreadable clipy metadata ({exc!r}); recreate it with --recreate"
             ) from None
+
+
+def group_by_value(values: Mapping[str, Any]) -> dict[Any, list[str]]:
+    """``{value: [product_id, …]}``: one engine call sets one payload on many points."""
+    groups: dict[Any, list[str]] = {}
+    for product_id, value in values.items():
+        groups.setdefault(plain(value), []).append(str(product_id))
+    return groups
 
 
 def check_field_types(indexed_fields: Mapping[str, FieldType] | None) -> dict[str, str]:

@@ -24,6 +24,8 @@ VECTOR_NAMES: tuple[str, str] = (IMAGE, TEXT)
 #: Payload keys the store itself writes beside the product metadata.
 PRODUCT_ID_KEY = "product_id"
 CONTENT_HASH_KEY = "content_hash"
+#: Payload key of a product's hubness (see :mod:`clipy_qdrant.hubness`), written after ingest.
+HUBNESS_KEY = "hubness"
 
 FieldType = Literal["keyword", "integer", "float", "text", "bool"]
 
@@ -54,6 +56,25 @@ class ScoredPoint:
     payload: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class HubnessInfo:
+    """Collection-level record of the hubness values written into the payloads: each is the
+    mean of the product image's ``top`` highest cosines with ``bank`` distinct product text
+    vectors of the store; ``minimum`` is the smallest value (the query layer's bound)."""
+
+    top: int
+    bank: int
+    points: int
+    minimum: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"top": self.top, "bank": self.bank, "points": self.points, "minimum": self.minimum}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HubnessInfo:
+        return cls(int(data["top"]), int(data["bank"]), int(data["points"]), float(data["minimum"]))
+
+
 @dataclass
 class StoredPoint:
     product_id: str
@@ -80,6 +101,16 @@ class VectorStore(Protocol):
         """Raise ``EncoderMismatchError`` (or ``StoreError`` if empty) unless ``encoder`` wrote it."""
 
     def upsert(self, points: Sequence[PointRecord]) -> None: ...
+
+    def set_payload(self, key: str, values: Mapping[str, Any]) -> None:
+        """Set payload field ``key`` to ``values[product_id]`` on those stored products (other
+        fields kept; ids not stored are ignored)."""
+
+    def hubness_info(self) -> HubnessInfo | None:
+        """The record of the hubness values in the payloads; ``None`` when absent or stale."""
+
+    def set_hubness_info(self, info: HubnessInfo | None) -> None:
+        """Record (or, with ``None``, mark stale) the hubness values."""
 
     def content_hashes(self, product_ids: Sequence[str]) -> dict[str, str]:
         """``{product_id: content_hash}`` for those of ``product_ids`` already stored."""

@@ -25,6 +25,7 @@ from clipy_qdrant.store._common import (
     StoreMeta,
     check_field_types,
     check_same_encoder,
+    group_by_value,
     match_parts,
     mismatch_error,
     payload_of,
@@ -37,6 +38,7 @@ from clipy_qdrant.store.base import (
     PRODUCT_ID_KEY,
     VECTOR_NAMES,
     FieldType,
+    HubnessInfo,
     PointRecord,
     ScoredPoint,
     StoredPoint,
@@ -207,6 +209,36 @@ class ClientStore:
             ]
             with self._engine("upsert"):
                 self._client.upsert(self.collection, batch, wait=True)
+
+    def set_payload(self, key: str, values: Mapping[str, Any]) -> None:
+        from qdrant_client import models
+
+        self._live_meta()
+        operations = [
+            models.SetPayloadOperation(
+                set_payload=models.SetPayload(
+                    payload={key: value},
+                    points=[point_id(p) for p in product_ids[start : start + UPSERT_BATCH]],
+                )
+            )
+            for value, product_ids in group_by_value(values).items()
+            for start in range(0, len(product_ids), UPSERT_BATCH)
+        ]
+        for start in range(0, len(operations), 64):
+            with self._engine(f"setting payload {key!r}"):
+                self._client.batch_update_points(
+                    self.collection, operations[start : start + 64], wait=True
+                )
+
+    def hubness_info(self) -> HubnessInfo | None:
+        return self._meta.hubness if self._meta is not None else None
+
+    def set_hubness_info(self, info: HubnessInfo | None) -> None:
+        meta = self._live_meta()
+        if meta.hubness != info:
+            meta.hubness = info
+            with self._engine("saving collection metadata"):
+                self._client.update_collection(self.collection, metadata={META_KEY: meta.to_json()})
 
     def build_index(self, timeout_s: float = 3600.0) -> None:
         """Wait for the server's optimizer to finish indexing (local mode: nothing to do)."""

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from clipy_qdrant.store._common import (
     StoreMeta,
     check_field_types,
     check_same_encoder,
+    group_by_value,
     match_parts,
     mismatch_error,
     payload_of,
@@ -42,6 +44,7 @@ from clipy_qdrant.store.base import (
     PRODUCT_ID_KEY,
     VECTOR_NAMES,
     FieldType,
+    HubnessInfo,
     PointRecord,
     ScoredPoint,
     StoredPoint,
@@ -273,6 +276,28 @@ class EdgeStore:
             ]
             with self._engine("upsert"):
                 shard.update(qe.UpdateOperation.upsert_points(batch))
+
+    def set_payload(self, key: str, values: Mapping[str, Any]) -> None:
+        import qdrant_edge as qe
+
+        shard = self._live_shard()
+        for value, product_ids in group_by_value(values).items():
+            with self._engine(f"setting payload {key!r}"):
+                for start in range(0, len(product_ids), UPSERT_BATCH):
+                    ids: list[int | uuid.UUID | str] = [
+                        point_id(p) for p in product_ids[start : start + UPSERT_BATCH]
+                    ]
+                    shard.update(qe.UpdateOperation.set_payload(ids, {key: value}))
+
+    def hubness_info(self) -> HubnessInfo | None:
+        return self._meta.hubness if self._meta is not None else None
+
+    def set_hubness_info(self, info: HubnessInfo | None) -> None:
+        self._live_shard()
+        assert self._meta is not None
+        if self._meta.hubness != info:
+            self._meta.hubness = info
+            _write_json_atomic(self.path / META_FILE, self._meta.to_json())
 
     def build_index(self) -> None:
         """Build HNSW for every segment (blocking; minutes at catalog scale)."""

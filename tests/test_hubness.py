@@ -1,0 +1,286 @@
+"""Hubness correction: the values (against FAISS), their storage on both backends, and the
+query layer's corrected text→image ranking against a brute-force oracle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from oracle import Oracle, assert_same_topk, make_products
+
+from clipy_qdrant.encoders.base import EncoderInfo
+from clipy_qdrant.errors import ConfigError
+from clipy_qdrant.filters import Filter, matches, parse_filter
+from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k
+from clipy_qdrant.hubness import hubness_values, query_gate, refresh_hubness
+from clipy_qdrant.search import QueryVectors, Searcher
+from clipy_qdrant.store import HUBNESS_KEY, IMAGE, TEXT, PointRecord, VectorStore, open_store
+
+N, DIM, K, TOP = 500, 24, 10, 10
+CANDIDATES = 15
+ENCODER = EncoderInfo("synthetic", DIM)
+CONFIGS = [
+    FusionConfig("weighted", 0.0, 1.0),
+    FusionConfig("weighted", 0.5, 0.5),
+    FusionConfig("weighted", 0.2, 0.8),
+    FusionConfig("rrf", 1.0, 1.0, rrf_k=60),
+    FusionConfig("dbsf", 0.5, 1.0),
+]
+FILTERS: dict[str, Filter | None] = {
+    "none": None,
+    "eq": parse_filter(["gender=Men"]),
+    "narrow": parse_filter(["gender=Women", "year>=2013"]),
+}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def faiss_hubness(images: np.ndarray, texts: np.ndarray, top: int) -> np.ndarray:
+    """Reference: FAISS exact top-``top`` inner products over the distinct unit text rows."""
+    bank = np.unique(_unit(texts), axis=0)
+    index = faiss.IndexFlatIP(bank.shape[1])
+    index.add(np.ascontiguousarray(bank))
+    scores, _ = index.search(np.ascontiguousarray(_unit(images)), min(top, len(bank)))
+    return np.maximum(scores.mean(axis=1), 0.0)
+
+
+# --------------------------------------------------------------------------- the values
+
+
+def test_hubness_values_equal_the_faiss_reference() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((300, 16)).astype(np.float32) * 3.0  # not unit: normalised
+    texts = rng.standard_normal((200, 16)).astype(np.float32)
+    got = hubness_values(images, texts, top=7, block=64)  # several blocks
+    np.testing.assert_allclose(got, faiss_hubness(images, texts, 7), atol=1e-5)
+    # top is capped at the bank size: then it is the mean over every text
+    np.testing.assert_allclose(
+        hubness_values(images[:5], texts[:3], top=10),
+        np.maximum((_unit(images[:5]) @ _unit(texts[:3]).T).mean(1), 0),
+        atol=1e-5,
+    )
+
+
+def test_duplicate_texts_count_once_and_hubs_score_high() -> None:
+    rng = np.random.default_rng(1)
+    texts = _unit(rng.standard_normal((50, 8)))
+    hub = texts[:20].mean(axis=0, keepdims=True)  # close to many texts
+    loner = -hub  # far from them
+    images = np.concatenate([hub, loner])
+    values = hubness_values(images, texts, top=5)
+    assert values[0] > values[1]
+    repeated = np.concatenate([texts, np.repeat(texts[:1], 30, axis=0)])
+    np.testing.assert_allclose(hubness_values(images, repeated, top=5), values, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("text", "gate"),
+    [
+        ("", 0.0),
+        ("red", 0.0),
+        ("navy blue", 0.0),
+        ("red casual", 0.0),
+        ("red casual shoes", 0.5),
+        ("men's red shoes", 1.0),  # men, s, red, shoes: four words
+        ("Puma Men Black Running Shoes", 1.0),
+    ],
+)
+def test_query_gate_by_word_count(text: str, gate: float) -> None:
+    assert query_gate(text) == gate
+
+
+# --------------------------------------------------------------------------- stored values
+
+
+@pytest.fixture(scope="module")
+def products() -> tuple[list[str], dict[str, np.ndarray], list[dict]]:
+    ids, vectors, payloads = make_products(N, DIM, seed=11)
+    # Repeated product texts, as catalogs have: the bank holds each text once.
+    vectors[TEXT][N - 40 :] = vectors[TEXT][:40]
+    return ids, vectors, payloads
+
+
+def _fill(store: VectorStore, products) -> VectorStore:
+    ids, vectors, payloads = products
+    store.ensure_collection(ENCODER, {"gender": "keyword", "year": "integer"})
+    store.upsert(
+        [
+            PointRecord(pid, {IMAGE: vectors[IMAGE][i], TEXT: vectors[TEXT][i]}, payloads[i])
+            for i, pid in enumerate(ids)
+        ]
+    )
+    return store
+
+
+@pytest.fixture(scope="module", params=["edge", "memory"])
+def store(request, products, tmp_path_factory) -> Iterator[VectorStore]:
+    if request.param == "edge":
+        s = open_store(Path(tmp_path_factory.mktemp("edge")) / "store")
+    else:
+        s = open_store(url=":memory:", collection="hubness")
+    _fill(s, products)
+    assert s.hubness_info() is None
+    info = refresh_hubness(s)
+    assert info is not None
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def reference(products) -> dict[str, float]:
+    ids, vectors, _ = products
+    values = np.round(faiss_hubness(vectors[IMAGE], vectors[TEXT], TOP).astype(np.float64), 4)
+    return dict(zip(ids, values.tolist(), strict=True))
+
+
+def test_refresh_writes_every_value_and_the_record(store, products, reference) -> None:
+    ids, _, payloads = products
+    info = store.hubness_info()
+    assert info is not None
+    assert (info.top, info.points, info.bank) == (TOP, N, N - 40)
+    assert info.minimum == pytest.approx(min(reference.values()), abs=1e-6)
+    stored = {p.product_id: p.payload for p in store.scroll()}
+    for pid, payload in zip(ids, payloads, strict=True):
+        assert stored[pid][HUBNESS_KEY] == pytest.approx(reference[pid], abs=2e-4)
+        # the rest of the payload is kept
+        assert stored[pid]["productDisplayName"] == payload["productDisplayName"]
+
+
+def test_hubness_record_survives_reopening_and_can_be_marked_stale(products, tmp_path) -> None:
+    s = _fill(open_store(tmp_path / "store"), products)
+    info = refresh_hubness(s)
+    s.close()
+    s = open_store(tmp_path / "store")
+    try:
+        assert s.hubness_info() == info
+        s.set_hubness_info(None)
+    finally:
+        s.close()
+    s = open_store(tmp_path / "store")
+    try:
+        assert s.hubness_info() is None
+        # an upsert replaces the whole payload, hubness included
+        vectors = products[1]
+        s.upsert([PointRecord("10000", {IMAGE: vectors[IMAGE][0], TEXT: vectors[TEXT][0]}, {})])
+        (point,) = s.retrieve(["10000"])
+        assert HUBNESS_KEY not in point.payload
+    finally:
+        s.close()
+
+
+def test_refresh_of_an_empty_store_writes_nothing(tmp_path) -> None:
+    s = open_store(tmp_path / "store")
+    s.ensure_collection(ENCODER)
+    try:
+        assert refresh_hubness(s) is None and s.hubness_info() is None
+    finally:
+        s.close()
+
+
+# --------------------------------------------------------------------------- corrected search
+
+
+def _expected(
+    oracle: Oracle,
+    reference: dict[str, float],
+    query: QueryVectors,
+    flt: Filter | None,
+    cfg: FusionConfig,
+) -> list[tuple[str, float]]:
+    text = oracle.scores(TEXT, query.text)
+    image = {
+        pid: s - query.image_hubness * reference[pid]
+        for pid, s in oracle.scores(IMAGE, query.image).items()
+    }
+    allowed = [pid for pid, p in zip(oracle.ids, oracle.payloads, strict=True) if matches(flt, p)]
+    if cfg.method == "weighted":
+        return top_k({p: cfg.w_text * text[p] + cfg.w_image * image[p] for p in allowed}, K)
+    # rrf / dbsf: the engine's candidate lists (by cosine), the image list re-ranked by the
+    # corrected score.
+    text_list = oracle.search(TEXT, query.text, CANDIDATES, flt)
+    image_ids = [pid for pid, _ in oracle.search(IMAGE, query.image, CANDIDATES, flt)]
+    image_list = sorted(((p, image[p]) for p in image_ids), key=lambda x: -x[1])
+    weights = (cfg.w_text, cfg.w_image)
+    if cfg.method == "rrf":
+        return top_k(
+            rrf_scores([[i for i, _ in text_list], [i for i, _ in image_list]], weights, cfg.rrf_k),
+            K,
+        )
+    return top_k(dbsf_scores([text_list, image_list], weights), K)
+
+
+@pytest.fixture(scope="module")
+def oracle(products) -> Oracle:
+    ids, vectors, payloads = products
+    return Oracle(ids, vectors, payloads)
+
+
+@pytest.mark.parametrize("filter_name", list(FILTERS))
+@pytest.mark.parametrize("c_q", [0.5, 1.5])
+def test_corrected_search_equals_the_oracle(
+    store, oracle, reference, products, c_q, filter_name
+) -> None:
+    _, vectors, _ = products
+    rng = np.random.default_rng(5)
+    q = vectors[TEXT][7] + 0.4 * rng.standard_normal(DIM)
+    query = QueryVectors(text=q, image=q, image_hubness=c_q)
+    searcher = Searcher(store, candidates=CANDIDATES, hubness=1.0)
+    flt = FILTERS[filter_name]
+    results = searcher.search_grid(query, CONFIGS, filters=flt, k=K)
+    plain = Searcher(store, candidates=CANDIDATES, hubness=0.0).search_grid(
+        QueryVectors(text=q, image=q), CONFIGS[:1], filters=flt, k=K
+    )[0]
+    for cfg, hits in zip(CONFIGS, results, strict=True):
+        want = _expected(oracle, reference, query, flt, cfg)
+        assert_same_topk([(h.product_id, h.score) for h in hits], want, tol=3e-4)
+        cosines = oracle.scores(IMAGE, q)
+        for h in hits:
+            assert h.image_penalty == pytest.approx(c_q * reference[h.product_id], abs=3e-4)
+            assert h.image_score + h.image_penalty == pytest.approx(cosines[h.product_id], abs=1e-5)
+            assert HUBNESS_KEY not in h.payload
+    # The correction changes the image-only ranking (else this test could not fail).
+    assert [h.product_id for h in results[0]] != [h.product_id for h in plain]
+
+
+def test_image_queries_are_never_corrected(store, oracle, products) -> None:
+    _, vectors, _ = products
+    query = QueryVectors(text=vectors[IMAGE][3], image=vectors[IMAGE][3])
+    hits = Searcher(store, hubness=1.0).search_vectors(
+        query, k=K, fusion=FusionConfig("weighted", 0, 1)
+    )
+    assert all(h.image_penalty == 0.0 for h in hits)
+    assert_same_topk([(h.product_id, h.score) for h in hits], oracle.search(IMAGE, query.image, K))
+
+
+def test_searcher_hubness_settings(store, products, tmp_path) -> None:
+    class Enc:
+        info = ENCODER
+        default_hubness = 0.7
+
+        def encode_texts(self, texts, batch_size=64):
+            _, vectors, _ = products
+            return vectors[TEXT][: len(texts)]
+
+        def encode_images(self, images, batch_size=32):
+            raise AssertionError("no images here")
+
+    searcher = Searcher(store, Enc())  # type: ignore[arg-type]
+    assert searcher.hubness == 0.7
+    long_query, short_query = searcher.embed_many(["a long product name here", "red"], [None, None])
+    assert long_query.image_hubness == pytest.approx(0.7)
+    assert short_query.image_hubness == 0.0
+    assert Searcher(store).hubness == 0.0  # no encoder: off unless asked
+    with pytest.raises(ConfigError, match="hubness must be"):
+        Searcher(store, hubness=-1.0)
+    bare = _fill(open_store(tmp_path / "bare"), products)  # no hubness values yet
+    try:
+        assert Searcher(bare, Enc()).hubness == 0.0  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="no hubness values"):
+            Searcher(bare, hubness=1.0)
+    finally:
+        bare.close()
