@@ -294,7 +294,7 @@ class Searcher:
                     ranked, exact = self._fuse_weighted(query, deep, cfg, k, state)
                     if exact:
                         break
-                    deep = self._retrieve(query, flt, deep.depth * 4, channels)
+                    deep = self._retrieve(query, flt, deep.depth * 2, channels)
                     state.absorb(deep)
             else:
                 ranked = self._fuse_ranks(query, base, cfg, k, state)

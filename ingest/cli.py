@@ -449,6 +449,8 @@ def info(
                 "products": vector_store.count() if encoder_info is not None else 0,
                 "indexed_fields": vector_store.indexed_fields() if encoder_info is not None else {},
             }
+            hubness = vector_store.hubness_info()
+            details["hubness"] = hubness.to_json() if hubness is not None else None
         finally:
             vector_store.close()
     if as_json:
@@ -463,6 +465,16 @@ def info(
     fields = details["indexed_fields"]
     typer.echo(
         "indexed fields: " + (", ".join(f"{k} ({v})" for k, v in sorted(fields.items())) or "none")
+    )
+    hub = details["hubness"]
+    typer.echo(
+        "hubness:        "
+        + (
+            f"{hub['points']} products, mean top-{hub['top']} cosine with {hub['bank']} "
+            f"distinct texts (min {hub['minimum']})"
+            if hub
+            else "none (run clipy ingest to compute it)"
+        )
     )
 
 

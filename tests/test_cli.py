@@ -103,6 +103,7 @@ def test_info_reports_store(store: Path) -> None:
     assert info["encoder"] == {"name": "fake", "dim": 32}
     assert info["indexed_fields"]["year"] == "integer"
     assert info["indexed_fields"]["baseColour"] == "keyword"
+    assert info["hubness"]["points"] == 24 and info["hubness"]["top"] == 10
 
 
 def test_search_json_with_filters(store: Path) -> None:
