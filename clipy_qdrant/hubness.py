@@ -31,12 +31,17 @@ from clipy_qdrant.store.base import HUBNESS_KEY, IMAGE, TEXT, HubnessInfo, Vecto
 
 #: Neighbours averaged per image.
 DEFAULT_TOP = 10
+#: Largest bank: above this many distinct texts a fixed random sample is used (the cost is
+#: products × bank × dim multiply-adds: 44k × 37k × 384 takes about 20 s on 2 cores).
+MAX_BANK = 50_000
 #: Decimals kept in the payload (1e-4 of a cosine is far below any ranking difference).
 DECIMALS = 4
 _WORD = re.compile(r"\w+")
 
 __all__ = [
     "DEFAULT_TOP",
+    "MAX_BANK",
+    "bank_of",
     "hubness_values",
     "query_gate",
     "refresh_hubness",
@@ -59,8 +64,14 @@ def hubness_values(
 ) -> np.ndarray:
     """``r_i``: the mean of each image row's ``top`` highest cosines with the distinct
     ``texts`` rows (``top`` is capped at their number), as float32, clamped at 0."""
-    images = _unit_rows(images)
-    bank = np.unique(_unit_rows(texts), axis=0)
+    return _hubness_against(_unit_rows(images), np.unique(_unit_rows(texts), axis=0), top, block)
+
+
+def _hubness_against(
+    images: np.ndarray, bank: np.ndarray, top: int, block: int = 2048
+) -> np.ndarray:
+    """:func:`hubness_values` for unit ``images`` rows against a prepared (distinct, unit)
+    ``bank``."""
     if len(images) == 0 or len(bank) == 0:
         return np.zeros(len(images), np.float32)
     top = max(1, min(top, len(bank)))
@@ -72,33 +83,70 @@ def hubness_values(
     return np.maximum(out, 0.0)
 
 
+def bank_of(texts: np.ndarray, max_bank: int = MAX_BANK) -> np.ndarray:
+    """The distinct unit rows of ``texts``; above ``max_bank`` of them, a fixed random sample
+    of ``max_bank`` (seed 0), which keeps the cost of a huge catalog bounded."""
+    bank = np.unique(_unit_rows(texts), axis=0)
+    if len(bank) > max_bank:
+        keep = np.sort(np.random.default_rng(0).choice(len(bank), max_bank, replace=False))
+        bank = bank[keep]
+    return bank
+
+
 def refresh_hubness(
-    store: VectorStore, *, top: int = DEFAULT_TOP, progress: bool = False
+    store: VectorStore,
+    *,
+    top: int = DEFAULT_TOP,
+    max_bank: int = MAX_BANK,
+    block: int = 4096,
+    progress: bool = False,
 ) -> HubnessInfo | None:
     """Compute every stored product's hubness over the store's own texts, write it into the
-    payloads and record it; ``None`` (and nothing written) for an empty store."""
+    payloads and record it; ``None`` (and nothing written) for an empty store.
+
+    Two passes over the store: the first collects the distinct text vectors (the bank, at
+    most ``max_bank``), the second scores the image vectors ``block`` at a time and writes
+    their values, so memory holds the bank and one block, not the whole store.
+    """
     store.set_hubness_info(None)  # stale until every value is written
-    ids: list[str] = []
-    images: list[np.ndarray] = []
-    texts: list[np.ndarray] = []
+    texts = [
+        np.asarray(p.vectors[TEXT], np.float32)
+        for p in store.scroll(with_vectors=True)
+        if TEXT in p.vectors
+    ]
+    if not texts:
+        return None
+    bank = bank_of(np.stack(texts), max_bank)
+    del texts
     points = store.scroll(with_vectors=True)
     if progress:
         from tqdm import tqdm
 
-        points = tqdm(points, total=store.count(), desc="hubness: reading vectors", file=sys.stderr)
+        points = tqdm(points, total=store.count(), desc="hubness", unit="product", file=sys.stderr)
+    values: dict[str, float] = {}
+    ids: list[str] = []
+    images: list[np.ndarray] = []
+
+    def flush() -> None:
+        if ids:
+            unit = _unit_rows(np.stack(images))
+            block_values = _hubness_against(unit, bank, top).astype(np.float64)
+            values.update(zip(ids, np.round(block_values, DECIMALS).tolist(), strict=True))
+            ids.clear()
+            images.clear()
+
     for point in points:
         if IMAGE in point.vectors:
             ids.append(point.product_id)
             images.append(np.asarray(point.vectors[IMAGE], np.float32))
-        if TEXT in point.vectors:
-            texts.append(np.asarray(point.vectors[TEXT], np.float32))
-    if not ids or not texts:
+            if len(ids) >= block:
+                flush()
+    flush()
+    if not values:
         return None
-    bank = np.unique(_unit_rows(np.stack(texts)), axis=0)
-    values = np.round(hubness_values(np.stack(images), bank, top).astype(np.float64), DECIMALS)
-    store.set_payload(HUBNESS_KEY, {pid: float(v) for pid, v in zip(ids, values, strict=True)})
+    store.set_payload(HUBNESS_KEY, values)
     info = HubnessInfo(
-        top=min(top, len(bank)), bank=len(bank), points=len(ids), minimum=float(values.min())
+        top=min(top, len(bank)), bank=len(bank), points=len(values), minimum=min(values.values())
     )
     store.set_hubness_info(info)
     return info

@@ -15,7 +15,7 @@ from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import ConfigError
 from clipy_qdrant.filters import Filter, matches, parse_filter
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k
-from clipy_qdrant.hubness import hubness_values, query_gate, refresh_hubness
+from clipy_qdrant.hubness import bank_of, hubness_values, query_gate, refresh_hubness
 from clipy_qdrant.search import QueryVectors, Searcher
 from clipy_qdrant.store import HUBNESS_KEY, IMAGE, TEXT, PointRecord, VectorStore, open_store
 
@@ -169,6 +169,24 @@ def test_hubness_record_survives_reopening_and_can_be_marked_stale(products, tmp
         s.upsert([PointRecord("10000", {IMAGE: vectors[IMAGE][0], TEXT: vectors[TEXT][0]}, {})])
         (point,) = s.retrieve(["10000"])
         assert HUBNESS_KEY not in point.payload
+    finally:
+        s.close()
+
+
+def test_refresh_in_blocks_with_a_sampled_bank(products, tmp_path) -> None:
+    """A bank above ``max_bank`` distinct texts is a fixed sample; blocks change nothing."""
+    ids, vectors, _ = products
+    s = _fill(open_store(tmp_path / "store"), products)
+    try:
+        info = refresh_hubness(s, max_bank=100, block=64)
+        assert info is not None and (info.bank, info.points) == (100, N)
+        bank = bank_of(vectors[TEXT], 100)
+        assert len(bank) == 100 and len(np.unique(bank, axis=0)) == 100
+        want = np.round(faiss_hubness(vectors[IMAGE], bank, TOP).astype(np.float64), 4)
+        got = {p.product_id: p.payload[HUBNESS_KEY] for p in s.scroll()}
+        np.testing.assert_allclose([got[i] for i in ids], want, atol=2e-4)
+        # the sample is fixed: a second refresh writes the same values
+        assert refresh_hubness(s, max_bank=100) == info
     finally:
         s.close()
 
