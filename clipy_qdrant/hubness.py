@@ -27,6 +27,7 @@ import sys
 
 import numpy as np
 
+from clipy_qdrant.encoders.base import l2_normalize
 from clipy_qdrant.store.base import HUBNESS_KEY, IMAGE, TEXT, HubnessInfo, VectorStore
 
 #: Neighbours averaged per image.
@@ -54,17 +55,13 @@ def query_gate(text: str | None) -> float:
     return float(min(max((words - 2) / 2.0, 0.0), 1.0))
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def hubness_values(
     images: np.ndarray, texts: np.ndarray, top: int = DEFAULT_TOP, block: int = 2048
 ) -> np.ndarray:
     """``r_i``: the mean of each image row's ``top`` highest cosines with the distinct
     ``texts`` rows (``top`` is capped at their number), as float32, clamped at 0."""
-    return _hubness_against(_unit_rows(images), np.unique(_unit_rows(texts), axis=0), top, block)
+    bank = bank_of(texts, max_bank=len(texts))  # every distinct row, no sampling
+    return _hubness_against(l2_normalize(images), bank, top, block)
 
 
 def _hubness_against(
@@ -86,7 +83,7 @@ def _hubness_against(
 def bank_of(texts: np.ndarray, max_bank: int = MAX_BANK) -> np.ndarray:
     """The distinct unit rows of ``texts``; above ``max_bank`` of them, a fixed random sample
     of ``max_bank`` (seed 0), which keeps the cost of a huge catalog bounded."""
-    bank = np.unique(_unit_rows(texts), axis=0)
+    bank = np.unique(l2_normalize(texts), axis=0)
     if len(bank) > max_bank:
         keep = np.sort(np.random.default_rng(0).choice(len(bank), max_bank, replace=False))
         bank = bank[keep]
@@ -129,7 +126,7 @@ def refresh_hubness(
 
     def flush() -> None:
         if ids:
-            unit = _unit_rows(np.stack(images))
+            unit = l2_normalize(np.stack(images))
             block_values = _hubness_against(unit, bank, top).astype(np.float64)
             values.update(zip(ids, np.round(block_values, DECIMALS).tolist(), strict=True))
             ids.clear()

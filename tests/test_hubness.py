@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from oracle import Oracle, assert_same_topk, make_products
 
-from clipy_qdrant.encoders.base import EncoderInfo
+from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
 from clipy_qdrant.errors import ConfigError
 from clipy_qdrant.filters import Filter, matches, parse_filter
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k
@@ -36,16 +36,12 @@ FILTERS: dict[str, Filter | None] = {
 }
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
 def faiss_hubness(images: np.ndarray, texts: np.ndarray, top: int) -> np.ndarray:
     """Reference: FAISS exact top-``top`` inner products over the distinct unit text rows."""
-    bank = np.unique(_unit(texts), axis=0)
+    bank = np.unique(l2_normalize(texts), axis=0)
     index = faiss.IndexFlatIP(bank.shape[1])
     index.add(np.ascontiguousarray(bank))
-    scores, _ = index.search(np.ascontiguousarray(_unit(images)), min(top, len(bank)))
+    scores, _ = index.search(np.ascontiguousarray(l2_normalize(images)), min(top, len(bank)))
     return np.maximum(scores.mean(axis=1), 0.0)
 
 
@@ -61,14 +57,14 @@ def test_hubness_values_equal_the_faiss_reference() -> None:
     # top is capped at the bank size: then it is the mean over every text
     np.testing.assert_allclose(
         hubness_values(images[:5], texts[:3], top=10),
-        np.maximum((_unit(images[:5]) @ _unit(texts[:3]).T).mean(1), 0),
+        np.maximum((l2_normalize(images[:5]) @ l2_normalize(texts[:3]).T).mean(1), 0),
         atol=1e-5,
     )
 
 
 def test_duplicate_texts_count_once_and_hubs_score_high() -> None:
     rng = np.random.default_rng(1)
-    texts = _unit(rng.standard_normal((50, 8)))
+    texts = l2_normalize(rng.standard_normal((50, 8)))
     hub = texts[:20].mean(axis=0, keepdims=True)  # close to many texts
     loner = -hub  # far from them
     images = np.concatenate([hub, loner])
