@@ -102,8 +102,9 @@ def refresh_hubness(
     payloads and record it; ``None`` (and nothing written) for an empty store.
 
     Two passes over the store: the first collects the distinct text vectors (the bank, at
-    most ``max_bank``), the second scores the image vectors ``block`` at a time and writes
-    their values, so memory holds the bank and one block, not the whole store.
+    most ``max_bank``), the second scores the image vectors ``block`` at a time. The values
+    are written after the scroll, never during it. Memory holds the bank, one block and the
+    values, not the whole store.
     """
     store.set_hubness_info(None)  # stale until every value is written
     texts = [
