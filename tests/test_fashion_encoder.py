@@ -284,6 +284,27 @@ def test_shipped_heads_reproduce_golden_embeddings_of_catalog_products(encoder) 
 # --------------------------------------------------------------------------- training
 
 
+def test_caption_positives_mark_every_image_that_owns_a_batch_caption() -> None:
+    from clipy_qdrant.encoders.train import _caption_positives, attribute_phrases
+
+    # Four products: (name, phrases) as caption ids. Product 0 and 2 share a name (id 0);
+    # products 0 and 1 are both navy blue (phrase id 5); 0 and 3 are both shirts (id 6).
+    captions = [np.array([0, 5, 6]), np.array([1, 5]), np.array([0, 7]), np.array([2, 6])]
+    rows = np.array([0, 1, 2, 3])
+    chosen = np.array([0, 5, 0, 6])  # the caption each image drew this epoch
+    got = _caption_positives(captions, rows, chosen)
+    want = np.array([[1, 1, 1, 1], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float32)
+    np.testing.assert_array_equal(got, want)
+    # Each image is a positive of its own caption, and each caption has its image.
+    assert np.all(np.diag(got) == 1)
+    # A batch that is a subset of rows, in another order.
+    got = _caption_positives(captions, np.array([3, 1]), np.array([6, 5]))
+    np.testing.assert_array_equal(got, np.eye(2, dtype=np.float32))
+    # The real phrases: "navy blue" is one of a navy blue shirt's own captions.
+    phrases = attribute_phrases({"baseColour": "Navy Blue", "articleType": "Shirts"})
+    assert "navy blue" in phrases and "navy blue shirts" in phrases
+
+
 @pytest.mark.slow
 @pytest.mark.catalog
 def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> None:

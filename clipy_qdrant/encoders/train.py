@@ -678,6 +678,22 @@ def _multi_positive_clip(images: Any, texts: Any, positives: Any, scale: Any) ->
     return 0.5 * (i2t.mean() + t2i.mean())
 
 
+def _caption_positives(
+    caption_ids: Sequence[np.ndarray], rows: np.ndarray, chosen: np.ndarray
+) -> np.ndarray:
+    """(len(rows), len(rows)) float32: [i, j] = 1 when batch caption ``chosen[j]`` is one of
+    image ``rows[i]``'s own captions (its name or one of its attribute phrases)."""
+    lengths = np.asarray([len(caption_ids[r]) for r in rows])
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    owned = np.concatenate([caption_ids[r] for r in rows])
+    values, column_value = np.unique(chosen, return_inverse=True)
+    slot = np.minimum(np.searchsorted(values, owned), len(values) - 1)
+    hit = values[slot] == owned
+    has = np.zeros((len(rows), len(values)), np.float32)
+    has[owner[hit], slot[hit]] = 1.0
+    return has[:, column_value]
+
+
 def _supcon(vectors: Any, labels: Any, scale: Any) -> Any:
     """Supervised-contrastive loss: rows with equal labels are positives (self excluded)."""
     import torch
@@ -715,6 +731,7 @@ def train_fashion_encoder(
     input_dropout: float = 0.1,
     word_bag_min_count: int = 3,
     attribute_weight: float = 0.0,
+    phrase_positives: bool = False,
     validation_fold: int | None = None,
     appearance_sweep: Sequence[float] = (),
     backbone: str = DEFAULT_BACKBONE,
@@ -745,6 +762,10 @@ def train_fashion_encoder(
     > 0 adds, per batch, the CLIP loss between the images and the names of their baseColour
     and of their articleType ("navy blue", "tshirts"; every image of a value is a positive of
     its name), so one-word attribute queries find the products that show them.
+    ``phrase_positives`` makes every image in a batch a positive of each batch caption that is
+    one of *its own* captions, not only of the caption it was paired with: an image of a navy
+    blue shirt is a positive of "navy blue" and "navy blue shirts" when another image drew
+    them (without it, those are false negatives).
     ``validation_fold`` K in 1..4 also leaves out the products of fold K
     (:func:`clipy_qdrant.split.fold_of`) and evaluates on them instead of the held-out
     split: tune settings there, never on the held-out products. ``appearance_sweep`` lists
@@ -911,6 +932,7 @@ def train_fashion_encoder(
         "input_dropout": input_dropout,
         "word_bag_min_count": word_bag_min_count,
         "attribute_weight": attribute_weight,
+        "phrase_positives": phrase_positives,
         "validation_fold": validation_fold,
         "backbone": backbone,
         "resolution": resolution,
@@ -974,11 +996,17 @@ def train_fashion_encoder(
             img = image_head(train_x_t[rows_t])
             txt = text_head(text_batch(chosen[rows]))
             logits = logit_scale.exp().clamp(max=100.0) * img @ txt.T
-            same = (caps[:, None] == caps[None, :]).float()
-            target = same / same.sum(1, keepdim=True)
+            if phrase_positives:
+                same = torch.from_numpy(_caption_positives(caption_ids, rows, chosen[rows]))
+            else:
+                same = (caps[:, None] == caps[None, :]).float()
             loss = 0.5 * (
-                torch.sum(-target * torch.log_softmax(logits, 1), 1).mean()
-                + torch.sum(-target * torch.log_softmax(logits.T, 1), 1).mean()
+                torch.sum(
+                    -(same / same.sum(1, keepdim=True)) * torch.log_softmax(logits, 1), 1
+                ).mean()
+                + torch.sum(
+                    -(same.T / same.T.sum(1, keepdim=True)) * torch.log_softmax(logits.T, 1), 1
+                ).mean()
             )
             for codes, names in attribute_labels:
                 batch_codes = codes[rows_t]
@@ -1099,6 +1127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--word-bag-min-count", type=int, default=3)
     parser.add_argument("--attribute-weight", type=float, default=0.0)
     parser.add_argument(
+        "--phrase-positives",
+        action="store_true",
+        help="every image is a positive of each batch caption that is one of its own captions",
+    )
+    parser.add_argument(
         "--validation-fold",
         type=int,
         default=None,
@@ -1146,6 +1179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             input_dropout=args.input_dropout,
             word_bag_min_count=args.word_bag_min_count,
             attribute_weight=args.attribute_weight,
+            phrase_positives=args.phrase_positives,
             validation_fold=args.validation_fold,
             appearance_sweep=[float(w) for w in args.appearance_sweep.split(",") if w.strip()],
             resolution=args.resolution,
