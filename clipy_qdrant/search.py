@@ -80,7 +80,8 @@ class Hit:
 @dataclass
 class QueryVectors:
     """The query vector for each channel (unit length), and the weight ``c_q`` of the hubness
-    correction on the image channel (set for a text query without an image)."""
+    correction on the image channel (set for a text query without an image, by
+    :meth:`Searcher.query_vectors`)."""
 
     text: np.ndarray
     image: np.ndarray
@@ -185,6 +186,24 @@ class Searcher:
         """``c_q`` for a text query searching images: beta times the word-count gate."""
         return self.hubness * query_gate(text) if self.hubness > 0 else 0.0
 
+    def query_vectors(
+        self, text: str | None, text_vec: np.ndarray | None, image_vec: np.ndarray | None
+    ) -> QueryVectors:
+        """The :class:`QueryVectors` of a query from its embedded text and/or image: a query
+        with only one of them uses it for both channels, and a text-only query gets the
+        hubness correction that its length calls for."""
+        if text_vec is None and image_vec is None:
+            raise InputError("a query needs a text or an image vector")
+        text_only = image_vec is None
+        text_vec = image_vec if text_vec is None else text_vec
+        image_vec = text_vec if image_vec is None else image_vec
+        assert text_vec is not None and image_vec is not None  # checked above
+        return QueryVectors(
+            text=text_vec,
+            image=image_vec,
+            image_hubness=self.query_hubness(text) if text_only else 0.0,
+        )
+
     # -- embedding -------------------------------------------------------------------------
 
     def _require_encoder(self) -> Encoder:
@@ -220,17 +239,9 @@ class Searcher:
         )
         by_text = dict(zip(text_idx, text_vecs, strict=True))
         by_image = dict(zip(image_idx, image_vecs, strict=True))
-        out = []
-        for i in range(len(texts)):
-            text_vec = by_text.get(i)
-            image_vec = by_image.get(i)
-            # A text-only query searches product images with its text vector: corrected.
-            c_q = self.query_hubness(texts[i]) if image_vec is None else 0.0
-            text_vec = image_vec if text_vec is None else text_vec
-            image_vec = text_vec if image_vec is None else image_vec
-            assert text_vec is not None and image_vec is not None  # checked above
-            out.append(QueryVectors(text=text_vec, image=image_vec, image_hubness=c_q))
-        return out
+        return [
+            self.query_vectors(texts[i], by_text.get(i), by_image.get(i)) for i in range(len(texts))
+        ]
 
     # -- searching -------------------------------------------------------------------------
 

@@ -400,12 +400,7 @@ def _embed_queries(
             raise InputError(
                 f"query {q.id!r}: {q.image} is not in the store (or has no image vector)"
             )
-        text_vec = image_vec if text_vec is None else text_vec
-        image_vec = text_vec if image_vec is None else image_vec
-        assert text_vec is not None and image_vec is not None  # EvalQuery has text or image
-        # A text-only query searches product images with its text vector: hubness-corrected.
-        c_q = searcher.query_hubness(q.text) if not q.image else 0.0
-        out[q.id] = QueryVectors(text=text_vec, image=image_vec, image_hubness=c_q)
+        out[q.id] = searcher.query_vectors(q.text, text_vec, image_vec)
     return out
 
 
