@@ -103,19 +103,19 @@ def refresh_hubness(
 
     Two passes over the store: the first collects the distinct text vectors (the bank, at
     most ``max_bank``), the second scores the image vectors ``block`` at a time. The values
-    are written after the scroll, never during it. Memory holds the bank, one block and the
-    values, not the whole store.
+    are written after the scroll, never during it. Memory holds the distinct text vectors,
+    one block of image vectors and the values, never every vector of the store.
     """
     store.set_hubness_info(None)  # stale until every value is written
-    texts = [
-        np.asarray(p.vectors[TEXT], np.float32)
-        for p in store.scroll(with_vectors=True)
-        if TEXT in p.vectors
-    ]
-    if not texts:
+    distinct: dict[bytes, np.ndarray] = {}  # repeated product texts are kept once
+    for p in store.scroll(with_vectors=True):
+        if TEXT in p.vectors:
+            vector = np.asarray(p.vectors[TEXT], np.float32)
+            distinct.setdefault(vector.tobytes(), vector)
+    if not distinct:
         return None
-    bank = bank_of(np.stack(texts), max_bank)
-    del texts
+    bank = bank_of(np.stack(list(distinct.values())), max_bank)
+    del distinct
     points = store.scroll(with_vectors=True)
     if progress:
         from tqdm import tqdm
