@@ -69,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give one --fold per --model")
 
     import clipy_qdrant.eval.queries as queries
-    from clipy_qdrant.encoders.fashion import (
-        join_image_vectors,
-        load_fashion_encoder,
-    )
+    from clipy_qdrant.encoders.fashion import load_fashion_encoder
     from clipy_qdrant.encoders.train import cached_image_features, read_parquet_products
 
     products = read_parquet_products(args.catalog)
@@ -92,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=False,
         )
         x = np.concatenate([feats, colours], axis=1).astype(np.float32)
-        images = join_image_vectors(
-            encoder.image_head(x),
-            encoder.appearance_head(x) if encoder.appearance_head is not None else None,
-            float(config.get("appearance_weight", 0.0)),
-        )
+        images = encoder.heads.image_vectors(x)
         queries.is_heldout = lambda pid, f=fold: int(pid) % 5 == f  # type: ignore[assignment]
         category = queries.category_queries(payloads)
         attribute = queries.attribute_queries(payloads)

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from clipy_qdrant.encoders.colour import COLOUR_DIM, colour_descriptor, foreground_mask
+from clipy_qdrant.encoders.colour import (
+    COARSE,
+    COLOUR_DIM,
+    FINE,
+    HISTOGRAM_DIM,
+    colour_descriptor,
+    foreground_mask,
+    lab_statistics,
+)
 
 GOLDEN_PATH = Path(__file__).parent / "data" / "fashion_mini_golden.json"
 
@@ -64,19 +72,48 @@ FIXED_TEXTS = ["red shirt", "Nike Men Blue Running Shoes", "women's black handba
 # --------------------------------------------------------------------------- colour
 
 
+def histogram(image: Image.Image) -> np.ndarray:
+    """The histogram part of an image's colour descriptor (unit length)."""
+    return colour_descriptor(image)[:HISTOGRAM_DIM]
+
+
 def test_colour_descriptor_tells_red_from_blue() -> None:
-    red_shirt = colour_descriptor(garment((200, 30, 40)))
-    red_bag = colour_descriptor(garment((180, 20, 30), shape="bag"))
-    blue_shirt = colour_descriptor(garment((30, 60, 180)))
-    assert red_shirt.shape == (COLOUR_DIM,)
-    assert red_shirt.dtype == np.float32
+    descriptor = colour_descriptor(garment((200, 30, 40)))
+    assert descriptor.shape == (COLOUR_DIM,) == (113 + 488 + 6,)
+    assert HISTOGRAM_DIM == COARSE.dim == 113 and FINE.dim == 488
+    assert descriptor.dtype == np.float32
+    fine = descriptor[COARSE.dim : COARSE.dim + FINE.dim]
+    np.testing.assert_allclose(np.linalg.norm(fine), 1.0, atol=1e-6)
+    red_shirt = histogram(garment((200, 30, 40)))
+    red_bag = histogram(garment((180, 20, 30), shape="bag"))
+    blue_shirt = histogram(garment((30, 60, 180)))
+    np.testing.assert_allclose(np.linalg.norm(red_shirt), 1.0, atol=1e-6)
     assert float(red_shirt @ red_bag) > 0.9
     assert float(red_shirt @ blue_shirt) < 0.2
 
 
+def test_lab_statistics_match_known_colours_and_tell_navy_from_blue() -> None:
+    # Reference CIE Lab (D65) values: white (100, 0, 0), sRGB red (53.2, 80.1, 67.2),
+    # navy #000080 (13.0, 47.5, -64.7), blue #0000ff (32.3, 79.2, -107.9).
+    def lab(rgb: tuple[int, int, int]) -> np.ndarray:
+        stats = lab_statistics(np.asarray([rgb] * 4, dtype=np.uint8))
+        np.testing.assert_allclose(stats[3:], 0.0, atol=1e-6)  # one colour: no spread
+        return np.asarray([stats[0] * 100, stats[1] * 255 - 128, stats[2] * 255 - 128])
+
+    np.testing.assert_allclose(lab((255, 255, 255)), [100.0, 0.0, 0.0], atol=0.5)
+    np.testing.assert_allclose(lab((255, 0, 0)), [53.2, 80.1, 67.2], atol=0.5)
+    navy, blue = lab((0, 0, 128)), lab((0, 0, 255))
+    np.testing.assert_allclose(navy, [13.0, 47.5, -64.7], atol=0.5)
+    np.testing.assert_allclose(blue, [32.3, 79.2, -107.9], atol=0.5)
+    # The descriptor's Lab part is the garment's, not the background's.
+    stats = colour_descriptor(garment((0, 0, 128)))[-6:]
+    assert abs(stats[0] * 100 - 13.0) < 1.0 and stats[3] < 0.02
+    assert np.all(lab_statistics(np.zeros((0, 3), np.uint8)) == 0.0)
+
+
 def test_colour_descriptor_ignores_white_background_but_keeps_white_garments() -> None:
-    small = colour_descriptor(garment((200, 30, 40), size=(60, 80)))
-    wide = colour_descriptor(garment((200, 30, 40), size=(90, 80)))  # more white around it
+    small = histogram(garment((200, 30, 40), size=(60, 80)))
+    wide = histogram(garment((200, 30, 40), size=(90, 80)))  # more white around it
     assert float(small @ wide) > 0.99
     # A white shirt with a dark outline: its white inside is foreground, not background.
     image = Image.new("RGB", (60, 80), (255, 255, 255))
@@ -86,8 +123,8 @@ def test_colour_descriptor_ignores_white_background_but_keeps_white_garments() -
     mask = foreground_mask(np.asarray(image))
     assert mask[40, 30]  # the white inside the outline
     assert not mask[2, 2]  # the border background
-    white = colour_descriptor(image)
-    black = colour_descriptor(garment((10, 10, 10)))
+    white = histogram(image)
+    black = histogram(garment((10, 10, 10)))
     assert float(white @ black) < 0.5
 
 
@@ -188,12 +225,33 @@ def test_encoder_output_contract(encoder) -> None:
 
 @pytest.mark.slow
 def test_text_vectors_leave_the_image_only_appearance_dims_empty(encoder) -> None:
-    # Text→image ranking must depend on the text-aligned part alone.
+    # Text→image ranking depends on the shared part and the colour block, never on appearance.
+    shared = encoder.image_head.out_dim
+    appearance = slice(shared, shared + encoder.appearance_dim)
     text_vecs = encoder.encode_texts(["red shirt", "Puma Men Grey T-shirt"])
-    if encoder.appearance_dim:
-        assert np.all(text_vecs[:, -encoder.appearance_dim :] == 0.0)
-        image_vecs = encoder.encode_images([garment((200, 30, 40))])
-        assert np.linalg.norm(image_vecs[0, -encoder.appearance_dim :]) > 0.1
+    assert encoder.appearance_dim == 128
+    assert np.all(text_vecs[:, appearance] == 0.0)
+    image_vecs = encoder.encode_images([garment((200, 30, 40))])
+    assert np.linalg.norm(image_vecs[0, appearance]) > 0.1
+
+
+@pytest.mark.slow
+def test_colour_block_is_filled_only_for_short_texts_that_name_a_colour(encoder) -> None:
+    colour = encoder.heads.colour
+    assert colour is not None and "Navy Blue" in colour.classes
+    block = slice(encoder.dim - colour.dim, encoder.dim)
+    texts = ["navy blue", "Red", "red tshirts", "tshirts", "Watches", "Nike Men Red Casual Shoes"]
+    vecs = encoder.encode_texts(texts)
+    norms = np.linalg.norm(vecs[:, block], axis=1)
+    assert norms[:3].min() > 0.25 and norms[3:5].max() < 0.15, dict(zip(texts, norms, strict=True))
+    assert norms[5] == 0.0  # five words: a product description, no colour block
+    named = vecs[:, block].argmax(axis=1)
+    assert [colour.classes[k] for k in named[:3]] == ["Navy Blue", "Red", "Red"]
+    # Image blocks are full colour distributions (the same length for every image).
+    image_vecs = encoder.encode_images([garment((200, 30, 40)), garment((20, 20, 20))])
+    image_norms = np.linalg.norm(image_vecs[:, block], axis=1)
+    np.testing.assert_allclose(image_norms, image_norms[0], atol=1e-5)
+    assert colour.classes[int(image_vecs[1, block].argmax())] == "Black"
 
 
 @pytest.mark.slow
@@ -254,6 +312,9 @@ def test_shipped_heads_reproduce_golden_embeddings(encoder) -> None:
     assert encoder.info.dim == golden["dim"]
     np.testing.assert_allclose(image_vecs[:, :8], np.asarray(golden["images"]), atol=1e-4)
     np.testing.assert_allclose(text_vecs[:, :8], np.asarray(golden["texts"]), atol=1e-4)
+    # The last dims are the colour block: the colour heads are pinned too.
+    np.testing.assert_allclose(image_vecs[:, -8:], np.asarray(golden["images_tail"]), atol=1e-4)
+    np.testing.assert_allclose(text_vecs[:, -8:], np.asarray(golden["texts_tail"]), atol=1e-4)
     assert encoder.info.name == golden["encoder"]
 
 
@@ -305,6 +366,88 @@ def test_caption_positives_mark_every_image_that_owns_a_batch_caption() -> None:
     assert "navy blue" in phrases and "navy blue shirts" in phrases
 
 
+class _Product:
+    def __init__(self, text: str, colour: str, article: str = "Shirts") -> None:
+        self.product_id = text
+        self.text = text
+        self.metadata = {"baseColour": colour, "articleType": article}
+
+
+def test_colour_caption_targets_name_the_colour_only_when_the_caption_does() -> None:
+    from clipy_qdrant.encoders.train import colour_caption_targets
+
+    classes = ["Blue", "Navy Blue", "Red"]
+    products = [
+        _Product("Nike Men Navy Blue Shirt", "Navy Blue"),
+        _Product("Puma Men Shirt", "Red"),
+        _Product("Reddish Shirt", "Red"),  # "red" only inside a word: no colour named
+    ]
+    texts, targets = colour_caption_targets(products, classes)
+    got = dict(zip(texts, targets.tolist(), strict=True))
+    assert targets.shape == (len(texts), 4)
+    np.testing.assert_allclose(targets.sum(1), 1.0)
+    assert got["Nike Men Navy Blue Shirt"] == [0, 1, 0, 0]
+    assert got["navy blue"] == [0, 1, 0, 0] and got["navy blue shirts"] == [0, 1, 0, 0]
+    assert got["Puma Men Shirt"] == [0, 0, 0, 1]
+    assert got["Reddish Shirt"] == [0, 0, 0, 1]
+    assert got["red shirts"] == [0, 0, 1, 0]
+    # "shirts" is a phrase of all three products and names no colour.
+    assert got["shirts"] == [0, 0, 0, 1]
+
+
+def test_the_text_colour_block_fades_out_with_the_number_of_words() -> None:
+    from clipy_qdrant.encoders.fashion import ColourHeads, ProjectionHead
+
+    head = ProjectionHead(np.zeros(1), np.ones(1), np.zeros((2, 1)), np.zeros(2))
+    colour = ColourHeads(head, head, ["Red"], 1.0, 0.5, full_words=2, zero_words=4)
+    texts = ["red", "navy blue", "men's red", "red casual shoes", "men's red casual shoes"]
+    # Words as the word bag counts them: "men's" is two.
+    np.testing.assert_allclose(colour.text_gate(texts), [1.0, 1.0, 0.5, 0.5, 0.0])
+
+
+def test_a_catalog_without_colours_gets_no_colour_heads() -> None:
+    from clipy_qdrant.encoders.train import train_colour_heads
+
+    products = [_Product("Plain Shirt", ""), _Product("Other Shirt", "Red")]
+    tensors, classes = train_colour_heads(
+        products, np.arange(2), np.zeros((2, 4), np.float32), None, progress=False
+    )
+    assert tensors == {} and classes == []
+
+
+def test_colour_blocks_add_the_named_colours_probability_to_text_scores() -> None:
+    from clipy_qdrant.encoders.fashion import (
+        colour_block,
+        colour_probabilities,
+        join_image_vectors,
+        pad_text_vectors,
+    )
+
+    logits = np.asarray([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [1.0, 1.0, 1.0]], np.float32)
+    image_blocks = colour_block(logits, 3)
+    np.testing.assert_allclose(np.linalg.norm(image_blocks, axis=1), 1.0, atol=1e-6)
+    # Text logits carry a fourth, "no colour named", class that the block drops.
+    text_blocks = colour_probabilities(np.asarray([[6.0, 0, 0, 0], [0, 0, 0, 8.0]], np.float32), 3)
+    assert np.linalg.norm(text_blocks[0]) > 0.99 and np.linalg.norm(text_blocks[1]) < 0.05
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(3, 8)).astype(np.float32)
+    shared /= np.linalg.norm(shared, axis=1, keepdims=True)
+    appearance = np.eye(3, 4, dtype=np.float32)
+    images = join_image_vectors(shared, appearance, 2.0, image_blocks, 1.0)
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-6)
+    query = shared[1:2]  # the shared part of image 1; its text names colour 0
+    texts = pad_text_vectors(query, 4, text_blocks[:1], 0.5)
+    assert np.all(texts[:, 8:12] == 0.0)
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-6)
+    # score ∝ shared cosine + 1.0·0.5·sqrt(P(colour 0 | image)), the same scale for all images
+    scores = (texts @ images.T)[0]
+    want = shared[1] @ shared.T + 0.5 * (text_blocks[0] @ image_blocks.T)
+    np.testing.assert_allclose(scores / scores[1], want / want[1], atol=1e-5)
+    # With the colour named, the red image (0) gains on the uncoloured one (2).
+    plain = pad_text_vectors(query, 4, text_blocks[1:2], 0.5) @ images.T  # no colour named
+    assert scores[0] - scores[2] > plain[0, 0] - plain[0, 2]
+
+
 @pytest.mark.slow
 @pytest.mark.catalog
 def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> None:
@@ -333,10 +476,19 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
     trained = report.metrics["known_item_recall@10"]
     untrained = report.untrained_metrics["known_item_recall@10"]
     assert trained > untrained + 0.1, (trained, untrained)
-    # The written folder loads as an encoder (shared + appearance dims) with its word bag.
+    # The written folder loads as an encoder (shared + appearance + colour dims) with its
+    # word bag and its colour classes (the baseColours of its training products).
     loaded = load_fashion_encoder(str(tmp_path / "model"))
-    assert loaded.info.dim == 256 + 128
     config = json.loads((tmp_path / "model" / "config.json").read_text())
+    classes = config["colour_block"]["classes"]
+    assert loaded.heads.colour is not None and loaded.heads.colour.classes == classes
+    assert {"Black", "Blue", "Red", "White"} <= set(classes)
+    assert loaded.info.dim == 256 + 128 + len(classes) == config["dim"]
+    # The projection heads read the backbone features and the coarse histogram; the colour
+    # head reads the whole colour descriptor.
+    features = loaded.image_tower.feature_dim
+    assert loaded.image_head.in_dim == features + HISTOGRAM_DIM
+    assert loaded.heads.colour.image.in_dim == features + COLOUR_DIM
     vocab = (tmp_path / "model" / "vocab.txt").read_text().split()
     assert loaded.word_bag is not None and vocab == loaded.word_bag.vocab
     assert len(vocab) == config["text_vocab_size"] and {"red", "shirts"} <= set(vocab)
@@ -345,8 +497,12 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
     feats = loaded.text_tower.features(texts)
     with_bag = loaded.text_head(text_head_inputs(feats, texts, loaded.word_bag))
     no_bag = loaded.text_head(np.concatenate([feats, np.zeros((1, len(vocab)), np.float32)], 1))
-    np.testing.assert_allclose(loaded.encode_texts(texts)[:, :256], with_bag, atol=1e-6)
+    shared = loaded.encode_texts(texts)[:, :256]
+    np.testing.assert_allclose(shared / np.linalg.norm(shared), with_bag, atol=1e-5)
     assert float(with_bag[0] @ no_bag[0]) < 0.999
+    # The text colour head learned from 800 products that "red shirts" names red.
+    block = loaded.encode_texts(["red shirts"])[0, -len(classes) :]
+    assert classes[int(block.argmax())] == "Red"
 
 
 @pytest.mark.slow

@@ -94,6 +94,11 @@ class ProjectionHead:
         The hidden layer may read only the first ``hidden_weight.shape[1]`` input columns
         (the text head's word-bag columns feed the linear skip path alone).
         """
+        return l2_normalize(self.logits(x))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(n, in) features -> (n, out) raw outputs (before normalisation): class logits for
+        the colour heads."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise EncoderError(f"head expects (n, {self.in_dim}) features, got {x.shape}")
@@ -103,7 +108,7 @@ class ProjectionHead:
             zh = z[:, : self.hidden_weight.shape[1]]
             h = gelu_tanh(zh @ self.hidden_weight.T + self.hidden_bias)
             y = y + h @ self.out_weight.T
-        return l2_normalize(y)
+        return y.astype(np.float32, copy=False)
 
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -151,25 +156,205 @@ class WordBag:
         return cls(sorted(words, key=lambda w: (-counts[w], w)))
 
 
-def join_image_vectors(
-    shared: np.ndarray, appearance: np.ndarray | None, weight: float
-) -> np.ndarray:
-    """Image vectors: the text-aligned part beside ``weight`` × the appearance part, unit length.
+def colour_probabilities(logits: np.ndarray, classes: int) -> np.ndarray:
+    """(n, classes) softmax of colour-head logits over their first ``classes`` columns.
 
-    Both parts are unit rows, so every image vector is scaled by the same constant and text
-    vectors (zeros in the appearance dims) rank images exactly as by the shared part alone.
+    The text colour head has one more logit, last, for "no colour named": its probability is
+    dropped here, so a text that names no colour gets a block near zero.
     """
-    if appearance is None or weight == 0:
-        return shared
-    return l2_normalize(np.concatenate([shared, weight * appearance], axis=1))
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    return p[:, :classes].astype(np.float32)
 
 
-def pad_text_vectors(shared: np.ndarray, appearance_dim: int) -> np.ndarray:
-    """Text vectors with zeros in the image-only appearance dims."""
-    if appearance_dim == 0:
+def colour_block(logits: np.ndarray, classes: int) -> np.ndarray:
+    """(n, classes) image colour block: square roots of the colour probabilities, a unit row,
+    so the dot product of two images' blocks is the Bhattacharyya coefficient of their colour
+    distributions. (A text's block is its probabilities themselves, without the root: a text
+    that names one colour gets a near one-hot block, and a text that names none a near-zero
+    one; the root would blow a text's small leftover probabilities up.)"""
+    return np.sqrt(colour_probabilities(logits, classes))
+
+
+def join_image_vectors(
+    shared: np.ndarray,
+    appearance: np.ndarray | None,
+    weight: float,
+    colour: np.ndarray | None = None,
+    colour_weight: float = 0.0,
+) -> np.ndarray:
+    """Image vectors ``[shared ; weight·appearance ; colour_weight·colour]``, unit length.
+
+    Every part is a unit row, so every image vector is scaled by the same constant: text
+    vectors (zeros in the appearance dims) rank images by the shared cosine plus
+    ``colour_weight`` × their own colour weight × the colour agreement, and image→image
+    similarity sees all three parts.
+    """
+    parts = [shared]
+    if appearance is not None and weight != 0:
+        parts.append(weight * appearance)
+    if colour is not None:
+        parts.append(colour_weight * colour)
+    if len(parts) == 1:
         return shared
-    pad = np.zeros((len(shared), appearance_dim), dtype=np.float32)
-    return np.ascontiguousarray(np.concatenate([shared, pad], axis=1))
+    return l2_normalize(np.concatenate(parts, axis=1))
+
+
+def pad_text_vectors(
+    shared: np.ndarray,
+    appearance_dim: int,
+    colour: np.ndarray | None = None,
+    colour_weight: float = 0.0,
+) -> np.ndarray:
+    """Text vectors ``[shared ; zeros in the image-only appearance dims ; colour_weight·colour]``,
+    unit length."""
+    parts = [shared]
+    if appearance_dim:
+        parts.append(np.zeros((len(shared), appearance_dim), dtype=np.float32))
+    if colour is not None:
+        parts.append(colour_weight * colour)
+    if len(parts) == 1:
+        return shared
+    out = np.concatenate(parts, axis=1)
+    return np.ascontiguousarray(l2_normalize(out) if colour is not None else out)
+
+
+@dataclass
+class ColourHeads:
+    """The two colour heads: image inputs -> a logit per colour; text inputs -> a logit per
+    colour and one for "no colour named". Their :func:`colour_block` outputs are appended to
+    image vectors (weight ``image_weight``) and text vectors (``text_weight``): a text query
+    that names a colour then adds ``image_weight·text_weight`` × sqrt(P(colour | image)) to
+    each image's score (weighted by the text's own colour probabilities), and two images add
+    the agreement of their colour distributions."""
+
+    image: ProjectionHead
+    text: ProjectionHead
+    classes: list[str]
+    image_weight: float
+    text_weight: float
+    #: A text's colour block has full weight up to ``full_words`` words and none from
+    #: ``zero_words`` on (linear in between): a short query ("navy blue", "red tshirts") asks
+    #: for a colour, where the image head's confidence finds it; a long one (a product name)
+    #: describes one product, where that confidence would reorder look-alikes.
+    full_words: int = 2
+    zero_words: int = 4
+
+    @classmethod
+    def from_model(
+        cls, tensors: dict[str, np.ndarray], config: dict[str, Any]
+    ) -> ColourHeads | None:
+        if "colour_image.skip.weight" not in tensors:
+            return None
+        block = config.get("colour_block") or {}
+        classes = [str(c) for c in block.get("classes", [])]
+        heads = cls(
+            image=ProjectionHead.from_tensors(tensors, "colour_image"),
+            text=ProjectionHead.from_tensors(tensors, "colour_text"),
+            classes=classes,
+            image_weight=float(block.get("image_weight", 1.0)),
+            text_weight=float(block.get("text_weight", 1.0)),
+            full_words=int(block.get("full_words", 2)),
+            zero_words=int(block.get("zero_words", 4)),
+        )
+        if heads.image.out_dim != len(classes) or heads.text.out_dim != len(classes) + 1:
+            raise EncoderError(
+                f"colour heads disagree with the model's {len(classes)} colour classes"
+            )
+        return heads
+
+    @property
+    def dim(self) -> int:
+        return len(self.classes)
+
+    def image_block(self, inputs: np.ndarray) -> np.ndarray:
+        return colour_block(self.image.logits(inputs), self.dim)
+
+    def text_gate(self, texts: Sequence[str]) -> np.ndarray:
+        """(n,) weight of each text's colour block, by its number of words."""
+        words = np.asarray([len(text_words(t)) for t in texts], dtype=np.float32)
+        span = max(self.zero_words - self.full_words, 1)
+        return np.clip((self.zero_words - words) / span, 0.0, 1.0).astype(np.float32)
+
+    def text_block(self, inputs: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        probabilities = colour_probabilities(self.text.logits(inputs), self.dim)
+        return probabilities * self.text_gate(texts)[:, None]
+
+
+@dataclass
+class FashionHeads:
+    """Every trained head of a model folder, run in numpy: the one place that turns tower
+    features into stored vectors (the encoder and the training evaluation both call it)."""
+
+    image: ProjectionHead
+    text: ProjectionHead
+    appearance: ProjectionHead | None
+    appearance_weight: float
+    colour: ColourHeads | None
+    word_bag: WordBag | None
+
+    @classmethod
+    def from_model(
+        cls,
+        tensors: dict[str, np.ndarray],
+        config: dict[str, Any],
+        word_bag: WordBag | None,
+        appearance_weight: float | None = None,
+    ) -> FashionHeads:
+        image = ProjectionHead.from_tensors(tensors, "image")
+        text = ProjectionHead.from_tensors(tensors, "text")
+        if image.out_dim != text.out_dim:
+            raise EncoderError("image and text heads of the model disagree on the output dim")
+        appearance = (
+            ProjectionHead.from_tensors(tensors, "appearance")
+            if "appearance.skip.weight" in tensors
+            else None
+        )
+        return cls(
+            image=image,
+            text=text,
+            appearance=appearance,
+            appearance_weight=float(config.get("appearance_weight", 0.0))
+            if appearance_weight is None
+            else appearance_weight,
+            colour=ColourHeads.from_model(tensors, config),
+            word_bag=word_bag,
+        )
+
+    @property
+    def appearance_dim(self) -> int:
+        return 0 if self.appearance is None else self.appearance.out_dim
+
+    @property
+    def dim(self) -> int:
+        return self.image.out_dim + self.appearance_dim + (self.colour.dim if self.colour else 0)
+
+    def image_vectors(self, inputs: np.ndarray) -> np.ndarray:
+        """(n, image inputs) -> (n, dim) unit image vectors.
+
+        Inputs are the backbone features, then the colour descriptor. The shared and
+        appearance heads read the leading columns they were trained on (backbone and coarse
+        histogram); the colour head reads them all.
+        """
+        shared_in = inputs[:, : self.image.in_dim]
+        return join_image_vectors(
+            self.image(shared_in),
+            None if self.appearance is None else self.appearance(shared_in),
+            self.appearance_weight,
+            None if self.colour is None else self.colour.image_block(inputs),
+            0.0 if self.colour is None else self.colour.image_weight,
+        )
+
+    def text_vectors(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """(n, 384) MiniLM features of ``texts`` -> (n, dim) unit text vectors."""
+        inputs = text_head_inputs(features, texts, self.word_bag)
+        return pad_text_vectors(
+            self.text(inputs),
+            self.appearance_dim,
+            None if self.colour is None else self.colour.text_block(inputs, texts),
+            0.0 if self.colour is None else self.colour.text_weight,
+        )
 
 
 def read_word_bag(path: Path, config: dict[str, Any]) -> WordBag | None:
@@ -238,18 +423,13 @@ class FashionEncoder:
                 f"model at {self.model_dir} was trained with colour descriptor "
                 f"{self.config.get('colour_spec')!r}, this clipy computes {COLOUR_SPEC!r}"
             )
-        self.image_head = ProjectionHead.from_tensors(tensors, "image")
-        self.text_head = ProjectionHead.from_tensors(tensors, "text")
         self.word_bag = read_word_bag(self.model_dir, self.config)
-        if self.image_head.out_dim != self.text_head.out_dim:
-            raise EncoderError("image and text heads of the model disagree on the output dim")
-        self.appearance_head = (
-            ProjectionHead.from_tensors(tensors, "appearance")
-            if "appearance.skip.weight" in tensors
-            else None
-        )
-        self.appearance_weight = float(self.config.get("appearance_weight", 0.0))
-        self.appearance_dim = 0 if self.appearance_head is None else self.appearance_head.out_dim
+        self.heads = FashionHeads.from_model(tensors, self.config, self.word_bag)
+        self.image_head = self.heads.image
+        self.text_head = self.heads.text
+        self.appearance_head = self.heads.appearance
+        self.appearance_weight = self.heads.appearance_weight
+        self.appearance_dim = self.heads.appearance_dim
         self.resolution = int(self.config.get("resolution", 224))
         self.backbone = str(self.config.get("backbone", "efficientnet-lite0"))
         self.image_tower = ImageTower(
@@ -261,9 +441,7 @@ class FashionEncoder:
             pooling=str(self.config.get("image_pooling", "gap")),
         )
         self.text_tower = TextTower(threads=threads, cache_dir=cache_dir)
-        self._info = EncoderInfo(
-            name=self._name(), dim=self.image_head.out_dim + self.appearance_dim
-        )
+        self._info = EncoderInfo(name=self._name(), dim=self.heads.dim)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -292,12 +470,12 @@ class FashionEncoder:
 
     # -- features (frozen towers), exposed for training and benchmarks
     def image_inputs(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """(n, 1280 + COLOUR_DIM) head inputs: backbone features beside colour descriptors.
+        """(n, backbone features + COLOUR_DIM) head inputs: backbone features, colour descriptor.
 
         Preprocessing of batch k+1 (PIL resize, colour histogram) runs in a helper thread while
         ONNX Runtime encodes batch k: both release the GIL, so the two overlap.
         """
-        out = np.zeros((len(images), self.image_head.in_dim), dtype=np.float32)
+        out = np.zeros((len(images), self.image_tower.feature_dim + COLOUR_DIM), np.float32)
         starts = list(range(0, len(images), batch_size))
         if not starts:
             return out
@@ -336,8 +514,7 @@ class FashionEncoder:
         if len(images) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         inputs = self.image_inputs(images, batch_size)
-        appearance = None if self.appearance_head is None else self.appearance_head(inputs)
-        return join_image_vectors(self.image_head(inputs), appearance, self.appearance_weight)
+        return self.heads.image_vectors(inputs)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """(n, dim) float32 unit rows for texts."""
@@ -347,8 +524,7 @@ class FashionEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         texts = list(texts)
         features = self.text_tower.features(texts, batch_size=batch_size)
-        shared = self.text_head(text_head_inputs(features, texts, self.word_bag))
-        return pad_text_vectors(shared, self.appearance_dim)
+        return self.heads.text_vectors(features, texts)
 
 
 def load_fashion_encoder(path: str | None = None, **kwargs: Any) -> FashionEncoder:

@@ -13,6 +13,7 @@ Run ``python -m clipy_qdrant.encoders.train CATALOG_PARQUET --out DIR`` (or ``cl
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -23,7 +24,12 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from clipy_qdrant.encoders.colour import COLOUR_DIM, COLOUR_SPEC, colour_descriptor
+from clipy_qdrant.encoders.colour import (
+    COLOUR_DIM,
+    COLOUR_SPEC,
+    HISTOGRAM_DIM,
+    colour_descriptor,
+)
 from clipy_qdrant.encoders.fashion import VOCAB_FILE, WordBag, text_head_inputs
 from clipy_qdrant.encoders.towers import (
     DEFAULT_BACKBONE,
@@ -374,8 +380,11 @@ def _build_head(
     mean: np.ndarray,
     std: np.ndarray,
     hidden_in: int | None = None,
+    normalize: bool = True,
 ) -> Any:
-    """Torch head; the hidden layer reads the first ``hidden_in`` input columns (default all)."""
+    """Torch head; the hidden layer reads the first ``hidden_in`` input columns (default all).
+
+    ``normalize=False`` returns the raw outputs (class logits, for the colour heads)."""
     import torch
 
     hidden_cols: int = in_dim if hidden_in is None else hidden_in
@@ -403,7 +412,7 @@ def _build_head(
             if self.hidden is not None and self.out is not None:
                 h = self.hidden(z[:, :hidden_cols])
                 y = y + self.out(torch.nn.functional.gelu(h, approximate="tanh"))
-            return torch.nn.functional.normalize(y, dim=-1)
+            return torch.nn.functional.normalize(y, dim=-1) if normalize else y
 
     return Head()
 
@@ -572,32 +581,14 @@ def _evaluate_tensors(
     appearance_weight: float | None = None,
 ) -> dict[str, float]:
     """:func:`evaluate_vectors` for stored heads, run exactly as the encoder runs them."""
-    from clipy_qdrant.encoders.fashion import (
-        ProjectionHead,
-        join_image_vectors,
-        pad_text_vectors,
-        text_head_inputs,
-    )
+    from clipy_qdrant.encoders.fashion import FashionHeads
 
-    image_head = ProjectionHead.from_tensors(tensors, "image")
-    text_head = ProjectionHead.from_tensors(tensors, "text")
-    appearance_head = (
-        ProjectionHead.from_tensors(tensors, "appearance")
-        if "appearance.skip.weight" in tensors
-        else None
-    )
-    appearance_dim = 0 if appearance_head is None else appearance_head.out_dim
-    image_vecs = join_image_vectors(
-        image_head(image_inputs),
-        None if appearance_head is None else appearance_head(image_inputs),
-        float(config.get("appearance_weight", 0.0))
-        if appearance_weight is None
-        else appearance_weight,
-    )
+    heads = FashionHeads.from_model(tensors, config, bag, appearance_weight)
+    image_vecs = heads.image_vectors(image_inputs)
 
     def encode_texts(texts: Sequence[str]) -> np.ndarray:
         feats = cached_text_features(list(texts), cache_dir=cache_dir, progress=False)
-        return pad_text_vectors(text_head(text_head_inputs(feats, texts, bag)), appearance_dim)
+        return heads.text_vectors(feats, texts)
 
     return evaluate_vectors(image_vecs, products, encode_texts, seed=seed, fold=fold)
 
@@ -710,6 +701,135 @@ def _supcon(vectors: Any, labels: Any, scale: Any) -> Any:
     return -(log_prob.sum(1)[keep] / counts[keep]).mean()
 
 
+def _mentions(text: str, phrase: str) -> bool:
+    """True when ``phrase`` occurs in ``text`` as whole words (case-insensitive)."""
+    return re.search(r"\b" + re.escape(phrase) + r"\b", text.lower()) is not None
+
+
+def colour_caption_targets(
+    products: Sequence[ProductLike], classes: Sequence[str], augment: bool = True
+) -> tuple[list[str], np.ndarray]:
+    """Distinct captions of ``products`` and their colour targets (len(classes) + 1 columns).
+
+    A caption's target is the product's baseColour when the caption names it ("red tshirts",
+    "Nike Men Red Shoes"), else the last column, "no colour named" ("tshirts"); a caption
+    shared by several products averages their targets.
+    """
+    lookup = {c.lower(): k for k, c in enumerate(classes)}
+    none = len(classes)
+    rows: dict[str, np.ndarray] = {}
+    for product in products:
+        colour = _clean(product.metadata.get("baseColour")).lower()
+        for caption in product_captions(product, augment):
+            target = rows.setdefault(caption, np.zeros(len(classes) + 1, np.float32))
+            hit = colour in lookup and _mentions(caption, colour)
+            target[lookup[colour] if hit else none] += 1.0
+    texts = sorted(rows)
+    targets = np.stack([rows[t] for t in texts]) if texts else np.zeros((0, none + 1), np.float32)
+    return texts, targets / np.maximum(targets.sum(1, keepdims=True), 1.0)
+
+
+def train_colour_heads(
+    products: Sequence[ProductLike],
+    train_rows: np.ndarray,
+    image_inputs: np.ndarray,
+    bag: WordBag | None,
+    *,
+    epochs: int = 20,
+    text_epochs: int = 10,
+    seed: int = 0,
+    augment: bool = True,
+    cache_dir: Path | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Train the two linear colour heads; returns their tensors and the colour classes (none
+    when the training products have fewer than two baseColour values).
+
+    - ``colour_image``: image inputs (backbone features + colour descriptor) -> one logit per
+      baseColour of the training products; cross-entropy with label smoothing 0.1.
+    - ``colour_text``: text head inputs (MiniLM + word bag) -> one logit per colour plus "no
+      colour named"; soft cross-entropy on :func:`colour_caption_targets` of the training
+      captions.
+
+    A query that names a colour then ranks images by the shared cosine plus the square root of
+    the image head's probability of that colour (:class:`~clipy_qdrant.encoders.fashion.ColourHeads`):
+    what a contrastive batch teaches about one-word colour queries is weak, because each
+    colour's images are false negatives of each other there.
+    """
+    import torch
+    from tqdm import tqdm
+
+    rows = np.asarray(train_rows, dtype=np.int64)
+    colours = [_clean(products[i].metadata.get("baseColour")) for i in rows]
+    classes = sorted({c for c in colours if c})
+    if len(classes) < 2:  # a catalog without colours: no colour heads, no colour block
+        return {}, []
+    lookup = {c: k for k, c in enumerate(classes)}
+    labelled = np.asarray([c in lookup for c in colours])
+    x = image_inputs[rows[labelled]].astype(np.float32)
+    y = torch.from_numpy(np.asarray([lookup[c] for c in colours if c in lookup], np.int64))
+    texts, targets = colour_caption_targets([products[i] for i in rows], classes, augment)
+    feats = cached_text_features(texts, cache_dir=cache_dir, threads=threads, progress=progress)
+    bag_rows = _word_bag_matrix(bag, texts) if bag is not None else None
+    txt_mean, txt_std = feats.mean(0), feats.std(0) + 1e-3
+    if bag is not None:
+        txt_mean = np.concatenate([txt_mean, np.zeros(len(bag), np.float32)])
+        txt_std = np.concatenate([txt_std, np.full(len(bag), WORD_BAG_STD, np.float32)])
+
+    generator = torch.Generator().manual_seed(seed)
+    image_head = _build_head(
+        x.shape[1], len(classes), 0, x.mean(0), x.std(0) + 1e-3, normalize=False
+    )
+    text_head = _build_head(len(txt_mean), len(classes) + 1, 0, txt_mean, txt_std, normalize=False)
+    image_head.dropout.p = 0.2
+    feats_t = torch.from_numpy(feats)
+    targets_t = torch.from_numpy(targets)
+    x_t = torch.from_numpy(x)
+
+    def text_inputs(idx: np.ndarray) -> Any:
+        if bag_rows is None:
+            return feats_t[torch.from_numpy(idx)]
+        return torch.cat(
+            [feats_t[torch.from_numpy(idx)], torch.from_numpy(bag_rows[idx].toarray())], dim=1
+        )
+
+    batch = 512
+    plan = [(image_head, len(x), epochs), (text_head, len(texts), text_epochs)]
+    bar = tqdm(
+        total=sum(-(-n // batch) * e for _, n, e in plan),
+        desc="training colour heads",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+    )
+    for head, n, n_epochs in plan:
+        optimiser = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.05)
+        head.train()
+        for _epoch in range(n_epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, batch):
+                idx = order[start : start + batch]
+                if head is image_head:
+                    loss = torch.nn.functional.cross_entropy(
+                        head(x_t[idx]), y[idx], label_smoothing=0.1
+                    )
+                else:
+                    log_p = torch.log_softmax(head(text_inputs(idx.numpy())), 1)
+                    loss = -(targets_t[idx] * log_p).sum(1).mean()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                bar.update(1)
+        head.eval()
+    bar.close()
+    tensors = {
+        **_head_tensors(image_head, "colour_image"),
+        **_head_tensors(text_head, "colour_text"),
+    }
+    return tensors, classes
+
+
 def train_fashion_encoder(
     products: Iterable[ProductLike],
     out_dir: str | Path,
@@ -732,6 +852,9 @@ def train_fashion_encoder(
     word_bag_min_count: int = 3,
     attribute_weight: float = 0.0,
     phrase_positives: bool = False,
+    colour_heads: bool = True,
+    colour_image_weight: float = 0.5,
+    colour_text_weight: float = 1.5,
     validation_fold: int | None = None,
     appearance_sweep: Sequence[float] = (),
     backbone: str = DEFAULT_BACKBONE,
@@ -766,6 +889,11 @@ def train_fashion_encoder(
     one of *its own* captions, not only of the caption it was paired with: an image of a navy
     blue shirt is a positive of "navy blue" and "navy blue shirts" when another image drew
     them (without it, those are false negatives).
+    ``colour_heads`` trains the two colour heads (:func:`train_colour_heads`) after the
+    shared ones; their blocks join image vectors with weight ``colour_image_weight`` and text
+    vectors with ``colour_text_weight`` (a colour query adds the product of the two times
+    sqrt(P(colour | image)) to the shared cosine). A text's block fades out with its length:
+    full up to two words, none from four (:class:`~clipy_qdrant.encoders.fashion.ColourHeads`).
     ``validation_fold`` K in 1..4 also leaves out the products of fold K
     (:func:`clipy_qdrant.split.fold_of`) and evaluates on them instead of the held-out
     split: tune settings there, never on the held-out products. ``appearance_sweep`` lists
@@ -845,14 +973,17 @@ def train_fashion_encoder(
             attribute_labels.append((torch.from_numpy(codes), names))
     image_labels = torch.from_numpy(np.asarray([label_index[x] for x in type_colour], np.int64))
 
-    train_x = image_inputs[train_rows]
+    # The shared and appearance heads read the backbone features and the coarse histogram;
+    # the colour heads (below) read the whole descriptor.
+    shared_inputs = image_inputs[:, : img_feats.shape[1] + HISTOGRAM_DIM]
+    train_x = shared_inputs[train_rows]
     img_mean, img_std = train_x.mean(0), train_x.std(0) + 1e-3
     txt_mean, txt_std = text_inputs.mean(0), text_inputs.std(0) + 1e-3
     text_dim = text_inputs.shape[1]
     if bag is not None:  # word-bag columns: not standardised (sparse), scaled to ~unit size
         txt_mean = np.concatenate([txt_mean, np.zeros(len(bag), np.float32)])
         txt_std = np.concatenate([txt_std, np.full(len(bag), WORD_BAG_STD, np.float32)])
-    image_head = _build_head(image_inputs.shape[1], dim, hidden, img_mean, img_std)
+    image_head = _build_head(shared_inputs.shape[1], dim, hidden, img_mean, img_std)
     text_head = _build_head(
         len(txt_mean),
         dim,
@@ -863,7 +994,7 @@ def train_fashion_encoder(
     )
     image_head.dropout.p = input_dropout
     appearance_head = (
-        _build_head(image_inputs.shape[1], appearance_dim, hidden, img_mean, img_std)
+        _build_head(shared_inputs.shape[1], appearance_dim, hidden, img_mean, img_std)
         if appearance_dim > 0
         else None
     )
@@ -933,6 +1064,9 @@ def train_fashion_encoder(
         "word_bag_min_count": word_bag_min_count,
         "attribute_weight": attribute_weight,
         "phrase_positives": phrase_positives,
+        "colour_heads": colour_heads,
+        "colour_image_weight": colour_image_weight,
+        "colour_text_weight": colour_text_weight,
         "validation_fold": validation_fold,
         "backbone": backbone,
         "resolution": resolution,
@@ -948,7 +1082,7 @@ def train_fashion_encoder(
     )
     if evaluate and evaluate_untrained:
         report.untrained_metrics = evaluate_vectors(
-            encode_with(image_head, image_inputs),
+            encode_with(image_head, shared_inputs),
             items,
             text_encoder_for(text_head),
             seed=seed,
@@ -1041,6 +1175,20 @@ def train_fashion_encoder(
     tensors = {**_head_tensors(image_head, "image"), **_head_tensors(text_head, "text")}
     if appearance_head is not None:
         tensors.update(_head_tensors(appearance_head, "appearance"))
+    colour_classes: list[str] = []
+    if colour_heads:
+        colour_tensors, colour_classes = train_colour_heads(
+            items,
+            train_rows,
+            image_inputs,
+            bag,
+            seed=seed,
+            augment=augment,
+            cache_dir=cache_dir,
+            threads=threads,
+            progress=progress,
+        )
+        tensors.update(colour_tensors)
     # Weight matrices in float16 halve the shipped file; the loader computes in float32.
     tensors = {
         key: value.astype(np.float16) if key.endswith("weight") else value
@@ -1064,8 +1212,17 @@ def train_fashion_encoder(
         "head": "y = W_skip z + W_out gelu_tanh(W_hidden z + b_hidden) + b, z = (x - mean) / std",
         "logit_scale": float(logit_scale.exp().detach()),
         "appearance_weight": appearance_weight if appearance_head is not None else 0.0,
-        "dim": dim + (appearance_dim if appearance_head is not None else 0),
+        "dim": dim + (appearance_dim if appearance_head is not None else 0) + len(colour_classes),
         "shared_dim": dim,
+        "colour_block": {
+            "classes": colour_classes,
+            "image_weight": colour_image_weight,
+            "text_weight": colour_text_weight,
+            "full_words": 2,
+            "zero_words": 4,
+        }
+        if colour_classes
+        else None,
         "split_rule": SPLIT_RULE,
         "seed": seed,
         "epochs": epochs,
@@ -1132,6 +1289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="every image is a positive of each batch caption that is one of its own captions",
     )
     parser.add_argument(
+        "--no-colour-heads", action="store_true", help="train without the colour heads"
+    )
+    parser.add_argument("--colour-image-weight", type=float, default=0.5)
+    parser.add_argument("--colour-text-weight", type=float, default=1.5)
+    parser.add_argument(
         "--validation-fold",
         type=int,
         default=None,
@@ -1180,6 +1342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             word_bag_min_count=args.word_bag_min_count,
             attribute_weight=args.attribute_weight,
             phrase_positives=args.phrase_positives,
+            colour_heads=not args.no_colour_heads,
+            colour_image_weight=args.colour_image_weight,
+            colour_text_weight=args.colour_text_weight,
             validation_fold=args.validation_fold,
             appearance_sweep=[float(w) for w in args.appearance_sweep.split(",") if w.strip()],
             resolution=args.resolution,
