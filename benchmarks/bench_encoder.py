@@ -57,6 +57,18 @@ def bench_images(encoder, blobs: list[bytes], batch_size: int) -> dict[str, floa
     }
 
 
+def bench_colour(blobs: list[bytes]) -> float:
+    """Milliseconds per image of the colour descriptor alone (decoded images, one thread)."""
+    from clipy_qdrant.encoders.colour import colour_descriptor
+
+    images = [_decode(b) for b in blobs]
+    colour_descriptor(images[0])
+    start = time.perf_counter()
+    for image in images:
+        colour_descriptor(image)
+    return (time.perf_counter() - start) / len(images) * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", type=Path, default=None)
@@ -84,6 +96,7 @@ def main() -> int:
     }
     onnx = load_fashion_encoder(args.model, image_runtime="onnx")
     results["onnx"] = bench_images(onnx, blobs[: args.images], args.batch_size)
+    results["colour_descriptor_ms"] = bench_colour(blobs[: min(args.images, 500)])
     torch_enc = load_fashion_encoder(args.model, image_runtime="torch")
     results["torch"] = bench_images(torch_enc, blobs[: args.torch_images], args.batch_size)
 
@@ -116,6 +129,7 @@ def main() -> int:
     rows = [
         ("images/s end to end, ONNX Runtime", f"{results['onnx']['images_per_s']:.1f}"),  # type: ignore[index]
         ("images/s end to end, torch", f"{results['torch']['images_per_s']:.1f}"),  # type: ignore[index]
+        ("colour descriptor ms per image", f"{results['colour_descriptor_ms']:.2f}"),
         ("text runtime", str(results["texts"]["runtime"])),  # type: ignore[index]
         ("texts/s batched (64)", f"{results['texts']['texts_per_s']:.1f}"),  # type: ignore[index]
         ("single query ms (median)", f"{results['single_query_ms']['median']:.2f}"),  # type: ignore[index]
