@@ -7,8 +7,13 @@ L2-normalised space. The heads (a few MB of safetensors) ship inside the package
 
 An optional third head, ``appearance`` (image only, trained with a supervised-contrastive
 loss on articleType × baseColour), is appended to image vectors with weight
-``appearance_weight``; text vectors carry zeros there, so text→image ranking depends on the
-text-aligned part only while image→image similarity also sees appearance.
+``appearance_weight``; text vectors carry zeros there, so text→image ranking never sees it
+while image→image similarity does.
+
+Two optional colour heads (:class:`ColourHeads`, linear classifiers over the catalog's
+baseColour values) append a colour block: sqrt(P(colour | image)) to image vectors and
+P(colour | text) to texts of up to three words. A short query that names a colour then adds
+the image head's confidence in that colour to the shared cosine.
 
 Head: ``y = W_skip·z + W_2·gelu(W_1·z + b_1) + b`` on the standardised input
 ``z = (x - mean) / std`` (``hidden = 0`` gives a linear head), then L2 normalisation.
@@ -223,11 +228,11 @@ def pad_text_vectors(
 @dataclass
 class ColourHeads:
     """The two colour heads: image inputs -> a logit per colour; text inputs -> a logit per
-    colour and one for "no colour named". Their :func:`colour_block` outputs are appended to
-    image vectors (weight ``image_weight``) and text vectors (``text_weight``): a text query
+    colour and one for "no colour named". Image vectors get ``image_weight`` ×
+    :func:`colour_block` (square roots of the colour probabilities), text vectors
+    ``text_weight`` × the text's colour probabilities × :meth:`text_gate`. A short text query
     that names a colour then adds ``image_weight·text_weight`` × sqrt(P(colour | image)) to
-    each image's score (weighted by the text's own colour probabilities), and two images add
-    the agreement of their colour distributions."""
+    each image's score, and two images add the agreement of their colour distributions."""
 
     image: ProjectionHead
     text: ProjectionHead

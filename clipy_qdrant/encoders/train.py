@@ -1,4 +1,5 @@
-"""Training of the ``fashion-mini`` projection heads (CLIP loss on cached frozen-tower features).
+"""Training of the ``fashion-mini`` heads (CLIP loss on cached frozen-tower features, then the
+colour classifiers).
 
 Pipeline: frozen tower features of every product are computed once and cached under
 ``Settings().cache_dir/features`` (keyed by product id and backbone / resolution / colour
