@@ -646,6 +646,28 @@ def _word_bag_matrix(bag: WordBag, texts: Sequence[str]) -> Any:
     )
 
 
+def _text_standardisation(
+    features: np.ndarray, bag: WordBag | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of text head inputs: MiniLM columns standardised over ``features``;
+    word-bag columns not standardised (sparse), scaled to about unit size."""
+    mean, std = features.mean(0), features.std(0) + 1e-3
+    if bag is not None:
+        mean = np.concatenate([mean, np.zeros(len(bag), np.float32)])
+        std = np.concatenate([std, np.full(len(bag), WORD_BAG_STD, np.float32)])
+    return mean, std
+
+
+def _text_rows(features: Any, bag_rows: Any, idx: np.ndarray) -> Any:
+    """Torch text head inputs of rows ``idx``: MiniLM features, then dense word-bag columns."""
+    import torch
+
+    rows = features[torch.from_numpy(idx)]
+    if bag_rows is None:
+        return rows
+    return torch.cat([rows, torch.from_numpy(bag_rows[idx].toarray())], dim=1)
+
+
 #: Inverse temperature of the supervised-contrastive appearance loss (SupCon's 0.1).
 SUPCON_SCALE = 10.0
 
@@ -773,10 +795,7 @@ def train_colour_heads(
     texts, targets = colour_caption_targets([products[i] for i in rows], classes, augment)
     feats = cached_text_features(texts, cache_dir=cache_dir, threads=threads, progress=progress)
     bag_rows = _word_bag_matrix(bag, texts) if bag is not None else None
-    txt_mean, txt_std = feats.mean(0), feats.std(0) + 1e-3
-    if bag is not None:
-        txt_mean = np.concatenate([txt_mean, np.zeros(len(bag), np.float32)])
-        txt_std = np.concatenate([txt_std, np.full(len(bag), WORD_BAG_STD, np.float32)])
+    txt_mean, txt_std = _text_standardisation(feats, bag)
 
     generator = torch.Generator().manual_seed(seed)
     image_head = _build_head(
@@ -787,13 +806,6 @@ def train_colour_heads(
     feats_t = torch.from_numpy(feats)
     targets_t = torch.from_numpy(targets)
     x_t = torch.from_numpy(x)
-
-    def text_inputs(idx: np.ndarray) -> Any:
-        if bag_rows is None:
-            return feats_t[torch.from_numpy(idx)]
-        return torch.cat(
-            [feats_t[torch.from_numpy(idx)], torch.from_numpy(bag_rows[idx].toarray())], dim=1
-        )
 
     batch = 512
     plan = [(image_head, len(x), epochs), (text_head, len(texts), text_epochs)]
@@ -816,7 +828,7 @@ def train_colour_heads(
                         head(x_t[idx]), y[idx], label_smoothing=0.1
                     )
                 else:
-                    log_p = torch.log_softmax(head(text_inputs(idx.numpy())), 1)
+                    log_p = torch.log_softmax(head(_text_rows(feats_t, bag_rows, idx.numpy())), 1)
                     loss = -(targets_t[idx] * log_p).sum(1).mean()
                 optimiser.zero_grad()
                 loss.backward()
@@ -979,11 +991,8 @@ def train_fashion_encoder(
     shared_inputs = image_inputs[:, : img_feats.shape[1] + HISTOGRAM_DIM]
     train_x = shared_inputs[train_rows]
     img_mean, img_std = train_x.mean(0), train_x.std(0) + 1e-3
-    txt_mean, txt_std = text_inputs.mean(0), text_inputs.std(0) + 1e-3
+    txt_mean, txt_std = _text_standardisation(text_inputs, bag)
     text_dim = text_inputs.shape[1]
-    if bag is not None:  # word-bag columns: not standardised (sparse), scaled to ~unit size
-        txt_mean = np.concatenate([txt_mean, np.zeros(len(bag), np.float32)])
-        txt_std = np.concatenate([txt_std, np.full(len(bag), WORD_BAG_STD, np.float32)])
     image_head = _build_head(shared_inputs.shape[1], dim, hidden, img_mean, img_std)
     text_head = _build_head(
         len(txt_mean),
@@ -1026,10 +1035,7 @@ def train_fashion_encoder(
     text_t = torch.from_numpy(text_inputs)
 
     def text_batch(caps: np.ndarray) -> Any:
-        if bag_rows is None:
-            return text_t[torch.from_numpy(caps)]
-        words = torch.from_numpy(bag_rows[caps].toarray())
-        return torch.cat([text_t[torch.from_numpy(caps)], words], dim=1)
+        return _text_rows(text_t, bag_rows, caps)
 
     def encode_with(head: Any, x: np.ndarray) -> np.ndarray:
         head.eval()
