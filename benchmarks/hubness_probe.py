@@ -46,13 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-out/hubness.json")
     args = parser.parse_args(argv)
 
-    from safetensors.numpy import load_file
-
     import clipy_qdrant.eval.queries as queries
     from clipy_qdrant.encoders import train
     from clipy_qdrant.encoders.fashion import (
         DEFAULT_MODEL_DIR,
-        ProjectionHead,
         load_fashion_encoder,
     )
 
@@ -75,12 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         pooling=str(config["image_pooling"]),
         progress=True,
     )
-    tensors = {
-        k: v.astype(np.float32) for k, v in load_file(str(model / "heads.safetensors")).items()
-    }
-    images = ProjectionHead.from_tensors(tensors, "image")(np.concatenate([feats, colours], 1))
-    images /= np.linalg.norm(images, axis=1, keepdims=True)
     encoder = load_fashion_encoder(str(model))
+    # The shared part of the image vectors: the projection head reads the backbone features
+    # and the leading (coarse histogram) columns of the colour descriptor.
+    image_head = encoder.heads.image
+    images = image_head(np.concatenate([feats, colours], 1)[:, : image_head.in_dim])
     shared = int(config["shared_dim"])
 
     def encode(texts: list[str]) -> np.ndarray:
