@@ -415,6 +415,49 @@ def test_a_catalog_without_colours_gets_no_colour_heads() -> None:
     assert tensors == {} and classes == []
 
 
+@pytest.mark.parametrize("hidden", [0, 4])
+def test_colour_heads_of_several_seeds_are_the_average_of_one_seed_heads(
+    tmp_path: Path, hidden: int
+) -> None:
+    import torch
+
+    from clipy_qdrant.encoders.fashion import ProjectionHead
+    from clipy_qdrant.encoders.train import train_colour_heads
+
+    colours = ["Red", "Blue", "Green"]
+    products = [_Product(f"Shirt {i} {colours[i % 3]}", colours[i % 3]) for i in range(12)]
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(12, 6)).astype(np.float32)
+    inputs[:, :3] += 3.0 * np.eye(3, dtype=np.float32)[np.arange(12) % 3]
+
+    def train(seed: int, seeds: int) -> dict[str, np.ndarray]:
+        torch.manual_seed(seed)  # the first member draws from the caller's RNG
+        tensors, classes = train_colour_heads(
+            products, np.arange(12), inputs, None, epochs=3, text_epochs=2,
+            seed=seed, seeds=seeds, hidden=hidden, cache_dir=tmp_path, progress=False,
+        )  # fmt: skip
+        assert classes == ["Blue", "Green", "Red"]
+        return tensors
+
+    one, two, both = train(0, 1), train(1, 1), train(0, 2)
+    assert not np.allclose(one["colour_image.skip.weight"], two["colour_image.skip.weight"])
+    assert ("colour_image.hidden.weight" in both) == (hidden > 0)
+    if hidden:  # members' hidden layers side by side
+        assert both["colour_image.hidden.weight"].shape == (2 * hidden, 6)
+    else:  # linear heads: the members' weights averaged
+        for key, value in both.items():
+            np.testing.assert_allclose(value, (one[key] + two[key]) / 2, rtol=1e-5, atol=1e-6)
+    # Either way the one head's logits are the members' mean logits.
+    for prefix, x in (("colour_image", inputs), ("colour_text", None)):
+        heads = [ProjectionHead.from_tensors(t, prefix) for t in (one, two, both)]
+        if x is None:
+            x = rng.normal(size=(5, heads[0].in_dim)).astype(np.float32)
+        np.testing.assert_allclose(
+            heads[2].logits(x), (heads[0].logits(x) + heads[1].logits(x)) / 2,
+            rtol=1e-4, atol=1e-5,
+        )  # fmt: skip
+
+
 def test_colour_blocks_add_the_named_colours_probability_to_text_scores() -> None:
     from clipy_qdrant.encoders.fashion import (
         colour_block,
@@ -453,7 +496,12 @@ def test_colour_blocks_add_the_named_colours_probability_to_text_scores() -> Non
 def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> None:
     from clipy_qdrant.config import Settings
     from clipy_qdrant.encoders.fashion import load_fashion_encoder, text_head_inputs
-    from clipy_qdrant.encoders.train import read_parquet_products, train_fashion_encoder
+    from clipy_qdrant.encoders.train import (
+        COLOUR_HIDDEN,
+        COLOUR_SEEDS,
+        read_parquet_products,
+        train_fashion_encoder,
+    )
 
     catalog = Settings().catalog
     if not catalog.exists():
@@ -489,6 +537,10 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
     features = loaded.image_tower.feature_dim
     assert loaded.image_head.in_dim == features + HISTOGRAM_DIM
     assert loaded.heads.colour.image.in_dim == features + COLOUR_DIM
+    # The image colour head: the merged seed members, each with its hidden layer if any.
+    hidden = loaded.heads.colour.image.hidden_weight
+    assert (hidden is None) == (COLOUR_HIDDEN == 0)
+    assert hidden is None or hidden.shape[0] == COLOUR_SEEDS * COLOUR_HIDDEN
     vocab = (tmp_path / "model" / "vocab.txt").read_text().split()
     assert loaded.word_bag is not None and vocab == loaded.word_bag.vocab
     assert len(vocab) == config["text_vocab_size"] and {"red", "shirts"} <= set(vocab)

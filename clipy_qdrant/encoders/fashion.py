@@ -10,8 +10,8 @@ loss on articleType × baseColour), is appended to image vectors with weight
 ``appearance_weight``; text vectors carry zeros there, so text→image ranking never sees it
 while image→image similarity does.
 
-Two optional colour heads (:class:`ColourHeads`, linear classifiers over the catalog's
-baseColour values) append a colour block: sqrt(P(colour | image)) to image vectors and
+Two optional colour heads (:class:`ColourHeads`, classifiers over the catalog's baseColour
+values; the shipped ones are linear) append a colour block: sqrt(P(colour | image)) to image vectors and
 P(colour | text) to texts of up to three words. A short query that names a colour then adds
 the image head's confidence in that colour to the shared cosine.
 
