@@ -415,6 +415,19 @@ def test_a_catalog_without_colours_gets_no_colour_heads() -> None:
     assert tensors == {} and classes == []
 
 
+@pytest.mark.parametrize(("seeds", "hidden"), [(0, 0), (1, -1)])
+def test_colour_heads_reject_bad_seed_counts_and_hidden_sizes(seeds: int, hidden: int) -> None:
+    from clipy_qdrant.encoders.train import train_colour_heads
+    from clipy_qdrant.errors import InputError
+
+    products = [_Product("Red Shirt", "Red"), _Product("Blue Shirt", "Blue")]
+    with pytest.raises(InputError, match="seeds >= 1 and hidden >= 0"):
+        train_colour_heads(
+            products, np.arange(2), np.zeros((2, 4), np.float32), None,
+            seeds=seeds, hidden=hidden, progress=False,
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize("hidden", [0, 4])
 def test_colour_heads_of_several_seeds_are_the_average_of_one_seed_heads(
     tmp_path: Path, hidden: int

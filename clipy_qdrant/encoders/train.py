@@ -804,6 +804,8 @@ def train_colour_heads(
     import torch
     from tqdm import tqdm
 
+    if seeds < 1 or hidden < 0:
+        raise InputError(f"colour heads need seeds >= 1 and hidden >= 0, got {seeds} and {hidden}")
     rows = np.asarray(train_rows, dtype=np.int64)
     colours = [_clean(products[i].metadata.get("baseColour")) for i in rows]
     classes = sorted({c for c in colours if c})
