@@ -955,8 +955,9 @@ def train_fashion_encoder(
     vectors with ``colour_text_weight`` (a colour query adds the product of the two times
     sqrt(P(colour | image)) to the shared cosine). A text's block fades out with its length:
     full up to two words, none from four (:class:`~clipy_qdrant.encoders.fashion.ColourHeads`).
-    ``colour_seeds`` colour heads are trained from consecutive seeds and averaged;
-    ``colour_hidden`` > 0 gives each image colour head a hidden layer of that size.
+    ``colour_seeds`` members of each colour head are trained and merged into one head (mean
+    logits; :func:`train_colour_heads`); ``colour_hidden`` > 0 gives each image member a
+    hidden layer of that size.
     ``validation_fold`` K in 1..4 also leaves out the products of fold K
     (:func:`clipy_qdrant.split.fold_of`) and evaluates on them instead of the held-out
     split: tune settings there, never on the held-out products. ``appearance_sweep`` lists
