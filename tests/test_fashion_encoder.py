@@ -415,17 +415,79 @@ def test_a_catalog_without_colours_gets_no_colour_heads() -> None:
     assert tensors == {} and classes == []
 
 
-@pytest.mark.parametrize(("seeds", "hidden"), [(0, 0), (1, -1)])
-def test_colour_heads_reject_bad_seed_counts_and_hidden_sizes(seeds: int, hidden: int) -> None:
+@pytest.mark.parametrize(("seeds", "hidden", "rank"), [(0, 0, 0), (1, -1, 0), (1, 4, -1)])
+def test_colour_heads_reject_bad_seed_counts_hidden_sizes_and_ranks(
+    seeds: int, hidden: int, rank: int
+) -> None:
     from clipy_qdrant.encoders.train import train_colour_heads
     from clipy_qdrant.errors import InputError
 
     products = [_Product("Red Shirt", "Red"), _Product("Blue Shirt", "Blue")]
-    with pytest.raises(InputError, match="seeds >= 1 and hidden >= 0"):
+    with pytest.raises(InputError, match="seeds >= 1, hidden >= 0 and rank >= 0"):
         train_colour_heads(
             products, np.arange(2), np.zeros((2, 4), np.float32), None,
-            seeds=seeds, hidden=hidden, progress=False,
+            seeds=seeds, hidden=hidden, rank=rank, progress=False,
         )  # fmt: skip
+
+
+def _random_head(
+    rng: np.random.Generator, inputs: int, hidden: int, weight: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    return {
+        "h.mean": rng.normal(size=inputs).astype(np.float32),
+        "h.std": rng.uniform(0.5, 2.0, size=inputs).astype(np.float32),
+        "h.skip.weight": rng.normal(size=(3, inputs)).astype(np.float32),
+        "h.bias": rng.normal(size=3).astype(np.float32),
+        "h.hidden.weight": (rng.normal(size=(hidden, inputs)) if weight is None else weight).astype(
+            np.float32
+        ),
+        "h.hidden.bias": rng.normal(size=hidden).astype(np.float32),
+        "h.out.weight": rng.normal(size=(3, hidden)).astype(np.float32),
+    }
+
+
+def test_a_low_rank_hidden_layer_is_exact_when_the_layer_has_that_rank() -> None:
+    from clipy_qdrant.encoders.fashion import ProjectionHead
+    from clipy_qdrant.encoders.train import _low_rank_hidden
+
+    rng = np.random.default_rng(0)
+    # A 24-unit hidden layer of rank 5 over 10 inputs: rank 5 loses nothing, on any input.
+    weight = rng.normal(size=(24, 5)) @ rng.normal(size=(5, 10))
+    tensors = _random_head(rng, 10, 24, weight)
+    z = rng.normal(size=(200, 10)).astype(np.float32) + 1.5  # fitting rows, off-centre
+    cut = _low_rank_hidden(tensors, "h", z, 5)
+    assert cut["h.down.weight"].shape == (5, 10) and cut["h.hidden.weight"].shape == (24, 5)
+    x = rng.normal(size=(7, 10)).astype(np.float32) * 3.0
+    whole, low = (ProjectionHead.from_tensors(t, "h") for t in (tensors, cut))
+    np.testing.assert_allclose(low.logits(x), whole.logits(x), rtol=1e-4, atol=1e-3)
+    # A rank at or above the layer's width or input count changes nothing.
+    assert _low_rank_hidden(tensors, "h", z, 10) is tensors
+
+
+def test_a_low_rank_hidden_layer_keeps_the_main_directions_and_the_mean() -> None:
+    from clipy_qdrant.encoders.train import _low_rank_hidden
+
+    rng = np.random.default_rng(1)
+    tensors = _random_head(rng, 12, 30)
+    # Inputs mostly along 3 directions, with a mean far from zero.
+    z = (rng.normal(size=(400, 3)) * 5) @ rng.normal(size=(3, 12)) + rng.normal(
+        size=(400, 12)
+    ) * 0.1
+    z = (z + 4.0).astype(np.float32)
+
+    def pre(t: dict[str, np.ndarray]) -> np.ndarray:
+        inner = z @ t["h.down.weight"].T if "h.down.weight" in t else z
+        return inner @ t["h.hidden.weight"].T + t["h.hidden.bias"]
+
+    exact = pre(tensors)
+    errors = []
+    for rank in (1, 2, 3, 6):
+        approx = pre(_low_rank_hidden(tensors, "h", z, rank))
+        # The mean pre-activation is kept whatever the rank (the bias carries it).
+        np.testing.assert_allclose(approx.mean(0), exact.mean(0), atol=1e-3)
+        errors.append(float(np.abs(approx - exact).mean()))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.05 * float(np.abs(exact - exact.mean(0)).mean())  # 3 directions carry it
 
 
 @pytest.mark.parametrize("hidden", [0, 4])
@@ -511,6 +573,7 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
     from clipy_qdrant.encoders.fashion import load_fashion_encoder, text_head_inputs
     from clipy_qdrant.encoders.train import (
         COLOUR_HIDDEN,
+        COLOUR_RANK,
         COLOUR_SEEDS,
         read_parquet_products,
         train_fashion_encoder,
@@ -551,9 +614,16 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
     assert loaded.image_head.in_dim == features + HISTOGRAM_DIM
     assert loaded.heads.colour.image.in_dim == features + COLOUR_DIM
     # The image colour head: the merged seed members, each with its hidden layer if any.
+    # The merged hidden layer is cut to COLOUR_RANK after training (down, then hidden).
     hidden = loaded.heads.colour.image.hidden_weight
+    down = loaded.heads.colour.image.down_weight
     assert (hidden is None) == (COLOUR_HIDDEN == 0)
     assert hidden is None or hidden.shape[0] == COLOUR_SEEDS * COLOUR_HIDDEN
+    if hidden is not None and 0 < COLOUR_RANK < COLOUR_SEEDS * COLOUR_HIDDEN:
+        assert down is not None and down.shape == (COLOUR_RANK, features + COLOUR_DIM)
+        assert hidden.shape == (COLOUR_SEEDS * COLOUR_HIDDEN, COLOUR_RANK)
+    else:
+        assert down is None
     vocab = (tmp_path / "model" / "vocab.txt").read_text().split()
     assert loaded.word_bag is not None and vocab == loaded.word_bag.vocab
     assert len(vocab) == config["text_vocab_size"] and {"red", "shirts"} <= set(vocab)

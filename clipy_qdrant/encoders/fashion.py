@@ -64,6 +64,9 @@ class ProjectionHead:
     hidden_weight: np.ndarray | None = None  # (hidden, in)
     hidden_bias: np.ndarray | None = None  # (hidden,)
     out_weight: np.ndarray | None = None  # (out, hidden)
+    #: Low-rank hidden layer: the hidden layer reads ``down_weight @ z`` (rank, columns) and
+    #: ``hidden_weight`` is then (hidden, rank); see ``train._low_rank_hidden``.
+    down_weight: np.ndarray | None = None
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str) -> ProjectionHead:
@@ -83,6 +86,7 @@ class ProjectionHead:
             hidden_weight=get("hidden.weight"),
             hidden_bias=get("hidden.bias"),
             out_weight=get("out.weight"),
+            down_weight=get("down.weight"),
         )
 
     @property
@@ -96,8 +100,8 @@ class ProjectionHead:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(n, in) features -> (n, out) unit-length float32 vectors.
 
-        The hidden layer may read only the first ``hidden_weight.shape[1]`` input columns
-        (the text head's word-bag columns feed the linear skip path alone).
+        The hidden layer may read only its first input columns (the text head's word-bag
+        columns feed the linear skip path alone), through a low-rank ``down_weight`` if any.
         """
         return l2_normalize(self.logits(x))
 
@@ -110,7 +114,10 @@ class ProjectionHead:
         z = (x - self.mean) / self.std
         y = z @ self.skip_weight.T + self.bias
         if self.hidden_weight is not None and self.out_weight is not None:
-            zh = z[:, : self.hidden_weight.shape[1]]
+            if self.down_weight is not None:
+                zh = z[:, : self.down_weight.shape[1]] @ self.down_weight.T
+            else:
+                zh = z[:, : self.hidden_weight.shape[1]]
             h = gelu_tanh(zh @ self.hidden_weight.T + self.hidden_bias)
             y = y + h @ self.out_weight.T
         return y.astype(np.float32, copy=False)
