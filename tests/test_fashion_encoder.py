@@ -464,6 +464,26 @@ def test_a_low_rank_hidden_layer_is_exact_when_the_layer_has_that_rank() -> None
     assert _low_rank_hidden(tensors, "h", z, 10) is tensors
 
 
+def test_saved_heads_load_back_equal_whatever_the_memory_order(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from clipy_qdrant.encoders.train import _low_rank_hidden, save_heads
+
+    rng = np.random.default_rng(2)
+    tensors = _random_head(rng, 10, 24)
+    tensors["h.hidden.weight"] = np.asfortranarray(tensors["h.hidden.weight"])  # a transposed view
+    cut = _low_rank_hidden(tensors, "h", rng.normal(size=(100, 10)).astype(np.float32), 4)
+    assert all(value.flags["C_CONTIGUOUS"] for value in cut.values())
+    for heads in (tensors, cut):
+        save_heads(heads, tmp_path / "heads.safetensors")
+        loaded = load_file(str(tmp_path / "heads.safetensors"))
+        assert loaded.keys() == heads.keys()
+        for key, value in heads.items():  # weights in float16, the rest as they were
+            want = value.astype(np.float16) if key.endswith("weight") else value
+            assert loaded[key].dtype == want.dtype
+            np.testing.assert_array_equal(loaded[key], want)
+
+
 def test_a_low_rank_hidden_layer_keeps_the_main_directions_and_the_mean() -> None:
     from clipy_qdrant.encoders.train import _low_rank_hidden
 
@@ -575,6 +595,7 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
         COLOUR_HIDDEN,
         COLOUR_RANK,
         COLOUR_SEEDS,
+        evaluate_fashion_model,
         read_parquet_products,
         train_fashion_encoder,
     )
@@ -596,6 +617,8 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
         progress=False,
     )
     assert report.train_products + report.heldout_products == 1000
+    # The reported metrics are those of the written folder, evaluated afresh.
+    assert evaluate_fashion_model(products, tmp_path / "model", progress=False) == report.metrics
     assert report.losses[-1] < 0.8 * report.losses[0]
     trained = report.metrics["known_item_recall@10"]
     untrained = report.untrained_metrics["known_item_recall@10"]

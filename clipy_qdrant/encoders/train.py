@@ -31,7 +31,7 @@ from clipy_qdrant.encoders.colour import (
     HISTOGRAM_DIM,
     colour_descriptor,
 )
-from clipy_qdrant.encoders.fashion import VOCAB_FILE, WordBag, text_head_inputs
+from clipy_qdrant.encoders.fashion import VOCAB_FILE, WEIGHTS_FILE, WordBag, text_head_inputs
 from clipy_qdrant.encoders.towers import (
     DEFAULT_BACKBONE,
     DEFAULT_POOLING,
@@ -885,6 +885,21 @@ def train_colour_heads(
     return merged, classes
 
 
+def save_heads(tensors: dict[str, np.ndarray], path: Path) -> None:
+    """Write head tensors as safetensors: weight matrices in float16 (half the shipped file;
+    the loader computes in float32), every array in C order (safetensors writes an array's
+    buffer as if it were C-ordered)."""
+    from safetensors.numpy import save_file
+
+    save_file(
+        {
+            key: np.ascontiguousarray(value, dtype=np.float16 if key.endswith("weight") else None)
+            for key, value in tensors.items()
+        },
+        str(path),
+    )
+
+
 def _low_rank_hidden(
     tensors: dict[str, np.ndarray], prefix: str, z: np.ndarray, rank: int, max_rows: int = 20_000
 ) -> dict[str, np.ndarray]:
@@ -905,11 +920,13 @@ def _low_rank_hidden(
     _, _, vt = np.linalg.svd(pre - centre, full_matrices=False)
     q = vt[:rank].T
     out = dict(tensors)
-    out[f"{prefix}.down.weight"] = (q.T @ weight).astype(np.float32)
-    out[f"{prefix}.hidden.weight"] = q.astype(np.float32)
-    out[f"{prefix}.hidden.bias"] = (
-        tensors[f"{prefix}.hidden.bias"] + centre - q @ (q.T @ centre)
-    ).astype(np.float32)
+    # C order: q is a transposed view, and safetensors writes a Fortran-ordered array's
+    # buffer as if it were C-ordered (the file would hold its transpose, scrambled).
+    out[f"{prefix}.down.weight"] = np.ascontiguousarray(q.T @ weight, dtype=np.float32)
+    out[f"{prefix}.hidden.weight"] = np.ascontiguousarray(q, dtype=np.float32)
+    out[f"{prefix}.hidden.bias"] = np.ascontiguousarray(
+        tensors[f"{prefix}.hidden.bias"] + centre - q @ (q.T @ centre), dtype=np.float32
+    )
     return out
 
 
@@ -1008,7 +1025,7 @@ def train_fashion_encoder(
     ``out_dir`` and returns a :class:`TrainReport` (held-out metrics when ``evaluate``).
     """
     import torch
-    from safetensors.numpy import save_file
+    from safetensors.numpy import load_file
     from tqdm import tqdm
 
     started = time.time()
@@ -1295,12 +1312,9 @@ def train_fashion_encoder(
             progress=progress,
         )
         tensors.update(colour_tensors)
-    # Weight matrices in float16 halve the shipped file; the loader computes in float32.
-    tensors = {
-        key: value.astype(np.float16) if key.endswith("weight") else value
-        for key, value in tensors.items()
-    }
-    save_file(tensors, str(out / "heads.safetensors"))
+    save_heads(tensors, out / WEIGHTS_FILE)
+    # Evaluate (below) what the file holds, as the encoder will read it.
+    tensors = load_file(str(out / WEIGHTS_FILE))
     if bag is not None:
         (out / VOCAB_FILE).write_text("\n".join(bag.vocab) + "\n", encoding="utf-8")
     config = {
