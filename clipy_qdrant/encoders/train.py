@@ -909,7 +909,8 @@ def _low_rank_hidden(
     their top ``rank`` principal directions Q (their mean kept): ``W z + b`` becomes
     ``Q (Qᵀ W) z + b + (I - Q Qᵀ) mean``. The head then stores ``down.weight`` = Qᵀ W
     (rank × inputs) and ``hidden.weight`` = Q (hidden × rank); a rank at or above the hidden
-    width leaves it unchanged. Up to ``max_rows`` evenly spaced rows of ``z`` fit Q.
+    width or the input count leaves it unchanged (and fewer fitting rows than ``rank`` give
+    that many directions). Up to ``max_rows`` evenly spaced rows of ``z`` fit Q.
     """
     weight = tensors[f"{prefix}.hidden.weight"].astype(np.float64)
     if rank >= min(weight.shape):
