@@ -841,14 +841,13 @@ def train_colour_heads(
         file=sys.stderr,
         disable=not progress,
     )
+    x_mean, x_std = x.mean(0), x.std(0) + 1e-3  # every member standardises alike
     runs: list[dict[str, np.ndarray]] = []
     for member in range(seeds):
         if member:  # the first member draws from the caller's torch RNG, as a single head does
             torch.manual_seed(seed + member)
         generator = torch.Generator().manual_seed(seed + member)
-        image_head = _build_head(
-            x.shape[1], len(classes), hidden, x.mean(0), x.std(0) + 1e-3, normalize=False
-        )
+        image_head = _build_head(x.shape[1], len(classes), hidden, x_mean, x_std, normalize=False)
         text_head = _build_head(
             len(txt_mean), len(classes) + 1, 0, txt_mean, txt_std, normalize=False
         )
@@ -1418,7 +1417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--colour-seeds",
         type=int,
         default=COLOUR_SEEDS,
-        help="colour heads trained from this many seeds and averaged",
+        help="colour heads trained from this many seeds and merged (mean logits)",
     )
     parser.add_argument(
         "--colour-hidden",
