@@ -224,15 +224,16 @@ def test_encoder_output_contract(encoder) -> None:
 
 
 @pytest.mark.slow
-def test_text_vectors_leave_the_image_only_appearance_dims_empty(encoder) -> None:
-    # Text→image ranking depends on the shared part and the colour block, never on appearance.
+def test_text_vectors_leave_the_image_only_dims_empty(encoder) -> None:
+    # Text→image ranking depends on the shared part and the colour block, never on the
+    # appearance or type dims.
     shared = encoder.image_head.out_dim
-    appearance = slice(shared, shared + encoder.appearance_dim)
+    image_only = slice(shared, shared + encoder.appearance_dim + encoder.heads.type_dim)
     text_vecs = encoder.encode_texts(["red shirt", "Puma Men Grey T-shirt"])
-    assert encoder.appearance_dim == 128
-    assert np.all(text_vecs[:, appearance] == 0.0)
+    assert encoder.appearance_dim == 128 and encoder.heads.type_dim > 100
+    assert np.all(text_vecs[:, image_only] == 0.0)
     image_vecs = encoder.encode_images([garment((200, 30, 40))])
-    assert np.linalg.norm(image_vecs[0, appearance]) > 0.1
+    assert np.linalg.norm(image_vecs[0, image_only]) > 0.1
 
 
 @pytest.mark.slow
@@ -252,6 +253,27 @@ def test_colour_block_is_filled_only_for_short_texts_that_name_a_colour(encoder)
     image_norms = np.linalg.norm(image_vecs[:, block], axis=1)
     np.testing.assert_allclose(image_norms, image_norms[0], atol=1e-5)
     assert colour.classes[int(image_vecs[1, block].argmax())] == "Black"
+
+
+@pytest.mark.slow
+def test_fingerprint_covers_the_config_that_shapes_vectors(encoder, tmp_path: Path) -> None:
+    import shutil
+
+    from clipy_qdrant.encoders.fashion import DEFAULT_MODEL_DIR, FashionEncoder
+
+    folder = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["training_command"] = "elsewhere"  # training metadata: same vectors, same name
+    (folder / "config.json").write_text(json.dumps(config))
+    digest = encoder.info.name.rsplit("@", 1)[1]
+    assert FashionEncoder(folder).info.name.rsplit("@", 1)[1] == digest
+    config["type_block"]["temperature"] = 1.0  # the same heads, other image vectors
+    (folder / "config.json").write_text(json.dumps(config))
+    other = FashionEncoder(folder)
+    assert other.info.name.rsplit("@", 1)[1] != digest
+    image = [garment((200, 30, 40))]
+    assert not np.allclose(other.encode_images(image), encoder.encode_images(image), atol=1e-3)
 
 
 @pytest.mark.slow
@@ -315,6 +337,13 @@ def test_shipped_heads_reproduce_golden_embeddings(encoder) -> None:
     # The last dims are the colour block: the colour heads are pinned too.
     np.testing.assert_allclose(image_vecs[:, -8:], np.asarray(golden["images_tail"]), atol=1e-4)
     np.testing.assert_allclose(text_vecs[:, -8:], np.asarray(golden["texts_tail"]), atol=1e-4)
+    # So is the image-only type block (between the appearance dims and the colour block).
+    start = encoder.image_head.out_dim + encoder.appearance_dim
+    assert golden["type_block"]["start"] == start
+    type_block = slice(start, start + encoder.heads.type_dim)
+    want = np.asarray(golden["type_block"]["images"])
+    np.testing.assert_allclose(image_vecs[:, type_block], want, atol=1e-4)
+    assert np.all(text_vecs[:, type_block] == 0.0)
     assert encoder.info.name == golden["encoder"]
 
 
@@ -586,6 +615,91 @@ def test_colour_blocks_add_the_named_colours_probability_to_text_scores() -> Non
     assert scores[0] - scores[2] > plain[0, 0] - plain[0, 2]
 
 
+def test_type_block_joins_image_vectors_only_and_adds_type_agreement() -> None:
+    from clipy_qdrant.encoders.fashion import (
+        TypeHead,
+        colour_block,
+        join_image_vectors,
+        pad_text_vectors,
+    )
+    from clipy_qdrant.errors import EncoderError
+
+    rng = np.random.default_rng(1)
+    shared = rng.normal(size=(4, 8)).astype(np.float32)
+    shared /= np.linalg.norm(shared, axis=1, keepdims=True)
+    types = colour_block(np.asarray([[5, 0], [5, 0], [0, 5], [0, 5]], np.float32), 2)
+    plain = join_image_vectors(shared, None, 0.0)
+    typed = join_image_vectors(shared, None, 0.0, None, 0.0, types, 1.5)
+    np.testing.assert_allclose(np.linalg.norm(typed, axis=1), 1.0, atol=1e-6)
+    # Image→image: the shared cosine plus 1.5² × the type agreement, over one constant norm.
+    agreement = types @ types.T
+    np.testing.assert_allclose(
+        typed @ typed.T, (plain @ plain.T + 2.25 * agreement) / 3.25, atol=1e-5
+    )
+    # Text vectors carry zeros there: text→image scores are all scaled by one constant.
+    texts = pad_text_vectors(shared[:1], 0, type_dim=2)
+    assert texts.shape == (1, 10) and np.all(texts[:, 8:] == 0.0)
+    np.testing.assert_allclose(
+        (texts @ typed.T) * np.sqrt(3.25), texts[:, :8] @ shared.T, atol=1e-5
+    )
+
+    # Loaded from tensors and config; a class list that disagrees with the head is refused.
+    head = {
+        "type_image.mean": np.zeros(3, np.float32),
+        "type_image.std": np.ones(3, np.float32),
+        "type_image.skip.weight": np.eye(2, 3, dtype=np.float32),
+        "type_image.bias": np.zeros(2, np.float32),
+    }
+    config = {"type_block": {"classes": ["Shirts", "Watches"], "image_weight": 1.5}}
+    loaded = TypeHead.from_model(head, config)
+    assert loaded is not None and loaded.dim == 2 and loaded.weight == 1.5
+    block = loaded.image_block(np.asarray([[3.0, 0.0, 9.0, 9.0]], np.float32))  # extra columns
+    assert block.shape == (1, 2) and block[0, 0] > 0.9
+    assert TypeHead.from_model({}, config) is None
+    with pytest.raises(EncoderError, match="1 articleType classes"):
+        TypeHead.from_model(head, {"type_block": {"classes": ["Shirts"]}})
+
+
+def test_image_metrics_also_average_only_answerable_queries() -> None:
+    from dataclasses import dataclass, field
+
+    from clipy_qdrant.encoders.train import evaluate_vectors
+
+    @dataclass
+    class Item:
+        product_id: str
+        text: str
+        metadata: dict = field(default_factory=dict)
+
+        def load_image(self):  # pragma: no cover - not called
+            raise AssertionError
+
+    # 12 held-out shirts (6 red, 6 blue) and one watch, the only one of its type.
+    colours = ["Red"] * 6 + ["Blue"] * 6 + ["Red"]
+    types = ["Shirts"] * 12 + ["Watches"]
+    items = [
+        Item(str(5 * (k + 1)), f"item {k}", {"articleType": t, "baseColour": c})
+        for k, (t, c) in enumerate(zip(types, colours, strict=True))
+    ]
+    vecs = np.zeros((13, 3), np.float32)
+    vecs[:12, 0] = 1.0
+    vecs[:6, 1], vecs[6:12, 1] = 0.1, -0.1  # reds nearer reds than blues
+    vecs[12, 2] = 1.0
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    rng = np.random.default_rng(0)
+
+    def encode_texts(texts):
+        out = rng.normal(size=(len(texts), 3)).astype(np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    metrics = evaluate_vectors(vecs, items, encode_texts, image_queries=13)
+    # Every shirt finds 10 shirts (5 of its colour); the watch has nothing to find.
+    assert metrics["image_p@10_type"] == pytest.approx(12 / 13)
+    assert metrics["image_p@10_type_answerable"] == pytest.approx(1.0)
+    assert metrics["image_p@10_type_colour"] == pytest.approx(6 / 13)
+    assert metrics["image_p@10_type_colour_answerable"] == pytest.approx(0.5)
+
+
 @pytest.mark.slow
 @pytest.mark.catalog
 def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> None:
@@ -630,7 +744,23 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
     classes = config["colour_block"]["classes"]
     assert loaded.heads.colour is not None and loaded.heads.colour.classes == classes
     assert {"Black", "Blue", "Red", "White"} <= set(classes)
-    assert loaded.info.dim == 256 + 128 + len(classes) == config["dim"]
+    # The image-only type block: one class per articleType of the training products.
+    type_classes = config["type_block"]["classes"]
+    assert loaded.heads.article_type is not None
+    assert loaded.heads.article_type.classes == type_classes
+    assert {"Tshirts", "Shirts", "Casual Shoes"} <= set(type_classes)
+    assert loaded.info.dim == 256 + 128 + len(classes) + len(type_classes) == config["dim"]
+    # It names the type of held-out images far more often than the commonest type does.
+    from clipy_qdrant.split import is_heldout
+
+    held = [p for p in products if is_heldout(p.product_id)]
+    truth = np.asarray([p.metadata["articleType"] for p in held])
+    type_block = slice(256 + 128, 256 + 128 + len(type_classes))  # before the colour block
+    blocks = loaded.encode_images([p.load_image() for p in held])[:, type_block]
+    predicted = np.asarray(type_classes)[blocks.argmax(1)]
+    majority = max(np.mean(truth == t) for t in set(truth))
+    assert np.mean(predicted == truth) > majority + 0.3, (np.mean(predicted == truth), majority)
+    assert np.all(loaded.encode_texts(["red shirts"])[:, type_block] == 0.0)
     # The projection heads read the backbone features and the coarse histogram; the colour
     # head reads the whole colour descriptor.
     features = loaded.image_tower.feature_dim
@@ -690,7 +820,8 @@ def test_validation_fold_is_left_out_and_evaluated_with_an_appearance_sweep(tmp_
     assert config["fold2_metrics"] == report.metrics and "heldout_metrics" not in config
     assert set(report.appearance_sweep) == {"0.5", "3"}
     low, high = report.appearance_sweep["0.5"], report.appearance_sweep["3"]
-    assert set(low) == {"image_p@10_type", "image_p@10_type_colour"}
+    assert {"image_p@10_type", "image_p@10_type_colour"} <= set(low)
+    assert all(key.startswith("image_p@10_type") for key in low)
     assert low != high  # the weight changes image→image rankings
     with pytest.raises(InputError, match=r"validation fold must be 1\.\.4"):
         train_fashion_encoder(products, tmp_path / "bad", validation_fold=0, progress=False)

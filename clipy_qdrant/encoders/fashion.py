@@ -10,10 +10,18 @@ loss on articleType × baseColour), is appended to image vectors with weight
 ``appearance_weight``; text vectors carry zeros there, so text→image ranking never sees it
 while image→image similarity does.
 
+An optional image-only type head (:class:`TypeHead`, a classifier over the catalog's
+articleType values) appends ``weight`` × sqrt(P(articleType | image)) to image vectors and
+zeros to text vectors: image→image similarity adds the agreement of the two images' type
+distributions, text→image ranking is unchanged.
+
 Two optional colour heads (:class:`ColourHeads`, classifiers over the catalog's baseColour
-values; the shipped ones are linear) append a colour block: sqrt(P(colour | image)) to image vectors and
+values) append a colour block, last: sqrt(P(colour | image)) to image vectors and
 P(colour | text) to texts of up to three words. A short query that names a colour then adds
 the image head's confidence in that colour to the shared cosine.
+
+Vector layout: ``[shared ; appearance ; type ; colour]`` (text vectors: zeros in the
+appearance and type dims).
 
 Head: ``y = W_skip·z + W_2·gelu(W_1·z + b_1) + b`` on the standardised input
 ``z = (x - mean) / std`` (``hidden = 0`` gives a linear head), then L2 normalisation.
@@ -46,6 +54,16 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "fashion
 WEIGHTS_FILE = "heads.safetensors"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.txt"
+#: config.json entries that shape the vectors besides the heads (part of the fingerprint).
+VECTOR_CONFIG_KEYS = (
+    "backbone",
+    "resolution",
+    "image_pooling",
+    "colour_spec",
+    "appearance_weight",
+    "colour_block",
+    "type_block",
+)
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -195,17 +213,22 @@ def join_image_vectors(
     weight: float,
     colour: np.ndarray | None = None,
     colour_weight: float = 0.0,
+    article_type: np.ndarray | None = None,
+    type_weight: float = 0.0,
 ) -> np.ndarray:
-    """Image vectors ``[shared ; weight·appearance ; colour_weight·colour]``, unit length.
+    """Image vectors ``[shared ; weight·appearance ; type_weight·type ; colour_weight·colour]``,
+    unit length.
 
     Every part is a unit row, so every image vector is scaled by the same constant: text
-    vectors (zeros in the appearance dims) rank images by the shared cosine plus
+    vectors (zeros in the appearance and type dims) rank images by the shared cosine plus
     ``colour_weight`` × their own colour weight × the colour agreement, and image→image
-    similarity sees all three parts.
+    similarity sees every part.
     """
     parts = [shared]
     if appearance is not None and weight != 0:
         parts.append(weight * appearance)
+    if article_type is not None:
+        parts.append(type_weight * article_type)
     if colour is not None:
         parts.append(colour_weight * colour)
     if len(parts) == 1:
@@ -218,12 +241,13 @@ def pad_text_vectors(
     appearance_dim: int,
     colour: np.ndarray | None = None,
     colour_weight: float = 0.0,
+    type_dim: int = 0,
 ) -> np.ndarray:
-    """Text vectors ``[shared ; zeros in the image-only appearance dims ; colour_weight·colour]``,
-    unit length."""
+    """Text vectors ``[shared ; zeros in the image-only appearance and type dims ;
+    colour_weight·colour]``, unit length."""
     parts = [shared]
-    if appearance_dim:
-        parts.append(np.zeros((len(shared), appearance_dim), dtype=np.float32))
+    if appearance_dim + type_dim:
+        parts.append(np.zeros((len(shared), appearance_dim + type_dim), dtype=np.float32))
     if colour is not None:
         parts.append(colour_weight * colour)
     if len(parts) == 1:
@@ -295,6 +319,47 @@ class ColourHeads:
 
 
 @dataclass
+class TypeHead:
+    """Image-only articleType classifier: image vectors get ``weight`` × :func:`colour_block`
+    of its logits divided by ``temperature`` (square roots of the sharpened P(articleType |
+    image), a unit row), text vectors zeros there. Two images then add ``weight``² × the
+    agreement of their type distributions to their similarity (image→image search is judged
+    on the type), while every text→image score is only scaled by a constant."""
+
+    head: ProjectionHead
+    classes: list[str]
+    weight: float
+    temperature: float = 1.0
+
+    @classmethod
+    def from_model(cls, tensors: dict[str, np.ndarray], config: dict[str, Any]) -> TypeHead | None:
+        if "type_image.skip.weight" not in tensors:
+            return None
+        block = config.get("type_block") or {}
+        heads = cls(
+            head=ProjectionHead.from_tensors(tensors, "type_image"),
+            classes=[str(c) for c in block.get("classes", [])],
+            weight=float(block.get("image_weight", 1.0)),
+            temperature=float(block.get("temperature", 1.0)),
+        )
+        if heads.temperature <= 0:
+            raise EncoderError(f"type block temperature must be > 0, got {heads.temperature}")
+        if heads.head.out_dim != len(heads.classes):
+            raise EncoderError(
+                f"the type head disagrees with the model's {len(heads.classes)} articleType classes"
+            )
+        return heads
+
+    @property
+    def dim(self) -> int:
+        return len(self.classes)
+
+    def image_block(self, inputs: np.ndarray) -> np.ndarray:
+        logits = self.head.logits(inputs[:, : self.head.in_dim])
+        return colour_block(logits / np.float32(self.temperature), self.dim)
+
+
+@dataclass
 class FashionHeads:
     """Every trained head of a model folder, run in numpy: the one place that turns tower
     features into stored vectors (the encoder and the training evaluation both call it)."""
@@ -305,6 +370,7 @@ class FashionHeads:
     appearance_weight: float
     colour: ColourHeads | None
     word_bag: WordBag | None
+    article_type: TypeHead | None = None
 
     @classmethod
     def from_model(
@@ -332,6 +398,7 @@ class FashionHeads:
             else appearance_weight,
             colour=ColourHeads.from_model(tensors, config),
             word_bag=word_bag,
+            article_type=TypeHead.from_model(tensors, config),
         )
 
     @property
@@ -339,8 +406,13 @@ class FashionHeads:
         return 0 if self.appearance is None else self.appearance.out_dim
 
     @property
+    def type_dim(self) -> int:
+        return 0 if self.article_type is None else self.article_type.dim
+
+    @property
     def dim(self) -> int:
-        return self.image.out_dim + self.appearance_dim + (self.colour.dim if self.colour else 0)
+        colour_dim = self.colour.dim if self.colour else 0
+        return self.image.out_dim + self.appearance_dim + colour_dim + self.type_dim
 
     def image_vectors(self, inputs: np.ndarray) -> np.ndarray:
         """(n, image inputs) -> (n, dim) unit image vectors.
@@ -356,6 +428,8 @@ class FashionHeads:
             self.appearance_weight,
             None if self.colour is None else self.colour.image_block(inputs),
             0.0 if self.colour is None else self.colour.image_weight,
+            None if self.article_type is None else self.article_type.image_block(inputs),
+            0.0 if self.article_type is None else self.article_type.weight,
         )
 
     def text_vectors(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
@@ -366,6 +440,7 @@ class FashionHeads:
             self.appearance_dim,
             None if self.colour is None else self.colour.text_block(inputs, texts),
             0.0 if self.colour is None else self.colour.text_weight,
+            self.type_dim,
         )
 
 
@@ -460,13 +535,16 @@ class FashionEncoder:
     def _name(self) -> str:
         """``fashion-mini@<fp>`` (shipped heads) or ``fashion-mini:<folder>@<fp>``.
 
-        The fingerprint (of the heads file) changes whenever the heads do, so a store written
-        with other heads refuses this encoder instead of mixing incompatible vectors;
-        ``get_encoder`` accepts the name back as a spec.
+        The fingerprint (of the heads file, the word bag and the config entries that shape
+        the vectors: block weights, temperature, towers) changes whenever the vectors would,
+        so a store written with other heads refuses this encoder instead of mixing
+        incompatible vectors; ``get_encoder`` accepts the name back as a spec.
         """
         sha = hashlib.sha256((self.model_dir / WEIGHTS_FILE).read_bytes())
         if self.word_bag is not None:
             sha.update("\n".join(self.word_bag.vocab).encode())
+        shaping = {key: self.config.get(key) for key in VECTOR_CONFIG_KEYS}
+        sha.update(json.dumps(shaping, sort_keys=True).encode())
         digest = sha.hexdigest()[:12]
         if self.model_dir.resolve() == DEFAULT_MODEL_DIR.resolve():
             return f"{ENCODER_NAME}@{digest}"

@@ -17,6 +17,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -474,7 +475,10 @@ def evaluate_vectors(
       the hits by ``min(10, #products of the type)``.
     - ``colour_p@1``: each baseColour value as query, held-out gallery, mean P@1.
     - ``image_p@10_type`` / ``image_p@10_type_colour``: ``image_queries`` held-out images,
-      gallery the other held-out products.
+      gallery the other held-out products. ``…_answerable`` averages only the queries that
+      have at least one relevant product in that gallery (another of the same type, resp.
+      type and colour), the rule ``clipy eval`` generates its image queries by; a query
+      without one scores 0 whatever the model does.
 
     ``fold`` picks the evaluated products (:func:`clipy_qdrant.split.fold_of`): 0 is the
     held-out split; 1..4 is a validation fold of a model trained without it.
@@ -535,6 +539,19 @@ def evaluate_vectors(
     same_colour = colours[top] == colours[q_local][:, None]
     metrics["image_p@10_type"] = float(same_type.mean())
     metrics["image_p@10_type_colour"] = float((same_type & same_colour).mean())
+    type_count = Counter(types.tolist())
+    pair_count = Counter(zip(types.tolist(), colours.tolist(), strict=True))
+    q_types, q_colours = types[q_local], colours[q_local]
+    has_type = np.asarray([bool(t) and type_count[t] > 1 for t in q_types])
+    has_pair = has_type & np.asarray(
+        [bool(c) and pair_count[(t, c)] > 1 for t, c in zip(q_types, q_colours, strict=True)]
+    )
+    if has_type.any():
+        metrics["image_p@10_type_answerable"] = float(same_type[has_type].mean())
+    if has_pair.any():
+        metrics["image_p@10_type_colour_answerable"] = float(
+            (same_type & same_colour)[has_pair].mean()
+        )
     return metrics
 
 
@@ -752,6 +769,13 @@ def colour_caption_targets(
     return texts, targets / np.maximum(targets.sum(1, keepdims=True), 1.0)
 
 
+#: Weights of the colour block in image and text vectors. A colour query's score adds their
+#: product (0.75) × sqrt(P(colour | image)); two images add the image weight squared (0.5) ×
+#: the agreement of their colour distributions (0.25 before the type block: with it, 0.5
+#: kept image→image same-type-and-colour P@10 on validation folds 1 and 2).
+COLOUR_IMAGE_WEIGHT = 0.5**0.5
+COLOUR_TEXT_WEIGHT = 0.75 / COLOUR_IMAGE_WEIGHT
+
 #: Colour heads merge this many seeds' heads (one head whose logits are their mean). One
 #: seed's colour P@1 on a validation fold swings by about ±0.05 (MODEL_CARD.md).
 COLOUR_SEEDS = 3
@@ -852,27 +876,23 @@ def train_colour_heads(
             len(txt_mean), len(classes) + 1, 0, txt_mean, txt_std, normalize=False
         )
         image_head.dropout.p = 0.2
-        plan = [(image_head, len(x), epochs), (text_head, len(texts), text_epochs)]
-        for head, n, n_epochs in plan:
-            optimiser = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.05)
-            head.train()
-            for _epoch in range(n_epochs):
-                order = torch.randperm(n, generator=generator)
-                for start in range(0, n, batch):
-                    idx = order[start : start + batch]
-                    if head is image_head:
-                        loss = torch.nn.functional.cross_entropy(
-                            head(x_t[idx]), y[idx], label_smoothing=0.1
-                        )
-                    else:
-                        rows_t = _text_rows(feats_t, bag_rows, idx.numpy())
-                        log_p = torch.log_softmax(head(rows_t), 1)
-                        loss = -(targets_t[idx] * log_p).sum(1).mean()
-                    optimiser.zero_grad()
-                    loss.backward()
-                    optimiser.step()
-                    bar.update(1)
-            head.eval()
+        _fit_head(
+            image_head,
+            len(x),
+            epochs,
+            generator,
+            lambda idx, head=image_head: torch.nn.functional.cross_entropy(
+                head(x_t[idx]), y[idx], label_smoothing=0.1
+            ),
+            batch,
+            bar,
+        )
+
+        def text_loss(idx: Any, head: Any = text_head) -> Any:
+            log_p = torch.log_softmax(head(_text_rows(feats_t, bag_rows, idx.numpy())), 1)
+            return -(targets_t[idx] * log_p).sum(1).mean()
+
+        _fit_head(text_head, len(texts), text_epochs, generator, text_loss, batch, bar)
         runs.append(
             {**_head_tensors(image_head, "colour_image"), **_head_tensors(text_head, "colour_text")}
         )
@@ -882,6 +902,104 @@ def train_colour_heads(
         z = (x - merged["colour_image.mean"]) / merged["colour_image.std"]
         merged = _low_rank_hidden(merged, "colour_image", z, rank)
     return merged, classes
+
+
+def _fit_head(
+    head: Any, n: int, epochs: int, generator: Any, loss_of: Any, batch: int, bar: Any
+) -> None:
+    """AdamW (lr 1e-3, weight decay 0.05) over ``epochs`` shuffled passes of ``n`` rows in
+    batches of ``batch``; ``loss_of(indices)`` gives a batch's loss. Leaves ``head`` in eval
+    mode."""
+    import torch
+
+    optimiser = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.05)
+    head.train()
+    for _epoch in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch):
+            loss = loss_of(order[start : start + batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            bar.update(1)
+    head.eval()
+
+
+#: The image-only articleType block (:class:`~clipy_qdrant.encoders.fashion.TypeHead`):
+#: linear members merged (one linear head: no cost over one member), hidden units per member,
+#: weight in image vectors. Chosen on validation folds 1 and 2 (MODEL_CARD.md, "Type block").
+TYPE_SEEDS = 3
+TYPE_HIDDEN = 0
+TYPE_WEIGHT = 1.25
+#: Its logits are divided by this before the softmax (sharper type distributions): +0.005
+#: image→image P@10, same type and same type + colour, on folds 1 and 2 against 1.
+TYPE_TEMPERATURE = 0.5
+
+
+def train_type_head(
+    products: Sequence[ProductLike],
+    train_rows: np.ndarray,
+    image_inputs: np.ndarray,
+    *,
+    epochs: int = 20,
+    seed: int = 0,
+    seeds: int = TYPE_SEEDS,
+    hidden: int = TYPE_HIDDEN,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Train the image-only articleType classifier ``type_image`` on ``image_inputs`` (all
+    columns: backbone features and the whole colour descriptor); returns its tensors and the
+    classes (none when the training products have fewer than two articleType values).
+
+    Cross-entropy with label smoothing 0.1, input dropout 0.2, ``seeds`` members merged into
+    one head (mean logits), as the image colour head is trained. Its block (square roots of
+    the type probabilities) joins image vectors only, so image→image similarity adds the
+    agreement of two images' type distributions.
+    """
+    import torch
+    from tqdm import tqdm
+
+    if seeds < 1 or hidden < 0:
+        raise InputError(f"the type head needs seeds >= 1 and hidden >= 0, got {seeds}, {hidden}")
+    rows = np.asarray(train_rows, dtype=np.int64)
+    types = [_clean(products[i].metadata.get("articleType")) for i in rows]
+    classes = sorted({t for t in types if t})
+    if len(classes) < 2:
+        return {}, []
+    lookup = {t: k for k, t in enumerate(classes)}
+    labelled = np.asarray([t in lookup for t in types])
+    x = image_inputs[rows[labelled]].astype(np.float32)
+    y = torch.from_numpy(np.asarray([lookup[t] for t in types if t in lookup], np.int64))
+    x_t = torch.from_numpy(x)
+    x_mean, x_std = x.mean(0), x.std(0) + 1e-3
+    batch = 512
+    bar = tqdm(
+        total=-(-len(x) // batch) * epochs * seeds,
+        desc="training type head",
+        unit="step",
+        file=sys.stderr,
+        disable=not progress,
+    )
+    runs: list[dict[str, np.ndarray]] = []
+    for member in range(seeds):
+        torch.manual_seed(seed + 1000 + member)
+        generator = torch.Generator().manual_seed(seed + 1000 + member)
+        head = _build_head(x.shape[1], len(classes), hidden, x_mean, x_std, normalize=False)
+        head.dropout.p = 0.2
+        _fit_head(
+            head,
+            len(x),
+            epochs,
+            generator,
+            lambda idx, head=head: torch.nn.functional.cross_entropy(
+                head(x_t[idx]), y[idx], label_smoothing=0.1
+            ),
+            batch,
+            bar,
+        )
+        runs.append(_head_tensors(head, "type_image"))
+    bar.close()
+    return _mean_of_heads(runs), classes
 
 
 def save_heads(tensors: dict[str, np.ndarray], path: Path) -> None:
@@ -970,11 +1088,16 @@ def train_fashion_encoder(
     attribute_weight: float = 0.0,
     phrase_positives: bool = False,
     colour_heads: bool = True,
-    colour_image_weight: float = 0.5,
-    colour_text_weight: float = 1.5,
+    colour_image_weight: float = COLOUR_IMAGE_WEIGHT,
+    colour_text_weight: float = COLOUR_TEXT_WEIGHT,
     colour_seeds: int = COLOUR_SEEDS,
     colour_hidden: int = COLOUR_HIDDEN,
     colour_rank: int = COLOUR_RANK,
+    type_head: bool = True,
+    type_weight: float = TYPE_WEIGHT,
+    type_temperature: float = TYPE_TEMPERATURE,
+    type_seeds: int = TYPE_SEEDS,
+    type_hidden: int = TYPE_HIDDEN,
     validation_fold: int | None = None,
     appearance_sweep: Sequence[float] = (),
     backbone: str = DEFAULT_BACKBONE,
@@ -1017,6 +1140,10 @@ def train_fashion_encoder(
     ``colour_seeds`` members of each colour head are trained and merged into one head (mean
     logits; :func:`train_colour_heads`); ``colour_hidden`` > 0 gives each image member a
     hidden layer of that size, and ``colour_rank`` > 0 cuts the merged one to that rank.
+    ``type_head`` trains the image-only articleType classifier (:func:`train_type_head`,
+    ``type_seeds`` members of ``type_hidden`` hidden units); its block joins image vectors
+    with weight ``type_weight`` (logits divided by ``type_temperature``) and text vectors
+    as zeros.
     ``validation_fold`` K in 1..4 also leaves out the products of fold K
     (:func:`clipy_qdrant.split.fold_of`) and evaluates on them instead of the held-out
     split: tune settings there, never on the held-out products. ``appearance_sweep`` lists
@@ -1052,6 +1179,8 @@ def train_fashion_encoder(
         raise InputError(
             f"validation fold must be 1..4 (fold 0 is held out), got {validation_fold}"
         )
+    if type_head and not type_temperature > 0:
+        raise InputError(f"the type block's temperature must be > 0, got {type_temperature}")
     eval_fold = 0 if validation_fold is None else validation_fold
     train_rows = np.flatnonzero(
         [not is_heldout(p.product_id) and fold_of(p.product_id) != eval_fold for p in items]
@@ -1187,6 +1316,11 @@ def train_fashion_encoder(
         "colour_seeds": colour_seeds,
         "colour_hidden": colour_hidden,
         "colour_rank": colour_rank,
+        "type_head": type_head,
+        "type_weight": type_weight,
+        "type_temperature": type_temperature,
+        "type_seeds": type_seeds,
+        "type_hidden": type_hidden,
         "validation_fold": validation_fold,
         "backbone": backbone,
         "resolution": resolution,
@@ -1312,6 +1446,18 @@ def train_fashion_encoder(
             progress=progress,
         )
         tensors.update(colour_tensors)
+    type_classes: list[str] = []
+    if type_head:
+        type_tensors, type_classes = train_type_head(
+            items,
+            train_rows,
+            image_inputs,
+            seed=seed,
+            seeds=type_seeds,
+            hidden=type_hidden,
+            progress=progress,
+        )
+        tensors.update(type_tensors)
     save_heads(tensors, out / WEIGHTS_FILE)
     # Evaluate (below) what the file holds, as the encoder will read it.
     tensors = load_file(str(out / WEIGHTS_FILE))
@@ -1332,7 +1478,10 @@ def train_fashion_encoder(
         "head": "y = W_skip z + W_out gelu_tanh(W_hidden z + b_hidden) + b, z = (x - mean) / std",
         "logit_scale": float(logit_scale.exp().detach()),
         "appearance_weight": appearance_weight if appearance_head is not None else 0.0,
-        "dim": dim + (appearance_dim if appearance_head is not None else 0) + len(colour_classes),
+        "dim": dim
+        + (appearance_dim if appearance_head is not None else 0)
+        + len(colour_classes)
+        + len(type_classes),
         "shared_dim": dim,
         "colour_block": {
             "classes": colour_classes,
@@ -1342,6 +1491,13 @@ def train_fashion_encoder(
             "zero_words": 4,
         }
         if colour_classes
+        else None,
+        "type_block": {
+            "classes": type_classes,
+            "image_weight": type_weight,
+            "temperature": type_temperature,
+        }
+        if type_classes
         else None,
         "split_rule": SPLIT_RULE,
         "seed": seed,
@@ -1411,8 +1567,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-colour-heads", action="store_true", help="train without the colour heads"
     )
-    parser.add_argument("--colour-image-weight", type=float, default=0.5)
-    parser.add_argument("--colour-text-weight", type=float, default=1.5)
+    parser.add_argument("--colour-image-weight", type=float, default=COLOUR_IMAGE_WEIGHT)
+    parser.add_argument("--colour-text-weight", type=float, default=COLOUR_TEXT_WEIGHT)
     parser.add_argument(
         "--colour-seeds",
         type=int,
@@ -1431,6 +1587,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=COLOUR_RANK,
         help="rank of the merged image colour hidden layer after training (0: whole)",
     )
+    parser.add_argument(
+        "--no-type-head", action="store_true", help="train without the image articleType head"
+    )
+    parser.add_argument("--type-weight", type=float, default=TYPE_WEIGHT)
+    parser.add_argument("--type-temperature", type=float, default=TYPE_TEMPERATURE)
+    parser.add_argument("--type-seeds", type=int, default=TYPE_SEEDS)
+    parser.add_argument("--type-hidden", type=int, default=TYPE_HIDDEN)
     parser.add_argument(
         "--validation-fold",
         type=int,
@@ -1486,6 +1649,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             colour_seeds=args.colour_seeds,
             colour_hidden=args.colour_hidden,
             colour_rank=args.colour_rank,
+            type_head=not args.no_type_head,
+            type_weight=args.type_weight,
+            type_temperature=args.type_temperature,
+            type_seeds=args.type_seeds,
+            type_hidden=args.type_hidden,
             validation_fold=args.validation_fold,
             appearance_sweep=[float(w) for w in args.appearance_sweep.split(",") if w.strip()],
             resolution=args.resolution,
