@@ -474,8 +474,8 @@ def evaluate_vectors(
       averages only types with ≥ 10 held-out products, ``article_type_p@10_capped`` divides
       the hits by ``min(10, #products of the type)``.
     - ``colour_p@1``: each baseColour value as query, held-out gallery, mean P@1.
-    - ``image_p@10_type`` / ``image_p@10_type_colour``: ``image_queries`` held-out images,
-      gallery the other held-out products. ``…_answerable`` averages only the queries that
+    - ``image_p@10_type`` / ``image_p@10_type_colour``: ``image_queries`` held-out images
+      (0: every held-out product), gallery the other held-out products. ``…_answerable`` averages only the queries that
       have at least one relevant product in that gallery (another of the same type, resp.
       type and colour), the rule ``clipy eval`` generates its image queries by; a query
       without one scores 0 whatever the model does.
@@ -530,11 +530,18 @@ def evaluate_vectors(
     )
 
     # 4. image -> image
-    n_img = min(image_queries, len(held_idx))
-    q_local = np.sort(rng.choice(len(held_idx), size=n_img, replace=False))
-    sims = held_vecs[q_local] @ held_vecs.T
-    sims[np.arange(n_img), q_local] = -np.inf  # the query itself is not a result
-    top = _topk(sims, 10)
+    if image_queries <= 0:  # every evaluated product is a query
+        q_local = np.arange(len(held_idx))
+    else:
+        n_img = min(image_queries, len(held_idx))
+        q_local = np.sort(rng.choice(len(held_idx), size=n_img, replace=False))
+    tops = []
+    for start in range(0, len(q_local), 1024):
+        block = q_local[start : start + 1024]
+        sims = held_vecs[block] @ held_vecs.T
+        sims[np.arange(len(block)), block] = -np.inf  # the query itself is not a result
+        tops.append(_topk(sims, 10))
+    top = np.concatenate(tops)
     same_type = types[top] == types[q_local][:, None]
     same_colour = colours[top] == colours[q_local][:, None]
     metrics["image_p@10_type"] = float(same_type.mean())
@@ -562,6 +569,7 @@ def evaluate_fashion_model(
     cache_dir: Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    image_queries: int = 500,
 ) -> dict[str, float]:
     """Held-out metrics (:func:`evaluate_vectors`) of a model folder (default: the shipped one).
 
@@ -584,7 +592,9 @@ def evaluate_fashion_model(
         progress=progress,
     )
     image_inputs = np.concatenate([feats, colours], axis=1)
-    return _evaluate_tensors(tensors, config, image_inputs, products, cache_dir, seed, bag)
+    return _evaluate_tensors(
+        tensors, config, image_inputs, products, cache_dir, seed, bag, image_queries=image_queries
+    )
 
 
 def _evaluate_tensors(
@@ -597,6 +607,7 @@ def _evaluate_tensors(
     bag: WordBag | None = None,
     fold: int = 0,
     appearance_weight: float | None = None,
+    image_queries: int = 500,
 ) -> dict[str, float]:
     """:func:`evaluate_vectors` for stored heads, run exactly as the encoder runs them."""
     from clipy_qdrant.encoders.fashion import FashionHeads
@@ -608,7 +619,9 @@ def _evaluate_tensors(
         feats = cached_text_features(list(texts), cache_dir=cache_dir, progress=False)
         return heads.text_vectors(feats, texts)
 
-    return evaluate_vectors(image_vecs, products, encode_texts, seed=seed, fold=fold)
+    return evaluate_vectors(
+        image_vecs, products, encode_texts, seed=seed, fold=fold, image_queries=image_queries
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -1542,6 +1555,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="MODEL_DIR",
         help="only evaluate a model folder (default: the shipped one) on the held-out split",
     )
+    parser.add_argument(
+        "--image-queries",
+        type=int,
+        default=500,
+        help="with --evaluate: image→image queries (0: every held-out product)",
+    )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dim", type=int, default=256)
@@ -1617,7 +1636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         products = read_parquet_products(args.catalog, limit=args.limit)
         if args.evaluate is not None:
-            metrics = evaluate_fashion_model(products, args.evaluate or None, seed=args.seed)
+            metrics = evaluate_fashion_model(
+                products, args.evaluate or None, seed=args.seed, image_queries=args.image_queries
+            )
             print(json.dumps(metrics, indent=2))
             return 0
         if not args.out:
