@@ -800,6 +800,19 @@ COLOUR_HIDDEN = 512
 COLOUR_RANK = 384
 
 
+def _labelled_inputs(
+    products: Sequence[ProductLike], rows: np.ndarray, image_inputs: np.ndarray, key: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The image inputs of the ``rows`` that have a ``key`` value (float32), each one's class
+    index, and the sorted classes: the training set of an image classifier head."""
+    values = [_clean(products[i].metadata.get(key)) for i in rows]
+    classes = sorted({v for v in values if v})
+    lookup = {v: k for k, v in enumerate(classes)}
+    labelled = np.asarray([v in lookup for v in values], dtype=bool)
+    codes = np.asarray([lookup[v] for v in values if v in lookup], dtype=np.int64)
+    return image_inputs[rows[labelled]].astype(np.float32), codes, classes
+
+
 def train_colour_heads(
     products: Sequence[ProductLike],
     train_rows: np.ndarray,
@@ -853,14 +866,10 @@ def train_colour_heads(
             f" and {rank}"
         )
     rows = np.asarray(train_rows, dtype=np.int64)
-    colours = [_clean(products[i].metadata.get("baseColour")) for i in rows]
-    classes = sorted({c for c in colours if c})
+    x, codes, classes = _labelled_inputs(products, rows, image_inputs, "baseColour")
     if len(classes) < 2:  # a catalog without colours: no colour heads, no colour block
         return {}, []
-    lookup = {c: k for k, c in enumerate(classes)}
-    labelled = np.asarray([c in lookup for c in colours])
-    x = image_inputs[rows[labelled]].astype(np.float32)
-    y = torch.from_numpy(np.asarray([lookup[c] for c in colours if c in lookup], np.int64))
+    y = torch.from_numpy(codes)
     texts, targets = colour_caption_targets([products[i] for i in rows], classes, augment)
     feats = cached_text_features(texts, cache_dir=cache_dir, threads=threads, progress=progress)
     bag_rows = _word_bag_matrix(bag, texts) if bag is not None else None
@@ -974,15 +983,12 @@ def train_type_head(
 
     if seeds < 1 or hidden < 0:
         raise InputError(f"the type head needs seeds >= 1 and hidden >= 0, got {seeds}, {hidden}")
-    rows = np.asarray(train_rows, dtype=np.int64)
-    types = [_clean(products[i].metadata.get("articleType")) for i in rows]
-    classes = sorted({t for t in types if t})
+    x, codes, classes = _labelled_inputs(
+        products, np.asarray(train_rows, dtype=np.int64), image_inputs, "articleType"
+    )
     if len(classes) < 2:
         return {}, []
-    lookup = {t: k for k, t in enumerate(classes)}
-    labelled = np.asarray([t in lookup for t in types])
-    x = image_inputs[rows[labelled]].astype(np.float32)
-    y = torch.from_numpy(np.asarray([lookup[t] for t in types if t in lookup], np.int64))
+    y = torch.from_numpy(codes)
     x_t = torch.from_numpy(x)
     x_mean, x_std = x.mean(0), x.std(0) + 1e-3
     batch = 512
