@@ -898,17 +898,7 @@ def train_colour_heads(
             len(txt_mean), len(classes) + 1, 0, txt_mean, txt_std, normalize=False
         )
         image_head.dropout.p = 0.2
-        _fit_head(
-            image_head,
-            len(x),
-            epochs,
-            generator,
-            lambda idx, head=image_head: torch.nn.functional.cross_entropy(
-                head(x_t[idx]), y[idx], label_smoothing=0.1
-            ),
-            batch,
-            bar,
-        )
+        _fit_classifier(image_head, x_t, y, epochs, generator, batch, bar)
 
         def text_loss(idx: Any, head: Any = text_head) -> Any:
             log_p = torch.log_softmax(head(_text_rows(feats_t, bag_rows, idx.numpy())), 1)
@@ -945,6 +935,19 @@ def _fit_head(
             optimiser.step()
             bar.update(1)
     head.eval()
+
+
+def _fit_classifier(
+    head: Any, x: Any, y: Any, epochs: int, generator: Any, batch: int, bar: Any
+) -> None:
+    """:func:`_fit_head` with cross-entropy (label smoothing 0.1) of ``head(x)`` against the
+    class indices ``y``: the image colour and type heads."""
+    import torch
+
+    def loss(idx: Any) -> Any:
+        return torch.nn.functional.cross_entropy(head(x[idx]), y[idx], label_smoothing=0.1)
+
+    _fit_head(head, len(x), epochs, generator, loss, batch, bar)
 
 
 #: The image-only articleType block (:class:`~clipy_qdrant.encoders.fashion.TypeHead`):
@@ -1005,17 +1008,7 @@ def train_type_head(
         generator = torch.Generator().manual_seed(seed + 1000 + member)
         head = _build_head(x.shape[1], len(classes), hidden, x_mean, x_std, normalize=False)
         head.dropout.p = 0.2
-        _fit_head(
-            head,
-            len(x),
-            epochs,
-            generator,
-            lambda idx, head=head: torch.nn.functional.cross_entropy(
-                head(x_t[idx]), y[idx], label_smoothing=0.1
-            ),
-            batch,
-            bar,
-        )
+        _fit_classifier(head, x_t, y, epochs, generator, batch, bar)
         runs.append(_head_tensors(head, "type_image"))
     bar.close()
     return _mean_of_heads(runs), classes
