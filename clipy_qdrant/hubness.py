@@ -16,8 +16,8 @@ one product meant). Image queries and the ``text`` channel are never corrected.
 
 Ingest writes ``r_i`` into each product's payload (key ``hubness``) and a
 :class:`~clipy_qdrant.store.base.HubnessInfo` record after every write; the query layer
-(:class:`~clipy_qdrant.search.Searcher`) applies it. Measured on the fashion catalog with
-``fashion-mini`` in ``docs/eval.md`` and ``benchmarks/hubness_probe.py``.
+(:class:`~clipy_qdrant.search.Searcher`) applies it. The numbers behind beta and the gate
+for ``fashion-mini`` are in ``docs/eval.md`` and ``docs/experiments.md``.
 """
 
 from __future__ import annotations

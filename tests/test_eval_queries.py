@@ -243,3 +243,27 @@ def test_make_and_write_query_sets(tmp_path: Path) -> None:
     assert read_query_files(paths) == [q for qs in sets.values() for q in qs]
     with pytest.raises(InputError, match="no products"):
         make_query_sets([])
+
+
+def test_a_heldout_predicate_picks_the_products_queries_are_about() -> None:
+    products = catalog()
+    fold_1 = lambda pid: int(pid) % 5 == 1  # noqa: E731 - a validation fold, as the experiments use
+    sets = make_query_sets(
+        products,
+        heldout=fold_1,
+        sizes=QuerySetSizes(known_item=500, attribute=1000, image=500, composed=500),
+    )
+    known = [q.relevant_ids[0] for q in sets["known-item"] if q.relevant_ids]
+    assert len(known) == 24 and all(int(pid) % 5 == 1 for pid in known)
+    subjects = [q.image_product for q in sets["image"] + sets["composed"]]
+    assert subjects and all(pid is not None and int(pid) % 5 == 1 for pid in subjects)
+    # Category counts come from fold 1 (ids 1, 6, ..., 116): i % 4 cycles 1, 2, 3, 0 -> 6 each.
+    colours = category_queries(products, fields=("baseColour",), min_relevant=6, heldout=fold_1)
+    assert [q.text for q in colours] == sorted(COLOURS)
+    # The default predicate is the training split's rule; passing it changes nothing.
+    assert make_query_sets(products, heldout=is_heldout) == make_query_sets(products)
+    assert known_item_queries(products, n=500, heldout=fold_1) != known_item_queries(
+        products, n=500
+    )
+    # heldout_only=False ignores the predicate: every product may be asked about.
+    assert len(known_item_queries(products, n=500, heldout_only=False, heldout=fold_1)) == 120

@@ -26,9 +26,11 @@ Keys:
 
 Generators take the catalog payloads (``StoredPoint.payload`` dicts with ``product_id``,
 e.g. from ``store.scroll()``) and a seed; the same payloads and seed give the same queries.
-With ``heldout_only`` (the default) they ask only about held-out products
-(:func:`clipy_qdrant.split.is_heldout`) and search the held-out gallery, except known-item
-queries, which search the whole catalog, as on the Marqo-FashionCLIP leaderboard.
+With ``heldout_only`` (the default) they ask only about held-out products and search the
+held-out gallery, except known-item queries, which search the whole catalog, as on the
+Marqo-FashionCLIP leaderboard. Which products are held out is a predicate on the product
+id, ``heldout``: by default :func:`clipy_qdrant.split.is_heldout`, the rule training uses;
+an experiment that scores a validation fold passes its own (``lambda pid: int(pid) % 5 == 1``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +49,9 @@ from clipy_qdrant.split import is_heldout
 from clipy_qdrant.store.base import PRODUCT_ID_KEY
 
 Gallery = Literal["all", "heldout"]
+#: A predicate on a product id: True for the products queries are about and, except
+#: known-item, the gallery they are scored on.
+HeldoutRule = Callable[[str], bool]
 GALLERIES: tuple[str, ...] = ("all", "heldout")
 PRODUCT_REF = "product:"
 
@@ -251,9 +256,12 @@ def _pid(product: Mapping[str, Any]) -> str:
     return str(product[PRODUCT_ID_KEY])
 
 
-def _pool(products: Sequence[Mapping[str, Any]], heldout_only: bool) -> list[Mapping[str, Any]]:
+def _pool(
+    products: Sequence[Mapping[str, Any]], heldout_only: bool, heldout: HeldoutRule | None
+) -> list[Mapping[str, Any]]:
     """The products queries may be about (and, except known-item, the gallery), in id order."""
-    pool = [p for p in products if not heldout_only or is_heldout(_pid(p))]
+    rule = is_heldout if heldout is None else heldout
+    pool = [p for p in products if not heldout_only or rule(_pid(p))]
     return sorted(pool, key=lambda p: (len(_pid(p)), _pid(p)))
 
 
@@ -267,9 +275,12 @@ def known_item_queries(
     n: int = 2000,
     seed: int = 0,
     heldout_only: bool = True,
+    heldout: HeldoutRule | None = None,
 ) -> list[EvalQuery]:
     """A product's display name → that product, searched over the whole catalog."""
-    pool = [p for p in _pool(products, heldout_only) if _clean(p.get("productDisplayName"))]
+    pool = [
+        p for p in _pool(products, heldout_only, heldout) if _clean(p.get("productDisplayName"))
+    ]
     chosen = random.Random(seed).sample(pool, min(n, len(pool)))
     chosen.sort(key=lambda p: (len(_pid(p)), _pid(p)))
     return [
@@ -290,9 +301,10 @@ def category_queries(
     fields: Sequence[str] = CATEGORY_FIELDS,
     min_relevant: int = 1,
     heldout_only: bool = True,
+    heldout: HeldoutRule | None = None,
 ) -> list[EvalQuery]:
     """Each value of each field (as query text) → every gallery product with that value."""
-    pool = _pool(products, heldout_only)
+    pool = _pool(products, heldout_only, heldout)
     out: list[EvalQuery] = []
     for name in fields:
         counts = Counter(_clean(p.get(name)) for p in pool)
@@ -361,11 +373,12 @@ def attribute_queries(
     seed: int = 0,
     min_relevant: int = 5,
     heldout_only: bool = True,
+    heldout: HeldoutRule | None = None,
     templates: Sequence[tuple[str, ...]] = ATTRIBUTE_TEMPLATES,
 ) -> list[EvalQuery]:
     """Natural phrasings of metadata combinations ("women's black handbags") → the gallery
     products matching every attribute; only combinations with ``min_relevant`` products."""
-    pool = _pool(products, heldout_only)
+    pool = _pool(products, heldout_only, heldout)
     combos: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
     for template in templates:
         counts = Counter(tuple(_clean(p.get(name)) for name in template) for p in pool)
@@ -401,11 +414,12 @@ def image_queries(
     seed: int = 0,
     min_relevant: int = 1,
     heldout_only: bool = True,
+    heldout: HeldoutRule | None = None,
 ) -> list[EvalQuery]:
     """Reverse image search: a product's stored image → other products of its articleType
     (set ``image/articleType``) and, for the same products, of its articleType and colour
     (``image/articleType+colour``, where at least ``min_relevant`` others exist)."""
-    pool = _pool(products, heldout_only)
+    pool = _pool(products, heldout_only, heldout)
     types = Counter(_clean(p.get("articleType")) for p in pool)
     pairs = Counter((_clean(p.get("articleType")), _clean(p.get("baseColour"))) for p in pool)
     eligible = [
@@ -451,10 +465,11 @@ def composed_queries(
     seed: int = 0,
     min_relevant: int = 3,
     heldout_only: bool = True,
+    heldout: HeldoutRule | None = None,
 ) -> list[EvalQuery]:
     """A product's image plus ``"in <colour>"`` → products of its articleType in that colour
     (another colour than its own, with at least ``min_relevant`` such products)."""
-    pool = _pool(products, heldout_only)
+    pool = _pool(products, heldout_only, heldout)
     colours_of: dict[str, Counter[str]] = defaultdict(Counter)
     for p in pool:
         colours_of[_clean(p.get("articleType"))][_clean(p.get("baseColour"))] += 1
@@ -508,23 +523,26 @@ def make_query_sets(
     *,
     seed: int = 0,
     heldout_only: bool = True,
+    heldout: HeldoutRule | None = None,
     sizes: QuerySetSizes | None = None,
 ) -> dict[str, list[EvalQuery]]:
-    """All five kinds of generated queries, keyed by file stem (see :data:`QUERY_FILES`)."""
+    """All five kinds of generated queries, keyed by file stem (see :data:`QUERY_FILES`);
+    ``heldout`` picks the held-out products (default :func:`clipy_qdrant.split.is_heldout`)."""
+    only, rule = heldout_only, heldout
     sizes = sizes or QuerySetSizes()
     if not products:
         raise InputError("the store has no products to make queries from; ingest the catalog first")
     return {
         "known-item": known_item_queries(
-            products, n=sizes.known_item, seed=seed, heldout_only=heldout_only
+            products, n=sizes.known_item, seed=seed, heldout_only=only, heldout=rule
         ),
-        "category": category_queries(products, heldout_only=heldout_only),
+        "category": category_queries(products, heldout_only=only, heldout=rule),
         "attribute": attribute_queries(
-            products, n=sizes.attribute, seed=seed, heldout_only=heldout_only
+            products, n=sizes.attribute, seed=seed, heldout_only=only, heldout=rule
         ),
-        "image": image_queries(products, n=sizes.image, seed=seed, heldout_only=heldout_only),
+        "image": image_queries(products, n=sizes.image, seed=seed, heldout_only=only, heldout=rule),
         "composed": composed_queries(
-            products, n=sizes.composed, seed=seed, heldout_only=heldout_only
+            products, n=sizes.composed, seed=seed, heldout_only=only, heldout=rule
         ),
     }
 
@@ -545,6 +563,7 @@ __all__ = [
     "PRODUCT_REF",
     "QUERY_FILES",
     "EvalQuery",
+    "HeldoutRule",
     "QuerySetSizes",
     "attribute_queries",
     "category_queries",

@@ -1,7 +1,8 @@
 """Probe pseudo-relevance feedback for fashion-mini's short text→image queries, per fold.
 
-Measured and not built into search (the gain on validation folds did not hold on the
-held-out products; the model card's "Limits" has the numbers). For a one- or two-word query q:
+Search does not apply this feedback: its gain on the validation folds did not hold on the
+held-out products (docs/experiments.md, "Pseudo-relevance feedback"). For a one- or two-word
+query q:
 q' = unit((1 − alpha) · q + alpha · unit(mean of the first ``depth`` image vectors)), searched
 against the fold's image vectors (the stored vectors: shared part plus the appearance part).
 Image vectors are computed from the cached tower features with the model's heads, exactly as
@@ -9,7 +10,7 @@ the encoder computes them. Query sets are clipy eval's generators about one fold
 values (articleType, subCategory, masterCategory, baseColour; gallery = that fold) and
 attribute phrases (the "attr ≤2w" column averages those of one or two words).
 
-    python benchmarks/feedback_probe.py --model DIR1 --fold 1 --model DIR2 --fold 2 ...
+    python experiments/feedback_probe.py --model DIR1 --fold 1 --model DIR2 --fold 2 ...
 
 Each DIR is a model trained with ``--validation-fold K`` for its fold K (tune there, never on
 the held-out fold 0). Prints one row per (depth, alpha) averaged over the folds, with colour
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog", default=str(Settings().catalog))
     parser.add_argument("--model", action="append", required=True, help="model folder")
     parser.add_argument("--fold", action="append", type=int, required=True, help="its fold")
-    parser.add_argument("--out", default="bench-out/feedback_probe.json")
+    parser.add_argument("--out", default="experiments-out/feedback_probe.json")
     args = parser.parse_args(argv)
     if len(args.model) != len(args.fold):
         parser.error("give one --fold per --model")
@@ -90,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         x = np.concatenate([feats, colours], axis=1).astype(np.float32)
         images = encoder.heads.image_vectors(x)
-        queries.is_heldout = lambda pid, f=fold: int(pid) % 5 == f  # type: ignore[assignment]
-        category = queries.category_queries(payloads)
-        attribute = queries.attribute_queries(payloads)
+
+        def in_fold(pid: str, fold: int = fold) -> bool:
+            return int(pid) % 5 == fold
+
+        category = queries.category_queries(payloads, heldout=in_fold)
+        attribute = queries.attribute_queries(payloads, heldout=in_fold)
         rows = np.flatnonzero(fold_of == fold)
         gallery = images[rows]
 

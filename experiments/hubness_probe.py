@@ -1,6 +1,8 @@
-"""Probe a hubness correction for fashion-mini's text→image ranking (not built into search yet).
+"""Probe the hubness correction of fashion-mini's text→image ranking on one fold.
 
-score(q, i) = cos(q, image_i) − c_q · r_i, where r_i is the mean of image i's ``--top``
+Search applies this correction (``clipy_qdrant/hubness.py``); this script measures its
+settings on cached tower features, without a store, so that beta, the gate and the bank
+can be compared on a validation fold. score(q, i) = cos(q, image_i) − c_q · r_i, where r_i is the mean of image i's ``--top``
 highest cosines with a bank of product names, and c_q = beta · gate(q) with a word-count gate
 (0 for 1–2 words, 1 from 4 words) or none. Image vectors are the shipped heads' shared
 part, computed from the cached tower features, exactly as ``python -m
@@ -8,9 +10,9 @@ clipy_qdrant.encoders.train --evaluate`` does. Query sets are clipy eval's gener
 one fold: known-item (2,000 names, gallery = whole catalog), category values, attribute
 phrases (gallery = that fold).
 
-    python benchmarks/hubness_probe.py                                  # held-out, shipped heads
-    python benchmarks/hubness_probe.py --model DIR --fold 1 --bank train  # validation fold
-    python benchmarks/hubness_probe.py --bank texts   # bank = the store's own product texts
+    python experiments/hubness_probe.py                                  # held-out, shipped heads
+    python experiments/hubness_probe.py --model DIR --fold 1 --bank train  # validation fold
+    python experiments/hubness_probe.py --bank texts   # bank = the store's own product texts
 
 Prints a table and writes JSON (``--out``). Needs the catalog; the first run computes the
 tower features (several minutes), later runs reuse the cache.
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--betas", default="0.5,0.75,1")
-    parser.add_argument("--out", default="bench-out/hubness.json")
+    parser.add_argument("--out", default="experiments-out/hubness.json")
     args = parser.parse_args(argv)
 
     import clipy_qdrant.eval.queries as queries
@@ -61,10 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     payloads = [
         {**p.metadata, "product_id": p.product_id, "productDisplayName": p.text} for p in products
     ]
-    queries.is_heldout = lambda pid: int(pid) % 5 == args.fold  # type: ignore[assignment]
-    known = queries.known_item_queries(payloads, n=2000, seed=0)
-    category = queries.category_queries(payloads)
-    attribute = queries.attribute_queries(payloads)
+
+    def in_fold(pid: str) -> bool:
+        return int(pid) % 5 == args.fold
+
+    known = queries.known_item_queries(payloads, n=2000, seed=0, heldout=in_fold)
+    category = queries.category_queries(payloads, heldout=in_fold)
+    attribute = queries.attribute_queries(payloads, heldout=in_fold)
 
     feats, colours = train.cached_image_features(
         products,
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "top": args.top,
         "rows": [{"setting": n, "beta": b, **m} for n, b, m in rows],
         "seconds": round(time.time() - started, 1),
-        "command": "python benchmarks/hubness_probe.py "
+        "command": "python experiments/hubness_probe.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
