@@ -95,6 +95,13 @@ def test_help_shows_the_defaults_it_names() -> None:
     assert '{articleType} {baseColour}"; attribute columns the catalog lacks are left out)' in words
 
 
+def test_info_text_shows_each_indexed_field_with_its_type(store: Path) -> None:
+    code, out, _ = run("info", "--store", str(store))
+    assert code == 0
+    fields_line = next(line for line in out.splitlines() if line.startswith("indexed fields:"))
+    assert "year (integer)" in fields_line and "baseColour (keyword)" in fields_line
+
+
 def test_info_reports_store(store: Path) -> None:
     code, out, _ = run("info", "--store", str(store), "--json")
     assert code == 0
@@ -266,7 +273,7 @@ def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
         "--b",
         "w_image=0",
     )
-    assert code == 1 and err.startswith("clipy: error:")
+    assert code == 2 and err.startswith("clipy: error: fusion setting 'w_image=2'")
 
 
 def test_train_captions_are_product_names(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
