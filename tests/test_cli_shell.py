@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -133,9 +134,9 @@ def _spec(w_text: float | None, w_image: float | None) -> str:
     return ",".join(parts)
 
 
-def _outcome(build: object) -> FusionConfig | str:
+def _outcome(build: Callable[[], FusionConfig]) -> FusionConfig | str:
     try:
-        return build()  # type: ignore[operator,no-any-return]
+        return build()
     except ConfigError as exc:
         return str(exc).removeprefix("fusion setting ").split(": ", 1)[-1]
 
@@ -154,3 +155,19 @@ def test_cli_and_eval_build_weights_alike(w_text: float | None, w_image: float |
         args += ["--w-image", str(w_image)] if w_image is not None else []
         code, _, err = run(*args)
         assert code == 2 and err.strip() == f"clipy: error: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--methods", "weighted,max"], "unknown fusion method 'max'"),
+        (["--step", "0.3"], "weight step must divide 1 evenly"),
+    ],
+)
+def test_bad_eval_grid_is_a_one_line_usage_error(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    code, out, err = run("eval", "run", str(tmp_path / "q.jsonl"), "--store", str(tmp_path), *flags)
+    assert code == 2 and out == ""
+    assert err.startswith("clipy: error: ") and message in err
+    assert err.strip().count("\n") == 0

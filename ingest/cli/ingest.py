@@ -18,7 +18,7 @@ from ingest.cli.shell import (
     echo_err,
     encoder_spec,
     load_encoder,
-    open_store,
+    open_configured_store,
     user_errors,
 )
 
@@ -118,7 +118,7 @@ def ingest(
             columns=parse_columns(columns),
             limit=limit,
         )
-        vector_store = open_store(settings)
+        vector_store = open_configured_store(settings)
         try:
             if recreate:
                 vector_store.delete_collection()

@@ -20,8 +20,8 @@ from ingest.cli.shell import (
     app,
     build_settings,
     fusion_config,
+    open_configured_store,
     open_searcher,
-    open_store,
     user_errors,
 )
 
@@ -216,7 +216,7 @@ def info(
         settings = build_settings(
             store=store, qdrant_url=qdrant_url, api_key=api_key, collection=collection
         )
-        vector_store = open_store(settings)
+        vector_store = open_configured_store(settings)
         try:
             encoder_info = vector_store.encoder_info()
             details: dict[str, Any] = {

@@ -130,11 +130,11 @@ def build_settings(**flags: Any) -> Settings:
         raise ConfigError(f"bad setting (a flag or a CLIPY_* variable): {problems}") from None
 
 
-def open_store(settings: Settings) -> VectorStore:
+def open_configured_store(settings: Settings) -> VectorStore:
     """The store the settings name: a Qdrant server when ``qdrant_url`` is set, else embedded."""
-    from clipy_qdrant.store import open_store as open_vector_store
+    from clipy_qdrant.store import open_store
 
-    return open_vector_store(
+    return open_store(
         settings.store,
         url=settings.qdrant_url,
         api_key=settings.api_key,
@@ -160,7 +160,7 @@ def open_searcher(settings: Settings, hubness: float | None = None) -> tuple[Vec
     """The store and a searcher over it; the caller closes the store."""
     from clipy_qdrant.search import Searcher
 
-    vector_store = open_store(settings)
+    vector_store = open_configured_store(settings)
     try:
         encoder = load_encoder(encoder_spec(settings, vector_store))
         return vector_store, Searcher(vector_store, encoder, hubness=hubness)
