@@ -79,9 +79,9 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="model folder (default: the shipped one)")
     parser.add_argument("--json", type=Path, default=Path("bench-out/encoder.json"))
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from clipy_qdrant.config import Settings, apply_offline_environment
 
-    from clipy_qdrant.config import Settings
+    apply_offline_environment()
     from clipy_qdrant.encoders.fashion import load_fashion_encoder
 
     catalog = args.catalog or Settings().catalog

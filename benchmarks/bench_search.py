@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from clipy_qdrant.config import Settings, apply_offline_environment
+
+apply_offline_environment()
 
 
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -49,7 +51,7 @@ def _dir_size_mb(path: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=Path("./clipy-data"))
+    parser.add_argument("--store", type=Path, default=Settings().store)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)

@@ -17,6 +17,7 @@ brute-force reference:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -29,7 +30,10 @@ FUSION_METHODS: tuple[FusionMethod, ...] = ("weighted", "rrf", "dbsf")
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """How to fuse the ``text`` and ``image`` channels. Weights are non-negative."""
+    """How to fuse the ``text`` and ``image`` channels. Weights are finite and non-negative.
+
+    Build a config from user input with ``from_weights``, which fills in a missing weight.
+    """
 
     method: FusionMethod = "weighted"
     w_text: float = 0.5
@@ -41,6 +45,11 @@ class FusionConfig:
             raise ConfigError(
                 f"unknown fusion method {self.method!r}; use one of {', '.join(FUSION_METHODS)}"
             )
+        if not (math.isfinite(self.w_text) and math.isfinite(self.w_image)):
+            raise ConfigError(
+                f"fusion weights must be finite numbers (got w_text={self.w_text}, "
+                f"w_image={self.w_image})"
+            )
         if self.w_text < 0 or self.w_image < 0:
             raise ConfigError(
                 f"fusion weights must be >= 0 (got w_text={self.w_text}, w_image={self.w_image})"
@@ -51,18 +60,52 @@ class FusionConfig:
             raise ConfigError(f"rrf_k must be >= 1 (got {self.rrf_k})")
 
     @classmethod
-    def image_weight(
-        cls, w_image: float, method: FusionMethod = "weighted", rrf_k: int = 60
+    def from_weights(
+        cls,
+        method: str = "weighted",
+        w_text: float | None = None,
+        w_image: float | None = None,
+        rrf_k: int = 60,
     ) -> FusionConfig:
-        """The config with ``w_image`` and ``w_text = 1 - w_image`` (a point of a weight sweep)."""
-        if not 0.0 <= w_image <= 1.0:
-            raise ConfigError(f"w_image must be within [0, 1] (got {w_image})")
-        return cls(method=method, w_text=round(1.0 - w_image, 10), w_image=w_image, rrf_k=rrf_k)
+        """The config for user-given weights, either of which may be missing.
+
+        Neither given: 0.5 each. One given: it must be within [0, 1] and the other is
+        ``1 -`` it. Both given: any finite non-negative pair, not both 0.
+        """
+        for name, weight in (("w_text", w_text), ("w_image", w_image)):
+            if weight is not None and (
+                isinstance(weight, bool) or not isinstance(weight, int | float)
+            ):
+                raise ConfigError(f"{name} must be a number (got {weight!r})")
+        if w_text is None and w_image is None:
+            w_text = w_image = 0.5
+        elif w_text is None:
+            w_text = round(1.0 - _alone("w_image", w_image, "w_text"), 10)
+        elif w_image is None:
+            w_image = round(1.0 - _alone("w_text", w_text, "w_image"), 10)
+        assert w_text is not None and w_image is not None
+        return cls(
+            method=method,  # type: ignore[arg-type]  # __post_init__ names an unknown method
+            w_text=float(w_text),
+            w_image=float(w_image),
+            rrf_k=rrf_k,
+        )
 
     @property
     def label(self) -> str:
         base = f"{self.method} w_text={self.w_text:g} w_image={self.w_image:g}"
         return f"{base} k={self.rrf_k}" if self.method == "rrf" else base
+
+
+def _alone(name: str, weight: float | None, other: str) -> float:
+    """A weight given without the other, which is ``1 -`` it: it must lie within [0, 1]."""
+    assert weight is not None
+    if not (math.isfinite(weight) and 0.0 <= weight <= 1.0):
+        raise ConfigError(
+            f"{name} given alone must be within [0, 1], as {other} is 1 - {name} "
+            f"(got {weight}); give both weights to set them freely"
+        )
+    return weight
 
 
 def weighted_scores(

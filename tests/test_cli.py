@@ -95,6 +95,13 @@ def test_help_shows_the_defaults_it_names() -> None:
     assert '{articleType} {baseColour}"; attribute columns the catalog lacks are left out)' in words
 
 
+def test_info_text_shows_each_indexed_field_with_its_type(store: Path) -> None:
+    code, out, _ = run("info", "--store", str(store))
+    assert code == 0
+    fields_line = next(line for line in out.splitlines() if line.startswith("indexed fields:"))
+    assert "year (integer)" in fields_line and "baseColour (keyword)" in fields_line
+
+
 def test_info_reports_store(store: Path) -> None:
     code, out, _ = run("info", "--store", str(store), "--json")
     assert code == 0
@@ -146,6 +153,17 @@ def test_search_hubness_correction_of_long_text_queries(store: Path) -> None:
     assert run(*query, "--hubness", "-1")[0] == 2
 
 
+def test_one_weight_implies_the_other(store: Path) -> None:
+    """``--w-image 0.25`` alone fuses with ``w_text = 0.75``."""
+    code, out, err = run(
+        "search", "red shoes", "--store", str(store), "--json", "--w-image", "0.25"
+    )
+    assert code == 0, err
+    for hit in json.loads(out):
+        expected = 0.75 * hit["text_score"] + 0.25 * hit["image_score"]
+        assert hit["score"] == pytest.approx(expected, abs=1e-5)
+
+
 def test_search_by_image_finds_same_colour(store: Path, catalog: Path) -> None:
     code, out, _ = run(
         "search", "--image", str(catalog / "images" / "102.jpg"), "--store", str(store),
@@ -194,6 +212,11 @@ def test_errors_are_one_line_exit_1(store: Path, tmp_path: Path) -> None:
     bad.write_text('{"text": "red"}\n{"k": 3}\n')
     code, _, err = run("search", "--queries", str(bad), "--store", str(store))
     assert code == 1 and "line 2" in err and "'text' or 'image'" in err
+
+    bad.write_text('{"text": "red"}\n{"text": "red", "w_image": 1.5}\n')
+    code, _, err = run("search", "--queries", str(bad), "--store", str(store))
+    assert code == 1 and err.strip().count("\n") == 0
+    assert "line 2: w_image given alone must be within [0, 1]" in err
 
 
 def test_usage_errors_exit_2(store: Path) -> None:
@@ -266,7 +289,7 @@ def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
         "--b",
         "w_image=0",
     )
-    assert code == 1 and err.startswith("clipy: error:")
+    assert code == 2 and err.startswith("clipy: error: fusion setting 'w_image=2'")
 
 
 def test_train_captions_are_product_names(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:

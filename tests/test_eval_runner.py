@@ -159,11 +159,11 @@ def test_grid_finds_the_known_best_settings(store: VectorStore, tmp_path: Path) 
     # w_image 0 .. 0.4: the 12 B's fill the top 10 -> 0; from 0.5 on the 6 A's come first -> 1.
     assert wrong.tolist() == pytest.approx([0.0] * 5 + [1.0] * 6)
     best, value = run.sets["text-wrong"].best()
-    assert grid[best] == FusionConfig.image_weight(0.5) and value == pytest.approx(1.0)
+    assert grid[best] == FusionConfig.from_weights(w_image=0.5) and value == pytest.approx(1.0)
 
     right = run.sets["text-right"].means()[weighted, ndcg]
     assert right.tolist() == pytest.approx([1.0] * 10 + [0.0])  # the tie at w_image = 1
-    assert grid[run.sets["text-right"].best()[0]] == FusionConfig.image_weight(0.0)
+    assert grid[run.sets["text-right"].best()[0]] == FusionConfig.from_weights(w_image=0.0)
     p1 = run.sets["text-right"].means()[weighted, run.metrics.index("precision@1")]
     assert p1.tolist() == pytest.approx([1.0] * 10 + [0.0])
 
@@ -174,7 +174,7 @@ def test_grid_finds_the_known_best_settings(store: VectorStore, tmp_path: Path) 
     assert image.mean_scores(weighted[-1])["precision@10"] == pytest.approx(0.5)
     assert image.mean_scores(weighted[-1])["recall@10"] == pytest.approx(1.0)
     # RRF with the image list alone (w_text = 0) also puts the A's first.
-    rrf_image_only = grid.index(FusionConfig.image_weight(1.0, "rrf"))
+    rrf_image_only = grid.index(FusionConfig.from_weights("rrf", w_image=1.0))
     assert image.means()[rrf_image_only, ndcg] == pytest.approx(1.0)
 
     # Outputs: table, JSON, CSV, PNG, and the leaderboard form.
@@ -211,7 +211,7 @@ def test_heldout_gallery_searches_only_heldout_products(store: VectorStore) -> N
     query = EvalQuery(
         id="q", set="s", image="product:100", exclude=("100",), relevant_rule={"articleType": ["A"]}
     )
-    run = run_eval(searcher, [query], [FusionConfig.image_weight(1.0)], show_progress=False)
+    run = run_eval(searcher, [query], [FusionConfig.from_weights(w_image=1.0)], show_progress=False)
     assert run.split == "heldout" and "held-out products only" in run.split_description
     scores = run.sets["s"].mean_scores(0)
     # Held-out gallery: 105 (the only other held-out A) and 200, 205, 210. 105 comes first.
@@ -220,7 +220,11 @@ def test_heldout_gallery_searches_only_heldout_products(store: VectorStore) -> N
     assert scores["recall@10"] == 1.0
     # With the whole catalog as gallery, five A's are relevant.
     run_all = run_eval(
-        searcher, [query], [FusionConfig.image_weight(1.0)], split="all", show_progress=False
+        searcher,
+        [query],
+        [FusionConfig.from_weights(w_image=1.0)],
+        split="all",
+        show_progress=False,
     )
     assert run_all.sets["s"].mean_scores(0)["precision@10"] == pytest.approx(0.5)
 
@@ -256,7 +260,7 @@ def test_image_file_and_filters_in_a_hand_written_file(store: VectorStore, tmp_p
     )
     searcher = Searcher(store, TableEncoder())
     run = run_eval(
-        searcher, read_queries(path), [FusionConfig.image_weight(1.0)], show_progress=False
+        searcher, read_queries(path), [FusionConfig.from_weights(w_image=1.0)], show_progress=False
     )
     per_query = run.sets["files"].per_query(0)
     # A red image encodes to e0: the A images lead, all six A's relevant.
@@ -365,7 +369,7 @@ def test_a_run_wide_filter_restricts_search_and_relevance(store: VectorStore) ->
     run = run_eval(
         searcher,
         [query],
-        [FusionConfig.image_weight(1.0)],
+        [FusionConfig.from_weights(w_image=1.0)],
         ks=[5],
         split="all",
         filters=parse_filter(["baseColour=Blue"]),

@@ -87,7 +87,7 @@ def test_top_k_breaks_ties_by_id() -> None:
 
 
 def test_fusion_config_validation() -> None:
-    assert FusionConfig.image_weight(0.3).w_text == pytest.approx(0.7)
+    assert FusionConfig.from_weights(w_image=0.3).w_text == pytest.approx(0.7)
     with pytest.raises(ConfigError, match="unknown fusion method"):
         FusionConfig(method="max")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=">= 0"):
@@ -95,4 +95,51 @@ def test_fusion_config_validation() -> None:
     with pytest.raises(ConfigError, match="at least one"):
         FusionConfig(w_text=0, w_image=0)
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
-        FusionConfig.image_weight(1.5)
+        FusionConfig.from_weights(w_image=1.5)
+
+
+@pytest.mark.parametrize(
+    ("w_text", "w_image", "expected"),
+    [
+        (None, None, (0.5, 0.5)),
+        (None, 0.8, (0.2, 0.8)),
+        (0.3, None, (0.3, 0.7)),
+        (None, 0.0, (1.0, 0.0)),
+        (1.0, None, (1.0, 0.0)),
+        (1, 2, (1.0, 2.0)),  # both given: any non-negative pair
+        (0.0, 1.5, (0.0, 1.5)),
+    ],
+)
+def test_from_weights_fills_in_the_missing_weight(
+    w_text: float | None, w_image: float | None, expected: tuple[float, float]
+) -> None:
+    config = FusionConfig.from_weights("rrf", w_text=w_text, w_image=w_image, rrf_k=7)
+    assert (config.method, config.w_text, config.w_image, config.rrf_k) == ("rrf", *expected, 7)
+
+
+@pytest.mark.parametrize(
+    ("w_text", "w_image", "message"),
+    [
+        (None, 1.5, r"w_image given alone must be within \[0, 1\]"),
+        (None, -0.5, r"w_image given alone must be within \[0, 1\]"),
+        (-1.0, None, r"w_text given alone must be within \[0, 1\]"),
+        (float("nan"), None, r"w_text given alone must be within \[0, 1\]"),
+        (float("inf"), 0.5, "finite"),
+        (0.5, float("nan"), "finite"),
+        (-1.0, 0.5, ">= 0"),
+        (0.0, 0.0, "at least one"),
+        ("0.5", None, "w_text must be a number"),
+        (None, True, "w_image must be a number"),
+    ],
+)
+def test_from_weights_rejects_bad_weights_in_one_line(
+    w_text: object, w_image: object, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        FusionConfig.from_weights(w_text=w_text, w_image=w_image)  # type: ignore[arg-type]
+    assert "\n" not in str(raised.value)
+
+
+def test_direct_construction_rejects_non_finite_weights() -> None:
+    with pytest.raises(ConfigError, match="finite"):
+        FusionConfig(w_text=float("nan"))

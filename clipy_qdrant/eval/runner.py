@@ -79,7 +79,7 @@ def weight_grid(
         if method not in FUSION_METHODS:
             raise ConfigError(f"unknown fusion method {method!r}; use {', '.join(FUSION_METHODS)}")
     return [
-        FusionConfig.image_weight(round(i / n, 10), method, rrf_k)  # type: ignore[arg-type]
+        FusionConfig.from_weights(method, w_image=round(i / n, 10), rrf_k=rrf_k)
         for method in methods
         for i in range(n + 1)
     ]
@@ -91,7 +91,8 @@ _SPEC_KEYS = {"method", "w_image", "w_text", "rrf_k", "k"}
 def parse_fusion_spec(spec: str) -> FusionConfig:
     """``"w_image=0.8"``, ``"method=rrf,w_image=0.3"``, ``"w_text=1,w_image=0.5,method=dbsf"``.
 
-    With only one weight given the other is ``1 -`` it; the method defaults to ``weighted``.
+    Weights follow ``FusionConfig.from_weights`` (one given alone implies the other as ``1 -``
+    it); the method defaults to ``weighted``.
     """
     values: dict[str, str] = {}
     for part in (p.strip() for p in re.split(r"[,\s]+", spec.strip()) if p.strip()):
@@ -111,23 +112,12 @@ def parse_fusion_spec(spec: str) -> FusionConfig:
         raise ConfigError(
             f"fusion setting {spec!r}: weights must be numbers, rrf_k a whole number"
         ) from None
-    if w_image is None and w_text is None:
-        w_image = 0.5
-    if w_text is None:
-        assert w_image is not None
-        if not 0 <= w_image <= 1:
-            raise ConfigError(f"fusion setting {spec!r}: w_image alone must be within [0, 1]")
-        w_text = round(1 - w_image, 10)
-    if w_image is None:
-        if not 0 <= w_text <= 1:
-            raise ConfigError(f"fusion setting {spec!r}: w_text alone must be within [0, 1]")
-        w_image = round(1 - w_text, 10)
-    return FusionConfig(
-        method=values.get("method", "weighted"),  # type: ignore[arg-type]
-        w_text=w_text,
-        w_image=w_image,
-        rrf_k=rrf_k,
-    )
+    try:
+        return FusionConfig.from_weights(
+            values.get("method", "weighted"), w_text=w_text, w_image=w_image, rrf_k=rrf_k
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"fusion setting {spec!r}: {exc}") from None
 
 
 def config_key(cfg: FusionConfig) -> dict[str, Any]:

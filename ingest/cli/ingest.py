@@ -1,0 +1,139 @@
+"""``clipy ingest``: embed a catalog and store it, resumably."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ingest.cli.shell import (
+    ApiKeyOpt,
+    CollectionOpt,
+    EncoderOpt,
+    StoreOpt,
+    UrlOpt,
+    app,
+    build_settings,
+    echo_err,
+    encoder_spec,
+    load_encoder,
+    open_configured_store,
+    user_errors,
+)
+
+
+@app.command()
+def ingest(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A parquet file or folder (HF layout), a CSV/JSONL file (with --images), "
+            "a folder of images, or a Hugging Face dataset id."
+        ),
+    ],
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images", help="Image folder for a CSV/JSONL catalog (default: images/ beside it)."
+        ),
+    ] = None,
+    image_pattern: Annotated[
+        str,
+        typer.Option(
+            "--image-pattern", help="Image file name in --images, formatted over the row."
+        ),
+    ] = "{id}.jpg",
+    id_column: Annotated[
+        str, typer.Option("--id-column", help="Column holding the product id.")
+    ] = "id",
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--text",
+            help='Text to embed, a template over the columns, e.g. "{productDisplayName} {articleType}" '
+            '(default: "{productDisplayName}, {gender} {usage} {season} {articleType} {baseColour}"; '
+            "attribute columns the catalog lacks are left out).",
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns", help='Keep only these columns ("a,b") or rename ("old=new,...").'
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Ingest only the first N rows.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-embed products already stored unchanged.")
+    ] = False,
+    recreate: Annotated[
+        bool,
+        typer.Option("--recreate", help="Delete the collection first (e.g. to switch encoders)."),
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Products per encoding batch.")
+    ] = 64,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Where to write the JSON report of skipped rows (default: clipy-ingest-report.json).",
+        ),
+    ] = None,
+    no_index: Annotated[
+        bool,
+        typer.Option(
+            "--no-index", help="Do not build the HNSW index after the load (search stays exact)."
+        ),
+    ] = False,
+    store: StoreOpt = None,
+    qdrant_url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = None,
+    encoder: EncoderOpt = None,
+) -> None:
+    """Embed a catalog's images and texts and store them, resumably.
+
+    Example: clipy ingest ../shared/datasets/fashion-product-images-small --limit 1000
+    """
+    with user_errors():
+        settings = build_settings(
+            store=store,
+            qdrant_url=qdrant_url,
+            api_key=api_key,
+            collection=collection,
+            encoder=encoder,
+        )
+        from ingest.pipeline import run_ingest
+        from ingest.readers import open_catalog, parse_columns
+
+        catalog = open_catalog(
+            source,
+            images=images,
+            image_pattern=image_pattern,
+            id_column=id_column,
+            text_template=text,
+            columns=parse_columns(columns),
+            limit=limit,
+        )
+        vector_store = open_configured_store(settings)
+        try:
+            if recreate:
+                vector_store.delete_collection()
+            spec = encoder_spec(settings, vector_store)
+            echo_err(f"clipy: ingesting {source} with encoder {spec}")
+            result = run_ingest(
+                catalog,
+                vector_store,
+                load_encoder(spec),
+                batch_size=batch_size,
+                force=force,
+                report_path=report or Path("clipy-ingest-report.json"),
+                build_index=not no_index,
+            )
+        finally:
+            vector_store.close()
+        for line in result.summary_lines():
+            echo_err(line)

@@ -1,0 +1,258 @@
+"""``clipy search`` (one query, or a JSONL file of them) and ``clipy info``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from clipy_qdrant.errors import ClipyError, InputError
+from ingest.cli.shell import (
+    ApiKeyOpt,
+    CollectionOpt,
+    EncoderOpt,
+    HubnessOpt,
+    StoreOpt,
+    UrlOpt,
+    app,
+    build_settings,
+    fusion_config,
+    open_configured_store,
+    open_searcher,
+    user_errors,
+)
+
+if TYPE_CHECKING:
+    from clipy_qdrant.search import Hit, Searcher
+
+#: The keys a line of a ``--queries`` file may hold.
+BATCH_QUERY_KEYS = frozenset({"text", "image", "filters", "k", "w_text", "w_image", "fusion", "id"})
+
+
+@app.command()
+def search(
+    text: Annotated[str | None, typer.Argument(help="Query text.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Query image file.")] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            "-f",
+            help="FIELD=VALUE, FIELD=A,B (any of), FIELD!=VALUE, FIELD>=N, FIELD<N, FIELD=N..M; repeatable.",
+        ),
+    ] = None,
+    w_text: Annotated[
+        float | None,
+        typer.Option(
+            "--w-text",
+            help="Weight of the text vector (given alone: within [0, 1], and the image "
+            "weight is 1 minus it; default 0.5).",
+        ),
+    ] = None,
+    w_image: Annotated[
+        float | None,
+        typer.Option(
+            "--w-image",
+            help="Weight of the image vector (given alone: within [0, 1], and the text "
+            "weight is 1 minus it; default 0.5).",
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--limit", min=1, help="Number of results.")] = 10,
+    fusion: Annotated[str, typer.Option("--fusion", help="weighted | rrf | dbsf")] = "weighted",
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            "--queries",
+            help="Batch mode: a JSONL file of queries; one JSON result list per line out.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print results as JSON on stdout.")
+    ] = False,
+    store: StoreOpt = None,
+    qdrant_url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = None,
+    encoder: EncoderOpt = None,
+    hubness: HubnessOpt = None,
+) -> None:
+    """Search the catalog by text, by image, or both.
+
+    Example: clipy search "red sneakers" --filter gender=Men --filter 'year>=2015' --w-image 0.7
+    """
+    if text is None and image is None and queries is None:
+        raise typer.BadParameter("give a query text, --image PATH, or --queries FILE")
+    config = fusion_config(fusion, w_text, w_image)
+    with user_errors():
+        settings = build_settings(
+            store=store,
+            qdrant_url=qdrant_url,
+            api_key=api_key,
+            collection=collection,
+            encoder=encoder,
+        )
+        vector_store, searcher = open_searcher(settings, hubness)
+        try:
+            if queries is not None:
+                _search_batch(
+                    searcher,
+                    queries,
+                    default_k=k,
+                    fusion=fusion,
+                    w_text=w_text,
+                    w_image=w_image,
+                    as_json=as_json,
+                )
+                return
+            hits = searcher.search(text, image, filters=filters or None, k=k, fusion=config)
+            if as_json:
+                typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
+            else:
+                _render_hits(hits)
+        finally:
+            vector_store.close()
+
+
+def _render_hits(hits: list[Hit]) -> None:
+    if not hits:
+        typer.echo("no results")
+        return
+    typer.echo(f"{'#':>3}  {'score':>7}  {'text':>6}  {'image':>6}  {'id':<8}  name")
+    for rank, hit in enumerate(hits, 1):
+        name = hit.payload.get("productDisplayName") or hit.payload.get("name") or ""
+        extras = ", ".join(
+            str(hit.payload[key])
+            for key in ("gender", "articleType", "baseColour", "year")
+            if hit.payload.get(key) not in (None, "")
+        )
+        typer.echo(
+            f"{rank:>3}  {hit.score:7.4f}  {hit.text_score:6.3f}  {hit.image_score:6.3f}  "
+            f"{hit.product_id:<8}  {name}" + (f"  [{extras}]" if extras else "")
+        )
+
+
+def _batch_queries(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read query file {path}: {exc.strerror}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            query = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(query, dict):
+            raise InputError(f"{path} line {number}: expected a JSON object")
+        unknown = set(query) - BATCH_QUERY_KEYS
+        if unknown:
+            raise InputError(f"{path} line {number}: unknown keys {sorted(unknown)}")
+        if not query.get("text") and not query.get("image"):
+            raise InputError(f"{path} line {number}: needs 'text' or 'image'")
+        yield number, query
+
+
+def _search_batch(
+    searcher: Searcher,
+    path: Path,
+    *,
+    default_k: int,
+    fusion: str,
+    w_text: float | None,
+    w_image: float | None,
+    as_json: bool,
+) -> None:
+    """Each line's ``fusion``, ``w_text`` and ``w_image`` replace the flags' for that line."""
+    from clipy_qdrant.fusion import FusionConfig
+
+    parsed = list(_batch_queries(path))
+    base_dir = path.parent
+    images = [
+        (base_dir / q["image"] if not Path(q["image"]).is_absolute() else Path(q["image"]))
+        if q.get("image")
+        else None
+        for _, q in parsed
+    ]
+    vectors = searcher.embed_many([q.get("text") for _, q in parsed], images)
+    for (number, query), vector in zip(parsed, vectors, strict=True):
+        try:
+            config = FusionConfig.from_weights(
+                query.get("fusion", fusion),
+                w_text=query.get("w_text", w_text),
+                w_image=query.get("w_image", w_image),
+            )
+            filters = query.get("filters") or None
+            if isinstance(filters, str):
+                filters = [filters]
+            hits = searcher.search_vectors(
+                vector, filters=filters, k=int(query.get("k", default_k)), fusion=config
+            )
+        except ClipyError as exc:
+            raise InputError(f"{path} line {number}: {exc}") from None
+        if as_json:
+            typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
+        else:
+            typer.echo(f"== line {number}: {query.get('text') or query.get('image')}")
+            _render_hits(hits)
+
+
+@app.command()
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    store: StoreOpt = None,
+    qdrant_url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
+    """Show the store, its encoder, the number of products and each indexed field with its type.
+
+    Example: clipy info --json
+    """
+    with user_errors():
+        settings = build_settings(
+            store=store, qdrant_url=qdrant_url, api_key=api_key, collection=collection
+        )
+        vector_store = open_configured_store(settings)
+        try:
+            encoder_info = vector_store.encoder_info()
+            details: dict[str, Any] = {
+                "store": settings.qdrant_url or str(settings.store),
+                "backend": type(vector_store).__name__,
+                "encoder": None
+                if encoder_info is None
+                else {"name": encoder_info.name, "dim": encoder_info.dim},
+                "products": vector_store.count() if encoder_info is not None else 0,
+                "indexed_fields": vector_store.indexed_fields() if encoder_info is not None else {},
+            }
+            hubness = vector_store.hubness_info()
+            details["hubness"] = hubness.to_json() if hubness is not None else None
+        finally:
+            vector_store.close()
+    if as_json:
+        typer.echo(json.dumps(details))
+        return
+    enc = details["encoder"]
+    typer.echo(f"store:          {details['store']} ({details['backend']})")
+    typer.echo(
+        f"encoder:        {enc['name'] + ' (' + str(enc['dim']) + '-d)' if enc else '(empty store)'}"
+    )
+    typer.echo(f"products:       {details['products']}")
+    fields = details["indexed_fields"]
+    typer.echo(
+        "indexed fields: "
+        + (", ".join(f"{name} ({kind})" for name, kind in sorted(fields.items())) or "none")
+    )
+    hub = details["hubness"]
+    typer.echo(
+        "hubness:        "
+        + (
+            f"{hub['points']} products, mean top-{hub['top']} cosine with {hub['bank']} "
+            f"distinct texts (min {hub['minimum']})"
+            if hub
+            else "none (run clipy ingest to compute it)"
+        )
+    )

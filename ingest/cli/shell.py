@@ -1,0 +1,175 @@
+"""The shell every ``clipy`` command shares: the Typer app, option types, settings, errors.
+
+Commands live in their own modules and register on ``app`` with ``@app.command()``.
+Results go to stdout (``--json`` output parses); progress, summaries and errors go to
+stderr through ``echo_err``. Inside ``user_errors()`` a ``ClipyError`` becomes one line
+``clipy: error: …`` and exit status 1; inside ``usage_errors()`` a ``ConfigError`` from a
+flag's value becomes the same one line with exit status 2, the status of a usage error.
+
+Nothing heavy is imported here (model libraries, Qdrant clients): ``clipy --help`` stays
+instant, and each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from clipy_qdrant.config import DEFAULT_ENCODER, Settings, apply_offline_environment
+from clipy_qdrant.errors import ClipyError, ConfigError
+from clipy_qdrant.fusion import FusionConfig
+
+if TYPE_CHECKING:
+    from clipy_qdrant.encoders.base import Encoder
+    from clipy_qdrant.search import Searcher
+    from clipy_qdrant.store.base import VectorStore
+
+apply_offline_environment()
+
+app = typer.Typer(
+    name="clipy",
+    help="Multimodal product search on Qdrant: ingest a catalog, search it by text and/or image.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def echo_err(message: str) -> None:
+    """One line on stderr (progress, summaries, errors): stdout carries results only."""
+    typer.echo(message, err=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn library errors into one line on stderr and exit status 1."""
+    try:
+        yield
+    except ClipyError as exc:
+        echo_err(f"clipy: error: {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        echo_err("clipy: interrupted (work already stored is kept; re-run to resume)")
+        raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Turn a ``ConfigError`` raised while reading flags into one line and exit status 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        echo_err(f"clipy: error: {exc}")
+        raise typer.Exit(2) from None
+
+
+# -- shared options ----------------------------------------------------------------------
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store", help="Folder of the embedded store (env CLIPY_STORE; default: ./clipy-data)."
+    ),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--qdrant-url",
+        help="Qdrant server URL (or ':memory:'); replaces the embedded store (env CLIPY_QDRANT_URL).",
+    ),
+]
+ApiKeyOpt = Annotated[
+    str | None, typer.Option("--api-key", help="Qdrant API key (env CLIPY_API_KEY).")
+]
+CollectionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--collection",
+        help="Collection name on a server (env CLIPY_COLLECTION; default: products).",
+    ),
+]
+HubnessOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--hubness",
+        min=0.0,
+        help="Strength (beta) of the hubness correction of text queries searching product "
+        "images; 0 turns it off (default: the encoder's, 1 for fashion-mini).",
+    ),
+]
+EncoderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encoder",
+        help="fashion-mini (shipped, offline), clip-ViT-B-32, or clip:<model id or path> "
+        "(env CLIPY_ENCODER; default: the store's own encoder, else fashion-mini).",
+    ),
+]
+
+
+# -- settings and the collaborators they name ----------------------------------------------
+
+
+def build_settings(**flags: Any) -> Settings:
+    """The process's settings: a flag that is given beats ``CLIPY_*`` env, which beats defaults.
+
+    Flags are keyword arguments named as ``Settings`` fields; ``None`` means "not given".
+    A value of the wrong type, from a flag or the environment, is a one-line ``ConfigError``.
+    """
+    try:
+        return Settings(**{name: value for name, value in flags.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"bad setting (a flag or a CLIPY_* variable): {problems}") from None
+
+
+def open_configured_store(settings: Settings) -> VectorStore:
+    """The store the settings name: a Qdrant server when ``qdrant_url`` is set, else embedded."""
+    from clipy_qdrant.store import open_store
+
+    return open_store(
+        settings.store,
+        url=settings.qdrant_url,
+        api_key=settings.api_key,
+        collection=settings.collection,
+    )
+
+
+def encoder_spec(settings: Settings, store: VectorStore | None) -> str:
+    """The settings' encoder, else the encoder that wrote the store, else the default."""
+    if settings.encoder:
+        return settings.encoder
+    info = store.encoder_info() if store is not None else None
+    return info.name if info is not None else DEFAULT_ENCODER
+
+
+def load_encoder(spec: str) -> Encoder:
+    from clipy_qdrant.encoders import get_encoder
+
+    return get_encoder(spec)
+
+
+def open_searcher(settings: Settings, hubness: float | None = None) -> tuple[VectorStore, Searcher]:
+    """The store and a searcher over it; the caller closes the store."""
+    from clipy_qdrant.search import Searcher
+
+    vector_store = open_configured_store(settings)
+    try:
+        encoder = load_encoder(encoder_spec(settings, vector_store))
+        return vector_store, Searcher(vector_store, encoder, hubness=hubness)
+    except BaseException:
+        vector_store.close()
+        raise
+
+
+def fusion_config(method: str, w_text: float | None, w_image: float | None) -> FusionConfig:
+    """The fusion the flags ask for (``FusionConfig.from_weights``): a bad value exits 2."""
+    with usage_errors():
+        return FusionConfig.from_weights(method, w_text=w_text, w_image=w_image)
