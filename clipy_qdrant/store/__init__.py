@@ -1,8 +1,9 @@
 """Vector stores: :func:`open_store` picks the backend from one argument.
 
 ``base`` holds the contract and point records, ``meta`` what a store remembers, ``qdrant``
-the flow both backends share; ``edge`` (embedded qdrant-edge) and ``client`` (qdrant-client)
-hold only their engine calls and are imported when opened.
+the flow both backends share (``convert``: records to engine payloads and vectors);
+``edge`` (embedded qdrant-edge) and ``client`` (qdrant-client) hold only their engine calls
+and are imported when a store is opened.
 """
 
 from __future__ import annotations
