@@ -6,6 +6,8 @@ Backends: ``edge`` (qdrant-edge in a temp folder), ``client`` (qdrant-client ``:
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,9 +34,18 @@ from clipy_qdrant.config import get_settings
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import EncoderMismatchError, StoreError
 from clipy_qdrant.filters import Filter, Match, Range, matches, parse_filter
-from clipy_qdrant.store import CONTENT_HASH_KEY, IMAGE, PRODUCT_ID_KEY, TEXT, PointRecord
+from clipy_qdrant.store import (
+    CONTENT_HASH_KEY,
+    HUBNESS_KEY,
+    IMAGE,
+    PRODUCT_ID_KEY,
+    TEXT,
+    HubnessInfo,
+    PointRecord,
+)
 from clipy_qdrant.store.client import ClientStore
 from clipy_qdrant.store.edge import EdgeStore
+from clipy_qdrant.store.qdrant import UPSERT_BATCH
 
 DIM = 32
 N = 1200
@@ -335,6 +346,102 @@ def test_edge_and_client_agree(tmp_path, catalog) -> None:
         client.close()
 
 
+@pytest.mark.parametrize("batch_size", [1, 7, 25, 26, 1000])
+def test_scroll_crosses_page_boundaries(empty, batch_size) -> None:
+    """Pages of every size (one point, uneven, exact fit, one past) yield each point once."""
+    ids, vectors, payloads = make_products(25, DIM, seed=12)
+    empty.ensure_collection(ENCODER)
+    empty.upsert(records(ids, vectors, payloads))
+    seen = {p.product_id: p for p in empty.scroll(with_vectors=True, batch_size=batch_size)}
+    assert len(seen) == 25 and sorted(seen) == sorted(ids)
+    for i, pid in enumerate(ids):
+        assert seen[pid].payload[CONTENT_HASH_KEY] == f"h-{pid}"
+        np.testing.assert_allclose(seen[pid].vectors[TEXT], vectors[TEXT][i], atol=1e-5)
+
+
+def test_content_hashes_of_unknown_ids(empty) -> None:
+    ids, vectors, payloads = make_products(4, DIM, seed=13)
+    empty.ensure_collection(ENCODER)
+    assert empty.content_hashes(ids) == {}
+    empty.upsert(records(ids[:2], vectors, payloads))
+    assert empty.content_hashes(["nope", "nada"]) == {}
+    assert empty.content_hashes([ids[1], "nope", ids[3]]) == {ids[1]: f"h-{ids[1]}"}
+
+
+def test_writes_beyond_one_engine_batch(empty) -> None:
+    """Upsert and set_payload split big writes into engine batches and lose nothing; a
+    product that is not stored is refused before anything is written."""
+    n = UPSERT_BATCH + 40
+    ids, vectors, payloads = make_products(n, DIM, seed=14)
+    empty.ensure_collection(ENCODER, {"tier": "keyword"})
+    empty.upsert(records(ids, vectors, payloads))
+    assert empty.count() == n
+    tiers = {pid: ("gold" if i < UPSERT_BATCH + 10 else "silver") for i, pid in enumerate(ids)}
+    with pytest.raises(StoreError, match=r"1 product\(s\) that are not stored.*not-stored"):
+        empty.set_payload("tier", {**tiers, "not-stored": "gold"})
+    assert empty.count(parse_filter(["tier=gold"])) == 0
+    empty.set_payload("tier", tiers)
+    assert empty.count() == n
+    assert empty.count(parse_filter(["tier=gold"])) == UPSERT_BATCH + 10
+    assert empty.count(parse_filter(["tier=silver"])) == 30
+    empty.set_payload(HUBNESS_KEY, {ids[0]: np.float32(0.5)})
+    (point,) = empty.retrieve([ids[0]])
+    assert point.payload[HUBNESS_KEY] == 0.5 and point.payload["tier"] == "gold"
+    assert point.payload["baseColour"] == payloads[0]["baseColour"]
+
+
+def test_hubness_record(empty) -> None:
+    info = HubnessInfo(top=10, bank=500, points=3, minimum=0.25)
+    assert empty.hubness_info() is None
+    with pytest.raises(StoreError, match="no collection"):
+        empty.set_hubness_info(info)
+    empty.ensure_collection(ENCODER)
+    empty.set_hubness_info(info)
+    assert empty.hubness_info() == info
+    empty.set_hubness_info(None)
+    assert empty.hubness_info() is None
+
+
+def test_unknown_index_type_is_refused(empty) -> None:
+    with pytest.raises(StoreError, match="unknown type 'string'"):
+        empty.ensure_collection(ENCODER, {"gender": "string"})
+    assert empty.encoder_info() is None
+
+
+def test_empty_store_reads(empty) -> None:
+    """Without a collection, count is 0 and reads name the missing collection."""
+    assert empty.count() == 0
+    for read in (
+        lambda: empty.search(TEXT, np.ones(DIM), 3),
+        lambda: empty.retrieve(["x"]),
+        lambda: list(empty.scroll()),
+        lambda: empty.upsert([]),
+        empty.indexed_fields,
+    ):
+        with pytest.raises(StoreError, match="no collection yet"):
+            read()
+
+
+def test_closed_store_refuses_work(tmp_path) -> None:
+    for store in (EdgeStore(tmp_path / "closed"), ClientStore(":memory:")):
+        ids, vectors, payloads = make_products(3, DIM, seed=15)
+        store.ensure_collection(ENCODER)
+        store.upsert(records(ids, vectors, payloads))
+        store.close()
+        store.close()  # twice is fine
+        for call in (
+            lambda s=store, v=vectors: s.search(TEXT, v[TEXT][0], 3),
+            lambda s=store: s.count(),
+            lambda s=store, i=ids: s.retrieve(i),
+            lambda s=store, i=ids: s.content_hashes(i),
+            lambda s=store: list(s.scroll()),
+            lambda s=store: s.ensure_collection(ENCODER),
+            lambda s=store: s.delete_collection(),
+        ):
+            with pytest.raises(StoreError, match="closed"):
+                call()
+
+
 # -- edge only --------------------------------------------------------------------------
 
 
@@ -396,6 +503,7 @@ def _open_in_child(path: Path) -> str:
 
 
 def test_edge_second_process_gets_clear_error(tmp_path) -> None:
+    """A second process opening a held store folder is told which process holds it."""
     ids, vectors, payloads = make_products(5, DIM, seed=9)
     path = tmp_path / "locked"
     store = EdgeStore(path)
@@ -404,10 +512,76 @@ def test_edge_second_process_gets_clear_error(tmp_path) -> None:
     try:
         out = _open_in_child(path)
         assert out.startswith("StoreError:"), out
-        assert "in use by another process" in out and str(path) in out
+        assert str(path) in out and "another clipy process" in out
+        assert f"pid {os.getpid()}" in out
+        assert "`" not in out  # names no command
     finally:
         store.close()
+    assert not (path / "clipy.pid").exists()
     assert _open_in_child(path) == "opened 5"
+
+
+def test_edge_lock_error_without_pid_file(tmp_path) -> None:
+    """The holder's pid is a hint only: without the pid file the error still explains itself."""
+    path = tmp_path / "locked"
+    with EdgeStore(path) as store:
+        store.ensure_collection(ENCODER)
+        (path / "clipy.pid").unlink()
+        out = _open_in_child(path)
+        assert out.startswith("StoreError:") and "another clipy process" in out, out
+        assert "pid" not in out
+
+
+def test_edge_second_open_in_same_process(tmp_path) -> None:
+    path = tmp_path / "twice"
+    with EdgeStore(path) as store:
+        store.ensure_collection(ENCODER)
+        with pytest.raises(StoreError, match="already open in this process"):
+            EdgeStore(path)
+        assert store.count() == 0  # the first handle still works
+
+
+def test_edge_reopen_reads_meta_back(tmp_path) -> None:
+    """Indexes added later and the hubness record survive a reopen; marking stale does too."""
+    path = tmp_path / "meta"
+    info = HubnessInfo(top=5, bank=100, points=3, minimum=0.125)
+    with EdgeStore(path) as store:
+        store.ensure_collection(ENCODER, {"gender": "keyword"})
+        store.ensure_collection(ENCODER, {"year": "integer"})
+        store.set_hubness_info(info)
+    with EdgeStore(path) as store:
+        assert store.encoder_info() == ENCODER
+        assert store.hubness_info() == info
+        fields = store.indexed_fields()
+        assert fields["gender"] == "keyword" and fields["year"] == "integer"
+        assert fields[PRODUCT_ID_KEY] == "keyword"
+        store.set_hubness_info(None)
+    with EdgeStore(path) as store:
+        assert store.hubness_info() is None
+        assert store.indexed_fields()["year"] == "integer"
+
+
+def test_edge_folder_states(tmp_path) -> None:
+    """Metadata without a shard is an empty store; a shard without metadata is refused."""
+    half = tmp_path / "half"
+    with EdgeStore(half) as store:
+        store.ensure_collection(ENCODER)
+    shutil.rmtree(half / "shard")
+    with EdgeStore(half) as store:
+        assert store.encoder_info() is None and store.count() == 0
+        wider = EncoderInfo("wider", 48)
+        store.ensure_collection(wider)
+        assert store.encoder_info() == wider
+    (half / "clipy.json").unlink()
+    with EdgeStore(half) as store, pytest.raises(StoreError, match=r"no clipy\.json"):
+        store.ensure_collection(ENCODER)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        EdgeStore(tmp_path / "file")
+    (tmp_path / "bad" / "shard").mkdir(parents=True)
+    (tmp_path / "bad" / "clipy.json").write_text("{not json")
+    with pytest.raises(StoreError, match=r"cannot read clipy\.json"):
+        EdgeStore(tmp_path / "bad")
 
 
 def test_edge_hnsw_recall_after_build_index(tmp_path) -> None:

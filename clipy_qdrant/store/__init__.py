@@ -1,4 +1,10 @@
-"""Vector stores: :func:`open_store` picks the backend from one argument."""
+"""Vector stores: :func:`open_store` picks the backend from one argument.
+
+``base`` holds the contract and point records, ``meta`` what a store remembers, ``qdrant``
+the flow both backends share (``convert``: records to engine payloads and vectors);
+``edge`` (embedded qdrant-edge) and ``client`` (qdrant-client) hold only their engine calls
+and are imported when a store is opened.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +18,13 @@ from clipy_qdrant.store.base import (
     TEXT,
     VECTOR_NAMES,
     FieldType,
-    HubnessInfo,
     PointRecord,
     ScoredPoint,
     StoredPoint,
     VectorStore,
     point_id,
 )
+from clipy_qdrant.store.meta import HubnessInfo, StoreMeta
 
 
 def open_store(
@@ -50,6 +56,7 @@ __all__ = [
     "HubnessInfo",
     "PointRecord",
     "ScoredPoint",
+    "StoreMeta",
     "StoredPoint",
     "VectorStore",
     "open_store",

@@ -10,12 +10,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.filters import Filter
+from clipy_qdrant.store.meta import HubnessInfo
 
 IMAGE = "image"
 TEXT = "text"
@@ -27,7 +28,9 @@ CONTENT_HASH_KEY = "content_hash"
 #: Payload key of a product's hubness (see :mod:`clipy_qdrant.hubness`), written after ingest.
 HUBNESS_KEY = "hubness"
 
+#: Payload index types a store accepts.
 FieldType = Literal["keyword", "integer", "float", "text", "bool"]
+FIELD_TYPES: frozenset[str] = frozenset(get_args(FieldType))
 
 _NAMESPACE = uuid.UUID("6f1c2d1e-8f7b-4c59-9d55-2b0c6c1e9a10")
 
@@ -56,27 +59,10 @@ class ScoredPoint:
     payload: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class HubnessInfo:
-    """Collection-level record of the hubness values written into the payloads: each is the
-    mean of the product image's ``top`` highest cosines with ``bank`` distinct product text
-    vectors of the store; ``minimum`` is the smallest value (the query layer's bound)."""
-
-    top: int
-    bank: int
-    points: int
-    minimum: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"top": self.top, "bank": self.bank, "points": self.points, "minimum": self.minimum}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> HubnessInfo:
-        return cls(int(data["top"]), int(data["bank"]), int(data["points"]), float(data["minimum"]))
-
-
 @dataclass
 class StoredPoint:
+    """A stored product as read back: payload and (when asked for) its named vectors."""
+
     product_id: str
     payload: dict[str, Any] = field(default_factory=dict)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
@@ -104,7 +90,7 @@ class VectorStore(Protocol):
 
     def set_payload(self, key: str, values: Mapping[str, Any]) -> None:
         """Set payload field ``key`` to ``values[product_id]`` on those stored products (other
-        fields kept; ids not stored are ignored)."""
+        fields kept); a product id that is not stored raises ``StoreError``."""
 
     def hubness_info(self) -> HubnessInfo | None:
         """The record of the hubness values in the payloads; ``None`` when absent or stale."""

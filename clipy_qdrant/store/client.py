@@ -1,58 +1,42 @@
 """Store on qdrant-client: a Qdrant server (``http://…``) or the in-memory local mode (``:memory:``).
 
-The encoder and the declared payload indexes are kept in the collection's own metadata
-(``metadata={"clipy": …}``), so nothing extra shows up in searches or counts.
+The clipy metadata is kept in the collection's own metadata (``metadata={"clipy": …}``), so
+nothing extra shows up in searches or counts.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import StoreError
-from clipy_qdrant.filters import Filter, Match, Range
-from clipy_qdrant.store._common import (
+from clipy_qdrant.filters import Scalar
+from clipy_qdrant.store.base import VECTOR_NAMES
+from clipy_qdrant.store.meta import StoreMeta
+from clipy_qdrant.store.qdrant import (
     DEFAULT_HNSW_EF,
     DEFAULT_HNSW_EF_CONSTRUCT,
     DEFAULT_HNSW_M,
-    UPSERT_BATCH,
-    StoreMeta,
-    check_field_types,
-    check_same_encoder,
-    group_by_value,
-    match_parts,
-    mismatch_error,
-    payload_of,
-    query_vector,
-    stored_vectors,
-    vectors_of,
-)
-from clipy_qdrant.store.base import (
-    CONTENT_HASH_KEY,
-    PRODUCT_ID_KEY,
-    VECTOR_NAMES,
-    FieldType,
-    HubnessInfo,
-    PointRecord,
-    ScoredPoint,
-    StoredPoint,
-    point_id,
+    EnginePoint,
+    QdrantStore,
 )
 
 META_KEY = "clipy"
 
+#: Set-payload operations sent per batch_update_points call.
+_OPERATIONS_PER_CALL = 64
 
-class ClientStore:
+
+class ClientStore(QdrantStore):
     """:class:`~clipy_qdrant.store.base.VectorStore` over qdrant-client.
 
-    ``url=":memory:"`` uses qdrant-client's local mode (brute force; for tests), anything else
-    is a server URL. ``hnsw_ef`` is the search-time beam width on a server.
+    ``url=":memory:"`` uses qdrant-client's local mode (brute force, no indexes; for tests),
+    anything else is a server URL. ``index_timeout_s`` bounds :meth:`build_index`'s wait for
+    the server's optimizer.
     """
 
     def __init__(
@@ -65,17 +49,15 @@ class ClientStore:
         hnsw_m: int = DEFAULT_HNSW_M,
         hnsw_ef_construct: int = DEFAULT_HNSW_EF_CONSTRUCT,
         timeout: int = 60,
+        index_timeout_s: float = 3600.0,
     ) -> None:
         from qdrant_client import QdrantClient
 
+        super().__init__(hnsw_ef=hnsw_ef, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct)
         self.url = url
         self.collection = collection
-        self.hnsw_ef = hnsw_ef
-        self.hnsw_m = hnsw_m
-        self.hnsw_ef_construct = hnsw_ef_construct
+        self.index_timeout_s = index_timeout_s
         self.local = url == ":memory:"
-        self._meta: StoreMeta | None = None
-        self._closed = False
         self._client = (
             QdrantClient(":memory:")
             if self.local
@@ -86,27 +68,12 @@ class ClientStore:
     def __repr__(self) -> str:
         return f"ClientStore({self.url!r}, collection={self.collection!r})"
 
-    def __enter__(self) -> ClientStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @property
     def where(self) -> str:
         return f"{self.url} collection {self.collection!r}"
 
-    @contextmanager
-    def _engine(self, what: str) -> Iterator[None]:
-        if self._closed:
-            raise StoreError(f"store {self.where} is closed")
-        try:
-            yield
-        except StoreError:
-            raise
-        except Exception as exc:
-            hint = "" if self.local else " (is the server running? `docker compose up -d`)"
-            raise StoreError(f"store {self.where}: {what} failed: {exc}{hint}") from None
+    def _failure_hint(self) -> str:
+        return "" if self.local else " (is the server running? `docker compose up -d`)"
 
     def _read_meta(self) -> StoreMeta | None:
         with self._engine("reading the collection"):
@@ -121,283 +88,172 @@ class ClientStore:
             )
         return StoreMeta.from_json(data, self.where)
 
-    def _live_meta(self) -> StoreMeta:
-        if self._meta is None:
-            raise StoreError(f"store {self.where} has no collection yet; run `clipy ingest` first")
-        return self._meta
+    # -- engine calls -------------------------------------------------------------------
 
-    # -- collection ---------------------------------------------------------------------
-
-    def ensure_collection(
-        self, encoder: EncoderInfo, indexed_fields: Mapping[str, FieldType] | None = None
-    ) -> None:
+    def _create_collection(self, meta: StoreMeta) -> None:
         from qdrant_client import models
 
-        fields = check_field_types(indexed_fields)
-        if self._meta is not None:
-            if self._meta.encoder.name != encoder.name or self._meta.encoder.dim != encoder.dim:
-                raise mismatch_error(self.where, self._meta.encoder, encoder)
-        else:
-            meta = StoreMeta(encoder, {})
-            vector = models.VectorParams(size=encoder.dim, distance=models.Distance.COSINE)
-            with self._engine("creating the collection"):
-                self._client.create_collection(
-                    self.collection,
-                    vectors_config={name: vector for name in VECTOR_NAMES},
-                    hnsw_config=models.HnswConfigDiff(
-                        m=self.hnsw_m, ef_construct=self.hnsw_ef_construct
-                    ),
-                    metadata={META_KEY: meta.to_json()},
-                )
-            self._meta = meta
-        wanted = {PRODUCT_ID_KEY: "keyword", **fields}
-        missing = {k: v for k, v in wanted.items() if self._meta.indexed_fields.get(k) != v}
-        if missing:
-            with self._engine("creating payload indexes"), warnings.catch_warnings():
-                # Local mode accepts indexes and warns that they have no effect: expected here.
-                warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-                for name, kind in missing.items():
-                    self._client.create_payload_index(
-                        self.collection, name, models.PayloadSchemaType(kind), wait=True
-                    )
-            self._meta.indexed_fields.update(missing)
-            with self._engine("saving collection metadata"):
-                self._client.update_collection(
-                    self.collection, metadata={META_KEY: self._meta.to_json()}
+        vector = models.VectorParams(size=meta.encoder.dim, distance=models.Distance.COSINE)
+        self._client.create_collection(
+            self.collection,
+            vectors_config={name: vector for name in VECTOR_NAMES},
+            hnsw_config=models.HnswConfigDiff(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct),
+            metadata={META_KEY: meta.to_json()},
+        )
+
+    def _write_meta(self, meta: StoreMeta) -> None:
+        self._client.update_collection(self.collection, metadata={META_KEY: meta.to_json()})
+
+    def _drop_collection(self) -> None:
+        if self._client.collection_exists(self.collection):
+            self._client.delete_collection(self.collection)
+
+    def _create_payload_indexes(self, fields: Mapping[str, str]) -> None:
+        from qdrant_client import models
+
+        with warnings.catch_warnings():
+            # Local mode accepts indexes and warns that they have no effect: expected here.
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            for name, kind in fields.items():
+                self._client.create_payload_index(
+                    self.collection, name, models.PayloadSchemaType(kind), wait=True
                 )
 
-    def encoder_info(self) -> EncoderInfo | None:
-        return self._meta.encoder if self._meta is not None else None
-
-    def check_encoder(self, encoder: EncoderInfo) -> None:
-        check_same_encoder(self.where, self.encoder_info(), encoder)
-
-    def delete_collection(self) -> None:
-        """Drop the collection; :meth:`ensure_collection` starts afresh."""
-        with self._engine("deleting the collection"):
-            if self._client.collection_exists(self.collection):
-                self._client.delete_collection(self.collection)
-        self._meta = None
-
-    def indexed_fields(self) -> dict[str, str]:
-        """Payload indexes: the server's schema, or the declared ones in local mode (which
-        ignores indexes)."""
-        meta = self._live_meta()
+    def _read_indexed_fields(self) -> dict[str, str]:
+        # Local mode keeps no indexes, so the declared ones stand in for them.
         if self.local:
-            return dict(meta.indexed_fields)
-        with self._engine("reading collection info"):
-            schema = self._client.get_collection(self.collection).payload_schema
+            return dict(self._meta.indexed_fields) if self._meta is not None else {}
+        schema = self._client.get_collection(self.collection).payload_schema
         return {
             name: str(getattr(info.data_type, "value", info.data_type))
             for name, info in schema.items()
         }
 
-    # -- writing ------------------------------------------------------------------------
-
-    def upsert(self, points: Sequence[PointRecord]) -> None:
+    def _upsert_points(self, points: Sequence[EnginePoint]) -> None:
         from qdrant_client import models
 
-        dim = self._live_meta().encoder.dim
-        for start in range(0, len(points), UPSERT_BATCH):
-            batch = [
-                models.PointStruct(
-                    id=point_id(p.product_id),
-                    vector={k: v.tolist() for k, v in vectors_of(p, dim).items()},
-                    payload=payload_of(p),
-                )
-                for p in points[start : start + UPSERT_BATCH]
-            ]
-            with self._engine("upsert"):
-                self._client.upsert(self.collection, batch, wait=True)
+        batch = [
+            models.PointStruct(
+                id=p.id,
+                vector={name: vec.tolist() for name, vec in p.vectors.items()},
+                payload=p.payload,
+            )
+            for p in points
+        ]
+        self._client.upsert(self.collection, batch, wait=True)
 
-    def set_payload(self, key: str, values: Mapping[str, Any]) -> None:
+    def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
         from qdrant_client import models
 
-        self._live_meta()
         operations = [
             models.SetPayloadOperation(
-                set_payload=models.SetPayload(
-                    payload={key: value},
-                    points=[point_id(p) for p in product_ids[start : start + UPSERT_BATCH]],
-                )
+                set_payload=models.SetPayload(payload={key: value}, points=list(ids))
             )
-            for value, product_ids in group_by_value(values).items()
-            for start in range(0, len(product_ids), UPSERT_BATCH)
+            for value, ids in targets
         ]
-        for start in range(0, len(operations), 64):
-            with self._engine(f"setting payload {key!r}"):
-                self._client.batch_update_points(
-                    self.collection, operations[start : start + 64], wait=True
-                )
+        for start in range(0, len(operations), _OPERATIONS_PER_CALL):
+            self._client.batch_update_points(
+                self.collection, operations[start : start + _OPERATIONS_PER_CALL], wait=True
+            )
 
-    def hubness_info(self) -> HubnessInfo | None:
-        return self._meta.hubness if self._meta is not None else None
+    def _search(
+        self,
+        using: str,
+        query: np.ndarray,
+        limit: int,
+        flt: Any,
+        *,
+        payload: bool | list[str],
+        exact: bool,
+    ) -> Sequence[Any]:
+        from qdrant_client import models
 
-    def set_hubness_info(self, info: HubnessInfo | None) -> None:
-        meta = self._live_meta()
-        if meta.hubness != info:
-            meta.hubness = info
-            with self._engine("saving collection metadata"):
-                self._client.update_collection(self.collection, metadata={META_KEY: meta.to_json()})
+        return self._client.query_points(
+            self.collection,
+            query=query.tolist(),
+            using=using,
+            query_filter=flt,
+            # Local mode is always exact and warns about search params, so send none there.
+            search_params=None
+            if self.local
+            else models.SearchParams(hnsw_ef=self.hnsw_ef, exact=exact),
+            limit=limit,
+            with_payload=payload,
+        ).points
 
-    def build_index(self, timeout_s: float = 3600.0) -> None:
+    def _retrieve(
+        self, ids: list[str], *, payload: bool | list[str], with_vectors: bool
+    ) -> Sequence[Any]:
+        return self._client.retrieve(
+            self.collection, list(ids), with_payload=payload, with_vectors=with_vectors
+        )
+
+    def _scroll_page(self, offset: Any, limit: int, *, with_vectors: bool) -> tuple[list[Any], Any]:
+        records, next_offset = self._client.scroll(
+            self.collection,
+            limit=limit,
+            offset=offset,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return list(records), next_offset
+
+    def _count(self, flt: Any) -> int:
+        return int(self._client.count(self.collection, count_filter=flt, exact=True).count)
+
+    def _build_index(self) -> None:
         """Wait for the server's optimizer to finish indexing (local mode: nothing to do)."""
         from qdrant_client import models
 
-        self._live_meta()
         if self.local:
             return
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + self.index_timeout_s
         while True:
-            with self._engine("reading collection status"):
-                status = self._client.get_collection(self.collection).status
+            status = self._client.get_collection(self.collection).status
             if status == models.CollectionStatus.GREEN:
                 return
             if time.monotonic() > deadline:
                 raise StoreError(
-                    f"store {self.where}: index still building after {timeout_s:.0f} s "
-                    f"(status {status}); wait and check the server"
+                    f"store {self.where}: index still building after "
+                    f"{self.index_timeout_s:.0f} s (status {status}); wait and check the server"
                 )
             time.sleep(1.0)
 
-    # -- reading ------------------------------------------------------------------------
+    def _close_engine(self) -> None:
+        self._client.close()
 
-    @staticmethod
-    def _filter(flt: Filter | None) -> Any:
+    # -- filter leaves ------------------------------------------------------------------
+
+    def _match_value(self, key: str, value: Scalar) -> Any:
         from qdrant_client import models
 
-        if not flt:
-            return None
+        return models.FieldCondition(key=key, match=models.MatchValue(value=value))  # type: ignore[arg-type]
 
-        def part(name: str, kind: str, value: Any) -> models.FieldCondition:
-            if kind == "equal":
-                return models.FieldCondition(key=name, range=models.Range(gte=value, lte=value))
-            if kind == "any":
-                return models.FieldCondition(key=name, match=models.MatchAny(any=value))
-            return models.FieldCondition(key=name, match=models.MatchValue(value=value))
+    def _match_any(self, key: str, values: list[Any]) -> Any:
+        from qdrant_client import models
 
-        def cond(c: Match | Range) -> models.FieldCondition | models.Filter:
-            if isinstance(c, Range):
-                return models.FieldCondition(
-                    key=c.field, range=models.Range(gt=c.gt, gte=c.gte, lt=c.lt, lte=c.lte)
-                )
-            parts = [part(c.field, kind, value) for kind, value in match_parts(c.values)]
-            return parts[0] if len(parts) == 1 else models.Filter(should=list(parts))
+        return models.FieldCondition(key=key, match=models.MatchAny(any=values))
 
-        return models.Filter(
-            must=[cond(c) for c in flt.must] or None,
-            must_not=[cond(c) for c in flt.must_not] or None,
-        )
-
-    def search(
+    def _match_range(
         self,
-        using: str,
-        vector: np.ndarray,
-        limit: int,
-        flt: Filter | None = None,
+        key: str,
         *,
-        with_payload: bool = True,
-        exact: bool = False,
-    ) -> list[ScoredPoint]:
+        gt: float | None = None,
+        gte: float | None = None,
+        lt: float | None = None,
+        lte: float | None = None,
+    ) -> Any:
         from qdrant_client import models
 
-        meta = self._live_meta()
-        query = query_vector(vector, meta.encoder.dim, using)
-        if limit <= 0:
-            return []
-        with self._engine("search"):
-            hits = self._client.query_points(
-                self.collection,
-                query=query.tolist(),
-                using=using,
-                query_filter=self._filter(flt),
-                # Local mode is always exact and warns about search params, so send none there.
-                search_params=None
-                if self.local
-                else models.SearchParams(hnsw_ef=self.hnsw_ef, exact=exact),
-                limit=int(limit),
-                # The product id lives in the payload, so it is always read.
-                with_payload=True if with_payload else [PRODUCT_ID_KEY],
-            ).points
-        return [
-            ScoredPoint(
-                str((h.payload or {})[PRODUCT_ID_KEY]),
-                float(h.score),
-                dict(h.payload or {}) if with_payload else None,
-            )
-            for h in hits
-        ]
+        return models.FieldCondition(key=key, range=models.Range(gt=gt, gte=gte, lt=lt, lte=lte))
 
-    @staticmethod
-    def _stored(record: Any, with_payload: bool, with_vectors: bool) -> StoredPoint:
-        payload = dict(record.payload or {})
-        return StoredPoint(
-            str(payload.get(PRODUCT_ID_KEY)),
-            payload if with_payload else {},
-            stored_vectors(record.vector) if with_vectors else {},
-        )
+    def _bool_filter(
+        self,
+        *,
+        must: list[Any] | None = None,
+        must_not: list[Any] | None = None,
+        should: list[Any] | None = None,
+    ) -> Any:
+        from qdrant_client import models
 
-    def retrieve(
-        self, product_ids: Sequence[str], *, with_payload: bool = True, with_vectors: bool = False
-    ) -> list[StoredPoint]:
-        self._live_meta()
-        if not product_ids:
-            return []
-        with self._engine("retrieve"):
-            records = self._client.retrieve(
-                self.collection,
-                [point_id(p) for p in product_ids],
-                with_payload=True,
-                with_vectors=with_vectors,
-            )
-        return [self._stored(r, with_payload, with_vectors) for r in records]
-
-    def content_hashes(self, product_ids: Sequence[str]) -> dict[str, str]:
-        self._live_meta()
-        if not product_ids:
-            return {}
-        with self._engine("retrieve"):
-            records = self._client.retrieve(
-                self.collection,
-                [point_id(p) for p in product_ids],
-                with_payload=[PRODUCT_ID_KEY, CONTENT_HASH_KEY],
-            )
-        return {
-            str(r.payload[PRODUCT_ID_KEY]): str(r.payload.get(CONTENT_HASH_KEY, ""))
-            for r in records
-            if r.payload
-        }
-
-    def scroll(
-        self, *, with_vectors: bool = False, batch_size: int = 1000
-    ) -> Iterator[StoredPoint]:
-        self._live_meta()
-        offset: Any = None
-        while True:
-            with self._engine("scroll"):
-                records, offset = self._client.scroll(
-                    self.collection,
-                    limit=batch_size,
-                    offset=offset,
-                    with_payload=True,
-                    with_vectors=with_vectors,
-                )
-            for r in records:
-                yield self._stored(r, True, with_vectors)
-            if offset is None or not records:
-                return
-
-    def count(self, flt: Filter | None = None) -> int:
-        if self._meta is None:
-            return 0
-        with self._engine("count"):
-            return int(
-                self._client.count(
-                    self.collection, count_filter=self._filter(flt), exact=True
-                ).count
-            )
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._client.close()
+        return models.Filter(must=must, must_not=must_not, should=should)

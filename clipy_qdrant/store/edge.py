@@ -2,62 +2,45 @@
 
 Layout of the store folder::
 
-    <path>/clipy.json   encoder (name, dim) and payload indexes, written atomically
+    <path>/clipy.json   encoder (name, dim), payload indexes, hubness record; written atomically
+    <path>/clipy.pid    id of the process holding the shard open; removed when it closes
     <path>/shard/       the qdrant-edge shard (segments + WAL); locked by the process using it
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import StoreError
-from clipy_qdrant.filters import Filter, Match, Range
-from clipy_qdrant.store._common import (
+from clipy_qdrant.filters import Scalar
+from clipy_qdrant.store.base import VECTOR_NAMES
+from clipy_qdrant.store.meta import StoreMeta
+from clipy_qdrant.store.qdrant import (
     DEFAULT_HNSW_EF,
     DEFAULT_HNSW_EF_CONSTRUCT,
     DEFAULT_HNSW_M,
-    UPSERT_BATCH,
-    StoreMeta,
-    check_field_types,
-    check_same_encoder,
-    group_by_value,
-    match_parts,
-    mismatch_error,
-    payload_of,
-    query_vector,
-    stored_vectors,
-    vectors_of,
-)
-from clipy_qdrant.store.base import (
-    CONTENT_HASH_KEY,
-    PRODUCT_ID_KEY,
-    VECTOR_NAMES,
-    FieldType,
-    HubnessInfo,
-    PointRecord,
-    ScoredPoint,
-    StoredPoint,
-    point_id,
+    EnginePoint,
+    QdrantStore,
 )
 
 META_FILE = "clipy.json"
+PID_FILE = "clipy.pid"
 SHARD_DIR = "shard"
 
 #: Qdrant's default: below ~10 MB of vectors a scan beats the graph.
 DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
 
-#: Payload index types; the product id is always indexed so lookups by id filter fast.
+#: clipy's payload index types -> qdrant-edge's PayloadSchemaType members.
 _SCHEMA_NAMES = {
     "keyword": "Keyword",
     "integer": "Integer",
@@ -81,14 +64,13 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
-class EdgeStore:
+class EdgeStore(QdrantStore):
     """:class:`~clipy_qdrant.store.base.VectorStore` on qdrant-edge in folder ``path``.
 
-    ``hnsw_m`` / ``hnsw_ef_construct`` shape the graph built by :meth:`build_index`;
-    ``hnsw_ef`` is the search-time beam width (higher: better recall, slower).
     ``full_scan_threshold_kb`` (Qdrant's default, 10 MB): a segment or filtered subset whose
-    vectors are smaller than this is searched exactly instead of through the graph.
-    The three graph settings apply when the collection is created; ``hnsw_ef`` per search.
+    vectors are smaller than this is searched exactly instead of through the graph. It and
+    the graph settings apply when the collection is created; ``hnsw_ef`` per search.
+    Opening a folder another process holds open raises :class:`StoreError`.
     """
 
     def __init__(
@@ -100,36 +82,42 @@ class EdgeStore:
         hnsw_ef_construct: int = DEFAULT_HNSW_EF_CONSTRUCT,
         full_scan_threshold_kb: int = DEFAULT_FULL_SCAN_THRESHOLD_KB,
     ) -> None:
+        super().__init__(hnsw_ef=hnsw_ef, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct)
         self.path = Path(path)
         self.full_scan_threshold_kb = full_scan_threshold_kb
-        self.hnsw_ef = hnsw_ef
-        self.hnsw_m = hnsw_m
-        self.hnsw_ef_construct = hnsw_ef_construct
         self._shard: Any = None
-        self._meta: StoreMeta | None = None
-        self._closed = False
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is a file, not a folder; choose another --store")
-        meta_file = self.path / META_FILE
-        if meta_file.exists():
-            self._meta = self._read_meta(meta_file)
-            if (self.path / SHARD_DIR).exists():
-                self._shard = self._load_shard()
-
-    # -- opening ------------------------------------------------------------------------
+        # A collection is the metadata file and the shard together; metadata alone (a creation
+        # cut short) is overwritten by the next ensure_collection.
+        if (self.path / META_FILE).exists() and (self.path / SHARD_DIR).exists():
+            meta = self._read_meta()
+            self._shard = self._load_shard()
+            self._meta = meta
 
     def __repr__(self) -> str:
         return f"EdgeStore({str(self.path)!r})"
 
-    def __enter__(self) -> EdgeStore:
-        return self
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def stats(self) -> dict[str, int]:
+        """Engine counters: points, indexed (HNSW) vectors, segments."""
+        self._live_meta()
+        with self._engine("reading collection info"):
+            info = self._shard.info()
+        return {
+            "points": int(info.points_count),
+            "indexed_vectors": int(info.indexed_vectors_count),
+            "segments": int(info.segments_count),
+        }
 
-    def _read_meta(self, meta_file: Path) -> StoreMeta:
+    # -- opening and the folder lock ----------------------------------------------------
+
+    def _read_meta(self) -> StoreMeta:
         try:
-            data = json.loads(meta_file.read_text(encoding="utf-8"))
+            data = json.loads((self.path / META_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise StoreError(
                 f"store {self.path}: cannot read {META_FILE} ({exc}); recreate it with --recreate"
@@ -137,17 +125,52 @@ class EdgeStore:
         return StoreMeta.from_json(data, str(self.path))
 
     def _load_shard(self) -> Any:
-        import qdrant_edge
+        import qdrant_edge as qe
 
         try:
-            return qdrant_edge.EdgeShard.load(str(self.path / SHARD_DIR))
+            shard = qe.EdgeShard.load(str(self.path / SHARD_DIR))
         except Exception as exc:
             if "WouldBlock" in str(exc):
-                raise StoreError(
-                    f"store {self.path} is in use by another process (or already open in this "
-                    "one); stop it (e.g. a running `clipy serve`) or use another --store folder"
-                ) from None
+                raise self._locked_error() from None
             raise StoreError(f"store {self.path} cannot be opened: {exc}") from None
+        self._write_pid()
+        return shard
+
+    def _locked_error(self) -> StoreError:
+        """The error for a shard whose lock another open holds, naming the holder if known."""
+        holder = self._pid_holder()
+        if holder == os.getpid():
+            return StoreError(
+                f"store {self.path} is already open in this process; close the other "
+                "EdgeStore on it first"
+            )
+        who = f" (pid {holder})" if holder is not None else ""
+        return StoreError(
+            f"store {self.path} is held open by another clipy process{who}, such as an ingest, "
+            "search or serve; wait for it to finish or stop it, or use another --store folder"
+        )
+
+    def _pid_holder(self) -> int | None:
+        try:
+            return int((self.path / PID_FILE).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return None
+
+    def _write_pid(self) -> None:
+        # Only a hint for the lock error: failing to write it must not fail the open.
+        with contextlib.suppress(OSError):
+            (self.path / PID_FILE).write_text(f"{os.getpid()}\n", encoding="ascii")
+
+    def _release_shard(self) -> None:
+        if self._shard is None:
+            return
+        shard, self._shard = self._shard, None
+        try:
+            shard.flush()
+            shard.close()
+        finally:
+            if self._pid_holder() == os.getpid():
+                (self.path / PID_FILE).unlink(missing_ok=True)
 
     def _config(self, dim: int) -> Any:
         import qdrant_edge as qe
@@ -167,266 +190,138 @@ class EdgeStore:
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
         )
 
-    def _live_shard(self) -> Any:
-        if self._closed:
-            raise StoreError(f"store {self.path} is closed")
-        if self._shard is None:
-            raise StoreError(f"store {self.path} has no collection yet; run `clipy ingest` first")
-        return self._shard
+    # -- engine calls -------------------------------------------------------------------
 
-    @contextmanager
-    def _engine(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"store {self.path}: {what} failed: {exc}") from None
-
-    # -- collection ---------------------------------------------------------------------
-
-    def ensure_collection(
-        self, encoder: EncoderInfo, indexed_fields: Mapping[str, FieldType] | None = None
-    ) -> None:
-        """Create the shard for ``encoder`` (and payload indexes) or check the existing one."""
+    def _create_collection(self, meta: StoreMeta) -> None:
         import qdrant_edge as qe
 
-        if self._closed:
-            raise StoreError(f"store {self.path} is closed")
-        fields = check_field_types(indexed_fields)
-        if self._meta is not None and self._shard is not None:
-            stored = self._meta.encoder
-            if stored.name != encoder.name or stored.dim != encoder.dim:
-                raise mismatch_error(str(self.path), stored, encoder)
-        else:
-            if (self.path / SHARD_DIR).exists():
-                raise StoreError(
-                    f"store {self.path} has a shard but no {META_FILE}; delete the folder "
-                    "or use --recreate"
-                )
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._meta = StoreMeta(encoder, {})
-            # Metadata first: a shard is never left behind without knowing its encoder.
-            _write_json_atomic(self.path / META_FILE, self._meta.to_json())
-            with self._engine("creating the collection"):
-                self._shard = qe.EdgeShard.create(
-                    str(self.path / SHARD_DIR), self._config(encoder.dim)
-                )
-        wanted = {PRODUCT_ID_KEY: "keyword", **fields}
-        missing = {k: v for k, v in wanted.items() if self._meta.indexed_fields.get(k) != v}
-        if missing:
-            with self._engine("creating payload indexes"):
-                for name, kind in missing.items():
-                    schema = getattr(qe.PayloadSchemaType, _SCHEMA_NAMES[kind])
-                    self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
-            self._meta.indexed_fields.update(missing)
-            _write_json_atomic(self.path / META_FILE, self._meta.to_json())
+        if (self.path / SHARD_DIR).exists():
+            raise StoreError(
+                f"store {self.path} has a shard but no {META_FILE}; delete the folder "
+                "or use --recreate"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        # Metadata first: a shard is never left behind without knowing its encoder.
+        _write_json_atomic(self.path / META_FILE, meta.to_json())
+        self._shard = qe.EdgeShard.create(
+            str(self.path / SHARD_DIR), self._config(meta.encoder.dim)
+        )
+        self._write_pid()
 
-    def encoder_info(self) -> EncoderInfo | None:
-        return self._meta.encoder if self._meta is not None and self._shard is not None else None
+    def _write_meta(self, meta: StoreMeta) -> None:
+        _write_json_atomic(self.path / META_FILE, meta.to_json())
 
-    def check_encoder(self, encoder: EncoderInfo) -> None:
-        check_same_encoder(str(self.path), self.encoder_info(), encoder)
-
-    def delete_collection(self) -> None:
-        """Remove the collection (shard and metadata); :meth:`ensure_collection` starts afresh."""
-        if self._shard is not None:
-            with self._engine("closing"):
-                self._shard.close()
-            self._shard = None
+    def _drop_collection(self) -> None:
+        self._release_shard()
         shutil.rmtree(self.path / SHARD_DIR, ignore_errors=True)
         (self.path / META_FILE).unlink(missing_ok=True)
-        self._meta = None
 
-    def indexed_fields(self) -> dict[str, str]:
-        """Payload indexes as the engine reports them: ``{field: type}``."""
-        shard = self._live_shard()
-        with self._engine("reading collection info"):
-            schema = shard.info().payload_schema
+    def _create_payload_indexes(self, fields: Mapping[str, str]) -> None:
+        import qdrant_edge as qe
+
+        for name, kind in fields.items():
+            schema = getattr(qe.PayloadSchemaType, _SCHEMA_NAMES[kind])
+            self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
+
+    def _read_indexed_fields(self) -> dict[str, str]:
         names = {v: k for k, v in _SCHEMA_NAMES.items()}
         out: dict[str, str] = {}
-        for name, info in schema.items():
+        for name, info in self._shard.info().payload_schema.items():
             kind = str(info.data_type).rpartition(".")[2]
             out[str(name)] = names.get(kind, kind.lower())
         return out
 
-    def stats(self) -> dict[str, int]:
-        """Engine counters: points, indexed (HNSW) vectors, segments."""
-        shard = self._live_shard()
-        with self._engine("reading collection info"):
-            info = shard.info()
-        return {
-            "points": int(info.points_count),
-            "indexed_vectors": int(info.indexed_vectors_count),
-            "segments": int(info.segments_count),
-        }
-
-    # -- writing ------------------------------------------------------------------------
-
-    def upsert(self, points: Sequence[PointRecord]) -> None:
+    def _upsert_points(self, points: Sequence[EnginePoint]) -> None:
         import qdrant_edge as qe
 
-        shard = self._live_shard()
-        assert self._meta is not None
-        dim = self._meta.encoder.dim
-        for start in range(0, len(points), UPSERT_BATCH):
-            batch = [
-                qe.Point(point_id(p.product_id), vectors_of(p, dim), payload_of(p))  # type: ignore[arg-type]
-                for p in points[start : start + UPSERT_BATCH]
-            ]
-            with self._engine("upsert"):
-                shard.update(qe.UpdateOperation.upsert_points(batch))
+        batch = [qe.Point(p.id, p.vectors, p.payload) for p in points]  # type: ignore[arg-type]
+        self._shard.update(qe.UpdateOperation.upsert_points(batch))
 
-    def set_payload(self, key: str, values: Mapping[str, Any]) -> None:
+    def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
         import qdrant_edge as qe
 
-        shard = self._live_shard()
-        for value, product_ids in group_by_value(values).items():
-            with self._engine(f"setting payload {key!r}"):
-                for start in range(0, len(product_ids), UPSERT_BATCH):
-                    ids: list[int | uuid.UUID | str] = [
-                        point_id(p) for p in product_ids[start : start + UPSERT_BATCH]
-                    ]
-                    shard.update(qe.UpdateOperation.set_payload(ids, {key: value}))
+        for value, ids in targets:
+            point_ids: list[int | uuid.UUID | str] = list(ids)
+            self._shard.update(qe.UpdateOperation.set_payload(point_ids, {key: value}))
 
-    def hubness_info(self) -> HubnessInfo | None:
-        return self._meta.hubness if self._meta is not None else None
-
-    def set_hubness_info(self, info: HubnessInfo | None) -> None:
-        self._live_shard()
-        assert self._meta is not None
-        if self._meta.hubness != info:
-            self._meta.hubness = info
-            _write_json_atomic(self.path / META_FILE, self._meta.to_json())
-
-    def build_index(self) -> None:
-        """Build HNSW for every segment (blocking; minutes at catalog scale)."""
-        shard = self._live_shard()
-        with self._engine("building the index"):
-            shard.optimize()
-
-    # -- reading ------------------------------------------------------------------------
-
-    def _filter(self, flt: Filter | None) -> Any:
-        import qdrant_edge as qe
-
-        if not flt:
-            return None
-
-        def part(name: str, kind: str, value: Any) -> Any:
-            if kind == "equal":
-                return qe.FieldCondition(name, range=qe.RangeFloat(gte=value, lte=value))
-            if kind == "any":
-                return qe.FieldCondition(name, match=qe.MatchAny(value))
-            return qe.FieldCondition(name, match=qe.MatchValue(value))
-
-        def cond(c: Match | Range) -> Any:
-            if isinstance(c, Range):
-                return qe.FieldCondition(
-                    c.field, range=qe.RangeFloat(gte=c.gte, gt=c.gt, lte=c.lte, lt=c.lt)
-                )
-            parts = [part(c.field, kind, value) for kind, value in match_parts(c.values)]
-            return parts[0] if len(parts) == 1 else qe.Filter(should=parts)
-
-        return qe.Filter(
-            must=[cond(c) for c in flt.must] or None,
-            must_not=[cond(c) for c in flt.must_not] or None,
-        )
-
-    def search(
+    def _search(
         self,
         using: str,
-        vector: np.ndarray,
+        query: np.ndarray,
         limit: int,
-        flt: Filter | None = None,
+        flt: Any,
         *,
-        with_payload: bool = True,
-        exact: bool = False,
-    ) -> list[ScoredPoint]:
+        payload: bool | list[str],
+        exact: bool,
+    ) -> Sequence[Any]:
         import qdrant_edge as qe
 
-        shard = self._live_shard()
-        assert self._meta is not None
-        query = query_vector(vector, self._meta.encoder.dim, using)
-        if limit <= 0:
-            return []
         request = qe.SearchRequest(
             query=qe.Query.Nearest(query, using=using),  # type: ignore[arg-type]
-            limit=int(limit),
-            filter=self._filter(flt),
+            limit=limit,
+            filter=flt,
             params=qe.SearchParams(hnsw_ef=self.hnsw_ef, exact=exact),
-            # The product id lives in the payload, so it is always read.
-            with_payload=True,
+            with_payload=payload,
         )
-        with self._engine("search"):
-            hits = shard.search(request)
-        return [
-            ScoredPoint(
-                str(h.payload[PRODUCT_ID_KEY]),
-                float(h.score),
-                dict(h.payload) if with_payload else None,
-            )
-            for h in hits
-        ]
+        return self._shard.search(request)
 
-    def retrieve(
-        self, product_ids: Sequence[str], *, with_payload: bool = True, with_vectors: bool = False
-    ) -> list[StoredPoint]:
-        shard = self._live_shard()
-        if not product_ids:
-            return []
-        ids = [point_id(p) for p in product_ids]
-        with self._engine("retrieve"):
-            records = shard.retrieve(ids, True, with_vectors)
-        return [self._stored(r, with_payload, with_vectors) for r in records]
+    def _retrieve(
+        self, ids: list[str], *, payload: bool | list[str], with_vectors: bool
+    ) -> Sequence[Any]:
+        return self._shard.retrieve(ids, payload, with_vectors)
 
-    @staticmethod
-    def _stored(record: Any, with_payload: bool, with_vectors: bool) -> StoredPoint:
-        payload = dict(record.payload or {})
-        return StoredPoint(
-            str(payload.get(PRODUCT_ID_KEY)),
-            payload if with_payload else {},
-            stored_vectors(record.vector) if with_vectors else {},
-        )
-
-    def content_hashes(self, product_ids: Sequence[str]) -> dict[str, str]:
-        return {
-            p.product_id: str(p.payload.get(CONTENT_HASH_KEY, ""))
-            for p in self.retrieve(product_ids, with_payload=True)
-        }
-
-    def scroll(
-        self, *, with_vectors: bool = False, batch_size: int = 1000
-    ) -> Iterator[StoredPoint]:
+    def _scroll_page(self, offset: Any, limit: int, *, with_vectors: bool) -> tuple[list[Any], Any]:
         import qdrant_edge as qe
 
-        shard = self._live_shard()
-        offset = None
-        while True:
-            request = qe.ScrollRequest(
-                offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors
-            )
-            with self._engine("scroll"):
-                records, offset = shard.scroll(request)
-            for r in records:
-                yield self._stored(r, True, with_vectors)
-            if offset is None or not records:
-                return
+        request = qe.ScrollRequest(
+            offset=offset, limit=limit, with_payload=True, with_vector=with_vectors
+        )
+        records, next_offset = self._shard.scroll(request)
+        return list(records), next_offset
 
-    def count(self, flt: Filter | None = None) -> int:
+    def _count(self, flt: Any) -> int:
         import qdrant_edge as qe
 
-        if self._shard is None and not self._closed:
-            return 0
-        shard = self._live_shard()
-        with self._engine("count"):
-            return int(shard.count(qe.CountRequest(exact=True, filter=self._filter(flt))))
+        return int(self._shard.count(qe.CountRequest(exact=True, filter=flt)))
 
-    def close(self) -> None:
-        """Flush and release the folder lock; safe to call twice."""
-        if self._shard is not None:
-            shard, self._shard = self._shard, None
-            with self._engine("closing"):
-                shard.flush()
-                shard.close()
-        self._closed = True
+    def _build_index(self) -> None:
+        self._shard.optimize()
+
+    def _close_engine(self) -> None:
+        self._release_shard()
+
+    # -- filter leaves ------------------------------------------------------------------
+
+    def _match_value(self, key: str, value: Scalar) -> Any:
+        import qdrant_edge as qe
+
+        return qe.FieldCondition(key, match=qe.MatchValue(value))  # type: ignore[arg-type]
+
+    def _match_any(self, key: str, values: list[Any]) -> Any:
+        import qdrant_edge as qe
+
+        return qe.FieldCondition(key, match=qe.MatchAny(values))
+
+    def _match_range(
+        self,
+        key: str,
+        *,
+        gt: float | None = None,
+        gte: float | None = None,
+        lt: float | None = None,
+        lte: float | None = None,
+    ) -> Any:
+        import qdrant_edge as qe
+
+        return qe.FieldCondition(key, range=qe.RangeFloat(gt=gt, gte=gte, lt=lt, lte=lte))
+
+    def _bool_filter(
+        self,
+        *,
+        must: list[Any] | None = None,
+        must_not: list[Any] | None = None,
+        should: list[Any] | None = None,
+    ) -> Any:
+        import qdrant_edge as qe
+
+        return qe.Filter(must=must, must_not=must_not, should=should)

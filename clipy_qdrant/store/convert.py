@@ -1,85 +1,28 @@
-"""Logic shared by the two store backends: metadata, payloads, vector checks, error wording."""
+"""Conversions between clipy's records and what a Qdrant engine takes: payloads, checked
+vectors, stored points, and how a filter's values split into Qdrant's typed matches."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from clipy_qdrant.encoders.base import EncoderInfo
-from clipy_qdrant.errors import EncoderMismatchError, StoreError
+from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Scalar
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
+    FIELD_TYPES,
     PRODUCT_ID_KEY,
     VECTOR_NAMES,
     FieldType,
-    HubnessInfo,
     PointRecord,
+    StoredPoint,
 )
 
-#: Version of the clipy metadata layout written beside (or into) a collection.
-META_VERSION = 1
 
-#: HNSW defaults: Qdrant's m / ef_construct; hnsw_ef 256 at search. benchmarks/bench_store.py
-#: at catalog scale (44,072 synthetic products x 2 x 512-d, this 2-core machine): recall@10
-#: unfiltered 0.9995 / 1.000 and filtered 0.988-0.991 / 0.999 at hnsw_ef 128 / 256, p50
-#: 1.0-1.4 ms / 1.2-1.6 ms; so 256 buys the filtered case its ≥ 0.99 for ~0.3 ms.
-DEFAULT_HNSW_M = 16
-DEFAULT_HNSW_EF_CONSTRUCT = 100
-DEFAULT_HNSW_EF = 256
-
-#: Points sent to the engine per write call (bounded memory for big ingests).
-UPSERT_BATCH = 512
-
-FIELD_TYPES: frozenset[str] = frozenset({"keyword", "integer", "float", "text", "bool"})
-
-
-@dataclass
-class StoreMeta:
-    """What clipy remembers about a collection: the encoder that wrote it and its indexes."""
-
-    encoder: EncoderInfo
-    indexed_fields: dict[str, str] = field(default_factory=dict)
-    hubness: HubnessInfo | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "version": META_VERSION,
-            "encoder": {"name": self.encoder.name, "dim": self.encoder.dim},
-            "indexed_fields": dict(sorted(self.indexed_fields.items())),
-        }
-        if self.hubness is not None:
-            data["hubness"] = self.hubness.to_json()
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], where: str) -> StoreMeta:
-        try:
-            enc = data["encoder"]
-            hubness = data.get("hubness")
-            return cls(
-                EncoderInfo(str(enc["name"]), int(enc["dim"])),
-                {str(k): str(v) for k, v in dict(data.get("indexed_fields") or {}).items()},
-                HubnessInfo.from_json(hubness) if hubness else None,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(
-                f"store {where} has unreadable clipy metadata ({exc!r}); recreate it with --recreate"
-            ) from None
-
-
-def group_by_value(values: Mapping[str, Any]) -> dict[Any, list[str]]:
-    """``{value: [product_id, …]}``: one engine call sets one payload on many points."""
-    groups: dict[Any, list[str]] = {}
-    for product_id, value in values.items():
-        groups.setdefault(plain(value), []).append(str(product_id))
-    return groups
-
-
-def check_field_types(indexed_fields: Mapping[str, FieldType] | None) -> dict[str, str]:
+def checked_field_types(indexed_fields: Mapping[str, FieldType] | None) -> dict[str, str]:
+    """``indexed_fields`` as plain ``{field: type}``; raises on an unknown type."""
     fields = dict(indexed_fields or {})
     for name, kind in fields.items():
         if kind not in FIELD_TYPES:
@@ -87,22 +30,6 @@ def check_field_types(indexed_fields: Mapping[str, FieldType] | None) -> dict[st
                 f"payload index {name!r} has unknown type {kind!r}; use one of {sorted(FIELD_TYPES)}"
             )
     return {str(k): str(v) for k, v in fields.items()}
-
-
-def mismatch_error(where: str, stored: EncoderInfo, wanted: EncoderInfo) -> EncoderMismatchError:
-    return EncoderMismatchError(
-        f"store {where} was written by encoder {stored.name!r} (dim {stored.dim}), "
-        f"not {wanted.name!r} (dim {wanted.dim}); use encoder {stored.name!r}, "
-        "or a new store / --recreate to re-ingest with the new one"
-    )
-
-
-def check_same_encoder(where: str, stored: EncoderInfo | None, wanted: EncoderInfo) -> None:
-    """Raise unless ``wanted`` is the encoder recorded in the store."""
-    if stored is None:
-        raise StoreError(f"store {where} has no collection yet; run `clipy ingest` first")
-    if stored.name != wanted.name or stored.dim != wanted.dim:
-        raise mismatch_error(where, stored, wanted)
 
 
 def plain(value: Any) -> Any:
@@ -116,6 +43,14 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def group_by_value(values: Mapping[str, Any]) -> dict[Any, list[str]]:
+    """``{value: [product_id, …]}``: one engine call sets one payload on many points."""
+    groups: dict[Any, list[str]] = {}
+    for product_id, value in values.items():
+        groups.setdefault(plain(value), []).append(str(product_id))
+    return groups
 
 
 def payload_of(point: PointRecord) -> dict[str, Any]:
@@ -152,21 +87,27 @@ def vectors_of(point: PointRecord, dim: int) -> dict[str, np.ndarray]:
     return out
 
 
-def query_vector(vector: np.ndarray, dim: int | None, using: str) -> np.ndarray:
+def query_vector(vector: np.ndarray, dim: int, using: str) -> np.ndarray:
+    """The query as float32 (dim,), checked for vector name, shape and finiteness."""
     if using not in VECTOR_NAMES:
         raise StoreError(f"unknown vector {using!r}; use one of {VECTOR_NAMES}")
     arr = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if dim is not None and arr.shape[0] != dim:
+    if arr.shape[0] != dim:
         raise StoreError(f"query vector has dim {arr.shape[0]}, the store expects {dim}")
     if not np.all(np.isfinite(arr)):
         raise StoreError("query vector is not finite; check the encoder output")
     return arr
 
 
-def stored_vectors(raw: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
-    if not raw:
-        return {}
-    return {str(k): np.asarray(v, dtype=np.float32) for k, v in raw.items()}
+def stored_point(record: Any, with_payload: bool, with_vectors: bool) -> StoredPoint:
+    """An engine record (``.payload``, ``.vector``) as a :class:`StoredPoint`."""
+    payload = dict(record.payload or {})
+    vectors = record.vector if with_vectors else None
+    return StoredPoint(
+        str(payload.get(PRODUCT_ID_KEY)),
+        payload if with_payload else {},
+        {str(k): np.asarray(v, dtype=np.float32) for k, v in (vectors or {}).items()},
+    )
 
 
 def match_parts(values: Sequence[Scalar]) -> list[tuple[str, Any]]:

@@ -1,0 +1,87 @@
+"""What a store remembers about its collection, and the check that a reader uses the same encoder.
+
+Every backend keeps one :class:`StoreMeta` beside (or inside) its collection as JSON: the
+encoder that wrote the vectors, the payload indexes created, and the record of the hubness
+values in the payloads. The JSON layout is versioned by :data:`META_VERSION`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from clipy_qdrant.encoders.base import EncoderInfo
+from clipy_qdrant.errors import EncoderMismatchError, StoreError
+
+#: Version of the clipy metadata layout written beside (or into) a collection.
+META_VERSION = 1
+
+
+@dataclass(frozen=True)
+class HubnessInfo:
+    """Collection-level record of the hubness values written into the payloads: each is the
+    mean of the product image's ``top`` highest cosines with ``bank`` distinct product text
+    vectors of the store; ``minimum`` is the smallest value (the query layer's bound)."""
+
+    top: int
+    bank: int
+    points: int
+    minimum: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"top": self.top, "bank": self.bank, "points": self.points, "minimum": self.minimum}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HubnessInfo:
+        return cls(int(data["top"]), int(data["bank"]), int(data["points"]), float(data["minimum"]))
+
+
+@dataclass
+class StoreMeta:
+    """What clipy remembers about a collection: the encoder that wrote it, its payload indexes
+    (``{field: type}``) and the hubness record (``None`` when absent or stale)."""
+
+    encoder: EncoderInfo
+    indexed_fields: dict[str, str] = field(default_factory=dict)
+    hubness: HubnessInfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "version": META_VERSION,
+            "encoder": {"name": self.encoder.name, "dim": self.encoder.dim},
+            "indexed_fields": dict(sorted(self.indexed_fields.items())),
+        }
+        if self.hubness is not None:
+            data["hubness"] = self.hubness.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> StoreMeta:
+        """Read the JSON written by :meth:`to_json`; ``where`` names the store in errors."""
+        try:
+            enc = data["encoder"]
+            hubness = data.get("hubness")
+            return cls(
+                EncoderInfo(str(enc["name"]), int(enc["dim"])),
+                {str(k): str(v) for k, v in dict(data.get("indexed_fields") or {}).items()},
+                HubnessInfo.from_json(hubness) if hubness else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(
+                f"store {where} has unreadable clipy metadata ({exc!r}); recreate it with --recreate"
+            ) from None
+
+
+def check_same_encoder(where: str, meta: StoreMeta | None, wanted: EncoderInfo) -> None:
+    """Raise unless ``wanted`` (name and dimension) is the encoder recorded in ``meta``:
+    ``StoreError`` when there is no collection yet, ``EncoderMismatchError`` for another one."""
+    if meta is None:
+        raise StoreError(f"store {where} has no collection yet; run `clipy ingest` first")
+    stored = meta.encoder
+    if stored.name != wanted.name or stored.dim != wanted.dim:
+        raise EncoderMismatchError(
+            f"store {where} was written by encoder {stored.name!r} (dim {stored.dim}), "
+            f"not {wanted.name!r} (dim {wanted.dim}); use encoder {stored.name!r}, "
+            "or a new store / --recreate to re-ingest with the new one"
+        )

@@ -1,0 +1,463 @@
+"""The flow both Qdrant backends share, over a small set of engine calls.
+
+:class:`QdrantStore` implements :class:`~clipy_qdrant.store.base.VectorStore` once: argument
+checks, the collection-creation flow and encoder check, payload and vector conversion (with
+:mod:`~clipy_qdrant.store.convert`), the walk over clipy's filter model, the scroll loop and
+every read/write's plumbing. A backend
+(:class:`~clipy_qdrant.store.edge.EdgeStore`, :class:`~clipy_qdrant.store.client.ClientStore`)
+subclasses it and supplies only the engine calls: the abstract ``_``-methods below, which
+take and return the engine's own objects and raise whatever the engine raises;
+:meth:`QdrantStore._engine` turns that into a one-line :class:`StoreError`.
+
+Records and hits coming back from either engine are read through the attributes both share:
+``.id``, ``.payload`` and ``.vector`` (records), ``.payload`` and ``.score`` (hits).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+
+from clipy_qdrant.encoders.base import EncoderInfo
+from clipy_qdrant.errors import StoreError
+from clipy_qdrant.filters import Filter, Match, Range, Scalar
+from clipy_qdrant.store.base import (
+    CONTENT_HASH_KEY,
+    PRODUCT_ID_KEY,
+    FieldType,
+    PointRecord,
+    ScoredPoint,
+    StoredPoint,
+    point_id,
+)
+from clipy_qdrant.store.convert import (
+    checked_field_types,
+    group_by_value,
+    match_parts,
+    payload_of,
+    query_vector,
+    stored_point,
+    vectors_of,
+)
+from clipy_qdrant.store.meta import HubnessInfo, StoreMeta, check_same_encoder
+
+#: HNSW defaults: Qdrant's m / ef_construct; hnsw_ef 256 at search. benchmarks/bench_store.py
+#: at catalog scale (44,072 synthetic products x 2 x 512-d, a 2-core CPU machine): recall@10
+#: unfiltered 0.9995 / 1.000 and filtered 0.988-0.991 / 0.999 at hnsw_ef 128 / 256, p50
+#: 1.0-1.4 ms / 1.2-1.6 ms; so 256 buys the filtered case its ≥ 0.99 for ~0.3 ms.
+DEFAULT_HNSW_M = 16
+DEFAULT_HNSW_EF_CONSTRUCT = 100
+DEFAULT_HNSW_EF = 256
+
+#: Points (or payload targets) sent to the engine per write call: bounded memory for big ingests.
+UPSERT_BATCH = 512
+
+
+@dataclass(frozen=True)
+class EnginePoint:
+    """One point ready for the engine: Qdrant id, checked float32 vectors, full payload."""
+
+    id: str
+    vectors: dict[str, np.ndarray]
+    payload: dict[str, Any]
+
+
+class QdrantStore(ABC):
+    """A :class:`~clipy_qdrant.store.base.VectorStore` on a Qdrant engine.
+
+    ``hnsw_m`` / ``hnsw_ef_construct`` shape the HNSW graph (applied when the collection is
+    created); ``hnsw_ef`` is the search-time beam width (higher: better recall, slower).
+    Subclasses set :attr:`where` (how errors name the store) and implement the engine calls.
+    """
+
+    def __init__(
+        self,
+        *,
+        hnsw_ef: int = DEFAULT_HNSW_EF,
+        hnsw_m: int = DEFAULT_HNSW_M,
+        hnsw_ef_construct: int = DEFAULT_HNSW_EF_CONSTRUCT,
+    ) -> None:
+        self.hnsw_ef = hnsw_ef
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construct = hnsw_ef_construct
+        #: The collection's metadata; ``None`` while there is no collection.
+        self._meta: StoreMeta | None = None
+        self._closed = False
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """The store as error messages name it (folder, or URL and collection)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- engine calls: each backend implements these with its engine's own types ---------
+
+    @abstractmethod
+    def _create_collection(self, meta: StoreMeta) -> None:
+        """Create an empty collection for ``meta.encoder`` and record ``meta`` with it."""
+
+    @abstractmethod
+    def _write_meta(self, meta: StoreMeta) -> None:
+        """Replace the recorded metadata of the existing collection with ``meta``."""
+
+    @abstractmethod
+    def _drop_collection(self) -> None:
+        """Remove the collection and its metadata, if there is one."""
+
+    @abstractmethod
+    def _create_payload_indexes(self, fields: Mapping[str, str]) -> None:
+        """Create a payload index ``{field: type}`` for each entry."""
+
+    @abstractmethod
+    def _read_indexed_fields(self) -> dict[str, str]:
+        """The payload indexes the engine reports, as ``{field: FieldType name}``."""
+
+    @abstractmethod
+    def _upsert_points(self, points: Sequence[EnginePoint]) -> None:
+        """Write (insert or replace) one batch of points."""
+
+    @abstractmethod
+    def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
+        """For each ``(value, point ids)`` set payload ``key`` to ``value`` on those points."""
+
+    @abstractmethod
+    def _search(
+        self,
+        using: str,
+        query: np.ndarray,
+        limit: int,
+        flt: Any,
+        *,
+        payload: bool | list[str],
+        exact: bool,
+    ) -> Sequence[Any]:
+        """Nearest hits on vector ``using`` under engine filter ``flt``, best first; each
+        with ``.score`` and ``.payload`` (``payload``: all of it, or those keys)."""
+
+    @abstractmethod
+    def _retrieve(
+        self, ids: list[str], *, payload: bool | list[str], with_vectors: bool
+    ) -> Sequence[Any]:
+        """Records (``.id``, ``.payload``, ``.vector``) of those point ids that exist."""
+
+    @abstractmethod
+    def _scroll_page(self, offset: Any, limit: int, *, with_vectors: bool) -> tuple[list[Any], Any]:
+        """One page of records (full payload) from ``offset`` (``None``: the start), and the
+        next page's offset (``None`` after the last page)."""
+
+    @abstractmethod
+    def _count(self, flt: Any) -> int:
+        """Exact number of points matching engine filter ``flt`` (``None``: all)."""
+
+    @abstractmethod
+    def _build_index(self) -> None:
+        """Block until the HNSW graph covers every stored vector."""
+
+    @abstractmethod
+    def _close_engine(self) -> None:
+        """Flush and release the engine (locks, connections)."""
+
+    # Filter leaves: the engine's condition objects. The walk over clipy's filter model is
+    # :meth:`_engine_filter`.
+
+    @abstractmethod
+    def _match_value(self, key: str, value: Scalar) -> Any:
+        """Condition: payload ``key`` equals ``value`` (a string, int or bool)."""
+
+    @abstractmethod
+    def _match_any(self, key: str, values: list[Any]) -> Any:
+        """Condition: payload ``key`` equals one of ``values`` (all strings or all ints)."""
+
+    @abstractmethod
+    def _match_range(
+        self,
+        key: str,
+        *,
+        gt: float | None = None,
+        gte: float | None = None,
+        lt: float | None = None,
+        lte: float | None = None,
+    ) -> Any:
+        """Condition: numeric payload ``key`` within the bounds (unset bounds are open)."""
+
+    @abstractmethod
+    def _bool_filter(
+        self,
+        *,
+        must: list[Any] | None = None,
+        must_not: list[Any] | None = None,
+        should: list[Any] | None = None,
+    ) -> Any:
+        """The engine's filter: all of ``must``, none of ``must_not``, one of ``should``."""
+
+    def _failure_hint(self) -> str:
+        """Appended to engine failures (e.g. how to start a server); empty by default."""
+        return ""
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store {self.where} is closed")
+
+    def _live_meta(self) -> StoreMeta:
+        """The metadata of the open store's collection; raises when closed or empty."""
+        self._check_open()
+        if self._meta is None:
+            raise StoreError(f"store {self.where} has no collection yet; run `clipy ingest` first")
+        return self._meta
+
+    @contextmanager
+    def _engine(self, what: str) -> Iterator[None]:
+        """Run engine calls: refuse a closed store, turn engine errors into ``StoreError``."""
+        self._check_open()
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"store {self.where}: {what} failed: {exc}{self._failure_hint()}"
+            ) from None
+
+    def _save_meta(self, meta: StoreMeta) -> None:
+        with self._engine("saving clipy metadata"):
+            self._write_meta(meta)
+
+    def _engine_filter(self, flt: Filter | None) -> Any:
+        """clipy's filter as the engine's (``None`` for no filter)."""
+        if not flt:
+            return None
+        return self._bool_filter(
+            must=[self._condition(c) for c in flt.must] or None,
+            must_not=[self._condition(c) for c in flt.must_not] or None,
+        )
+
+    def _condition(self, cond: Match | Range) -> Any:
+        if isinstance(cond, Range):
+            return self._match_range(cond.field, gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+        parts = []
+        for kind, value in match_parts(cond.values):
+            if kind == "equal":
+                parts.append(self._match_range(cond.field, gte=value, lte=value))
+            elif kind == "any":
+                parts.append(self._match_any(cond.field, value))
+            else:
+                parts.append(self._match_value(cond.field, value))
+        return parts[0] if len(parts) == 1 else self._bool_filter(should=parts)
+
+    # -- collection -------------------------------------------------------------------------
+
+    def ensure_collection(
+        self, encoder: EncoderInfo, indexed_fields: Mapping[str, FieldType] | None = None
+    ) -> None:
+        """Create the collection for ``encoder`` (and the payload indexes) if absent, else check
+        that it was written by the same encoder: ``EncoderMismatchError`` if not."""
+        self._check_open()
+        fields = checked_field_types(indexed_fields)
+        if self._meta is not None:
+            check_same_encoder(self.where, self._meta, encoder)
+            meta = self._meta
+        else:
+            meta = StoreMeta(encoder, {})
+            with self._engine("creating the collection"):
+                self._create_collection(meta)
+            self._meta = meta
+        wanted = {PRODUCT_ID_KEY: "keyword", **fields}
+        missing = {k: v for k, v in wanted.items() if meta.indexed_fields.get(k) != v}
+        if missing:
+            with self._engine("creating payload indexes"):
+                self._create_payload_indexes(missing)
+            meta.indexed_fields.update(missing)
+            self._save_meta(meta)
+
+    def delete_collection(self) -> None:
+        """Remove the collection and everything in it; :meth:`ensure_collection` starts afresh."""
+        with self._engine("deleting the collection"):
+            self._drop_collection()
+        self._meta = None
+
+    def encoder_info(self) -> EncoderInfo | None:
+        """The encoder recorded at creation; ``None`` if there is no collection yet."""
+        return self._meta.encoder if self._meta is not None else None
+
+    def check_encoder(self, encoder: EncoderInfo) -> None:
+        """Raise ``EncoderMismatchError`` (``StoreError`` if empty) unless ``encoder`` wrote it."""
+        check_same_encoder(self.where, self._meta, encoder)
+
+    def indexed_fields(self) -> dict[str, str]:
+        """Payload indexes: ``{field: type}``."""
+        self._live_meta()
+        with self._engine("reading collection info"):
+            return self._read_indexed_fields()
+
+    def hubness_info(self) -> HubnessInfo | None:
+        """The record of the hubness values in the payloads; ``None`` when absent or stale."""
+        return self._meta.hubness if self._meta is not None else None
+
+    def set_hubness_info(self, info: HubnessInfo | None) -> None:
+        """Record (or, with ``None``, mark stale) the hubness values."""
+        meta = self._live_meta()
+        if meta.hubness != info:
+            meta.hubness = info
+            self._save_meta(meta)
+
+    def build_index(self) -> None:
+        """Build the HNSW graph after a bulk load (blocking). Exact search works before it."""
+        self._live_meta()
+        with self._engine("building the index"):
+            self._build_index()
+
+    def close(self) -> None:
+        """Flush and release the engine; safe to call twice."""
+        if self._closed:
+            return
+        try:
+            with self._engine("closing"):
+                self._close_engine()
+        finally:
+            self._closed = True
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def upsert(self, points: Sequence[PointRecord]) -> None:
+        """Write the products (a product already stored is replaced)."""
+        dim = self._live_meta().encoder.dim
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = [
+                EnginePoint(point_id(p.product_id), vectors_of(p, dim), payload_of(p))
+                for p in points[start : start + UPSERT_BATCH]
+            ]
+            with self._engine("upsert"):
+                self._upsert_points(batch)
+
+    def set_payload(self, key: str, values: Mapping[str, Any]) -> None:
+        """Set payload field ``key`` to ``values[product_id]`` on those stored products (other
+        fields kept). Products sharing a value share an engine call. A product id that is not
+        stored is a ``StoreError``, raised before anything is written."""
+        self._live_meta()
+        ids = {point_id(p): str(p) for p in values}
+        missing = [ids[i] for i in sorted(set(ids) - self._stored_point_ids(list(ids)))]
+        if missing:
+            raise StoreError(
+                f"store {self.where}: cannot set {key!r} on {len(missing)} product(s) that are "
+                f"not stored, e.g. {missing[:3]}"
+            )
+        targets = [
+            (value, [point_id(p) for p in product_ids[start : start + UPSERT_BATCH]])
+            for value, product_ids in group_by_value(values).items()
+            for start in range(0, len(product_ids), UPSERT_BATCH)
+        ]
+        with self._engine(f"setting payload {key!r}"):
+            self._set_payloads(key, targets)
+
+    def _stored_point_ids(self, ids: list[str]) -> set[str]:
+        """Those of the point ids ``ids`` that are stored."""
+        found: set[str] = set()
+        with self._engine("retrieve"):
+            for start in range(0, len(ids), UPSERT_BATCH):
+                chunk = ids[start : start + UPSERT_BATCH]
+                found.update(
+                    str(r.id) for r in self._retrieve(chunk, payload=False, with_vectors=False)
+                )
+        return found
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def search(
+        self,
+        using: str,
+        vector: np.ndarray,
+        limit: int,
+        flt: Filter | None = None,
+        *,
+        with_payload: bool = True,
+        exact: bool = False,
+    ) -> list[ScoredPoint]:
+        """Nearest products by cosine on the named vector, best first, restricted by ``flt``."""
+        meta = self._live_meta()
+        query = query_vector(vector, meta.encoder.dim, using)
+        if limit <= 0:
+            return []
+        with self._engine("search"):
+            hits = self._search(
+                using,
+                query,
+                int(limit),
+                self._engine_filter(flt),
+                # The product id lives in the payload, so it is always read.
+                payload=True if with_payload else [PRODUCT_ID_KEY],
+                exact=exact,
+            )
+        return [
+            ScoredPoint(
+                str((h.payload or {})[PRODUCT_ID_KEY]),
+                float(h.score),
+                dict(h.payload or {}) if with_payload else None,
+            )
+            for h in hits
+        ]
+
+    def retrieve(
+        self, product_ids: Sequence[str], *, with_payload: bool = True, with_vectors: bool = False
+    ) -> list[StoredPoint]:
+        """Stored points for those ids that exist (order not guaranteed)."""
+        self._live_meta()
+        if not product_ids:
+            return []
+        with self._engine("retrieve"):
+            records = self._retrieve(
+                [point_id(p) for p in product_ids],
+                payload=True if with_payload else [PRODUCT_ID_KEY],
+                with_vectors=with_vectors,
+            )
+        return [stored_point(r, with_payload, with_vectors) for r in records]
+
+    def content_hashes(self, product_ids: Sequence[str]) -> dict[str, str]:
+        """``{product_id: content_hash}`` for those of ``product_ids`` already stored."""
+        self._live_meta()
+        if not product_ids:
+            return {}
+        with self._engine("retrieve"):
+            records = self._retrieve(
+                [point_id(p) for p in product_ids],
+                payload=[PRODUCT_ID_KEY, CONTENT_HASH_KEY],
+                with_vectors=False,
+            )
+        return {
+            str(r.payload[PRODUCT_ID_KEY]): str(r.payload.get(CONTENT_HASH_KEY, ""))
+            for r in records
+            if r.payload
+        }
+
+    def scroll(
+        self, *, with_vectors: bool = False, batch_size: int = 1000
+    ) -> Iterator[StoredPoint]:
+        """Every stored point once, fetched ``batch_size`` at a time."""
+        self._live_meta()
+        offset: Any = None
+        while True:
+            with self._engine("scroll"):
+                records, offset = self._scroll_page(offset, batch_size, with_vectors=with_vectors)
+            for r in records:
+                yield stored_point(r, True, with_vectors)
+            if offset is None or not records:
+                return
+
+    def count(self, flt: Filter | None = None) -> int:
+        """Number of stored products matching ``flt`` (0 when there is no collection)."""
+        self._check_open()
+        if self._meta is None:
+            return 0
+        with self._engine("count"):
+            return int(self._count(self._engine_filter(flt)))
