@@ -21,6 +21,7 @@ from clipy_qdrant.store._common import (
     DEFAULT_HNSW_EF,
     DEFAULT_HNSW_EF_CONSTRUCT,
     DEFAULT_HNSW_M,
+    FACET_FETCH,
     UPSERT_BATCH,
     StoreMeta,
     check_field_types,
@@ -30,22 +31,33 @@ from clipy_qdrant.store._common import (
     mismatch_error,
     payload_of,
     query_vector,
+    sorted_facet,
     stored_vectors,
     vectors_of,
 )
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     PRODUCT_ID_KEY,
+    THUMBNAIL_KEY,
     VECTOR_NAMES,
     FieldType,
     HubnessInfo,
     PointRecord,
     ScoredPoint,
     StoredPoint,
+    Thumbnail,
     point_id,
 )
+from clipy_qdrant.thumbnails import from_payload, to_payload
 
 META_KEY = "clipy"
+
+
+def _without_thumbnail() -> Any:
+    """Payload selector of every key but the thumbnail (kept out of search and scroll results)."""
+    from qdrant_client import models
+
+    return models.PayloadSelectorExclude(exclude=[THUMBNAIL_KEY])
 
 
 class ClientStore:
@@ -317,7 +329,7 @@ class ClientStore:
                 else models.SearchParams(hnsw_ef=self.hnsw_ef, exact=exact),
                 limit=int(limit),
                 # The product id lives in the payload, so it is always read.
-                with_payload=True if with_payload else [PRODUCT_ID_KEY],
+                with_payload=_without_thumbnail() if with_payload else [PRODUCT_ID_KEY],
             ).points
         return [
             ScoredPoint(
@@ -347,7 +359,7 @@ class ClientStore:
             records = self._client.retrieve(
                 self.collection,
                 [point_id(p) for p in product_ids],
-                with_payload=True,
+                with_payload=_without_thumbnail(),
                 with_vectors=with_vectors,
             )
         return [self._stored(r, with_payload, with_vectors) for r in records]
@@ -379,7 +391,7 @@ class ClientStore:
                     self.collection,
                     limit=batch_size,
                     offset=offset,
-                    with_payload=True,
+                    with_payload=_without_thumbnail(),
                     with_vectors=with_vectors,
                 )
             for r in records:
@@ -396,6 +408,71 @@ class ClientStore:
                     self.collection, count_filter=self._filter(flt), exact=True
                 ).count
             )
+
+    def facet(
+        self, key: str, flt: Filter | None = None, limit: int = 20
+    ) -> list[tuple[str | int | bool, int]]:
+        self._live_meta()
+        with self._engine(f"facet on {key!r}"):
+            hits = self._client.facet(
+                self.collection,
+                key,
+                facet_filter=self._filter(flt),
+                limit=max(limit, FACET_FETCH),
+                exact=True,
+            ).hits
+        return sorted_facet([(h.value, h.count) for h in hits], limit)
+
+    def put_thumbnails(self, thumbnails: Mapping[str, Thumbnail]) -> None:
+        """Thumbnails go into the payload (base64, key ``thumbnail``); a point is rewritten
+        only when its stored thumbnail was made from other content."""
+        from qdrant_client import models
+
+        if not thumbnails:
+            return
+        self._live_meta()
+        ids = list(thumbnails)
+        with self._engine("retrieve"):
+            records = self._client.retrieve(
+                self.collection,
+                [point_id(p) for p in ids],
+                with_payload=models.PayloadSelectorInclude(
+                    include=[PRODUCT_ID_KEY, f"{THUMBNAIL_KEY}.content_hash"]
+                ),
+            )
+        stored = {
+            str(r.payload[PRODUCT_ID_KEY]): (r.payload.get(THUMBNAIL_KEY) or {}).get("content_hash")
+            for r in records
+            if r.payload
+        }
+        operations = [
+            models.SetPayloadOperation(
+                set_payload=models.SetPayload(
+                    payload={THUMBNAIL_KEY: to_payload(thumb)}, points=[point_id(pid)]
+                )
+            )
+            for pid, thumb in thumbnails.items()
+            if pid in stored and stored[pid] != thumb.content_hash
+        ]
+        for start in range(0, len(operations), UPSERT_BATCH):
+            with self._engine("writing thumbnails"):
+                self._client.batch_update_points(
+                    self.collection, operations[start : start + UPSERT_BATCH], wait=True
+                )
+
+    def thumbnail(self, product_id: str) -> Thumbnail | None:
+        from qdrant_client import models
+
+        self._live_meta()
+        with self._engine("retrieve"):
+            records = self._client.retrieve(
+                self.collection,
+                [point_id(product_id)],
+                with_payload=models.PayloadSelectorInclude(include=[THUMBNAIL_KEY]),
+            )
+        if not records or not records[0].payload:
+            return None
+        return from_payload(records[0].payload.get(THUMBNAIL_KEY))
 
     def close(self) -> None:
         if not self._closed:

@@ -4,6 +4,7 @@ Layout of the store folder::
 
     <path>/clipy.json   encoder (name, dim) and payload indexes, written atomically
     <path>/shard/       the qdrant-edge shard (segments + WAL); locked by the process using it
+    <path>/thumbnails.sqlite   product thumbnails (:class:`~clipy_qdrant.thumbnails.ThumbnailDB`)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from clipy_qdrant.store._common import (
     DEFAULT_HNSW_EF,
     DEFAULT_HNSW_EF_CONSTRUCT,
     DEFAULT_HNSW_M,
+    FACET_FETCH,
     UPSERT_BATCH,
     StoreMeta,
     check_field_types,
@@ -36,6 +38,7 @@ from clipy_qdrant.store._common import (
     mismatch_error,
     payload_of,
     query_vector,
+    sorted_facet,
     stored_vectors,
     vectors_of,
 )
@@ -48,11 +51,14 @@ from clipy_qdrant.store.base import (
     PointRecord,
     ScoredPoint,
     StoredPoint,
+    Thumbnail,
     point_id,
 )
+from clipy_qdrant.thumbnails import ThumbnailDB
 
 META_FILE = "clipy.json"
 SHARD_DIR = "shard"
+THUMBNAIL_FILE = "thumbnails.sqlite"
 
 #: Qdrant's default: below ~10 MB of vectors a scan beats the graph.
 DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
@@ -108,6 +114,7 @@ class EdgeStore:
         self._shard: Any = None
         self._meta: StoreMeta | None = None
         self._closed = False
+        self._thumbnails: ThumbnailDB | None = None
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is a file, not a folder; choose another --store")
         meta_file = self.path / META_FILE
@@ -234,7 +241,11 @@ class EdgeStore:
             with self._engine("closing"):
                 self._shard.close()
             self._shard = None
+        if self._thumbnails is not None:
+            self._thumbnails.close()
+            self._thumbnails = None
         shutil.rmtree(self.path / SHARD_DIR, ignore_errors=True)
+        (self.path / THUMBNAIL_FILE).unlink(missing_ok=True)
         (self.path / META_FILE).unlink(missing_ok=True)
         self._meta = None
 
@@ -422,8 +433,40 @@ class EdgeStore:
         with self._engine("count"):
             return int(shard.count(qe.CountRequest(exact=True, filter=self._filter(flt))))
 
+    def facet(
+        self, key: str, flt: Filter | None = None, limit: int = 20
+    ) -> list[tuple[str | int | bool, int]]:
+        import qdrant_edge as qe
+
+        shard = self._live_shard()
+        request = qe.FacetRequest(
+            key, limit=max(limit, FACET_FETCH), exact=True, filter=self._filter(flt)
+        )
+        with self._engine(f"facet on {key!r}"):
+            hits = shard.facet(request).hits
+        return sorted_facet([(h.value, h.count) for h in hits], limit)
+
+    def _thumbnail_db(self) -> ThumbnailDB:
+        self._live_shard()
+        if self._thumbnails is None:
+            self._thumbnails = ThumbnailDB(self.path / THUMBNAIL_FILE)
+        return self._thumbnails
+
+    def put_thumbnails(self, thumbnails: Mapping[str, Thumbnail]) -> None:
+        if thumbnails:
+            self._thumbnail_db().put(thumbnails)
+
+    def thumbnail(self, product_id: str) -> Thumbnail | None:
+        if not (self.path / THUMBNAIL_FILE).exists():
+            self._live_shard()
+            return None
+        return self._thumbnail_db().get(product_id)
+
     def close(self) -> None:
         """Flush and release the folder lock; safe to call twice."""
+        if self._thumbnails is not None:
+            self._thumbnails.close()
+            self._thumbnails = None
         if self._shard is not None:
             shard, self._shard = self._shard, None
             with self._engine("closing"):
