@@ -34,14 +34,11 @@ of that channel is ``last_cosine - c_q * min(r)``, which keeps weighted fusion e
 
 from __future__ import annotations
 
-import io
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from clipy_qdrant.browse import (
     FACET_TYPES,
@@ -65,6 +62,7 @@ from clipy_qdrant.errors import (
 from clipy_qdrant.filters import Filter, Match, parse_filter
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
 from clipy_qdrant.hubness import query_gate
+from clipy_qdrant.query import ImageInput, QueryVectors, load_query_image
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     HUBNESS_KEY,
@@ -77,8 +75,6 @@ from clipy_qdrant.store.base import (
     VectorStore,
 )
 from clipy_qdrant.thumbnails import image_url_of
-
-ImageInput = Image.Image | str | Path | bytes
 
 __all__ = [
     "FacetCount",
@@ -116,47 +112,6 @@ class Hit:
             "image_penalty": self.image_penalty,
             "payload": self.payload,
         }
-
-
-@dataclass
-class QueryVectors:
-    """The query vector for each channel (unit length), and the weight ``c_q`` of the hubness
-    correction on the image channel (set for a text query without an image, by
-    :meth:`Searcher.query_vectors`)."""
-
-    text: np.ndarray
-    image: np.ndarray
-    image_hubness: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.text = _unit(self.text)
-        self.image = _unit(self.image)
-
-    def for_channel(self, channel: str) -> np.ndarray:
-        return self.text if channel == TEXT else self.image
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    v = np.asarray(vector, dtype=np.float32).reshape(-1)
-    norm = float(np.linalg.norm(v))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise InputError("query vector is zero or not finite")
-    return v / norm
-
-
-def load_query_image(image: ImageInput) -> Image.Image:
-    """Decode a query image (PIL image, path or bytes) as RGB, or raise a one-line InputError."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    try:
-        img = Image.open(io.BytesIO(image) if isinstance(image, bytes) else Path(image))
-        img.load()
-    except FileNotFoundError:
-        raise InputError(f"query image {image!s} does not exist") from None
-    except Exception as exc:  # PIL raises many types for corrupt data
-        where = "query image bytes" if isinstance(image, bytes) else f"query image {image!s}"
-        raise InputError(f"{where} cannot be decoded: {exc}") from None
-    return img.convert("RGB")
 
 
 @dataclass

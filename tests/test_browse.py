@@ -183,7 +183,7 @@ def test_facets_limit_keeps_the_most_frequent_ties_by_value(store, oracle) -> No
 
 def test_facets_refuse_unknown_and_text_fields(store) -> None:
     searcher = Searcher(store)
-    with pytest.raises(UnknownFieldError, match="'colour' is not indexed.*baseColour, gender"):
+    with pytest.raises(UnknownFieldError, match=r"'colour' is not indexed.*baseColour, gender"):
         searcher.facets(["colour"])
     with pytest.raises(FilterError, match="indexed as text"):
         searcher.facets(["productDisplayName"])
