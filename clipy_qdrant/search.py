@@ -63,6 +63,7 @@ from clipy_qdrant.filters import Filter, Match, parse_filter
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
 from clipy_qdrant.hubness import query_gate
 from clipy_qdrant.query import ImageInput, QueryVectors, load_query_image
+from clipy_qdrant.split import SPLIT_FIELD
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     HUBNESS_KEY,
@@ -390,7 +391,7 @@ class Searcher:
         ``filters``, count descending then value ascending (exact counts, by the engine).
 
         ``fields`` default to every indexed keyword, integer and bool field but the product
-        id; naming a field that is not indexed raises ``UnknownFieldError``, one indexed as
+        id and the evaluation split; naming a field that is not indexed raises ``UnknownFieldError``, one indexed as
         text or float (no countable values) ``FilterError``.
         """
         if limit < 1:
@@ -402,7 +403,7 @@ class Searcher:
             names = [
                 f
                 for f, kind in sorted(indexed.items())
-                if kind in FACET_TYPES and f != PRODUCT_ID_KEY
+                if kind in FACET_TYPES and f not in (PRODUCT_ID_KEY, SPLIT_FIELD)
             ]
         else:
             names = list(fields)

@@ -325,3 +325,39 @@ def test_product_image_url_or_thumbnail(store, products) -> None:
     assert "thumbnail" not in searcher.product(ids[9])
     assert all("thumbnail" not in p.payload for p in store.scroll())
     assert "thumbnail" not in store.retrieve([ids[9]])[0].payload
+
+
+@pytest.mark.parametrize("backend", ["edge", "memory"])
+def test_ingest_stores_thumbnails_or_keeps_the_url(backend, tmp_path) -> None:
+    from ingest.pipeline import run_ingest
+    from ingest.records import Product
+
+    def product(i: int, url: str | None = None) -> Product:
+        buffer = io.BytesIO()
+        Image.new("RGB", (400, 520), (40 * i, 20, 200)).save(buffer, "JPEG")
+        meta = {"gender": "Men", **({"image_url": url} if url else {})}
+        return Product(str(i), f"shirt {i}", meta, image_bytes=buffer.getvalue())
+
+    catalog = [product(i) for i in range(5)] + [product(5, "https://img.example/5.jpg")]
+    store = open_store(tmp_path / "s") if backend == "edge" else open_store(url=":memory:")
+    try:
+        encoder = FakeEncoder(DIM)
+        run_ingest(catalog, store, encoder, batch_size=4, progress=False)
+        searcher = Searcher(store, encoder)
+        image = searcher.product_image("3")
+        assert isinstance(image, ProductImage)
+        assert Image.open(io.BytesIO(image.data)).size == (197, MAX_SIDE)
+        assert searcher.product_image("5") == ImageURL("https://img.example/5.jpg")
+        assert store.thumbnail("5") is None
+        stored = store.thumbnail("3")
+        again = run_ingest(catalog, store, encoder, batch_size=4, progress=False)
+        assert again.unchanged == 6 and store.thumbnail("3") == stored
+        catalog[3] = product(9)
+        catalog[3].product_id = "3"
+        run_ingest(catalog, store, encoder, batch_size=4, progress=False)
+        changed = store.thumbnail("3")
+        assert changed is not None and stored is not None
+        assert changed.data != stored.data and changed.content_hash != stored.content_hash
+        assert "thumbnail" not in searcher.search_vectors(searcher.embed("shirt"), k=1)[0].payload
+    finally:
+        store.close()

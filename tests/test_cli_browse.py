@@ -112,10 +112,13 @@ def test_facets_json_and_text(store: Path, rows) -> None:
     assert code == 0, err
     facets = json.loads(out)
     assert {"gender", "articleType", "baseColour", "year"} <= set(facets)
+    assert "split" not in facets and "product_id" not in facets  # not shopper fields
     men = [p for p in products if p["gender"] == "Men"]
     want = Counter(p["baseColour"] for p in men)
     assert {f["value"]: f["count"] for f in facets["baseColour"]} == want
     assert facets["gender"] == [{"value": "Men", "count": len(men)}]
+    code, out, _ = run("facets", "split", "--store", str(store), "--json")
+    assert code == 0 and sum(f["count"] for f in json.loads(out)["split"]) == len(products)
     code, out, _ = run("facets", "year", "--store", str(store))
     assert code == 0 and out.splitlines()[0] == "year:"
     assert len(out.splitlines()) == 1 + len({p["year"] for p in products})
