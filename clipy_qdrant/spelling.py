@@ -28,6 +28,7 @@ case shape of the word it replaces (``Sneakres`` → ``Sneakers``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -45,9 +46,58 @@ VOCABULARY_VERSION = 1
 MAX_DISTANCE = 2
 #: Words of shoppers' queries that product texts rarely contain: never "corrected".
 QUERY_WORDS: frozenset[str] = frozenset(
-    "a an and are as at be best buy by cheap for from has have her his i in is it its my of "
-    "off on or our pair pairs sale she size than that the their them these this those to "
-    "under upto what with within without you your".split()
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "best",
+        "buy",
+        "by",
+        "cheap",
+        "for",
+        "from",
+        "has",
+        "have",
+        "her",
+        "his",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "my",
+        "of",
+        "off",
+        "on",
+        "or",
+        "our",
+        "pair",
+        "pairs",
+        "sale",
+        "she",
+        "size",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "these",
+        "this",
+        "those",
+        "to",
+        "under",
+        "upto",
+        "what",
+        "with",
+        "within",
+        "without",
+        "you",
+        "your",
+    }
 )
 
 _WORD = re.compile(r"[^\W_]+")
@@ -68,7 +118,7 @@ def is_code_like(word: str) -> bool:
     ``McQueen``)."""
     if any(ch.isdigit() for ch in word):
         return True
-    return any(a.islower() and b.isupper() for a, b in zip(word, word[1:], strict=False))
+    return any(a.islower() and b.isupper() for a, b in itertools.pairwise(word))
 
 
 def damerau_levenshtein(a: str, b: str, limit: int = MAX_DISTANCE) -> int:
