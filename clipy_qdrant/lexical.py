@@ -37,6 +37,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,11 @@ def idf(document_frequency: int, documents: int) -> float:
 @dataclass(frozen=True)
 class Bm25Params:
     """BM25 constants: ``k1`` (term-frequency saturation), ``b`` (length normalisation) and
-    ``avg_len``, the mean number of tokens of a product text, fixed when vectors are written."""
+    ``avg_len``, the mean number of tokens of a product text, fixed when vectors are written.
+
+    ``avg_len`` only scales the length normalisation: any positive constant gives a valid
+    BM25 variant, but every stored vector and the reference must use the same one, so the
+    store records the parameters it writes with (:meth:`to_json`)."""
 
     avg_len: float
     k1: float = DEFAULT_K1
@@ -97,6 +102,16 @@ class Bm25Params:
         lengths = [len(tokenize(text)) for text in texts]
         mean = sum(lengths) / len(lengths) if lengths else 0.0
         return cls(avg_len=mean if mean > 0 else 1.0, k1=k1, b=b)
+
+    def to_json(self) -> dict[str, float]:
+        return {"avg_len": self.avg_len, "k1": self.k1, "b": self.b}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Bm25Params:
+        try:
+            return cls(avg_len=float(data["avg_len"]), k1=float(data["k1"]), b=float(data["b"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"malformed BM25 parameters {dict(data)!r}: {exc}") from None
 
     def tf_weight(self, tf: int, length: int) -> float:
         """BM25 term-frequency weight of a token seen ``tf`` times in a text of ``length``."""
@@ -180,37 +195,47 @@ def normalise_bm25(
 
 class Bm25Reference:
     """Brute-force BM25 over a list of texts with the same tokenizer, weights and IDF as the
-    engines: the oracle for the sparse-vector channel. Scores every text with numpy."""
+    engines: the oracle for the sparse-vector channel. Each query term adds ``idf·weight`` to
+    the rows holding it (numpy over a term → rows table); every text gets a score."""
 
     def __init__(self, texts: Sequence[str], params: Bm25Params) -> None:
         self.params = params
         self.n = len(texts)
-        self._rows: list[dict[str, float]] = []
-        self.document_frequency: Counter[str] = Counter()
-        for text in texts:
+        postings: dict[str, tuple[list[int], list[float]]] = {}
+        for row, text in enumerate(texts):
             tokens = tokenize(text)
-            counts = Counter(tokens)
-            self.document_frequency.update(counts.keys())
-            self._rows.append({t: params.tf_weight(tf, len(tokens)) for t, tf in counts.items()})
+            for token, tf in Counter(tokens).items():
+                rows, weights = postings.setdefault(token, ([], []))
+                rows.append(row)
+                weights.append(params.tf_weight(tf, len(tokens)))
+        self._postings = {
+            token: (np.asarray(rows, dtype=np.int64), np.asarray(weights, dtype=np.float64))
+            for token, (rows, weights) in postings.items()
+        }
+
+    def document_frequency(self, token: str) -> int:
+        """Number of texts holding ``token``."""
+        entry = self._postings.get(token)
+        return 0 if entry is None else len(entry[0])
 
     def idf(self, token: str) -> float:
-        return idf(self.document_frequency.get(token, 0), self.n)
+        return idf(self.document_frequency(token), self.n)
 
     def scores(self, query: str) -> np.ndarray:
         """(n,) BM25 score of every text for ``query`` (0 for texts without its terms)."""
-        terms = query_terms(query)
-        weights = np.zeros((self.n, len(terms)), dtype=np.float64)
-        for row, doc in enumerate(self._rows):
-            for col, term in enumerate(terms):
-                weights[row, col] = doc.get(term, 0.0)
-        idfs = np.array([self.idf(t) for t in terms], dtype=np.float64)
-        return weights @ idfs if terms else np.zeros(self.n)
+        out = np.zeros(self.n, dtype=np.float64)
+        for term in query_terms(query):
+            entry = self._postings.get(term)
+            if entry is not None:
+                out[entry[0]] += self.idf(term) * entry[1]
+        return out
 
     def top(self, query: str, k: int) -> list[tuple[int, float]]:
         """The ``k`` best (row, score) pairs with a positive score, best first (ties by row)."""
         scores = self.scores(query)
-        order = sorted((i for i in range(self.n) if scores[i] > 0), key=lambda i: (-scores[i], i))
-        return [(i, float(scores[i])) for i in order[:k]]
+        rows = np.flatnonzero(scores > 0)
+        order = rows[np.lexsort((rows, -scores[rows]))]
+        return [(int(i), float(scores[i])) for i in order[:k]]
 
 
 __all__ = [

@@ -64,6 +64,10 @@ def test_params_are_checked() -> None:
         Bm25Params(avg_len=1, k1=-1)
     assert Bm25Params.for_texts(["a b", "c d e f"]).avg_len == 3.0
     assert Bm25Params.for_texts([]).avg_len == 1.0
+    params = Bm25Params(avg_len=11.3, k1=1.5, b=0.5)
+    assert Bm25Params.from_json(params.to_json()) == params
+    with pytest.raises(ConfigError, match="malformed BM25"):
+        Bm25Params.from_json({"avg_len": 3})
 
 
 def test_normalised_scores_stay_below_one_and_reach_zero() -> None:
