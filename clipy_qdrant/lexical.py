@@ -11,7 +11,9 @@ models (qdrant-edge's ``Bm25``, FastEmbed's ``Qdrant/bm25``) use it:
 - a **query** vector holds weight 1.0 for each distinct query token;
 - the engine multiplies each query weight by ``idf(t) = ln((N - df + 0.5) / (df + 0.5) + 1)``
   at query time (``Modifier.Idf``; ``N`` = points holding the sparse vector, ``df`` = those
-  holding ``t``), so the dot product is the BM25 score, with IDF always current.
+  holding ``t``), so the dot product is the BM25 score, with IDF always current. Replacing
+  a point updates the statistics on both engines; a deleted point stays in qdrant-edge's
+  ``N`` (as in a server's global IDF scope) while qdrant-client's local mode drops it.
 
 Term ids are the first 4 bytes of ``blake2b(token)`` as a little-endian uint32
 (:func:`term_id`): stable across processes and machines, no vocabulary to ship with the
@@ -139,7 +141,11 @@ def _sparse(weights: Mapping[int, float]) -> SparseTerms:
 
 
 def document_vector(text: str, params: Bm25Params) -> SparseTerms:
-    """The stored sparse vector of a product text: BM25 term-frequency weights per term id."""
+    """The stored sparse vector of a product text: BM25 term-frequency weights per term id.
+
+    A text without tokens gives an empty vector, which must not be written: qdrant-client's
+    local mode counts a point holding an empty sparse vector in the IDF's N, qdrant-edge
+    does not; a point without the sparse vector is outside N on both."""
     tokens = tokenize(text)
     weights: dict[int, float] = {}
     for token, tf in Counter(tokens).items():
@@ -201,9 +207,12 @@ class Bm25Reference:
     def __init__(self, texts: Sequence[str], params: Bm25Params) -> None:
         self.params = params
         self.n = len(texts)
+        #: Texts with at least one token: the IDF's N (a text without tokens has no vector).
+        self.documents = 0
         postings: dict[str, tuple[list[int], list[float]]] = {}
         for row, text in enumerate(texts):
             tokens = tokenize(text)
+            self.documents += bool(tokens)
             for token, tf in Counter(tokens).items():
                 rows, weights = postings.setdefault(token, ([], []))
                 rows.append(row)
@@ -219,7 +228,7 @@ class Bm25Reference:
         return 0 if entry is None else len(entry[0])
 
     def idf(self, token: str) -> float:
-        return idf(self.document_frequency(token), self.n)
+        return idf(self.document_frequency(token), self.documents)
 
     def scores(self, query: str) -> np.ndarray:
         """(n,) BM25 score of every text for ``query`` (0 for texts without its terms)."""

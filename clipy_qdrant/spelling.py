@@ -158,7 +158,8 @@ def _deletes(word: str, depth: int) -> set[str]:
 
 @dataclass
 class Vocabulary:
-    """The catalog's words: document frequency of each token, number of texts and of tokens."""
+    """The catalog's words: document frequency of each token, number of texts (those with at
+    least one token, as the lexical channel's IDF counts them) and of tokens."""
 
     frequencies: dict[str, int] = field(default_factory=dict)
     documents: int = 0
@@ -176,6 +177,8 @@ class Vocabulary:
         counts: Counter[str] = Counter(self.frequencies)
         for text in texts:
             words = tokenize(text)
+            if not words:
+                continue  # no lexical vector either: outside the IDF's N
             counts.update(set(words))
             self.documents += 1
             self.tokens += len(words)

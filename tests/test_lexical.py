@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -33,7 +35,7 @@ def test_term_ids_are_stable_uint32() -> None:
     assert term_id("red") != term_id("blue")
     # Fixed values: the ids are stored in collections, so they must never change.
     assert term_id("red") == int.from_bytes(
-        __import__("hashlib").blake2b(b"red", digest_size=4).digest(), "little"
+        hashlib.blake2b(b"red", digest_size=4).digest(), "little"
     )
     assert all(0 <= term_id(w) < 2**32 for w in ("a", "sneakers", "ch2586", "é"))
 

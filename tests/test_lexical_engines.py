@@ -32,6 +32,7 @@ TEXTS = [
     "Titan Men Silver Watch, Men Formal Winter Watches Silver",
     "Jockey Men White Vest, Men Casual Summer Innerwear Vests White",
     "Nike Women Black Running Shoes, Women Sports Summer Sports Shoes Black",
+    " - ",  # no token: the point gets no sparse vector
 ]
 QUERIES = [
     "red sneakers for men",
@@ -74,7 +75,7 @@ def test_reference_is_bm25_by_hand(reference: Bm25Reference) -> None:
     import math
 
     params = reference.params
-    n, df = len(TEXTS), 1  # "ch2586" is in one text
+    n, df = len(TEXTS) - 1, 1  # N: texts with a token; "ch2586" is in one text
     text_len = 11  # tokens of TEXTS[0]
     tf_weight = (
         1
@@ -88,14 +89,18 @@ def test_reference_is_bm25_by_hand(reference: Bm25Reference) -> None:
 def test_qdrant_edge_sparse_idf_matches_reference(tmp_path: Path, reference: Bm25Reference) -> None:
     qe = pytest.importorskip("qdrant_edge")
     config = qe.EdgeConfig(
-        sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+        vectors={"text": qe.EdgeVectorParams(size=2, distance=qe.Distance.Cosine)},
+        sparse_vectors={LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
     )
     shard = qe.EdgeShard.create(str(tmp_path / "shard"), config)
     params = reference.params
     points = []
     for row, text in enumerate(TEXTS):
         doc = document_vector(text, params)
-        vector = {LEXICAL: qe.SparseVector(indices=list(doc.indices), values=list(doc.values))}
+        # Every product has its dense vectors; only a text with tokens gets a sparse one.
+        vector: dict[str, object] = {"text": [1.0, 0.0]}
+        if doc:
+            vector[LEXICAL] = qe.SparseVector(indices=list(doc.indices), values=list(doc.values))
         points.append(qe.Point(str(uuid.UUID(int=row)), vector, {"row": row}))  # type: ignore[arg-type]
     shard.update(qe.UpdateOperation.upsert_points(points))
     for query in QUERIES:
@@ -118,7 +123,7 @@ def test_qdrant_client_local_sparse_idf_matches_reference(reference: Bm25Referen
     client = QdrantClient(":memory:")
     client.create_collection(
         "products",
-        vectors_config={},
+        vectors_config={"text": models.VectorParams(size=2, distance=models.Distance.COSINE)},
         sparse_vectors_config={LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)},
     )
     params = reference.params
@@ -127,9 +132,12 @@ def test_qdrant_client_local_sparse_idf_matches_reference(reference: Bm25Referen
         [
             models.PointStruct(
                 id=row,
-                vector={
-                    LEXICAL: models.SparseVector(indices=list(d.indices), values=list(d.values))
-                },
+                vector={"text": [1.0, 0.0]}
+                | (
+                    {LEXICAL: models.SparseVector(indices=list(d.indices), values=list(d.values))}
+                    if d
+                    else {}
+                ),
                 payload={"row": row},
             )
             for row, d in enumerate(document_vector(t, params) for t in TEXTS)
@@ -169,6 +177,7 @@ def test_without_idf_modifier_the_engine_ranks_by_term_frequency_only(
                 },
             )
             for row, d in enumerate(document_vector(t, params) for t in TEXTS)
+            if d
         ],
     )
     q = query_vector("fossil watch")

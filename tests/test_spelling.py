@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -52,6 +53,9 @@ def test_vocabulary_counts_documents_and_tokens(vocab: Vocabulary) -> None:
     assert vocab.frequency("ch2586") == 1
     assert "sneakers" in vocab and "sneakres" not in vocab
     assert vocab.avg_len == pytest.approx(vocab.tokens / len(TEXTS))
+    # A text without tokens is not a document (it gets no lexical vector).
+    assert Vocabulary.from_texts([*TEXTS, " - "]) == vocab
+    assert vocab.idf("ch2586") == pytest.approx(math.log((11 - 1 + 0.5) / 1.5 + 1))
 
 
 def test_vocabulary_round_trips_through_json(tmp_path: Path, vocab: Vocabulary) -> None:
