@@ -37,7 +37,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +199,53 @@ def normalise_bm25(
     return arr / bound
 
 
+@dataclass(frozen=True)
+class LexicalQuery:
+    """A query of the lexical channel: the sparse vector sent to the engine, the IDF of each
+    of its terms over the collection and the normalisation divisor (:func:`max_bm25`).
+
+    :meth:`score` gives a product's BM25 from its stored document vector, so a product that
+    only the dense channels found still gets its true lexical score in exact weighted fusion
+    (as the dense channels do from stored vectors). The IDFs come from the collection's
+    statistics (``document_frequency``, ``documents``: the stored vocabulary's), which equal
+    the engine's as long as the vocabulary is rebuilt from the stored texts after ingest.
+    """
+
+    text: str
+    vector: SparseTerms
+    idfs: Mapping[int, float]
+    k1: float = DEFAULT_K1
+
+    @classmethod
+    def build(
+        cls,
+        text: str,
+        document_frequency: Callable[[str], int],
+        documents: int,
+        k1: float = DEFAULT_K1,
+    ) -> LexicalQuery:
+        """The lexical query of ``text`` over a collection of ``documents`` texts."""
+        idfs: dict[int, float] = {}
+        for term in query_terms(text):
+            idfs.setdefault(term_id(term), idf(document_frequency(term), documents))
+        return cls(text, query_vector(text), idfs, k1)
+
+    @property
+    def bound(self) -> float:
+        """The score no product reaches: ``Σ idf·(k1+1)``."""
+        return max_bm25(self.idfs.values(), self.k1)
+
+    def score(self, document: SparseTerms | Mapping[int, float]) -> float:
+        """BM25 of a product from its stored document vector (what the engine computes)."""
+        weights = document.as_dict() if isinstance(document, SparseTerms) else document
+        return sum(self.idfs[tid] * weights[tid] for tid in self.idfs if tid in weights)
+
+    def normalise(self, raw: float) -> float:
+        """``raw / bound`` (see :func:`normalise_bm25`); 0 for a query without terms."""
+        bound = self.bound
+        return raw / bound if bound > 0 else 0.0
+
+
 class Bm25Reference:
     """Brute-force BM25 over a list of texts with the same tokenizer, weights and IDF as the
     engines: the oracle for the sparse-vector channel. Each query term adds ``idf·weight`` to
@@ -253,6 +300,7 @@ __all__ = [
     "LEXICAL",
     "Bm25Params",
     "Bm25Reference",
+    "LexicalQuery",
     "SparseTerms",
     "document_vector",
     "idf",

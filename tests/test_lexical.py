@@ -11,6 +11,7 @@ from clipy_qdrant.errors import ConfigError
 from clipy_qdrant.lexical import (
     Bm25Params,
     Bm25Reference,
+    LexicalQuery,
     document_vector,
     idf,
     max_bm25,
@@ -95,3 +96,19 @@ def test_idf_matches_qdrant_formula() -> None:
     assert idf(1, 10) == pytest.approx(np.log((10 - 1 + 0.5) / 1.5 + 1))
     assert idf(10, 10) > 0  # a word in every text still weighs a little
     assert idf(0, 10) > idf(1, 10)
+
+
+def test_lexical_query_scores_stored_vectors_like_the_reference() -> None:
+    texts = ["Puma Men Red Sneakers", "Nike Red Red Shoes", "Fossil Watch CH2586", "blue jeans"]
+    params = Bm25Params.for_texts(texts)
+    ref = Bm25Reference(texts, params)
+    for text in ("red sneakers", "CH2586 watch", "green", ""):
+        query = LexicalQuery.build(text, ref.document_frequency, ref.documents)
+        got = [query.score(document_vector(t, params)) for t in texts]
+        np.testing.assert_allclose(got, ref.scores(text), rtol=1e-12)
+        idfs = [ref.idf(t) for t in query_terms(text)]
+        assert query.bound == pytest.approx(max_bm25(idfs))
+        np.testing.assert_allclose(
+            [query.normalise(g) for g in got], normalise_bm25(ref.scores(text), idfs)
+        )
+    assert LexicalQuery.build("", ref.document_frequency, ref.documents).normalise(3.0) == 0.0
