@@ -17,8 +17,8 @@ models (qdrant-edge's ``Bm25``, FastEmbed's ``Qdrant/bm25``) use it:
 
 Term ids are the first 4 bytes of ``blake2b(token)`` as a little-endian uint32
 (:func:`term_id`): stable across processes and machines, no vocabulary to ship with the
-vectors. On the fashion catalog the 8,606 distinct tokens give no collision (about 0.01 expected); a collision would
-only merge two words' statistics, never lose a document.
+vectors. On the fashion catalog the 8,606 distinct tokens give no collision (about 0.01
+expected); a collision would only merge two words' statistics, never lose a document.
 
 The tokenizer folds Unicode (NFKD, combining marks dropped), case-folds and splits on
 anything that is not a letter or digit, so a product code stays one token
