@@ -30,6 +30,7 @@ A failure never stops the batch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import os
@@ -441,16 +442,22 @@ class ImageURLCatalog:
             yield from self._resolve(chunk)
 
     def _resolve(self, chunk: list[Product]) -> list[Product]:
-        wanted = [p for p in chunk if _needs_fetch(p)]
-        if wanted:
-            results = self.fetcher.fetch_many([p.image_url or "" for p in wanted], progress=False)
-            for product in wanted:
-                result = results[product.image_url or ""]
+        """The chunk with its image URLs resolved (copies; the wrapped products are unchanged)."""
+        urls = [p.image_url for p in chunk if _needs_fetch(p) and p.image_url is not None]
+        if not urls:
+            return chunk
+        results = self.fetcher.fetch_many(urls, progress=False)
+        resolved: list[Product] = []
+        for product in chunk:
+            if _needs_fetch(product) and product.image_url is not None:
+                result = results[product.image_url]
                 if result.ok:
-                    product.image_path = result.path
+                    product = dataclasses.replace(product, image_path=result.path)
                 else:
-                    product.error = f"image {product.image_url}: {result.error}"
-        return chunk
+                    error = f"image {product.image_url}: {result.error}"
+                    product = dataclasses.replace(product, error=error)
+            resolved.append(product)
+        return resolved
 
 
 def _needs_fetch(product: Product) -> bool:

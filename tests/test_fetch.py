@@ -354,6 +354,11 @@ def test_image_url_catalog_resolves_products_in_order(tmp_path: Path, server: Sc
     assert products[1].error == f"image {server.url('/nope.jpg')}: 404 Not Found"
     assert products[2].image_path is None and products[2].image_bytes == PNG
     assert products[3].image_path is not None and products[3].image_path.read_bytes() == PNG
+    # The wrapped products are left as they were: a second pass resolves them again (cached).
+    assert listing[0].image_path is None and listing[1].error is None
+    hits = server.total_hits
+    assert [p.error is None for p in catalog] == [True, False, True, True]
+    assert server.total_hits == hits + 1  # only the 404, which is not cached
 
 
 def test_unfetched_image_url_refuses_to_load():
