@@ -15,6 +15,7 @@ from http_fixture import Reply, ScriptedServer, serve
 from PIL import Image
 
 from clipy_qdrant.config import Settings
+from clipy_qdrant.errors import ConfigError
 from clipy_qdrant.filters import Filter, Match, Range
 from clipy_qdrant.store import open_store
 from ingest.fetch import ImageFetcher, ImageURLCatalog
@@ -310,6 +311,11 @@ def test_text_template_over_payload_fields(tmp_path: Path):
     path = write_export(tmp_path / "p.csv", SHOPIFY_HEADER, shopify_rows())
     tee = by_id(read_shopify(path, text_template="{name} by {vendor}: {tags}"))["soft-tee"]
     assert tee.text == "Soft Tee by Acme: summer, cotton, Men"
+    assert by_id(read_shopify(path, text_template="{id}: {name}"))["soft-tee"].text == (
+        "soft-tee: Soft Tee"
+    )
+    with pytest.raises(ConfigError, match="'colour' is not a field of"):
+        read_shopify(path, text_template="{name} {colour}")
 
 
 # --------------------------------------------------------------------------- WooCommerce
