@@ -425,6 +425,7 @@ class ImageURLCatalog:
         self.fetcher = fetcher
         self.chunk_size = chunk_size
         self.source = str(getattr(catalog, "source", ""))
+        self.kind = str(getattr(catalog, "kind", "catalog"))
 
     @property
     def total(self) -> int | None:

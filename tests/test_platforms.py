@@ -30,6 +30,7 @@ from ingest.platforms import (
     read_woocommerce,
     split_terms,
 )
+from ingest.readers import Catalog
 
 SHOPIFY_HEADER = [
     "Handle",
@@ -119,6 +120,8 @@ def test_open_platform_export_picks_the_reader(tmp_path: Path):
     woo_catalog = open_platform_export(woo)
     assert woo_catalog is not None and woo_catalog.kind == "woocommerce"
     assert open_platform_export(other) is None
+    limited = read_shopify(shop, limit=0)
+    assert isinstance(limited, Catalog) and limited.total == 0 and list(limited) == []
 
 
 # --------------------------------------------------------------------------- values

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from clipy_qdrant.errors import ConfigError, InputError
 from clipy_qdrant.store.base import FieldType
 from ingest.fetch import check_url
-from ingest.readers import render_template, template_fields
+from ingest.readers import Catalog, render_template, template_fields
 from ingest.records import Product
 
 Platform = Literal["shopify", "woocommerce"]
@@ -156,9 +156,10 @@ class Draft:
                 values.append(value)
 
 
-class PlatformCatalog:
+class PlatformCatalog(Catalog):
     """The products of a platform export, in file order; iterate for :class:`Product` records.
 
+    A :class:`ingest.readers.Catalog` like the others (``source``, ``total``, ``limit``).
     ``issues`` lists every :class:`RowIssue`; iterating yields them as products with ``error``
     set, after the products. ``total`` counts both, so the pipeline's progress bar is exact.
     """
@@ -171,37 +172,26 @@ class PlatformCatalog:
         issues: list[RowIssue],
         limit: int | None = None,
     ) -> None:
+        super().__init__(str(path), limit)
         self.path = path
-        self.source = str(path)
         self.kind = platform
         self.products = products
         self.issues = issues
-        self.limit = limit
 
-    def _records(self) -> list[Product]:
-        bad = [
-            Product(
-                product_id=i.product_id,
+    def _count(self) -> int:
+        return len(self.products) + len(self.issues)
+
+    def _rows(self) -> Iterator[Product]:
+        yield from self.products
+        for issue in self.issues:
+            yield Product(
+                product_id=issue.product_id,
                 text="",
-                row=i.row,
-                line=i.line,
-                source=i.file,
-                error=i.message(),
+                row=issue.row,
+                line=issue.line,
+                source=issue.file,
+                error=issue.message(),
             )
-            for i in self.issues
-        ]
-        records = [*self.products, *bad]
-        return records if self.limit is None else records[: self.limit]
-
-    @property
-    def total(self) -> int:
-        return len(self._records())
-
-    def __len__(self) -> int:
-        return self.total
-
-    def __iter__(self) -> Iterator[Product]:
-        return iter(self._records())
 
     def indexed_fields(self) -> dict[str, FieldType]:
         """Payload indexes for this export: keyword for string and string-list fields with
