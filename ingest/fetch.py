@@ -49,6 +49,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from clipy_qdrant.errors import ConfigError
+from ingest.readers import Catalog
 from ingest.records import Product
 
 #: Folder name of the image cache inside a store folder.
@@ -409,30 +410,32 @@ class ImageFetcher:
 # --------------------------------------------------------------------------- products
 
 
-class ImageURLCatalog:
+class ImageURLCatalog(Catalog):
     """Wraps a catalog whose products carry ``image_url``: fetches them in chunks, in order.
 
-    Each product with an ``image_url`` (and no other image) gets ``image_path`` = its cache
-    file; one whose image cannot be fetched gets ``error = "image <url>: <reason>"``, so the
-    pipeline reports it with its location and goes on. ``source`` and ``total`` are the
-    wrapped catalog's, so the pipeline's report and progress bar stay the same.
+    Each product with an ``image_url`` (and no other image) comes out as a copy with
+    ``image_path`` = its cache file, or, when its image cannot be fetched, with ``error =
+    "image <url>: <reason>"``, so the pipeline reports it with its location and goes on.
+    ``source``, ``kind`` and ``total`` are the wrapped catalog's, so the pipeline's report and
+    progress bar stay the same.
     """
 
-    def __init__(self, catalog: Iterable[Product], fetcher: ImageFetcher, *, chunk_size: int = 256):
+    def __init__(
+        self, catalog: Iterable[Product], fetcher: ImageFetcher, *, chunk_size: int = 256
+    ) -> None:
         if chunk_size < 1:
             raise ConfigError(f"chunk size must be >= 1, got {chunk_size}")
+        super().__init__(str(getattr(catalog, "source", "")), None)
+        self.kind = str(getattr(catalog, "kind", "catalog"))
         self.catalog = catalog
         self.fetcher = fetcher
         self.chunk_size = chunk_size
-        self.source = str(getattr(catalog, "source", ""))
-        self.kind = str(getattr(catalog, "kind", "catalog"))
 
-    @property
-    def total(self) -> int | None:
+    def _count(self) -> int | None:
         total: Any = getattr(self.catalog, "total", None)
         return total if isinstance(total, int) else None
 
-    def __iter__(self) -> Iterator[Product]:
+    def _rows(self) -> Iterator[Product]:
         chunk: list[Product] = []
         for product in self.catalog:
             chunk.append(product)
