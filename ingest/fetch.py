@@ -195,12 +195,14 @@ class ImageFetcher:
         """The cached image of ``url``, or ``None`` (a damaged cache file counts as absent)."""
         path = self.cache_path(url)
         try:
-            data = path.read_bytes()
+            with path.open("rb") as handle:
+                head = handle.read(16)
+                if sniff_image(head) is None:
+                    return None
+                data = head + handle.read() if self.keep_data else None
         except OSError:
             return None
-        if sniff_image(data[:16]) is None:
-            return None
-        return FetchResult(url, data if self.keep_data else None, path, None, from_cache=True)
+        return FetchResult(url, data, path, None, from_cache=True)
 
     def _store(self, url: str, data: bytes) -> Path:
         path = self.cache_path(url)
@@ -268,9 +270,10 @@ class ImageFetcher:
             dynamic_ncols=True,
         ) as bar:
             if pending:
-                with ThreadPoolExecutor(
+                pool = ThreadPoolExecutor(
                     min(self.workers, len(pending)), thread_name_prefix="fetch"
-                ) as pool:
+                )
+                try:
                     futures = {pool.submit(self.fetch, url): url for url in pending}
                     failed = 0
                     for future in as_completed(futures):
@@ -279,6 +282,9 @@ class ImageFetcher:
                         failed += not result.ok
                         bar.set_postfix(failed=failed, refresh=False)
                         bar.update(1)
+                finally:
+                    # On Ctrl-C, drop the queued URLs instead of fetching them all first.
+                    pool.shutdown(wait=True, cancel_futures=True)
         return {url: results[url] for url in unique}
 
     def _backoff(self, attempt: int, server_wait_s: float | None) -> float:

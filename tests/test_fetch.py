@@ -312,6 +312,10 @@ def test_keep_data_false_leaves_the_bytes_in_the_file(tmp_path: Path, server: Sc
     result = fetcher(tmp_path, keep_data=False).fetch(url)
     assert result.ok and result.data is None and result.path is not None
     assert result.path.read_bytes() == JPEG
+    cached = fetcher(tmp_path, keep_data=False).fetch_many([url])[url]
+    assert cached.from_cache and cached.data is None and cached.path == result.path
+    assert fetcher(tmp_path).fetch(url).data == JPEG
+    assert server.hits["/a.jpg"] == 1
 
 
 def test_bad_settings_are_refused(tmp_path: Path):
