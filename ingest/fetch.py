@@ -403,7 +403,7 @@ class ImageFetcher:
             left = self._remaining(deadline)
             if sock is not None:
                 sock.settimeout(left)
-            chunk = response.read1(_CHUNK) if hasattr(response, "read1") else response.read(_CHUNK)
+            chunk = response.read1(_CHUNK)
             if not chunk:
                 break
             size += len(chunk)
