@@ -219,6 +219,9 @@ def ingest(
             columns=parse_columns(columns),
             limit=limit,
         )
+        settings = Settings()
+        folder = None if (qdrant_url or settings.qdrant_url) else Path(store or settings.store)
+        new_folder = folder is not None and not folder.exists()
         vector_store = _open_store(store, qdrant_url, api_key, collection)
         try:
             if recreate:
@@ -236,6 +239,9 @@ def ingest(
             )
         finally:
             vector_store.close()
+            # A failed first ingest leaves no empty store folder behind.
+            if new_folder and folder is not None and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         for line in result.summary_lines():
             _err(line)
 

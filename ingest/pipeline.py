@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from clipy_qdrant.encoders.base import Encoder
-from clipy_qdrant.errors import ConfigError, EncoderError
+from clipy_qdrant.errors import ConfigError, EncoderError, InputError
 from clipy_qdrant.hubness import refresh_hubness
 from clipy_qdrant.split import SPLIT_FIELD, split_of
 from clipy_qdrant.store.base import IMAGE, TEXT, FieldType, PointRecord, VectorStore
@@ -50,6 +50,9 @@ NO_IMAGE = "no_image"
 MISSING_IMAGE = "missing_image"
 UNREADABLE_IMAGE = "unreadable_image"
 ENCODE_FAILED = "encode_failed"
+#: Issue kind of a value left out of a stored product's payload (it does not fit its field's
+#: type); not a skip reason: the product is stored without that value.
+BAD_VALUE = "bad_value"
 
 #: Products looked at to infer which payload fields get an index.
 INFER_SAMPLE = 2000
@@ -64,7 +67,9 @@ SHOWN_ISSUES = 5
 
 @dataclass
 class Issue:
-    """One product that was not stored, and why."""
+    """One problem with an input row: a product that was not stored (``kind`` a skip reason),
+    or a value left out of a stored product's payload (``kind`` :data:`BAD_VALUE`, ``field``
+    the field)."""
 
     kind: str
     reason: str
@@ -73,6 +78,7 @@ class Issue:
     line: int | None = None
     product_id: str = ""
     file: str | None = None
+    field: str | None = None
 
     def where(self) -> str:
         parts = [self.source or "input"]
@@ -82,6 +88,8 @@ class Issue:
             parts.append(f"row {self.row}")
         if self.product_id:
             parts.append(f"(id {self.product_id})")
+        if self.field is not None:
+            parts.append(f"field {self.field}")
         return " ".join(parts)
 
 
@@ -95,6 +103,8 @@ class IngestReport:
     stored: int = 0
     unchanged: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    #: Values left out of stored products' payloads because they do not fit their field's type.
+    bad_values: int = 0
     issues: list[Issue] = field(default_factory=list)
     seconds: float = 0.0
     indexed_fields: dict[str, str] = field(default_factory=dict)
@@ -123,7 +133,10 @@ class IngestReport:
 
     def add_issue(self, issue: Issue) -> None:
         self.issues.append(issue)
-        self.skipped[issue.kind] = self.skipped.get(issue.kind, 0) + 1
+        if issue.kind == BAD_VALUE:
+            self.bad_values += 1
+        else:
+            self.skipped[issue.kind] = self.skipped.get(issue.kind, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +148,7 @@ class IngestReport:
             "unchanged": self.unchanged,
             "skipped": dict(sorted(self.skipped.items())),
             "skipped_total": self.skipped_total,
+            "bad_values": self.bad_values,
             "seconds": round(self.seconds, 3),
             "products_per_s": round(self.products_per_s, 2),
             "rows_per_s": round(self.rows_per_s, 2),
@@ -173,6 +187,11 @@ class IngestReport:
         if self.skipped:
             by_reason = ", ".join(f"{k} {v:,}" for k, v in sorted(self.skipped.items()))
             lines.append(f"skipped: {by_reason}")
+        if self.bad_values:
+            lines.append(
+                f"values left out (they do not fit their field's type): {self.bad_values:,}"
+            )
+        if self.issues:
             for issue in self.issues[:shown_issues]:
                 lines.append(f"  {issue.where()}: {issue.reason}")
             if len(self.issues) > shown_issues:
@@ -310,9 +329,15 @@ def run_ingest(
     create with the collection (default: inferred from the first products, see
     :func:`infer_indexed_fields`). ``build_index`` builds the HNSW graph at the end when
     anything was written; ``hubness`` first recomputes every product's hubness value
-    (:mod:`clipy_qdrant.hubness`) when anything was written or the values are stale. Bad rows and unreadable images are skipped and reported, never
-    fatal; a store written by another encoder raises ``EncoderMismatchError`` before anything
-    is written. The JSON report goes to ``report_path`` (also when the run is interrupted).
+    (:mod:`clipy_qdrant.hubness`) when anything was written or the values are stale. Bad rows
+    and unreadable images are skipped and reported, and values that do not fit their field's
+    type are reported and left out of the payload; a store written by another encoder raises
+    ``EncoderMismatchError`` before anything is written. The JSON report goes to
+    ``report_path`` (also when the run is interrupted).
+
+    A catalog with no rows raises ``InputError`` before the store is touched; one whose every
+    row is skipped raises it after the run (the report is written), and the collection is
+    removed again if this run created it.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -327,24 +352,24 @@ def run_ingest(
     if limit is not None:
         products = itertools.islice(products, limit)
     # Look at the first products to choose the payload indexes, then put them back in front.
-    sample: list[Product] = []
+    sample = list(itertools.islice(products, INFER_SAMPLE if indexed_fields is None else 1))
+    if not sample and limit != 0:
+        raise InputError(f"catalog {report.source or 'input'} has no products")
     if indexed_fields is None:
-        for product in products:
-            sample.append(product)
-            if len(sample) >= INFER_SAMPLE:
-                break
         indexed_fields = infer_indexed_fields(p for p in sample if p.error is None)
     # The held-out split as an indexed field: evaluation filters on it (clipy_qdrant.split).
     indexed_fields = {**indexed_fields, SPLIT_FIELD: "keyword"}
     report.indexed_fields = dict(indexed_fields)
-    store.ensure_collection(info, indexed_fields)
+    created = store.encoder_info() is None
 
     from tqdm import tqdm
 
     bar = tqdm(
         total=total, unit="product", file=sys.stderr, disable=not progress, dynamic_ncols=True
     )
-    writer = _BatchWriter(store, encoder, report, force=force)
+    # The collection is created (or checked) when the first usable product is ready: rows
+    # that are all skipped leave an existing store as it was.
+    writer = _BatchWriter(store, encoder, report, force=force, indexed_fields=indexed_fields)
     try:
         with ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode") as pool:
             pending: _Pending | None = None
@@ -368,6 +393,12 @@ def run_ingest(
         report.seconds = time.perf_counter() - started
         if report_path is not None:
             report.write(Path(report_path))
+    if report.read and not report.stored and not report.unchanged:
+        if created:
+            # Leave no empty collection behind; one that existed before is never touched.
+            store.delete_collection()
+        raise InputError(_no_usable_rows(report))
+    writer.ensure_collection()
     if hubness and (report.stored or store.hubness_info() is None) and store.count() > 0:
         hubness_started = time.perf_counter()
         hub = refresh_hubness(store, progress=progress)
@@ -385,6 +416,15 @@ def run_ingest(
     return report
 
 
+def _no_usable_rows(report: IngestReport) -> str:
+    first = next((i for i in report.issues if i.kind != BAD_VALUE), None)
+    reason = f", first: {first.where()}: {first.reason}" if first is not None else ""
+    return (
+        f"catalog {report.source or 'input'}: no usable rows: "
+        f"{report.skipped_total:,} skipped{reason}"
+    )
+
+
 def _total(catalog: Iterable[Product], limit: int | None) -> int | None:
     total = getattr(catalog, "total", None)
     if total is None and isinstance(catalog, Sequence):
@@ -398,7 +438,13 @@ class _BatchWriter:
     """Checks, hashes, decodes (in threads), encodes and upserts batches of products."""
 
     def __init__(
-        self, store: VectorStore, encoder: Encoder, report: IngestReport, *, force: bool
+        self,
+        store: VectorStore,
+        encoder: Encoder,
+        report: IngestReport,
+        *,
+        force: bool,
+        indexed_fields: Mapping[str, FieldType],
     ) -> None:
         self.store = store
         self.encoder = encoder
@@ -406,8 +452,16 @@ class _BatchWriter:
         self.force = force
         self.info = encoder.info
         self._marked_stale = False
+        self.indexed_fields = indexed_fields
+        self._collection_ready = False
         #: product id -> where its first occurrence was (later ones are duplicates).
         self.first_seen: dict[str, str] = {}
+
+    def ensure_collection(self) -> None:
+        """Create the collection and its payload indexes, or check the encoder that wrote it."""
+        if not self._collection_ready:
+            self.store.ensure_collection(self.info, self.indexed_fields)
+            self._collection_ready = True
 
     def _skip(self, product: Product, kind: str, reason: str, file: Path | None = None) -> None:
         if file is None and product.image_path is not None:
@@ -460,12 +514,26 @@ class _BatchWriter:
                 )
                 continue
             self.first_seen[product.product_id] = product.where()
+            for name, reason in product.value_errors.items():
+                self.report.add_issue(
+                    Issue(
+                        kind=BAD_VALUE,
+                        reason=f"{reason}; left out of the payload",
+                        source=product.source,
+                        row=product.row,
+                        line=product.line,
+                        product_id=product.product_id,
+                        field=name,
+                    )
+                )
             data, ok = self._image_data(product)
             if not ok:
                 continue
             candidates.append(
                 (product, data, content_hash(self.info.name, self.info.dim, product, data))
             )
+        if candidates:
+            self.ensure_collection()
         if candidates and not self.force:
             stored = self.store.content_hashes([p.product_id for p, _, _ in candidates])
             fresh = [c for c in candidates if stored.get(c[0].product_id) != c[2]]

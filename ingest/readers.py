@@ -20,8 +20,15 @@ Rules shared by every reader (tabular sources):
   An absent payload key means "unknown", so a filter ``usage=Casual`` does not match it and
   Qdrant's is-empty condition does. Other strings are kept as they are (not stripped).
 - types: ints stay ints (``year``), floats floats, bools bools; dates become ISO strings; raw
-  bytes are dropped. CSV cells are typed per column: a column whose every non-empty cell is an
-  integer is ``int``, else every cell a number ``float``, else ``str``.
+  bytes are dropped. A CSV or JSONL field has one type for the whole file (:func:`value_types`):
+  numeric when at least ``NUMERIC_MIN_SHARE`` of its non-empty values are numbers (``int``
+  when none of those has a fraction, else ``float``), else ``str``. Every value is converted
+  to its field's type (``"2012"`` becomes ``2012`` in an integer field, ``7`` becomes ``"7"``
+  in a string field); a value that does not fit (``2012a`` in an integer field) is left out of
+  that product's payload and named in ``Product.value_errors``, which the pipeline reports
+  with file, row and field; the row itself is stored. One bad cell so never turns a numeric
+  column into text, where range filters would find nothing. Parquet and Hugging Face columns
+  carry their own type.
 - text = ``text_template`` rendered with ``str.format`` over the row (after renaming; the
   original names work too); empty values render as ``""``, runs of whitespace collapse and
   separators left dangling by empty values are dropped. The default is the product name
@@ -45,6 +52,7 @@ import json
 import math
 import re
 import string
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +71,9 @@ DEFAULT_IMAGE_PATTERN = "{id}.jpg"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
 ColumnsArg = Mapping[str, str] | Sequence[str] | None
+
+#: A CSV / JSONL field is numeric when at least this share of its non-empty values are numbers.
+NUMERIC_MIN_SHARE = 0.8
 
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan)", re.I)
@@ -236,6 +247,102 @@ def render_template(template: str, values: Mapping[str, Any]) -> str:
     return _EDGE_SEPARATOR.sub("", text)
 
 
+def _value_kind(value: Any) -> str | None:
+    """``"int"``, ``"float"``, ``"bool"``, ``"text"`` (a string that is no number), ``"other"``
+    (lists, objects), or ``None`` for an empty value; numeric strings count as numbers."""
+    value = clean_value(value)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        text = value.strip()
+        if _INT.fullmatch(text):
+            return "int"
+        if _FLOAT.fullmatch(text):
+            return "float"
+        return "text"
+    return "other"
+
+
+def value_types(
+    header: Sequence[str],
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    min_share: float = NUMERIC_MIN_SHARE,
+) -> dict[str, type]:
+    """One type per field of a CSV / JSONL source: ``int``, ``float`` or ``str``.
+
+    A field is numeric when at least ``min_share`` of its non-empty values are numbers (or
+    numeric strings): ``int`` when none of them has a fraction, else ``float``. Otherwise it is
+    ``str``, unless all its values are booleans or any is a list or object: such fields keep
+    their values as they are (and get no entry).
+    """
+    counts: dict[str, Counter[str]] = {name: Counter() for name in header}
+    for row in rows:
+        for name, value in row.items():
+            kind = _value_kind(value)
+            if kind is not None:
+                counts.setdefault(name, Counter())[kind] += 1
+    types: dict[str, type] = {}
+    for name, found in counts.items():
+        total = sum(found.values())
+        numbers = found["int"] + found["float"]
+        if found["other"] or (total and found["bool"] == total):
+            continue
+        if total and numbers >= min_share * total:
+            types[name] = float if found["float"] else int
+        else:
+            types[name] = str
+    return types
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "text"}
+
+
+def convert_value(value: Any, kind: type) -> tuple[Any, str | None]:
+    """``(value as kind, None)``, or ``(None, reason)`` when it does not fit; empty stays ``None``.
+
+    Numbers and numeric strings fit ``float``; whole ones fit ``int``; anything scalar fits
+    ``str`` (numbers as written, booleans as ``true`` / ``false``).
+    """
+    cleaned = clean_value(value)
+    if cleaned is None:
+        return None, None
+    if kind is str:
+        if isinstance(value, str):
+            return value, None
+        if isinstance(cleaned, bool):
+            return ("true" if cleaned else "false"), None
+        if isinstance(cleaned, int | float):
+            return str(cleaned), None
+        return cleaned, None
+    number: int | float | None = None
+    if isinstance(cleaned, bool):
+        number = None
+    elif isinstance(cleaned, int | float):
+        number = cleaned
+    elif isinstance(cleaned, str):
+        text = cleaned.strip()
+        if _INT.fullmatch(text):
+            number = int(text)
+        elif _FLOAT.fullmatch(text):
+            number = float(text)
+    if number is not None and kind is float:
+        return float(number), None
+    if number is not None and kind is int:
+        if isinstance(number, int):
+            return number, None
+        if math.isfinite(number) and number.is_integer():
+            return int(number), None
+    shown = value if isinstance(value, str) else cleaned
+    return None, f"{shown!r} is not {_KIND_NAMES.get(kind, kind.__name__)}"
+
+
 # --------------------------------------------------------------------------- row -> Product
 
 
@@ -261,6 +368,9 @@ class RowMapper:
         self.optional_fields = set(DEFAULT_TEXT_ATTRIBUTES) if text_template is None else set()
         self.images = images
         self.base_dir = base_dir
+        #: ``{source column: int | float | str}`` for sources whose values carry no type of
+        #: their own (CSV, JSONL); values are converted to it (see :func:`value_types`).
+        self.value_types: dict[str, type] = {}
         self.rename: dict[str, str] = {}
         self.include: set[str] | None = None
         if isinstance(columns, Mapping):
@@ -294,6 +404,12 @@ class RowMapper:
         self, raw: Mapping[str, Any], *, source: str, row: int, line: int | None = None
     ) -> Product:
         product_id = id_string(raw.get(self.id_column))
+        value_errors: dict[str, str] = {}
+        if self.value_types:
+            raw = {
+                key: self._typed(key, value, value_errors) if key != self.id_column else value
+                for key, value in raw.items()
+            }
         named = {self.rename.get(k, k): v for k, v in raw.items()}
         context = {**raw, **named, "id": product_id}
         metadata: dict[str, Any] = {}
@@ -309,6 +425,14 @@ class RowMapper:
         product = Product(
             product_id=product_id, text="", metadata=metadata, row=row, line=line, source=source
         )
+        product.value_errors = {
+            self.rename.get(key, key): reason
+            for key, reason in value_errors.items()
+            if key != self.image_column
+            and (
+                self.include is None or key in self.include or self.rename.get(key) in self.include
+            )
+        }
         try:
             product.text = render_template(self.text_template, context)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
@@ -316,6 +440,16 @@ class RowMapper:
             return product
         self._attach_image(product, raw.get(self.image_column), context)
         return product
+
+    def _typed(self, key: str, value: Any, errors: dict[str, str]) -> Any:
+        """``value`` as its field's type; ``None`` (and a reason in ``errors``) if it does not fit."""
+        kind = self.value_types.get(key)
+        if kind is None:
+            return value
+        converted, error = convert_value(value, kind)
+        if error is not None:
+            errors[key] = error
+        return converted
 
     def _attach_image(self, product: Product, value: Any, context: Mapping[str, Any]) -> None:
         if isinstance(value, Mapping):  # HF Image feature: {"bytes": ..., "path": ...}
@@ -510,7 +644,10 @@ class CsvCatalog(_TextTableCatalog):
         self._header, self._records = _read_csv(path)
         super().__init__(path, **kwargs)
         self.mapper.check_columns(self._header, str(path))
-        self._types = _infer_column_types(self._header, (cells for _, cells in self._records))
+        self.mapper.value_types = value_types(
+            self._header, (self._raw(cells) for _, cells in self._records)
+        )
+        self.mapper.value_types.pop(self.mapper.id_column, None)
 
     def _has_image_column(self) -> bool:
         return self.mapper.image_column in self._header
@@ -518,17 +655,15 @@ class CsvCatalog(_TextTableCatalog):
     def _count(self) -> int:
         return len(self._records)
 
-    def _rows(self) -> Iterator[Product]:
+    def _raw(self, cells: list[str]) -> dict[str, Any]:
         width = len(self._header)
+        if len(cells) > width:
+            cells = [*cells[: width - 1], ",".join(cells[width - 1 :])]
+        return dict(zip(self._header, cells, strict=False))
+
+    def _rows(self) -> Iterator[Product]:
         for row, (line, cells) in enumerate(self._records):
-            if len(cells) > width:
-                cells = [*cells[: width - 1], ",".join(cells[width - 1 :])]
-            raw: dict[str, Any] = {}
-            for name, cell in zip(self._header, cells, strict=False):
-                raw[name] = (
-                    _typed(cell, self._types[name]) if name != self.mapper.id_column else cell
-                )
-            yield self.mapper.product(raw, source=self.source, row=row, line=line)
+            yield self.mapper.product(self._raw(cells), source=self.source, row=row, line=line)
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -552,54 +687,31 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     return [h.strip() for h in header], records
 
 
-def _infer_column_types(header: Sequence[str], rows: Iterable[Sequence[str]]) -> dict[str, type]:
-    kinds: dict[str, type] = {name: int for name in header}
-    for cells in rows:
-        for name, cell in zip(header, cells, strict=False):
-            kind = kinds[name]
-            if kind is str:
-                continue
-            cell = cell.strip()
-            if not cell:
-                continue
-            if kind is int and not _INT.fullmatch(cell):
-                kind = float
-            if kind is float and not _FLOAT.fullmatch(cell):
-                kind = str
-            kinds[name] = kind
-    return kinds
-
-
-def _typed(cell: str, kind: type) -> Any:
-    if kind is str:
-        return cell
-    text = cell.strip()
-    if not text:
-        return None
-    return int(text) if kind is int else float(text)
-
-
 class JsonlCatalog(_TextTableCatalog):
-    """A JSON Lines file: one object per line; JSON types are kept (``null`` = empty)."""
+    """A JSON Lines file: one object per line (``null`` = empty). Each field gets one type for
+    the whole file (see the module doc): a ``"2012a"`` among a field's numbers is reported and
+    left out, ``"2012"`` becomes ``2012``."""
 
     kind = "jsonl"
 
     def __init__(self, path: Path, **kwargs: Any) -> None:
         try:
-            self._lines = path.read_text(encoding="utf-8-sig").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError as exc:
             raise InputError(f"{path}: not UTF-8 text ({exc})") from None
+        #: (line number, the object or None, the reason it is not one).
+        self._parsed = [
+            _parse_json_line(n, text) for n, text in enumerate(lines, 1) if text.strip()
+        ]
         super().__init__(path, **kwargs)
         self._validate_first_object()
+        objects = [value for _, value, _ in self._parsed if value is not None]
+        fields = list(dict.fromkeys(key for value in objects for key in value))
+        self.mapper.value_types = value_types(fields, objects)
+        self.mapper.value_types.pop(self.mapper.id_column, None)
 
     def _first_object(self) -> dict[str, Any] | None:
-        for text in self._lines:
-            if text.strip():
-                with contextlib.suppress(ValueError):
-                    value = json.loads(text)
-                    if isinstance(value, dict):
-                        return value
-        return None
+        return next((value for _, value, _ in self._parsed if value is not None), None)
 
     def _validate_first_object(self) -> None:
         first = self._first_object()
@@ -614,29 +726,26 @@ class JsonlCatalog(_TextTableCatalog):
         return first is not None and self.mapper.image_column in first
 
     def _count(self) -> int:
-        return sum(1 for text in self._lines if text.strip())
+        return len(self._parsed)
 
     def _rows(self) -> Iterator[Product]:
-        row = 0
-        for number, text in enumerate(self._lines, start=1):
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-                error = (
-                    None
-                    if isinstance(value, dict)
-                    else f"expected a JSON object, got {type(value).__name__}"
-                )
-            except ValueError as exc:
-                error = f"invalid JSON: {exc}"
-            if error is None:
+        for row, (number, value, error) in enumerate(self._parsed):
+            if value is not None:
                 yield self.mapper.product(value, source=self.source, row=row, line=number)
             else:
                 yield Product(
                     product_id="", text="", row=row, line=number, source=self.source, error=error
                 )
-            row += 1
+
+
+def _parse_json_line(number: int, text: str) -> tuple[int, dict[str, Any] | None, str | None]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return number, None, f"invalid JSON: {exc}"
+    if not isinstance(value, dict):
+        return number, None, f"expected a JSON object, got {type(value).__name__}"
+    return number, value, None
 
 
 class ImageFolderCatalog(Catalog):

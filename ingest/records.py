@@ -17,6 +17,8 @@ class Product:
 
     ``image_bytes`` or ``image_path`` (or neither, for a product without an image) tells where
     the image is; :meth:`load_image` decodes it as RGB and raises on unreadable data.
+    ``image_url`` is a remote image (platform exports): :class:`ingest.fetch.ImageURLCatalog`
+    downloads it into the image cache and sets ``image_path`` before the pipeline reads it.
 
     ``source`` / ``row`` / ``line`` locate the product in its input for error reports: ``row`` is
     the 0-based data-row index within ``source`` (as in ``dataset[row]``), ``line`` the 1-based
@@ -25,11 +27,15 @@ class Product:
     A reader that cannot make a product of a row (bad JSON, unparsable value…) still yields one,
     with ``error`` set, so the pipeline reports it with its location and goes on. A row without
     an id has ``product_id == ""``.
+
+    ``value_errors`` names the fields whose value did not fit the field's type (``{field:
+    reason}``); those values are not in ``metadata``, and the pipeline reports each one.
     """
 
     product_id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    value_errors: dict[str, str] = field(default_factory=dict)
     image_bytes: bytes | None = None
     image_path: Path | None = None
     row: int | None = None
@@ -37,6 +43,7 @@ class Product:
     image_loader: Callable[[], Image.Image] | None = None
     line: int | None = None
     error: str | None = None
+    image_url: str | None = None
 
     @property
     def has_image(self) -> bool:
@@ -53,6 +60,8 @@ class Product:
             img = Image.open(io.BytesIO(self.image_bytes))
         elif self.image_path is not None:
             img = Image.open(self.image_path)
+        elif self.image_url is not None:
+            raise FileNotFoundError(f"image {self.image_url} is not fetched yet")
         else:
             raise FileNotFoundError("product has no image")
         img.load()

@@ -520,3 +520,26 @@ def test_parquet_without_images_needs_an_image_folder(tmp_path: Path) -> None:
         60,
         80,
     )
+
+
+def test_a_field_has_one_type_and_values_that_do_not_fit_are_named(tmp_path: Path) -> None:
+    rows = "\n".join(f"{i},{2010 + i},{9 + i}.5,Shirt {i}" for i in range(1, 9))
+    (tmp_path / "s.csv").write_text(
+        f"id,year,price,productDisplayName\n{rows}\n9,2012a,12,Odd\n10,,n/a,Blank\n",
+        encoding="utf-8",
+    )
+    products = list(open_catalog(tmp_path / "s.csv", images=tmp_path))
+    assert products[0].metadata == {"year": 2011, "price": 10.5, "productDisplayName": "Shirt 1"}
+    odd, blank = products[8], products[9]
+    assert odd.metadata == {"price": 12.0, "productDisplayName": "Odd"}
+    assert odd.value_errors == {"year": "'2012a' is not an integer"}
+    assert blank.metadata == {"productDisplayName": "Blank"}  # an empty cell is no error
+    assert blank.value_errors == {"price": "'n/a' is not a number"}
+    assert all(not p.value_errors for p in products[:8])
+    # A column of words with a few numbers stays text, numbers included.
+    (tmp_path / "t.csv").write_text("id,size,name\n1,M,a\n2,L,b\n3,32,c\n", encoding="utf-8")
+    sizes = [
+        p.metadata["size"]
+        for p in open_catalog(tmp_path / "t.csv", images=tmp_path, text_template="{name}")
+    ]
+    assert sizes == ["M", "L", "32"]
