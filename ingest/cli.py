@@ -147,21 +147,25 @@ def ingest(
         ),
     ] = None,
     image_pattern: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--image-pattern", help="Image file name in --images, formatted over the row."
+            "--image-pattern",
+            help="Image file name in --images, formatted over the row (default: {id}.jpg when "
+            "the catalog has no image column).",
         ),
-    ] = "{id}.jpg",
+    ] = None,
     id_column: Annotated[
-        str, typer.Option("--id-column", help="Column holding the product id.")
-    ] = "id",
+        str | None,
+        typer.Option(
+            "--id-column", help="Column holding the product id (default: detected, see --dry-run)."
+        ),
+    ] = None,
     text: Annotated[
         str | None,
         typer.Option(
             "--text",
-            help='Text to embed, a template over the columns, e.g. "{productDisplayName} {articleType}" '
-            '(default: "{productDisplayName}, {gender} {usage} {season} {articleType} {baseColour}"; '
-            "attribute columns the catalog lacks are left out).",
+            help='Text to embed, a template over the columns, e.g. "{title}, {category}" '
+            "(default: detected, the name then the descriptive attributes; see --dry-run).",
         ),
     ] = None,
     columns: Annotated[
@@ -196,6 +200,14 @@ def ingest(
             "--no-index", help="Do not build the HNSW index after the load (search stays exact)."
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the detected columns (id, name, image, text, field types) and a few "
+            "texts; embed and store nothing.",
+        ),
+    ] = False,
     store: StoreOpt = None,
     qdrant_url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -205,6 +217,7 @@ def ingest(
     """Embed a catalog's images and texts and store them, resumably.
 
     Example: clipy ingest ../shared/datasets/fashion-product-images-small --limit 1000
+    See what it would do first: clipy ingest products.csv --dry-run
     """
     with _user_errors():
         from ingest.pipeline import run_ingest
@@ -219,6 +232,11 @@ def ingest(
             columns=parse_columns(columns),
             limit=limit,
         )
+        if dry_run:
+            from ingest.schema import describe_catalog
+
+            typer.echo("\n".join(describe_catalog(catalog).lines()))
+            return
         settings = Settings()
         folder = None if (qdrant_url or settings.qdrant_url) else Path(store or settings.store)
         new_folder = folder is not None and not folder.exists()
@@ -253,9 +271,13 @@ def _render_hits(hits: list[Hit]) -> None:
     if not hits:
         typer.echo("no results")
         return
+    from ingest.schema import NAME_FIELD_KEY
+
     typer.echo(f"{'#':>3}  {'score':>7}  {'text':>6}  {'image':>6}  {'id':<8}  name")
     for rank, hit in enumerate(hits, 1):
-        name = hit.payload.get("productDisplayName") or hit.payload.get("name") or ""
+        # The ingest records which payload field holds the name (title, productDisplayName…).
+        name_field = hit.payload.get(NAME_FIELD_KEY) or "productDisplayName"
+        name = hit.payload.get(name_field) or hit.payload.get("name") or ""
         extras = ", ".join(
             str(hit.payload[key])
             for key in ("gender", "articleType", "baseColour", "year")

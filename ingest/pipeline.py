@@ -25,7 +25,6 @@ import itertools
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ from clipy_qdrant.hubness import refresh_hubness
 from clipy_qdrant.split import SPLIT_FIELD, split_of
 from clipy_qdrant.store.base import IMAGE, TEXT, FieldType, PointRecord, VectorStore
 from ingest.records import Product
+from ingest.schema import NAME_FIELD_KEY, SAMPLE_ROWS, infer_indexed_fields
 
 #: Skip reasons (keys of ``IngestReport.skipped``).
 BAD_ROW = "bad_row"
@@ -55,12 +55,7 @@ ENCODE_FAILED = "encode_failed"
 BAD_VALUE = "bad_value"
 
 #: Products looked at to infer which payload fields get an index.
-INFER_SAMPLE = 2000
-#: A string field is a keyword (filterable) field if it has at most this many distinct values…
-KEYWORD_MAX_DISTINCT = 1000
-#: …and at most this share of its sampled values are distinct, and its values are short.
-KEYWORD_MAX_DISTINCT_RATIO = 0.5
-KEYWORD_MAX_MEAN_LENGTH = 40
+INFER_SAMPLE = SAMPLE_ROWS
 #: Issues shown by :meth:`IngestReport.summary_lines` (the JSON report has them all).
 SHOWN_ISSUES = 5
 
@@ -220,56 +215,6 @@ def content_hash(encoder_name: str, dim: int, product: Product, image_data: byte
     return digest.hexdigest()
 
 
-def infer_indexed_fields(products: Iterable[Product]) -> dict[str, FieldType]:
-    """Payload fields worth an index, from a sample of products.
-
-    Integer fields -> ``integer``, float fields -> ``float``, boolean -> ``bool``; string fields
-    with few distinct short values (see ``KEYWORD_*``) -> ``keyword``. Fields with mixed types,
-    lists or objects get no index.
-    """
-    kinds: dict[str, set[str]] = {}
-    distinct: dict[str, set[str]] = {}
-    counts: Counter[str] = Counter()
-    lengths: Counter[str] = Counter()
-    for product in products:
-        for key, value in product.metadata.items():
-            kind = (
-                "bool"
-                if isinstance(value, bool)
-                else "integer"
-                if isinstance(value, int)
-                else "float"
-                if isinstance(value, float)
-                else "keyword"
-                if isinstance(value, str)
-                else "other"
-            )
-            kinds.setdefault(key, set()).add(kind)
-            if kind == "keyword":
-                values = distinct.setdefault(key, set())
-                if len(values) <= KEYWORD_MAX_DISTINCT:
-                    values.add(value)
-                counts[key] += 1
-                lengths[key] += len(value)
-    fields: dict[str, FieldType] = {}
-    for key, found in sorted(kinds.items()):
-        if found == {"integer"}:
-            fields[key] = "integer"
-        elif found <= {"integer", "float"}:
-            fields[key] = "float"
-        elif found == {"bool"}:
-            fields[key] = "bool"
-        elif found == {"keyword"}:
-            n_distinct, n = len(distinct[key]), counts[key]
-            if (
-                n_distinct <= KEYWORD_MAX_DISTINCT
-                and (n_distinct <= KEYWORD_MAX_DISTINCT_RATIO * n or n_distinct <= 2)
-                and lengths[key] / n <= KEYWORD_MAX_MEAN_LENGTH
-            ):
-                fields[key] = "keyword"
-    return fields
-
-
 def _batched(items: Iterable[Product], size: int) -> Iterator[list[Product]]:
     batch: list[Product] = []
     for item in items:
@@ -322,6 +267,7 @@ def run_ingest(
     build_index: bool = True,
     decode_threads: int = 2,
     hubness: bool = True,
+    name_field: str | None = None,
 ) -> IngestReport:
     """Encode and store every product of ``catalog``; return what happened.
 
@@ -333,7 +279,9 @@ def run_ingest(
     and unreadable images are skipped and reported, and values that do not fit their field's
     type are reported and left out of the payload; a store written by another encoder raises
     ``EncoderMismatchError`` before anything is written. The JSON report goes to
-    ``report_path`` (also when the run is interrupted).
+    ``report_path`` (also when the run is interrupted). ``name_field`` (default: the
+    catalog's ``display_field``) is the payload field holding a product's display name; every
+    stored product records it under :data:`~ingest.schema.NAME_FIELD_KEY`.
 
     A catalog with no rows raises ``InputError`` before the store is touched; one whose every
     row is skipped raises it after the run (the report is written), and the collection is
@@ -361,6 +309,8 @@ def run_ingest(
     indexed_fields = {**indexed_fields, SPLIT_FIELD: "keyword"}
     report.indexed_fields = dict(indexed_fields)
     created = store.encoder_info() is None
+    if name_field is None:
+        name_field = getattr(catalog, "display_field", None)
 
     from tqdm import tqdm
 
@@ -369,7 +319,9 @@ def run_ingest(
     )
     # The collection is created (or checked) when the first usable product is ready: rows
     # that are all skipped leave an existing store as it was.
-    writer = _BatchWriter(store, encoder, report, force=force, indexed_fields=indexed_fields)
+    writer = _BatchWriter(
+        store, encoder, report, force=force, indexed_fields=indexed_fields, name_field=name_field
+    )
     try:
         with ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode") as pool:
             pending: _Pending | None = None
@@ -445,6 +397,7 @@ class _BatchWriter:
         *,
         force: bool,
         indexed_fields: Mapping[str, FieldType],
+        name_field: str | None = None,
     ) -> None:
         self.store = store
         self.encoder = encoder
@@ -453,6 +406,7 @@ class _BatchWriter:
         self.info = encoder.info
         self._marked_stale = False
         self.indexed_fields = indexed_fields
+        self.extra_payload = {NAME_FIELD_KEY: name_field} if name_field else {}
         self._collection_ready = False
         #: product id -> where its first occurrence was (later ones are duplicates).
         self.first_seen: dict[str, str] = {}
@@ -492,6 +446,9 @@ class _BatchWriter:
             return None, False
         if product.image_loader is not None:
             return None, True
+        if product.image_url is not None:
+            self._skip(product, NO_IMAGE, f"image {product.image_url} was not fetched")
+            return None, False
         self._skip(product, NO_IMAGE, "row has no image")
         return None, False
 
@@ -568,7 +525,11 @@ class _BatchWriter:
             PointRecord(
                 product_id=products[i].product_id,
                 vectors={IMAGE: image_vectors[j], TEXT: text_vectors[j]},
-                payload={**products[i].metadata, SPLIT_FIELD: split_of(products[i].product_id)},
+                payload={
+                    **products[i].metadata,
+                    SPLIT_FIELD: split_of(products[i].product_id),
+                    **self.extra_payload,
+                },
                 content_hash=hashes[i],
             )
             for j, i in enumerate(keep)

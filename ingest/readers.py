@@ -5,15 +5,20 @@
 - an existing ``.parquet`` file, or a folder holding parquet files (the Hugging Face layout,
   ``<dir>/data/*.parquet``): read with pyarrow in row batches; images stay JPEG bytes (decoded
   later by the pipeline, in threads);
-- a ``.csv`` / ``.jsonl`` file plus an image folder (the Kaggle layout: ``styles.csv`` +
-  ``images/<id>.jpg``; the folder defaults to ``images/`` beside the file);
+- a ``.csv`` / ``.jsonl`` file with an image column (file paths relative to the file's
+  folder, or URLs that :mod:`ingest.fetch` downloads) or an image folder (the Kaggle layout:
+  ``styles.csv`` + ``images/<id>.jpg``; the folder defaults to ``images/`` beside the file);
 - a folder of images (jpg / jpeg / png / webp, searched recursively): id = relative path;
 - anything else is taken as a Hugging Face dataset id, read with ``datasets`` (streaming).
 
 Rules shared by every reader (tabular sources):
 
-- ``product_id`` is the id column as a string (``12.0`` from a float column becomes ``"12"``);
-  a missing / empty id gives ``product_id == ""`` (the pipeline reports and skips the row).
+- which column is the id, the name, the image, and the text to embed are detected from the
+  header and the first rows (:mod:`ingest.schema`; ``catalog.schema`` holds the choices and
+  their reasons); every choice can be given instead.
+- ``product_id`` is the id column as a string (``12.0`` from a float column becomes ``"12"``),
+  or the row number when the catalog has no id column; a missing / empty id gives
+  ``product_id == ""`` (the pipeline reports and skips the row).
 - metadata = every column except the id and the image, after ``columns`` (a list keeps only
   those columns; a mapping renames ``{source_name: new_name}`` and keeps the rest).
 - empty values are left out of the metadata: ``None``, NaN and strings that are empty or blank.
@@ -31,14 +36,14 @@ Rules shared by every reader (tabular sources):
   carry their own type.
 - text = ``text_template`` rendered with ``str.format`` over the row (after renaming; the
   original names work too); empty values render as ``""``, runs of whitespace collapse and
-  separators left dangling by empty values are dropped. The default is the product name
-  followed by its descriptive attributes, ``{productDisplayName}, {gender} {usage} {season}
+  separators left dangling by empty values are dropped. The detected template is the product
+  name followed by its descriptive attributes; for the fashion catalog that is
+  :data:`DEFAULT_TEXT_TEMPLATE`, ``{productDisplayName}, {gender} {usage} {season}
   {articleType} {baseColour}`` ("Puma Men Black Shoes, Men Casual Summer Casual Shoes Black"):
   the text vector then knows what names leave out, so "women's summer casual tops" matches
-  on usage and season too (docs/eval.md measures it). Attribute columns the source lacks are
-  left out of the default; the name column is required. ``{name}`` is the default for an
-  image folder (the file name with ``_``/``-`` as spaces). A template the user gives that
-  names a column the source does not have is refused.
+  on usage and season too (docs/eval.md measures it). ``{name}`` is the default for an image
+  folder (the file name with ``_``/``-`` as spaces). A template the user gives that names a
+  column the source does not have is refused.
 """
 
 from __future__ import annotations
@@ -59,9 +64,10 @@ from typing import Any
 
 from clipy_qdrant.errors import ConfigError, InputError
 from ingest.records import Product
+from ingest.schema import SAMPLE_ROWS, Schema, detect_schema
 
 NAME_TEXT_TEMPLATE = "{productDisplayName}"
-#: Attributes the default product text appends to the name (those the source has).
+#: The fashion catalog's attributes in its detected text (:mod:`ingest.schema`), after the name.
 DEFAULT_TEXT_ATTRIBUTES = ("gender", "usage", "season", "articleType", "baseColour")
 DEFAULT_TEXT_TEMPLATE = (
     NAME_TEXT_TEMPLATE + ", " + " ".join("{" + name + "}" for name in DEFAULT_TEXT_ATTRIBUTES)
@@ -78,6 +84,7 @@ NUMERIC_MIN_SHARE = 0.8
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan)", re.I)
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+_URL = re.compile(r"https?://\S+", re.I)
 
 
 # --------------------------------------------------------------------------- public entry
@@ -87,20 +94,25 @@ def open_catalog(
     source: str | Path,
     *,
     images: Path | None = None,
-    image_pattern: str = DEFAULT_IMAGE_PATTERN,
-    id_column: str = "id",
+    image_pattern: str | None = None,
+    id_column: str | None = None,
     text_template: str | None = None,
     columns: ColumnsArg = None,
-    image_column: str = "image",
+    image_column: str | None = None,
+    name_column: str | None = None,
     limit: int | None = None,
 ) -> Catalog:
     """Open a catalog source; iterate the result for :class:`Product` records.
 
-    ``images`` is the image folder of a CSV/JSONL source (default ``images/`` beside it) and the
-    base of relative image paths elsewhere; ``image_pattern`` names a product's file in it
-    (``str.format`` over the row, e.g. ``"{id}.jpg"``), used when the row has no non-empty
-    ``image_column``. ``limit`` keeps the first N rows (bad rows count). Raises ``InputError``
-    for a source that cannot be read and ``ConfigError`` for arguments that do not fit it.
+    The id, name, image and text come from :func:`ingest.schema.detect_schema` over the header
+    and the first rows (``catalog.schema`` says what was chosen and why); ``id_column``,
+    ``name_column``, ``image_column``, ``text_template`` and ``image_pattern`` replace a
+    choice. ``images`` is the image folder of a CSV/JSONL source (default ``images/`` beside
+    it) and, when given, the base of relative image paths (else the catalog's folder);
+    ``image_pattern`` names a product's file in it (``str.format`` over the row, default
+    ``"{id}.jpg"``), used when the row has no image value. ``limit`` keeps the first N rows
+    (bad rows count). Raises ``InputError`` for a source that cannot be read and
+    ``ConfigError`` for arguments that do not fit it.
     """
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be >= 0, got {limit}")
@@ -113,6 +125,7 @@ def open_catalog(
         "image_column": image_column,
         "image_pattern": image_pattern,
         "text_template": text_template,
+        "name_column": name_column,
     }
     if path.is_file():
         suffix = path.suffix.lower()
@@ -347,26 +360,31 @@ def convert_value(value: Any, kind: type) -> tuple[Any, str | None]:
 
 
 class RowMapper:
-    """Turns a tabular row (``{column: raw value}``) into a :class:`Product`."""
+    """Turns a tabular row (``{column: raw value}``) into a :class:`Product`, by a
+    :class:`~ingest.schema.Schema`.
+
+    ``images`` is the image folder (given, or the default beside the file); relative image
+    paths resolve against it when ``images_given``, else against ``base_dir`` (then the
+    default folder when the file is there).
+    """
 
     def __init__(
         self,
+        schema: Schema,
         *,
-        id_column: str,
         columns: ColumnsArg,
-        image_column: str,
-        image_pattern: str,
-        text_template: str | None,
+        image_pattern: str | None,
         images: Path | None,
+        images_given: bool,
         base_dir: Path | None,
     ) -> None:
-        self.id_column = id_column
-        self.image_column = image_column
-        self.image_pattern = image_pattern
-        self.text_template = text_template or DEFAULT_TEXT_TEMPLATE
-        # The default's attribute fields are optional; a user's template is checked strictly.
-        self.optional_fields = set(DEFAULT_TEXT_ATTRIBUTES) if text_template is None else set()
+        self.schema = schema
+        self.id_column = schema.id.column
+        self.image_column = schema.image.column
+        self.image_pattern = image_pattern or DEFAULT_IMAGE_PATTERN
+        self.text_template = schema.text_template
         self.images = images
+        self.images_given = images_given
         self.base_dir = base_dir
         #: ``{source column: int | float | str}`` for sources whose values carry no type of
         #: their own (CSV, JSONL); values are converted to it (see :func:`value_types`).
@@ -380,18 +398,34 @@ class RowMapper:
                 raise ConfigError("columns must be a list of names or a {old: new} mapping")
             self.include = {str(c) for c in columns}
         self.template_names = template_fields(self.text_template)
-        self.pattern_names = template_fields(image_pattern)
+        self.pattern_names = template_fields(self.image_pattern)
+
+    @property
+    def display_field(self) -> str | None:
+        """The payload field holding the product's name (after renaming), if it is stored."""
+        name = self.schema.name.column
+        if name is None or name in (self.id_column, self.image_column):
+            return None
+        renamed = self.rename.get(name, name)
+        if self.include is not None and name not in self.include and renamed not in self.include:
+            return None
+        return renamed
 
     def check_columns(self, names: Iterable[str], source: str) -> None:
-        """Refuse a template, id or column list naming a column ``source`` does not have."""
+        """Refuse a template, id, name, image or column list naming a column ``source`` lacks."""
         present = set(names)
         known = present | {self.rename.get(n, n) for n in present} | {"id"}
-        if self.id_column not in present:
-            raise ConfigError(
-                f"{source}: no id column {self.id_column!r}; columns: {_names(present)}"
-            )
+        for role, column in (
+            ("id", self.id_column),
+            ("name", self.schema.name.column),
+            ("image", self.image_column),
+        ):
+            if column is not None and column not in present:
+                raise ConfigError(
+                    f"{source}: no {role} column {column!r}; columns: {_names(present)}"
+                )
         for name in self.template_names:
-            if name not in known and name not in self.optional_fields:
+            if name not in known:
                 raise ConfigError(
                     f"text template field {name!r} is not a column of {source}; "
                     f"columns: {_names(present)}"
@@ -403,7 +437,7 @@ class RowMapper:
     def product(
         self, raw: Mapping[str, Any], *, source: str, row: int, line: int | None = None
     ) -> Product:
-        product_id = id_string(raw.get(self.id_column))
+        product_id = id_string(raw.get(self.id_column)) if self.id_column else str(row)
         value_errors: dict[str, str] = {}
         if self.value_types:
             raw = {
@@ -438,7 +472,9 @@ class RowMapper:
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             product.error = f"text template cannot be rendered: {exc}"
             return product
-        self._attach_image(product, raw.get(self.image_column), context)
+        self._attach_image(
+            product, raw.get(self.image_column) if self.image_column else None, context
+        )
         return product
 
     def _typed(self, key: str, value: Any, errors: dict[str, str]) -> Any:
@@ -466,7 +502,10 @@ class RowMapper:
             product.image_loader = lambda: image
             return
         if isinstance(value, str) and value.strip():
-            product.image_path = self._resolve(Path(value.strip()))
+            if _URL.fullmatch(value.strip()):
+                product.image_url = value.strip()
+            else:
+                product.image_path = self._resolve(Path(value.strip()))
             return
         if self.images is not None and product.product_id:
             try:
@@ -479,8 +518,54 @@ class RowMapper:
     def _resolve(self, path: Path) -> Path:
         if path.is_absolute():
             return path
-        base = self.images or self.base_dir
-        return base / path if base is not None else path
+        if self.images is not None and (self.images_given or self.base_dir is None):
+            return self.images / path
+        if self.base_dir is None:
+            return path
+        beside = self.base_dir / path
+        if not beside.exists() and self.images is not None and (self.images / path).exists():
+            return self.images / path
+        return beside
+
+
+def make_mapper(
+    header: Sequence[str],
+    sample: Sequence[Mapping[str, Any]],
+    *,
+    source: str,
+    images: Path | None,
+    images_given: bool,
+    base_dir: Path | None,
+    id_column: str | None,
+    name_column: str | None,
+    image_column: str | None,
+    text_template: str | None,
+    image_pattern: str | None,
+    columns: ColumnsArg,
+) -> RowMapper:
+    """The :class:`RowMapper` of a tabular source: its schema detected from ``header`` and a
+    ``sample`` of typed rows (the given arguments replace detections), its columns checked."""
+    if text_template is not None:
+        template_fields(text_template)  # a malformed template is refused before detection
+    schema = detect_schema(
+        header,
+        sample,
+        id_column=id_column,
+        name_column=name_column,
+        image_column=image_column,
+        text_template=text_template,
+        image_pattern=image_pattern,
+    )
+    mapper = RowMapper(
+        schema,
+        columns=columns,
+        image_pattern=image_pattern,
+        images=images,
+        images_given=images_given,
+        base_dir=base_dir,
+    )
+    mapper.check_columns(header, source)
+    return mapper
 
 
 def _names(names: Iterable[str]) -> str:
@@ -495,9 +580,22 @@ class Catalog:
 
     kind = "catalog"
 
+    #: The tabular sources' row mapper (``None`` for an image folder).
+    mapper: RowMapper | None = None
+
     def __init__(self, source: str, limit: int | None) -> None:
         self.source = source
         self.limit = limit
+
+    @property
+    def schema(self) -> Schema | None:
+        """What the columns are and why (tabular sources); see :mod:`ingest.schema`."""
+        return self.mapper.schema if self.mapper is not None else None
+
+    @property
+    def display_field(self) -> str | None:
+        """The payload field that holds a product's display name, if any."""
+        return self.mapper.display_field if self.mapper is not None else "name"
 
     def _rows(self) -> Iterator[Product]:
         raise NotImplementedError
@@ -533,31 +631,47 @@ class Catalog:
 class ParquetCatalog(Catalog):
     """Parquet files in the Hugging Face layout, read in row batches with pyarrow."""
 
+    mapper: RowMapper
+
     kind = "parquet"
     batch_rows = 1024
 
     def __init__(
         self, files: Sequence[Path], *, images: Path | None, limit: int | None, **mapper: Any
     ) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         self.files = list(files)
         root = self.files[0].parent if len(self.files) == 1 else _common_root(self.files)
         super().__init__(str(self.files[0] if len(self.files) == 1 else root), limit)
-        self.mapper = RowMapper(images=images, base_dir=root, **mapper)
-        self._rows_per_file: list[int] = []
+        metas = []
         for file in self.files:
             try:
-                meta = pq.ParquetFile(file)
+                metas.append(pq.ParquetFile(file))
             except Exception as exc:
                 raise InputError(f"{file}: not a readable parquet file: {exc}") from None
+        try:
+            first = next(metas[0].iter_batches(batch_size=SAMPLE_ROWS), None)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{self.files[0]}: cannot read parquet data: {exc}") from None
+        self.mapper = make_mapper(
+            metas[0].schema_arrow.names,
+            first.to_pylist() if first is not None else [],
+            source=str(self.files[0]),
+            images=images,
+            images_given=images is not None,
+            base_dir=root,
+            **mapper,
+        )
+        for file, meta in zip(self.files, metas, strict=True):
             self.mapper.check_columns(meta.schema_arrow.names, str(file))
-            if self.mapper.image_column not in meta.schema_arrow.names and images is None:
-                raise ConfigError(
-                    f"{file}: no image column {self.mapper.image_column!r}; name it with "
-                    "image_column or pass an image folder (files named by the image pattern)"
-                )
-            self._rows_per_file.append(meta.metadata.num_rows)
+        if self.mapper.image_column is None and images is None:
+            raise ConfigError(
+                f"{self.files[0]}: no image column; name it with image_column or pass an image "
+                "folder (files named by the image pattern)"
+            )
+        self._rows_per_file = [meta.metadata.num_rows for meta in metas]
 
     def _count(self) -> int:
         return sum(self._rows_per_file)
@@ -611,24 +725,47 @@ def _common_root(files: Sequence[Path]) -> Path:
 
 
 class _TextTableCatalog(Catalog):
-    """A CSV or JSONL file plus an image folder (default ``images/`` beside the file)."""
+    """A CSV or JSONL file: an image column (paths relative to the file's folder, or URLs), or
+    an image folder (default ``images/`` beside the file) holding ``image_pattern`` files."""
 
-    def __init__(
-        self, path: Path, *, images: Path | None, limit: int | None, **mapper: Any
+    mapper: RowMapper
+
+    def _setup(
+        self,
+        path: Path,
+        header: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        images: Path | None,
+        **mapper: Any,
     ) -> None:
-        super().__init__(str(path), limit)
+        """Type the values (one type per field), detect the schema, build the row mapper."""
         self.path = path
+        given = images is not None
         if images is None:
             beside = path.parent / "images"
             images = beside if beside.is_dir() else None
-        self.mapper = RowMapper(images=images, base_dir=path.parent, **mapper)
-        if images is None and not self._has_image_column():
+        types = value_types(header, rows)
+        sample = [
+            {k: convert_value(v, types[k])[0] if k in types else v for k, v in row.items()}
+            for row in itertools.islice(rows, SAMPLE_ROWS)
+        ]
+        self.mapper = make_mapper(
+            header,
+            sample,
+            source=str(path),
+            images=images,
+            images_given=given,
+            base_dir=path.parent,
+            **mapper,
+        )
+        types.pop(self.mapper.id_column or "", None)
+        self.mapper.value_types = types
+        if images is None and self.mapper.image_column is None:
             raise ConfigError(
-                f"{path}: no image folder; pass --images DIR (default: images/ beside the file)"
+                f"{path}: no image column and no image folder; pass --images DIR "
+                "(default: images/ beside the file)"
             )
-
-    def _has_image_column(self) -> bool:
-        return False
 
 
 class CsvCatalog(_TextTableCatalog):
@@ -640,17 +777,13 @@ class CsvCatalog(_TextTableCatalog):
 
     kind = "csv"
 
-    def __init__(self, path: Path, **kwargs: Any) -> None:
+    def __init__(
+        self, path: Path, *, images: Path | None, limit: int | None, **mapper: Any
+    ) -> None:
         self._header, self._records = _read_csv(path)
-        super().__init__(path, **kwargs)
-        self.mapper.check_columns(self._header, str(path))
-        self.mapper.value_types = value_types(
-            self._header, (self._raw(cells) for _, cells in self._records)
-        )
-        self.mapper.value_types.pop(self.mapper.id_column, None)
-
-    def _has_image_column(self) -> bool:
-        return self.mapper.image_column in self._header
+        super().__init__(str(path), limit)
+        rows = [self._raw(cells) for _, cells in self._records]
+        self._setup(path, self._header, rows, images=images, **mapper)
 
     def _count(self) -> int:
         return len(self._records)
@@ -694,36 +827,21 @@ class JsonlCatalog(_TextTableCatalog):
 
     kind = "jsonl"
 
-    def __init__(self, path: Path, **kwargs: Any) -> None:
+    def __init__(
+        self, path: Path, *, images: Path | None, limit: int | None, **mapper: Any
+    ) -> None:
         try:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError as exc:
             raise InputError(f"{path}: not UTF-8 text ({exc})") from None
+        super().__init__(str(path), limit)
         #: (line number, the object or None, the reason it is not one).
         self._parsed = [
             _parse_json_line(n, text) for n, text in enumerate(lines, 1) if text.strip()
         ]
-        super().__init__(path, **kwargs)
-        self._validate_first_object()
         objects = [value for _, value, _ in self._parsed if value is not None]
         fields = list(dict.fromkeys(key for value in objects for key in value))
-        self.mapper.value_types = value_types(fields, objects)
-        self.mapper.value_types.pop(self.mapper.id_column, None)
-
-    def _first_object(self) -> dict[str, Any] | None:
-        return next((value for _, value, _ in self._parsed if value is not None), None)
-
-    def _validate_first_object(self) -> None:
-        first = self._first_object()
-        if first is not None and self.mapper.id_column not in first:
-            raise ConfigError(
-                f"{self.path}: no id field {self.mapper.id_column!r} in the first object; "
-                f"fields: {_names(first)}"
-            )
-
-    def _has_image_column(self) -> bool:
-        first = self._first_object()
-        return first is not None and self.mapper.image_column in first
+        self._setup(path, fields, objects, images=images, **mapper)
 
     def _count(self) -> int:
         return len(self._parsed)
@@ -810,14 +928,30 @@ class ImageFolderCatalog(Catalog):
 class HubCatalog(Catalog):
     """A Hugging Face dataset id, streamed with ``datasets`` (split ``train``)."""
 
+    mapper: RowMapper
+
     kind = "hub"
+
+    #: Rows streamed to detect the schema (streaming makes every row a download).
+    sample_rows = 200
 
     def __init__(
         self, dataset_id: str, *, images: Path | None, limit: int | None, **mapper: Any
     ) -> None:
         super().__init__(dataset_id, limit)
-        self.mapper = RowMapper(images=images, base_dir=None, **mapper)
         self._dataset = self._load(dataset_id)
+        sample = list(itertools.islice(iter(self._dataset), self.sample_rows))
+        features = getattr(self._dataset, "features", None) or {}
+        header = list(features) or list(dict.fromkeys(k for row in sample for k in row))
+        self.mapper = make_mapper(
+            header,
+            sample,
+            source=dataset_id,
+            images=images,
+            images_given=images is not None,
+            base_dir=None,
+            **mapper,
+        )
 
     def _load(self, dataset_id: str) -> Any:
         try:
@@ -835,11 +969,10 @@ class HubCatalog(Catalog):
                 f"could not provide it (offline, HF_HUB_OFFLINE=1, or no such dataset): {first}"
             ) from None
         features = getattr(dataset, "features", None) or {}
-        if self.mapper.image_column in features and hasattr(datasets, "Image"):
-            # Keep JPEG bytes; the pipeline decodes them in threads.
-            dataset = dataset.cast_column(self.mapper.image_column, datasets.Image(decode=False))
-        if features:
-            self.mapper.check_columns(list(features), dataset_id)
+        for name, feature in features.items():
+            if hasattr(datasets, "Image") and isinstance(feature, datasets.Image):
+                # Keep JPEG bytes; the pipeline decodes them in threads.
+                dataset = dataset.cast_column(name, datasets.Image(decode=False))
         return dataset
 
     def _count(self) -> int | None:

@@ -92,7 +92,8 @@ def test_help_shows_the_defaults_it_names() -> None:
     words = " ".join(out.replace("│", " ").split())
     assert "(env CLIPY_STORE; default: ./clipy-data)" in words
     assert "(default: images/ beside it)" in words
-    assert '{articleType} {baseColour}"; attribute columns the catalog lacks are left out)' in words
+    assert "(default: detected, the name then the descriptive attributes; see --dry-run)" in words
+    assert "(default: {id}.jpg when the catalog has no image column)" in words
 
 
 def test_info_reports_store(store: Path) -> None:
