@@ -64,7 +64,7 @@ from typing import Any
 
 from clipy_qdrant.errors import ConfigError, InputError
 from ingest.records import Product
-from ingest.schema import SAMPLE_ROWS, Schema, detect_schema
+from ingest.schema import SAMPLE_ROWS, Choice, Schema, detect_schema
 
 NAME_TEXT_TEMPLATE = "{productDisplayName}"
 #: The fashion catalog's attributes in its detected text (:mod:`ingest.schema`), after the name.
@@ -896,6 +896,18 @@ class ImageFolderCatalog(Catalog):
                 "(available: id, file, folder, name)"
             )
         self.columns = columns
+
+    @property
+    def schema(self) -> Schema:
+        """The fixed roles of an image folder's fields, in the form of a detected schema."""
+        return Schema(
+            id=Choice(None, "the file's path relative to the folder"),
+            name=Choice("name", "the file name, _ and - as spaces"),
+            image=Choice("file", "every jpg / jpeg / png / webp file under the folder"),
+            image_kind="path",
+            text_template=self.text_template,
+            text_reason="the file name" if self.text_template == "{name}" else "given (--text)",
+        )
 
     def _count(self) -> int:
         return len(self.files)

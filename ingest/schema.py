@@ -101,6 +101,8 @@ ATTRIBUTE_ROLES: tuple[tuple[str, frozenset[str]], ...] = tuple(
 )
 
 _URL = re.compile(r"https?://\S+", re.I)
+#: ``style_id``, ``item-id``, ``styleId``, ``STYLE_ID``, ``variant_sku`` (not ``paid``, ``valid``).
+_ID_SUFFIX = re.compile(r"(?:^|[_\-\s.])(?:id|ID|Id|sku|SKU)$|[a-z](?:Id|ID|Sku|SKU)$")
 _IMAGE_PATH = re.compile(r"\S.*\.(jpe?g|png|webp|gif|bmp|tiff?)", re.I)
 
 ImageKind = Literal["bytes", "url", "path", "folder"]
@@ -276,13 +278,14 @@ def detect_schema(
             "cannot tell which columns describe the products (no name column and no "
             f"attribute columns among {', '.join(header)}); give the text with --text"
         )
-    reason = "the name" if name_choice.column else "no name column;"
+    reason = "the name" if name_choice.column else "no name column"
     if attributes:
         reason += (
-            f" then the descriptive attributes (text columns of few values: {len(attributes)})"
+            f", then {len(attributes)} descriptive attribute(s) (text columns of few short "
+            "values), ordered who, occasion, season, type, colour, material, others"
         )
     if dropped:
-        reason += "; left out as implied by another attribute: " + ", ".join(
+        reason += "; left out as implied by a finer attribute: " + ", ".join(
             f"{a} (by {b})" for a, b in dropped.items()
         )
     return Schema(
@@ -297,7 +300,7 @@ def _detect_id(columns: Mapping[str, _Column], given: str | None) -> Choice:
     if named is not None:
         return Choice(named, f"named like an id ({named})")
     for name, column in columns.items():
-        if re.search(r"(^|[^a-z])id$|[a-z]Id$|sku$", name, re.I) and column.unique:
+        if _ID_SUFFIX.search(name) and column.unique:
             return Choice(name, "its name ends in id and its values are unique")
     return Choice(None, "no id column (id, sku, product_id, handle…): the row number is the id")
 
@@ -343,7 +346,13 @@ def _detect_name(
     if named is not None and (columns[named].is_text or not columns[named].present):
         return Choice(named, f"named like a product name ({named})")
     for name, column in columns.items():
-        if name not in exclude and column.is_text and re.search(r"(name|title)$", name, re.I):
+        if (
+            name not in exclude
+            and column.is_text
+            and not column.urls
+            and not column.image_paths
+            and re.search(r"(name|title)$", name, re.I)
+        ):
             return Choice(name, "its name ends in name or title")
     candidates = [
         c

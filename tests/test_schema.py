@@ -190,3 +190,11 @@ def test_fashion_catalog_detection_gives_the_shipped_text_template() -> None:
     assert catalog.display_field == "productDisplayName"
     first = next(iter(catalog))
     assert first.text.startswith(first.metadata["productDisplayName"] + ", ")
+
+
+def test_dry_run_of_an_image_folder(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "red_summer-dress.png")
+    code, out, err = run("ingest", str(tmp_path), "--dry-run")
+    assert code == 0, err
+    assert "image:   file (path)" in out
+    assert "  red_summer-dress.png: red summer dress" in out
