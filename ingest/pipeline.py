@@ -3,7 +3,8 @@
 Per batch of ``batch_size`` products:
 
 1. check each product: reader errors, rows without an id and later duplicates of an id are
-   reported and skipped (the first occurrence of an id wins);
+   reported and skipped (the first occurrence of an id wins); a value that does not fit its
+   field's type or payload index is reported and left out of the payload;
 2. read the image bytes (file content for image files; a missing file is reported) and compute
    the content hash: sha256 over the encoder name and dimension, the text, the image bytes and
    the metadata;
@@ -213,6 +214,33 @@ def content_hash(encoder_name: str, dim: int, product: Product, image_data: byte
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.hexdigest()
+
+
+def conform_value(value: Any, kind: str) -> tuple[Any, str | None]:
+    """``(value as the index type kind wants, None)`` or ``(None, reason)``: ints and whole
+    floats fit ``integer``, numbers ``float``, strings (or lists of them) ``keyword`` and
+    ``text``, booleans ``bool``."""
+    if kind == "integer" and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value, None
+        if isinstance(value, float) and value.is_integer():
+            return int(value), None
+        return None, f"{value!r} is not an integer"
+    if kind == "float" and not isinstance(value, bool):
+        if isinstance(value, int | float):
+            return float(value), None
+        return None, f"{value!r} is not a number"
+    if kind in ("keyword", "text"):
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return value, None
+        return None, f"{value!r} is not text"
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value, None
+        return None, f"{value!r} is not true or false"
+    return None, f"{value!r} is not {kind}"
 
 
 def _batched(items: Iterable[Product], size: int) -> Iterator[list[Product]]:
@@ -432,6 +460,19 @@ class _BatchWriter:
             )
         )
 
+    def _conform(self, product: Product) -> None:
+        """Make the product's indexed values agree with their index type (``5`` -> ``5.0`` in
+        a float field); a value that cannot is moved from the metadata to ``value_errors``."""
+        for name, kind in self.indexed_fields.items():
+            if name not in product.metadata:
+                continue
+            value, error = conform_value(product.metadata[name], kind)
+            if error is None:
+                product.metadata[name] = value
+            else:
+                del product.metadata[name]
+                product.value_errors[name] = f"{error} (the field is indexed as {kind})"
+
     def _image_data(self, product: Product) -> tuple[bytes | None, bool]:
         """(bytes, ok): the image file's content or the in-record bytes; reports failures."""
         if product.image_bytes is not None:
@@ -471,6 +512,7 @@ class _BatchWriter:
                 )
                 continue
             self.first_seen[product.product_id] = product.where()
+            self._conform(product)
             for name, reason in product.value_errors.items():
                 self.report.add_issue(
                     Issue(

@@ -21,6 +21,7 @@ from PIL import Image
 
 from clipy_qdrant.config import Settings
 from clipy_qdrant.errors import EncoderError, EncoderMismatchError, InputError
+from clipy_qdrant.filters import parse_filter
 from clipy_qdrant.store import HUBNESS_KEY, IMAGE, TEXT, VectorStore, open_store
 from ingest.pipeline import (
     BAD_ROW,
@@ -603,3 +604,38 @@ def test_a_catalog_whose_every_row_is_skipped_is_an_error(
     with pytest.raises(InputError, match="no usable rows"):
         run_ingest(open_catalog(styles), store, FakeEncoder(), progress=False)
     assert sorted(stored_ids(store)) == ["1", "2"]
+
+
+def test_stored_values_agree_with_their_index_type(edge_store: VectorStore, tmp_path: Path) -> None:
+    """Values beyond the inference sample (here: given indexes) are made to fit the index
+    (an int in a float field becomes a float) or reported and left out."""
+    (tmp_path / "images").mkdir()
+    products = []
+    for i, (year, price) in enumerate([(2011, 5), (2012.0, 7.5), ("soon", 9.5), (True, "n/a")]):
+        image = tmp_path / "images" / f"{i}.png"
+        Image.new("RGB", (8, 8), COLOURS[i]).save(image)
+        products.append(
+            Product(
+                product_id=str(i),
+                text=f"shirt {i}",
+                metadata={"year": year, "price": price},
+                image_path=image,
+                row=i,
+                source="list",
+            )
+        )
+    report = run_ingest(
+        products,
+        edge_store,
+        FakeEncoder(),
+        progress=False,
+        indexed_fields={"year": "integer", "price": "float"},
+    )
+    assert report.stored == 4 and report.bad_values == 3
+    assert [(i.row, i.field) for i in report.issues] == [(2, "year"), (3, "year"), (3, "price")]
+    assert "(the field is indexed as integer)" in report.issues[0].reason
+    payloads = {p.product_id: p.payload for p in edge_store.scroll()}
+    assert payloads["0"]["price"] == 5.0 and isinstance(payloads["0"]["price"], float)
+    assert payloads["1"]["year"] == 2012 and isinstance(payloads["1"]["year"], int)
+    assert "year" not in payloads["2"] and "price" not in payloads["3"]
+    assert edge_store.count(parse_filter(["price>=5"])) == 3
