@@ -198,3 +198,21 @@ def test_dry_run_of_an_image_folder(tmp_path: Path) -> None:
     assert code == 0, err
     assert "image:   file (path)" in out
     assert "  red_summer-dress.png: red summer dress" in out
+
+
+@pytest.mark.catalog
+def test_fashion_catalog_products_are_the_same_detected_or_named() -> None:
+    """Detection gives the products (so the content hashes) that naming every column gave."""
+    detected = list(open_catalog(Settings().catalog, limit=300))
+    named = list(
+        open_catalog(
+            Settings().catalog,
+            limit=300,
+            id_column="id",
+            image_column="image",
+            text_template=DEFAULT_TEXT_TEMPLATE,
+        )
+    )
+    assert [(p.product_id, p.text, p.metadata, p.image_bytes) for p in detected] == [
+        (p.product_id, p.text, p.metadata, p.image_bytes) for p in named
+    ]
