@@ -41,7 +41,7 @@ from clipy_qdrant.hubness import refresh_hubness
 from clipy_qdrant.split import SPLIT_FIELD, split_of
 from clipy_qdrant.store.base import IMAGE, TEXT, FieldType, PointRecord, VectorStore
 from ingest.records import Product
-from ingest.schema import NAME_FIELD_KEY, SAMPLE_ROWS, infer_indexed_fields
+from ingest.schema import NAME_FIELD_KEY, SAMPLE_ROWS, conform_value, infer_indexed_fields
 
 #: Skip reasons (keys of ``IngestReport.skipped``).
 BAD_ROW = "bad_row"
@@ -214,33 +214,6 @@ def content_hash(encoder_name: str, dim: int, product: Product, image_data: byte
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.hexdigest()
-
-
-def conform_value(value: Any, kind: str) -> tuple[Any, str | None]:
-    """``(value as the index type kind wants, None)`` or ``(None, reason)``: ints and whole
-    floats fit ``integer``, numbers ``float``, strings (or lists of them) ``keyword`` and
-    ``text``, booleans ``bool``."""
-    if kind == "integer" and not isinstance(value, bool):
-        if isinstance(value, int):
-            return value, None
-        if isinstance(value, float) and value.is_integer():
-            return int(value), None
-        return None, f"{value!r} is not an integer"
-    if kind == "float" and not isinstance(value, bool):
-        if isinstance(value, int | float):
-            return float(value), None
-        return None, f"{value!r} is not a number"
-    if kind in ("keyword", "text"):
-        if isinstance(value, str) or (
-            isinstance(value, list) and all(isinstance(v, str) for v in value)
-        ):
-            return value, None
-        return None, f"{value!r} is not text"
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value, None
-        return None, f"{value!r} is not true or false"
-    return None, f"{value!r} is not {kind}"
 
 
 def _batched(items: Iterable[Product], size: int) -> Iterator[list[Product]]:

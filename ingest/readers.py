@@ -50,21 +50,47 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import datetime as dt
-import decimal
 import itertools
 import json
-import math
 import re
-import string
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from clipy_qdrant.errors import ConfigError, InputError
 from ingest.records import Product
-from ingest.schema import SAMPLE_ROWS, Choice, Schema, detect_schema
+from ingest.rows import DEFAULT_IMAGE_PATTERN, ColumnsArg, RowMapper, make_mapper
+from ingest.schema import SAMPLE_ROWS, Choice, Schema
+from ingest.values import (
+    NUMERIC_MIN_SHARE,
+    clean_value,
+    convert_value,
+    id_string,
+    render_template,
+    template_fields,
+    value_types,
+)
+
+__all__ = [
+    "DEFAULT_IMAGE_PATTERN",
+    "DEFAULT_TEXT_TEMPLATE",
+    "NAME_TEXT_TEMPLATE",
+    "NUMERIC_MIN_SHARE",
+    "Catalog",
+    "ColumnsArg",
+    "CsvCatalog",
+    "HubCatalog",
+    "ImageFolderCatalog",
+    "JsonlCatalog",
+    "ParquetCatalog",
+    "RowMapper",
+    "clean_value",
+    "id_string",
+    "open_catalog",
+    "parse_columns",
+    "render_template",
+    "value_types",
+]
 
 NAME_TEXT_TEMPLATE = "{productDisplayName}"
 #: The fashion catalog's attributes in its detected text (:mod:`ingest.schema`), after the name.
@@ -73,18 +99,9 @@ DEFAULT_TEXT_TEMPLATE = (
     NAME_TEXT_TEMPLATE + ", " + " ".join("{" + name + "}" for name in DEFAULT_TEXT_ATTRIBUTES)
 )
 IMAGE_FOLDER_TEXT_TEMPLATE = "{name}"
-DEFAULT_IMAGE_PATTERN = "{id}.jpg"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
-ColumnsArg = Mapping[str, str] | Sequence[str] | None
-
-#: A CSV / JSONL field is numeric when at least this share of its non-empty values are numbers.
-NUMERIC_MIN_SHARE = 0.8
-
-_INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan)", re.I)
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
-_URL = re.compile(r"https?://\S+", re.I)
 
 
 # --------------------------------------------------------------------------- public entry
@@ -177,399 +194,6 @@ def parse_columns(spec: str | None) -> ColumnsArg:
             f"columns {spec!r}: give either names to keep (a,b) or renames (old=new,old2=new2)"
         )
     return dict(renames)
-
-
-# --------------------------------------------------------------------------- value handling
-
-
-def clean_value(value: Any) -> Any:
-    """A metadata value as it goes into the payload, or ``None`` for "leave it out"."""
-    if value is None:
-        return None
-    if isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, str):
-        return value if value.strip() else None
-    if isinstance(value, bytes | bytearray | memoryview):
-        return None
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        with contextlib.suppress(ValueError, TypeError):
-            return clean_value(value.item())
-    if isinstance(value, Mapping):
-        cleaned = {str(k): clean_value(v) for k, v in value.items()}
-        return {k: v for k, v in cleaned.items() if v is not None} or None
-    if isinstance(value, list | tuple):
-        items = [v for v in (clean_value(v) for v in value) if v is not None]
-        return items or None
-    return str(value)
-
-
-def id_string(value: Any) -> str:
-    """A product id as a string; ``""`` when missing (``None``, NaN, blank)."""
-    value = clean_value(value)
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if value.is_integer():
-            return str(int(value))
-        return repr(value)
-    return str(value).strip()
-
-
-class _Blank(dict[str, Any]):
-    """Format context in which missing or empty values render as ``""``."""
-
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def template_fields(template: str) -> list[str]:
-    """The top-level field names a ``str.format`` template uses (``{a.b}`` -> ``a``)."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ConfigError(f"text template {template!r} is malformed: {exc}") from None
-    names: list[str] = []
-    for _, name, _, _ in parsed:
-        if name is None:
-            continue
-        base = re.split(r"[.\[]", name, maxsplit=1)[0]
-        if not base or base.isdigit():
-            raise ConfigError(f"text template {template!r}: use named fields like {{title}}")
-        names.append(base)
-    return names
-
-
-_REPEATED_SEPARATOR = re.compile(r"\s*[,;|](?=\s*[,;|])")
-_SPACE_BEFORE_COMMA = re.compile(r"\s+(?=[,;])")
-_EDGE_SEPARATOR = re.compile(r"^\s*[,;|]\s*|\s*[,;|]\s*$")
-
-
-def render_template(template: str, values: Mapping[str, Any]) -> str:
-    """Render ``template`` over ``values`` (empty values as ``""``), whitespace collapsed and
-    separators (``, ; |``) that empty values left dangling dropped."""
-    context = _Blank({k: ("" if clean_value(v) is None else v) for k, v in values.items()})
-    text = " ".join(template.format_map(context).split())
-    text = _SPACE_BEFORE_COMMA.sub("", _REPEATED_SEPARATOR.sub("", text))
-    return _EDGE_SEPARATOR.sub("", text)
-
-
-def _value_kind(value: Any) -> str | None:
-    """``"int"``, ``"float"``, ``"bool"``, ``"text"`` (a string that is no number), ``"other"``
-    (lists, objects), or ``None`` for an empty value; numeric strings count as numbers."""
-    value = clean_value(value)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        text = value.strip()
-        if _INT.fullmatch(text):
-            return "int"
-        if _FLOAT.fullmatch(text):
-            return "float"
-        return "text"
-    return "other"
-
-
-def value_types(
-    header: Sequence[str],
-    rows: Iterable[Mapping[str, Any]],
-    *,
-    min_share: float = NUMERIC_MIN_SHARE,
-) -> dict[str, type]:
-    """One type per field of a CSV / JSONL source: ``int``, ``float`` or ``str``.
-
-    A field is numeric when at least ``min_share`` of its non-empty values are numbers (or
-    numeric strings): ``int`` when none of them has a fraction, else ``float``. Otherwise it is
-    ``str``, unless all its values are booleans or any is a list or object: such fields keep
-    their values as they are (and get no entry).
-    """
-    counts: dict[str, Counter[str]] = {name: Counter() for name in header}
-    for row in rows:
-        for name, value in row.items():
-            kind = _value_kind(value)
-            if kind is not None:
-                counts.setdefault(name, Counter())[kind] += 1
-    types: dict[str, type] = {}
-    for name, found in counts.items():
-        total = sum(found.values())
-        numbers = found["int"] + found["float"]
-        if found["other"] or (total and found["bool"] == total):
-            continue
-        if total and numbers >= min_share * total:
-            types[name] = float if found["float"] else int
-        else:
-            types[name] = str
-    return types
-
-
-_KIND_NAMES = {int: "an integer", float: "a number", str: "text"}
-
-
-def convert_value(value: Any, kind: type) -> tuple[Any, str | None]:
-    """``(value as kind, None)``, or ``(None, reason)`` when it does not fit; empty stays ``None``.
-
-    Numbers and numeric strings fit ``float``; whole ones fit ``int``; anything scalar fits
-    ``str`` (numbers as written, booleans as ``true`` / ``false``).
-    """
-    cleaned = clean_value(value)
-    if cleaned is None:
-        return None, None
-    if kind is str:
-        if isinstance(value, str):
-            return value, None
-        if isinstance(cleaned, bool):
-            return ("true" if cleaned else "false"), None
-        if isinstance(cleaned, int | float):
-            return str(cleaned), None
-        return cleaned, None
-    number: int | float | None = None
-    if isinstance(cleaned, bool):
-        number = None
-    elif isinstance(cleaned, int | float):
-        number = cleaned
-    elif isinstance(cleaned, str):
-        text = cleaned.strip()
-        if _INT.fullmatch(text):
-            number = int(text)
-        elif _FLOAT.fullmatch(text):
-            number = float(text)
-    if number is not None and kind is float:
-        return float(number), None
-    if number is not None and kind is int:
-        if isinstance(number, int):
-            return number, None
-        if math.isfinite(number) and number.is_integer():
-            return int(number), None
-    shown = value if isinstance(value, str) else cleaned
-    return None, f"{shown!r} is not {_KIND_NAMES.get(kind, kind.__name__)}"
-
-
-# --------------------------------------------------------------------------- row -> Product
-
-
-class RowMapper:
-    """Turns a tabular row (``{column: raw value}``) into a :class:`Product`, by a
-    :class:`~ingest.schema.Schema`.
-
-    ``images`` is the image folder (given, or the default beside the file); relative image
-    paths resolve against it when ``images_given``, else against ``base_dir`` (then the
-    default folder when the file is there).
-    """
-
-    def __init__(
-        self,
-        schema: Schema,
-        *,
-        columns: ColumnsArg,
-        image_pattern: str | None,
-        images: Path | None,
-        images_given: bool,
-        base_dir: Path | None,
-    ) -> None:
-        self.schema = schema
-        self.id_column = schema.id.column
-        self.image_column = schema.image.column
-        self.image_pattern = image_pattern or DEFAULT_IMAGE_PATTERN
-        self.text_template = schema.text_template
-        self.images = images
-        self.images_given = images_given
-        self.base_dir = base_dir
-        #: ``{source column: int | float | str}`` for sources whose values carry no type of
-        #: their own (CSV, JSONL); values are converted to it (see :func:`value_types`).
-        self.value_types: dict[str, type] = {}
-        self.rename: dict[str, str] = {}
-        self.include: set[str] | None = None
-        if isinstance(columns, Mapping):
-            self.rename = {str(k): str(v) for k, v in columns.items()}
-        elif columns is not None:
-            if isinstance(columns, str):
-                raise ConfigError("columns must be a list of names or a {old: new} mapping")
-            self.include = {str(c) for c in columns}
-        self.template_names = template_fields(self.text_template)
-        self.pattern_names = template_fields(self.image_pattern)
-
-    @property
-    def display_field(self) -> str | None:
-        """The payload field holding the product's name (after renaming), if it is stored."""
-        name = self.schema.name.column
-        if name is None or name in (self.id_column, self.image_column):
-            return None
-        renamed = self.rename.get(name, name)
-        if self.include is not None and name not in self.include and renamed not in self.include:
-            return None
-        return renamed
-
-    def check_columns(self, names: Iterable[str], source: str) -> None:
-        """Refuse a template, id, name, image or column list naming a column ``source`` lacks."""
-        present = set(names)
-        known = present | {self.rename.get(n, n) for n in present} | {"id"}
-        for role, column in (
-            ("id", self.id_column),
-            ("name", self.schema.name.column),
-            ("image", self.image_column),
-        ):
-            if column is not None and column not in present:
-                raise ConfigError(
-                    f"{source}: no {role} column {column!r}; columns: {_names(present)}"
-                )
-        for name in self.template_names:
-            if name not in known:
-                raise ConfigError(
-                    f"text template field {name!r} is not a column of {source}; "
-                    f"columns: {_names(present)}"
-                )
-        missing = [c for c in self.include or () if c not in known]
-        if missing:
-            raise ConfigError(f"columns {missing} are not in {source}; columns: {_names(present)}")
-
-    def product(
-        self, raw: Mapping[str, Any], *, source: str, row: int, line: int | None = None
-    ) -> Product:
-        product_id = id_string(raw.get(self.id_column)) if self.id_column else str(row)
-        value_errors: dict[str, str] = {}
-        if self.value_types:
-            raw = {
-                key: self._typed(key, value, value_errors) if key != self.id_column else value
-                for key, value in raw.items()
-            }
-        named = {self.rename.get(k, k): v for k, v in raw.items()}
-        context = {**raw, **named, "id": product_id}
-        metadata: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key in (self.id_column, self.image_column):
-                continue
-            name = self.rename.get(key, key)
-            if self.include is not None and key not in self.include and name not in self.include:
-                continue
-            cleaned = clean_value(value)
-            if cleaned is not None:
-                metadata[name] = cleaned
-        product = Product(
-            product_id=product_id, text="", metadata=metadata, row=row, line=line, source=source
-        )
-        product.value_errors = {
-            self.rename.get(key, key): reason
-            for key, reason in value_errors.items()
-            if key != self.image_column
-            and (
-                self.include is None or key in self.include or self.rename.get(key) in self.include
-            )
-        }
-        try:
-            product.text = render_template(self.text_template, context)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-            product.error = f"text template cannot be rendered: {exc}"
-            return product
-        self._attach_image(
-            product, raw.get(self.image_column) if self.image_column else None, context
-        )
-        return product
-
-    def _typed(self, key: str, value: Any, errors: dict[str, str]) -> Any:
-        """``value`` as its field's type; ``None`` (and a reason in ``errors``) if it does not fit."""
-        kind = self.value_types.get(key)
-        if kind is None:
-            return value
-        converted, error = convert_value(value, kind)
-        if error is not None:
-            errors[key] = error
-        return converted
-
-    def _attach_image(self, product: Product, value: Any, context: Mapping[str, Any]) -> None:
-        if isinstance(value, Mapping):  # HF Image feature: {"bytes": ..., "path": ...}
-            data, name = value.get("bytes"), value.get("path")
-            if data:
-                product.image_bytes = bytes(data)
-                return
-            value = name
-        if isinstance(value, bytes | bytearray | memoryview) and value:
-            product.image_bytes = bytes(value)
-            return
-        if hasattr(value, "save") and hasattr(value, "convert"):  # a decoded PIL image
-            image = value
-            product.image_loader = lambda: image
-            return
-        if isinstance(value, str) and value.strip():
-            if _URL.fullmatch(value.strip()):
-                product.image_url = value.strip()
-            else:
-                product.image_path = self._resolve(Path(value.strip()))
-            return
-        if self.images is not None and product.product_id:
-            try:
-                name = self.image_pattern.format_map(_Blank(context))
-            except (ValueError, KeyError, IndexError, AttributeError) as exc:
-                product.error = f"image pattern {self.image_pattern!r} cannot be rendered: {exc}"
-                return
-            product.image_path = self.images / name
-
-    def _resolve(self, path: Path) -> Path:
-        if path.is_absolute():
-            return path
-        if self.images is not None and (self.images_given or self.base_dir is None):
-            return self.images / path
-        if self.base_dir is None:
-            return path
-        beside = self.base_dir / path
-        if not beside.exists() and self.images is not None and (self.images / path).exists():
-            return self.images / path
-        return beside
-
-
-def make_mapper(
-    header: Sequence[str],
-    sample: Sequence[Mapping[str, Any]],
-    *,
-    source: str,
-    images: Path | None,
-    images_given: bool,
-    base_dir: Path | None,
-    id_column: str | None,
-    name_column: str | None,
-    image_column: str | None,
-    text_template: str | None,
-    image_pattern: str | None,
-    columns: ColumnsArg,
-) -> RowMapper:
-    """The :class:`RowMapper` of a tabular source: its schema detected from ``header`` and a
-    ``sample`` of typed rows (the given arguments replace detections), its columns checked."""
-    if text_template is not None:
-        template_fields(text_template)  # a malformed template is refused before detection
-    schema = detect_schema(
-        header,
-        sample,
-        id_column=id_column,
-        name_column=name_column,
-        image_column=image_column,
-        text_template=text_template,
-        image_pattern=image_pattern,
-    )
-    mapper = RowMapper(
-        schema,
-        columns=columns,
-        image_pattern=image_pattern,
-        images=images,
-        images_given=images_given,
-        base_dir=base_dir,
-    )
-    mapper.check_columns(header, source)
-    return mapper
-
-
-def _names(names: Iterable[str]) -> str:
-    return ", ".join(sorted(names))
 
 
 # --------------------------------------------------------------------------- catalogs

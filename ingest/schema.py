@@ -476,6 +476,33 @@ def infer_indexed_fields(products: Iterable[Product]) -> dict[str, FieldType]:
     return fields
 
 
+def conform_value(value: Any, kind: str) -> tuple[Any, str | None]:
+    """``(value as the index type kind wants, None)`` or ``(None, reason)``: ints and whole
+    floats fit ``integer``, numbers ``float``, strings (or lists of them) ``keyword`` and
+    ``text``, booleans ``bool``."""
+    if kind == "integer" and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value, None
+        if isinstance(value, float) and value.is_integer():
+            return int(value), None
+        return None, f"{value!r} is not an integer"
+    if kind == "float" and not isinstance(value, bool):
+        if isinstance(value, int | float):
+            return float(value), None
+        return None, f"{value!r} is not a number"
+    if kind in ("keyword", "text"):
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return value, None
+        return None, f"{value!r} is not text"
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value, None
+        return None, f"{value!r} is not true or false"
+    return None, f"{value!r} is not {kind}"
+
+
 # --------------------------------------------------------------------------- explanation
 
 
