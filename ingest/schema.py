@@ -519,6 +519,8 @@ class CatalogDescription:
     indexed_fields: dict[str, str]
     examples: list[dict[str, str]]
     sampled: int
+    #: Values of the sample that do not fit their field's type: ``"<where> field <f>: <why>"``.
+    bad_values: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -531,6 +533,7 @@ class CatalogDescription:
             },
             "sampled_rows": self.sampled,
             "examples": self.examples,
+            "bad_values": self.bad_values,
         }
 
     def lines(self) -> list[str]:
@@ -550,6 +553,9 @@ class CatalogDescription:
             index = self.indexed_fields.get(name)
             filterable = f"filterable ({index})" if index else "not filterable"
             out.append(f"  {name:<{width}}  {kind:<8} {filterable}")
+        if self.bad_values:
+            out.append(f"values left out (they do not fit their field): {len(self.bad_values):,}")
+            out.extend(f"  {line}" for line in self.bad_values[:5])
         out.append("texts:")
         for example in self.examples:
             out.append(f"  {example['id']}: {example['text']}")
@@ -594,4 +600,9 @@ def describe_catalog(catalog: Any, *, examples: int = 3) -> CatalogDescription:
         indexed_fields=dict(infer_indexed_fields(sample)),
         examples=[{"id": p.product_id, "text": p.text} for p in sample[:examples]],
         sampled=len(sample),
+        bad_values=[
+            f"{p.where()} field {name}: {reason}"
+            for p in sample
+            for name, reason in p.value_errors.items()
+        ],
     )

@@ -216,3 +216,13 @@ def test_fashion_catalog_products_are_the_same_detected_or_named() -> None:
     assert [(p.product_id, p.text, p.metadata, p.image_bytes) for p in detected] == [
         (p.product_id, p.text, p.metadata, p.image_bytes) for p in named
     ]
+
+
+def test_dry_run_names_the_values_that_do_not_fit(tmp_path: Path) -> None:
+    rows = "".join(f"S{i},Item {i},{10 + i}\n" for i in range(9))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "p.csv").write_text(f"sku,title,price\n{rows}S9,Odd,12a\n", encoding="utf-8")
+    description = describe_catalog(open_catalog(tmp_path / "p.csv"))
+    assert description.bad_values == [f"{tmp_path / 'p.csv'} line 11 field price: "
+                                      "'12a' is not an integer"]  # fmt: skip
+    assert description.to_dict()["fields"]["price"] == {"type": "integer", "index": "integer"}
