@@ -27,11 +27,15 @@ class Product:
     A reader that cannot make a product of a row (bad JSON, unparsable value…) still yields one,
     with ``error`` set, so the pipeline reports it with its location and goes on. A row without
     an id has ``product_id == ""``.
+
+    ``value_errors`` names the fields whose value did not fit the field's type (``{field:
+    reason}``); those values are not in ``metadata``, and the pipeline reports each one.
     """
 
     product_id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    value_errors: dict[str, str] = field(default_factory=dict)
     image_bytes: bytes | None = None
     image_path: Path | None = None
     row: int | None = None
