@@ -60,15 +60,15 @@ def evaluate_vectors(
       pessimistic (the target ranks after every product with an equal score).
     - ``article_type_p@10``: each articleType value of the held-out products as query,
       gallery = held-out image vectors. Many types have fewer than 10 held-out products, so
-      strict P@10 cannot reach 1 (its ceiling here is 0.70); ``article_type_p@10_10plus``
+      strict P@10 cannot reach 1 (its ceiling on the full catalog is 0.70); ``article_type_p@10_10plus``
       averages only types with ≥ 10 held-out products, ``article_type_p@10_capped`` divides
       the hits by ``min(10, #products of the type)``.
     - ``colour_p@1``: each baseColour value as query, held-out gallery, mean P@1.
     - ``image_p@10_type`` / ``image_p@10_type_colour``: ``image_queries`` held-out images
-      (0: every held-out product), gallery the other held-out products. ``…_answerable`` averages only the queries that
-      have at least one relevant product in that gallery (another of the same type, resp.
-      type and colour), the rule ``clipy eval`` generates its image queries by; a query
-      without one scores 0 whatever the model does.
+      (0: every held-out product), gallery the other held-out products. ``…_answerable``
+      averages only the queries that have at least one relevant product in that gallery
+      (another of the same type, resp. type and colour), the rule ``clipy eval`` generates
+      its image queries by; a query without one scores 0 whatever the model does.
 
     ``fold`` picks the evaluated products (:func:`clipy_qdrant.split.fold_of`): 0 is the
     held-out split; 1..4 is a validation fold of a model trained without it.
