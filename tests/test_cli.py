@@ -296,11 +296,11 @@ def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
 def test_train_captions_are_product_names(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ingest embeds name + attributes by default, but training pairs images with the names
     (training adds attribute phrases itself); ``--text`` still overrides."""
-    import clipy_qdrant.encoders.train as train_module
+    import clipy_qdrant.training as train_module
 
     seen: list[list[str]] = []
 
-    def fake_train(products: object, out: object, **kwargs: object) -> object:
+    def fake_train(products: object, out: object, config: object, **kwargs: object) -> object:
         seen.append([p.text for p in products])  # type: ignore[attr-defined]
         return train_module.TrainReport(
             out_dir=str(out), train_products=0, heldout_products=0, epochs=0, seed=0, settings={}
