@@ -5,6 +5,7 @@ Precedence: command-line flags > environment > defaults.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,3 +41,16 @@ class Settings(BaseSettings):
 
 def get_settings() -> Settings:
     return Settings()
+
+
+def default_cache_dir() -> Path:
+    """Where derived artefacts are cached unless a caller passes its own folder."""
+    return Settings().cache_dir
+
+
+def apply_offline_environment() -> None:
+    """Keep the model libraries off the network and quiet: the shipped models are local."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -22,7 +22,6 @@ of that channel is ``last_cosine - c_q * min(r)``, which keeps weighted fusion e
 
 from __future__ import annotations
 
-import io
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from clipy_qdrant.encoders.base import Encoder
+from clipy_qdrant.encoders.images import decode_image, describe_source
 from clipy_qdrant.errors import ConfigError, InputError
 from clipy_qdrant.filters import Filter, Match, parse_filter
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
@@ -104,18 +104,9 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 
 def load_query_image(image: ImageInput) -> Image.Image:
-    """Decode a query image (PIL image, path or bytes) as RGB, or raise a one-line InputError."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    try:
-        img = Image.open(io.BytesIO(image) if isinstance(image, bytes) else Path(image))
-        img.load()
-    except FileNotFoundError:
-        raise InputError(f"query image {image!s} does not exist") from None
-    except Exception as exc:  # PIL raises many types for corrupt data
-        where = "query image bytes" if isinstance(image, bytes) else f"query image {image!s}"
-        raise InputError(f"{where} cannot be decoded: {exc}") from None
-    return img.convert("RGB")
+    """A query image (PIL image, path or bytes) upright and as RGB
+    (:func:`~clipy_qdrant.encoders.images.decode_image`), or a one-line InputError."""
+    return decode_image(image, name=f"query {describe_source(image)}")
 
 
 @dataclass
@@ -173,7 +164,7 @@ class Searcher:
             store.check_encoder(encoder.info)
         self.hubness_info = store.hubness_info()
         if hubness is None:
-            default = float(getattr(encoder, "default_hubness", 0.0))
+            default = 0.0 if encoder is None else float(encoder.default_hubness)
             hubness = default if self.hubness_info is not None else 0.0
         elif hubness > 0 and self.hubness_info is None:
             raise ConfigError(
