@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from clipy_qdrant.encoders.base import Encoder
+from clipy_qdrant.encoders.images import decode_image
 from clipy_qdrant.errors import ConfigError, EncoderError, InputError
 from clipy_qdrant.hubness import refresh_hubness
 from clipy_qdrant.split import SPLIT_FIELD, split_of
@@ -233,12 +234,10 @@ def _batched(items: Iterable[Product], size: int) -> Iterator[list[Product]]:
 
 
 def _decode(product: Product, data: bytes | None) -> Image.Image:
-    import io
-
+    """The product's image, upright and RGB, from the bytes already read for its hash."""
     if data is not None:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGB")
+        where = f" {product.image_path}" if product.image_path is not None else ""
+        return decode_image(data, name=f"{product.where()} image{where}")
     return product.load_image()
 
 
@@ -543,6 +542,9 @@ class _BatchWriter:
         ):
             try:
                 image = future.result()
+            except InputError as exc:  # names the product and the file itself
+                self._skip(product, UNREADABLE_IMAGE, str(exc))
+                continue
             except Exception as exc:
                 self._skip(product, UNREADABLE_IMAGE, f"unreadable image: {_first_line(exc)}")
                 continue

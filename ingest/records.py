@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,13 +9,15 @@ from typing import Any
 
 from PIL import Image
 
+from clipy_qdrant.encoders.images import decode_image
+
 
 @dataclass
 class Product:
     """One catalog row: id, metadata (payload), the text to embed and a way to load its image.
 
     ``image_bytes`` or ``image_path`` (or neither, for a product without an image) tells where
-    the image is; :meth:`load_image` decodes it as RGB and raises on unreadable data.
+    the image is; :meth:`load_image` decodes it upright as RGB and raises on unreadable data.
     ``image_url`` is a remote image (platform exports): :class:`ingest.fetch.ImageURLCatalog`
     downloads it into the image cache and sets ``image_path`` before the pipeline reads it.
 
@@ -54,18 +55,18 @@ class Product:
         )
 
     def load_image(self) -> Image.Image:
+        """The product's image, upright and RGB (:func:`~clipy_qdrant.encoders.images.decode_image`);
+        an InputError naming the product when it cannot be decoded."""
+        name = f"{self.where()} image"
         if self.image_loader is not None:
-            img = self.image_loader()
-        elif self.image_bytes is not None:
-            img = Image.open(io.BytesIO(self.image_bytes))
-        elif self.image_path is not None:
-            img = Image.open(self.image_path)
-        elif self.image_url is not None:
+            return decode_image(self.image_loader(), name=name)
+        if self.image_bytes is not None:
+            return decode_image(self.image_bytes, name=name)
+        if self.image_path is not None:
+            return decode_image(self.image_path, name=f"{name} {self.image_path}")
+        if self.image_url is not None:
             raise FileNotFoundError(f"image {self.image_url} is not fetched yet")
-        else:
-            raise FileNotFoundError("product has no image")
-        img.load()
-        return img.convert("RGB")
+        raise FileNotFoundError("product has no image")
 
     def where(self) -> str:
         """``styles.csv line 7`` / ``train.parquet row 5`` (or just the source) for messages."""

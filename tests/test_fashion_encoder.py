@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from clipy_qdrant.encoders.colour import (
+from clipy_qdrant.encoders.fashion.colour import (
     COARSE,
     COLOUR_DIM,
     FINE,
@@ -133,7 +133,8 @@ def test_colour_descriptor_ignores_white_background_but_keeps_white_garments() -
 
 @pytest.mark.slow
 def test_towers_load_from_their_wheels_and_onnx_matches_torch(tmp_path: Path) -> None:
-    from clipy_qdrant.encoders.towers import IMAGE_FEATURE_DIM, ImageTower, TextTower
+    from clipy_qdrant.config import default_cache_dir
+    from clipy_qdrant.encoders.fashion.towers import IMAGE_FEATURE_DIM, ImageTower, TextTower
 
     images = fixed_images()[:2]
     onnx_tower = ImageTower(runtime="onnx", cache_dir=tmp_path, threads=2)
@@ -143,14 +144,14 @@ def test_towers_load_from_their_wheels_and_onnx_matches_torch(tmp_path: Path) ->
     assert onnx_tower.onnx_path().is_file()
     assert onnx_feats.shape == (2, IMAGE_FEATURE_DIM)
     np.testing.assert_allclose(onnx_feats, torch_feats, atol=1e-3)
-    text = TextTower().features(["red shirt", "blue jeans"])
+    text = TextTower(cache_dir=default_cache_dir()).features(["red shirt", "blue jeans"])
     assert text.shape == (2, 384)
     np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
 
 
 @pytest.mark.slow
 def test_image_tower_poolings_concatenate_in_order_and_onnx_matches_torch(tmp_path: Path) -> None:
-    from clipy_qdrant.encoders.towers import ImageTower
+    from clipy_qdrant.encoders.fashion.towers import ImageTower
 
     images = fixed_images()[:3]
     gap = ImageTower(resolution=160, runtime="onnx", cache_dir=tmp_path).features(images)
@@ -174,16 +175,16 @@ def test_image_tower_poolings_concatenate_in_order_and_onnx_matches_torch(tmp_pa
 
 
 @pytest.mark.parametrize("pooling", ["", "gap,gap", "gap,avg", "max"])
-def test_image_tower_rejects_bad_pooling(pooling: str) -> None:
-    from clipy_qdrant.encoders.towers import ImageTower
+def test_image_tower_rejects_bad_pooling(pooling: str, tmp_path: Path) -> None:
+    from clipy_qdrant.encoders.fashion.towers import ImageTower
     from clipy_qdrant.errors import EncoderError
 
     with pytest.raises(EncoderError, match="bad image pooling"):
-        ImageTower(pooling=pooling)
+        ImageTower(pooling=pooling, cache_dir=tmp_path)
 
 
 def test_word_bag_rows_and_vocabulary() -> None:
-    from clipy_qdrant.encoders.fashion import WordBag, text_words
+    from clipy_qdrant.encoders.fashion.heads import WordBag, text_words
 
     assert text_words("Men's Navy-Blue T-shirt, 2 pcs") == [
         "men",
@@ -278,7 +279,7 @@ def test_fingerprint_covers_the_config_that_shapes_vectors(encoder, tmp_path: Pa
 
 @pytest.mark.slow
 def test_encoder_is_registered_under_fashion_mini() -> None:
-    from clipy_qdrant.encoders.base import get_encoder
+    from clipy_qdrant.encoders import get_encoder
     from clipy_qdrant.encoders.fashion import FashionEncoder
 
     assert isinstance(get_encoder("fashion-mini"), FashionEncoder)
@@ -431,7 +432,7 @@ def test_colour_caption_targets_name_the_colour_only_when_the_caption_does() -> 
 
 
 def test_the_text_colour_block_fades_out_with_the_number_of_words() -> None:
-    from clipy_qdrant.encoders.fashion import ColourHeads, ProjectionHead
+    from clipy_qdrant.encoders.fashion.heads import ColourHeads, ProjectionHead
 
     head = ProjectionHead(np.zeros(1), np.ones(1), np.zeros((2, 1)), np.zeros(2))
     colour = ColourHeads(head, head, ["Red"], 1.0, 0.5, full_words=2, zero_words=4)
@@ -590,7 +591,7 @@ def test_colour_heads_of_several_seeds_are_the_average_of_one_seed_heads(
 
 
 def test_colour_blocks_add_the_named_colours_probability_to_text_scores() -> None:
-    from clipy_qdrant.encoders.fashion import (
+    from clipy_qdrant.encoders.fashion.heads import (
         colour_block,
         colour_probabilities,
         join_image_vectors,
@@ -623,7 +624,7 @@ def test_colour_blocks_add_the_named_colours_probability_to_text_scores() -> Non
 
 
 def test_type_block_joins_image_vectors_only_and_adds_type_agreement() -> None:
-    from clipy_qdrant.encoders.fashion import (
+    from clipy_qdrant.encoders.fashion.heads import (
         TypeHead,
         colour_block,
         join_image_vectors,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from clipy_qdrant.encoders.towers import DEFAULT_BACKBONE
+from clipy_qdrant.encoders.fashion.towers import DEFAULT_BACKBONE
 from clipy_qdrant.errors import ConfigError
 
 #: Image input of the shipped model: 160 px with three poolings (MODEL_CARD.md, "Image tower").

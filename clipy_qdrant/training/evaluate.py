@@ -9,9 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from clipy_qdrant.encoders.colour import COLOUR_SPEC
 from clipy_qdrant.encoders.fashion import WordBag
-from clipy_qdrant.encoders.towers import DEFAULT_BACKBONE, DEFAULT_POOLING, DEFAULT_RESOLUTION
+from clipy_qdrant.encoders.fashion.colour import COLOUR_SPEC
+from clipy_qdrant.encoders.fashion.towers import (
+    DEFAULT_BACKBONE,
+    DEFAULT_POOLING,
+    DEFAULT_RESOLUTION,
+)
 from clipy_qdrant.errors import ClipyError
 from clipy_qdrant.eval.metrics import hit_rate, mrr_at_k, precision_at_k, recall_at_k
 from clipy_qdrant.split import fold_of
@@ -197,10 +201,14 @@ def evaluate_fashion_model(
     Runs the numpy heads of :mod:`clipy_qdrant.encoders.fashion` on the cached tower features
     (the same features the encoder computes, cached by product id).
     """
-    from clipy_qdrant.encoders.fashion import DEFAULT_MODEL_DIR, _read_model_dir, read_word_bag
+    from clipy_qdrant.encoders.fashion.model_dir import (
+        DEFAULT_MODEL_DIR,
+        read_model_dir,
+        read_word_bag,
+    )
 
     folder = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
-    config, tensors = _read_model_dir(folder)
+    config, tensors = read_model_dir(folder)
     bag = read_word_bag(folder, config)
     if config.get("colour_spec", COLOUR_SPEC) != COLOUR_SPEC:
         raise ClipyError("the model was trained with another colour descriptor than this clipy's")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clipy_qdrant.encoders.colour import COLOUR_SPEC, colour_descriptor
-from clipy_qdrant.encoders.towers import (
+from clipy_qdrant.encoders.fashion.colour import COLOUR_SPEC, colour_descriptor
+from clipy_qdrant.encoders.fashion.towers import (
     DEFAULT_BACKBONE,
     DEFAULT_POOLING,
     DEFAULT_RESOLUTION,
@@ -182,7 +182,7 @@ def cached_text_features(
     index = {text: i for i, text in enumerate(known)}
     missing = sorted({t for t in texts if t not in index})
     if missing:
-        tower = TextTower(threads=threads)
+        tower = TextTower(cache_dir=cache_dir, threads=threads)
         chunks = []
         bar = tqdm(
             total=len(missing),

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from clipy_qdrant.encoders.colour import COLOUR_DIM, COLOUR_SPEC, HISTOGRAM_DIM
-from clipy_qdrant.encoders.fashion import VOCAB_FILE, WEIGHTS_FILE, WordBag, text_head_inputs
+from clipy_qdrant.encoders.fashion.colour import COLOUR_DIM, COLOUR_SPEC, HISTOGRAM_DIM
+from clipy_qdrant.encoders.fashion.heads import WordBag, text_head_inputs
+from clipy_qdrant.encoders.fashion.model_dir import VOCAB_FILE, WEIGHTS_FILE
 from clipy_qdrant.errors import InputError
 from clipy_qdrant.split import SPLIT_RULE, fold_of, is_heldout
 from clipy_qdrant.training.captions import product_captions
