@@ -36,6 +36,7 @@ INDEXED = {
     "baseColour": "keyword",
     "articleType": "keyword",
     "year": "integer",
+    "productDisplayName": "text",
 }
 
 
@@ -74,11 +75,24 @@ def products(n: int) -> list[Product]:
     return out
 
 
-def build_store(n: int, where: Path | str, *, backend: str = "edge") -> VectorStore:
-    """An ingested store of ``n`` products: edge in folder ``where``, or ``:memory:``."""
+def build_store(
+    n: int,
+    where: Path | str,
+    *,
+    backend: str = "edge",
+    catalog: list[Product] | None = None,
+    thumbnails: bool = True,
+) -> VectorStore:
+    """An ingested store of ``n`` products (or of ``catalog``): edge in folder ``where``, or
+    qdrant-client ``:memory:``."""
     store = open_store(where) if backend == "edge" else open_store(url=":memory:")
     run_ingest(
-        products(n), store, FakeEncoder(), progress=False, indexed_fields=INDEXED  # type: ignore[arg-type]
+        catalog if catalog is not None else products(n),
+        store,
+        FakeEncoder(),
+        progress=False,
+        indexed_fields=INDEXED,  # type: ignore[arg-type]
+        thumbnails=thumbnails,
     )
     return store
 

@@ -213,8 +213,9 @@ def create_app(searcher: Searcher, options: ServeOptions | None = None) -> FastA
     ) -> None:
         if opts.api_key is None:
             return
+        # Header values arrive decoded as latin-1: encoding back gives the bytes as sent.
         if x_api_key is None or not hmac.compare_digest(
-            x_api_key.encode("utf-8"), opts.api_key.encode("utf-8")
+            x_api_key.encode("latin-1"), opts.api_key.encode("utf-8")
         ):
             raise HTTPException(
                 401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "X-API-Key"}
