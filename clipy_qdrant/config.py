@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The catalog copy sits beside the checkout (``../shared``), relative to the working directory.
@@ -45,14 +46,14 @@ class Settings(BaseSettings):
     #: environment (``CLIPY_SERVE_API_KEY``), never on a command line.
     serve_api_key: str | None = None
     #: Largest request body accepted, in bytes (JSON or multipart; larger is a 413).
-    serve_max_body_bytes: int = 12 * 1024 * 1024
+    serve_max_body_bytes: PositiveInt = 12 * 1024 * 1024
     #: Largest query image accepted, in bytes once decoded from base64 or uploaded.
-    serve_max_image_bytes: int = 8 * 1024 * 1024
+    serve_max_image_bytes: PositiveInt = 8 * 1024 * 1024
     #: Largest query image accepted, in pixels (width times height), checked before decoding.
-    serve_max_image_pixels: int = 25_000_000
+    serve_max_image_pixels: PositiveInt = 25_000_000
     #: Most results one request may ask for (``k``) and deepest page (``offset + k``).
-    serve_max_k: int = 100
-    serve_max_depth: int = 1000
+    serve_max_k: PositiveInt = 100
+    serve_max_depth: PositiveInt = 1000
     #: Folder where the browser test saves its screenshots (default: a pytest temp folder).
     test_artifacts: Path | None = None
 

@@ -44,7 +44,9 @@ def picture(rgb: tuple[int, int, int], i: int, fmt: str) -> bytes:
     """A 60x80 catalog-like picture: a colour block on white, with a small white mark."""
     img = Image.new("RGB", (60, 80), (255, 255, 255))
     img.paste(Image.new("RGB", (44, 64), rgb), (8, 8))
-    ImageDraw.Draw(img).rectangle((10 + i % 30, 10 + i % 50, 14 + i % 30, 14 + i % 50), fill="white")
+    ImageDraw.Draw(img).rectangle(
+        (10 + i % 30, 10 + i % 50, 14 + i % 30, 14 + i % 50), fill="white"
+    )
     buffer = io.BytesIO()
     img.save(buffer, format=fmt)
     return buffer.getvalue()

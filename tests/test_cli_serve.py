@@ -47,7 +47,10 @@ def _free_port() -> int:
 
 
 def _clipy(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     return subprocess.Popen(
         [sys.executable, "-c", CLIPY_WITH_FAKE, str(TESTS), *args],
         stdout=subprocess.PIPE,
@@ -125,9 +128,7 @@ def test_a_held_store_is_one_line_and_exit_1(store_path: Path) -> None:
     assert f"pid {os.getpid()}" in lines[0]
 
 
-def test_serve_flags_reach_the_app(
-    store_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_serve_flags_reach_the_app(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     register_fake()
     captured: dict[str, Any] = {}
 
@@ -144,8 +145,17 @@ def test_serve_flags_reach_the_app(
     monkeypatch.setenv("CLIPY_SERVE_API_KEY", "k3y")
     result = CliRunner().invoke(
         app,
-        ["serve", "--store", str(store_path), "--host", "0.0.0.0", "--port", "9123",
-         "--cors-origin", "https://shop.example"],
+        [
+            "serve",
+            "--store",
+            str(store_path),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9123",
+            "--cors-origin",
+            "https://shop.example",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert captured["host"] == "0.0.0.0" and captured["port"] == 9123

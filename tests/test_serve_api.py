@@ -31,7 +31,9 @@ N = 60
 
 
 @pytest.fixture(scope="module", params=["edge", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorStore]:
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VectorStore]:
     store = build_store(N, tmp_path_factory.mktemp("api") / "store", backend=request.param)
     yield store
     store.close()
@@ -107,7 +109,11 @@ def test_filters_in_both_forms_are_the_same_filter(client: TestClient, searcher:
 def test_structured_filter_not_and_integer_strings(client: TestClient) -> None:
     body = client.post(
         "/v1/search",
-        json={"text": "shoes", "filters": {"baseColour": {"not": "Red"}, "year": ["2012", 2013]}, "k": 50},
+        json={
+            "text": "shoes",
+            "filters": {"baseColour": {"not": "Red"}, "year": ["2012", 2013]},
+            "k": 50,
+        },
     ).json()
     assert body["hits"]
     assert all(h["payload"]["baseColour"] != "Red" for h in body["hits"])
@@ -118,7 +124,9 @@ def test_structured_filter_not_and_integer_strings(client: TestClient) -> None:
     ("fusion", "w_text", "w_image"),
     [("weighted", 1.0, 0.0), ("weighted", None, 0.8), ("rrf", 1.0, 2.0), ("dbsf", 0.3, 0.7)],
 )
-def test_fusion_and_weights(client: TestClient, searcher: Searcher, fusion, w_text, w_image) -> None:
+def test_fusion_and_weights(
+    client: TestClient, searcher: Searcher, fusion, w_text, w_image
+) -> None:
     body = client.post(
         "/v1/search",
         json={"text": "blue bags", "fusion": fusion, "w_text": w_text, "w_image": w_image, "k": 10},
@@ -131,7 +139,9 @@ def test_fusion_and_weights(client: TestClient, searcher: Searcher, fusion, w_te
 def test_pages_join_up(client: TestClient) -> None:
     whole = client.post("/v1/search", json={"text": "green", "k": 20}).json()["hits"]
     first = client.post("/v1/search", json={"text": "green", "k": 10}).json()
-    second = client.post("/v1/search", json={"text": "green", "k": 10, "offset": first["next_offset"]}).json()
+    second = client.post(
+        "/v1/search", json={"text": "green", "k": 10, "offset": first["next_offset"]}
+    ).json()
     ids = [h["product_id"] for h in first["hits"] + second["hits"]]
     assert ids == [h["product_id"] for h in whole]
     last = client.post("/v1/search", json={"text": "green", "k": 10, "offset": N - 5}).json()
@@ -176,7 +186,12 @@ def test_image_upload_with_form_fields(client: TestClient, searcher: Searcher) -
     response = client.post(
         "/v1/search/image",
         files={"image": ("q.jpg", data, "image/jpeg")},
-        data={"filter": ["gender=Women", "year>=2012"], "k": "4", "w_image": "0.9", "fusion": "weighted"},
+        data={
+            "filter": ["gender=Women", "year>=2012"],
+            "k": "4",
+            "w_image": "0.9",
+            "fusion": "weighted",
+        },
     )
     assert response.status_code == 200, response.text
     hits = response.json()["hits"]
@@ -233,7 +248,9 @@ def test_image_upload_with_form_fields(client: TestClient, searcher: Searcher) -
         ({"image": ""}, 400, ["empty"]),
     ],
 )
-def test_bad_search_is_a_clear_4xx(client: TestClient, body: dict, status: int, words: list[str]) -> None:
+def test_bad_search_is_a_clear_4xx(
+    client: TestClient, body: dict, status: int, words: list[str]
+) -> None:
     _error(client.post("/v1/search", json=body), status, *words)
 
 
@@ -263,11 +280,19 @@ def test_bad_json_and_wrong_methods(client: TestClient) -> None:
 
 def test_bad_uploads(client: TestClient) -> None:
     _error(client.post("/v1/search/image", data={"text": "red"}), 422, "image")
-    _error(client.post("/v1/search/image", files={"image": ("a.txt", b"hello", "text/plain")}), 400, "image")
+    _error(
+        client.post("/v1/search/image", files={"image": ("a.txt", b"hello", "text/plain")}),
+        400,
+        "image",
+    )
     ok = ("q.png", _image((0, 0, 0)), "image/png")
     _error(client.post("/v1/search/image", files={"image": ok}, data={"k": "lots"}), 422, "k")
-    _error(client.post("/v1/search/image", files={"image": ok}, data={"filter": "nope=1"}), 400, "nope")
-    _error(client.post("/v1/search/image", files={"image": ok}, data={"w_image": "2"}), 400, "w_image")
+    _error(
+        client.post("/v1/search/image", files={"image": ok}, data={"filter": "nope=1"}), 400, "nope"
+    )
+    _error(
+        client.post("/v1/search/image", files={"image": ok}, data={"w_image": "2"}), 400, "w_image"
+    )
 
 
 # -- limits -----------------------------------------------------------------------------------
@@ -363,7 +388,9 @@ def test_facets(client: TestClient, searcher: Searcher) -> None:
     assert set(body["facets"]) == {"articleType", "baseColour", "gender", "year"}
     assert body["facets"]["gender"] == [{"value": "Men", "count": N // 2}]
     expected = searcher.facets(["baseColour"], ["gender=Men"], 3)
-    one = client.get("/v1/facets", params={"field": "baseColour", "filter": "gender=Men", "limit": 3}).json()
+    one = client.get(
+        "/v1/facets", params={"field": "baseColour", "filter": "gender=Men", "limit": 3}
+    ).json()
     assert one["facets"] == {"baseColour": [c.to_dict() for c in expected["baseColour"]]}
     _error(client.get("/v1/facets", params={"field": "colour"}), 400, "colour")
     _error(client.get("/v1/facets", params={"field": "productDisplayName"}), 400, "text")
@@ -400,7 +427,11 @@ def test_api_key_guards_every_endpoint_but_healthz(searcher: Searcher) -> None:
     client = TestClient(create_app(searcher, ServeOptions(api_key="s3cret-ké")))
     guarded = [
         ("post", "/v1/search", {"json": {"text": "red"}}),
-        ("post", "/v1/search/image", {"files": {"image": ("q.png", _image((1, 1, 1)), "image/png")}}),
+        (
+            "post",
+            "/v1/search/image",
+            {"files": {"image": ("q.png", _image((1, 1, 1)), "image/png")}},
+        ),
         ("get", "/v1/products/1000", {}),
         ("get", "/v1/products/1000/image", {}),
         ("get", "/v1/facets", {}),
@@ -410,9 +441,7 @@ def test_api_key_guards_every_endpoint_but_healthz(searcher: Searcher) -> None:
         _error(getattr(client, method)(path, **kwargs), 401, "X-API-Key")
         wrong = getattr(client, method)(path, headers={"X-API-Key": "s3cret"}, **kwargs)
         _error(wrong, 401, "X-API-Key")
-        right = getattr(client, method)(
-            path, headers={"X-API-Key": "s3cret-ké".encode()}, **kwargs
-        )
+        right = getattr(client, method)(path, headers={"X-API-Key": "s3cret-ké".encode()}, **kwargs)
         assert right.status_code == 200, (path, right.text)
     assert client.get("/v1/info", headers={"X-API-Key": "s3cret-ké".encode()}).json()["auth"]
     assert client.get("/healthz").status_code == 200

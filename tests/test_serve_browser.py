@@ -61,9 +61,7 @@ def _card_ids(page) -> list[str]:
 
 
 def _card_attrs(page) -> list[str]:
-    return page.eval_on_selector_all(
-        "#results .card .attrs", "els => els.map(e => e.textContent)"
-    )
+    return page.eval_on_selector_all("#results .card .attrs", "els => els.map(e => e.textContent)")
 
 
 def _wait_for_new_results(page, before: list[str]) -> list[str]:
@@ -89,7 +87,9 @@ def test_search_page_end_to_end(base_url: str, artifacts: Path, tmp_path: Path) 
 
     started = time.monotonic()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        browser = pw.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox"]
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

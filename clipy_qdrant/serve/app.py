@@ -238,7 +238,9 @@ def create_app(searcher: Searcher, options: ServeOptions | None = None) -> FastA
         if text is None and image is None and like is None:
             raise InputError("a search needs a text, an image or a product to search like")
         flt = request_filter(fields.filters, searcher.indexed_fields())
-        fusion = FusionConfig.from_weights(fields.fusion, w_text=fields.w_text, w_image=fields.w_image)
+        fusion = FusionConfig.from_weights(
+            fields.fusion, w_text=fields.w_text, w_image=fields.w_image
+        )
         start = time.perf_counter()
         hits = searcher.search(
             text,
@@ -354,7 +356,9 @@ def create_app(searcher: Searcher, options: ServeOptions | None = None) -> FastA
         etag = '"' + hashlib.blake2b(picture.data, digest_size=12).hexdigest() + '"'
         if if_none_match == etag:
             return Response(status_code=304, headers={**cache, "ETag": etag})
-        return Response(picture.data, media_type=picture.media_type, headers={**cache, "ETag": etag})
+        return Response(
+            picture.data, media_type=picture.media_type, headers={**cache, "ETag": etag}
+        )
 
     @api.get("/facets", response_model=FacetsResponse, responses=ERRORS)
     def facets(
