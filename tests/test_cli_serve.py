@@ -77,7 +77,8 @@ def _get(url: str, **headers: str) -> Any:
         return json.load(response)
 
 
-def test_clipy_serve_serves_the_store_on_loopback(store_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_clipy_serve_serves_the_store_on_loopback(store_path: Path, stop: signal.Signals) -> None:
     port = _free_port()
     process = _clipy("serve", "--store", str(store_path), "--port", str(port))
     base = f"http://127.0.0.1:{port}"
@@ -105,7 +106,7 @@ def test_clipy_serve_serves_the_store_on_loopback(store_path: Path) -> None:
         assert _listening_addresses(port) == {"127.0.0.1"}  # loopback only
         assert (store_path / "clipy.pid").read_text().strip() == str(process.pid)
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert f"serving {store_path} (24 products) on http://127.0.0.1:{port}/" in err
@@ -176,3 +177,14 @@ def test_loopback_is_the_default_host() -> None:
     assert default == "127.0.0.1"
     assert serve_module._is_loopback("127.0.0.1") and serve_module._is_loopback("::1")
     assert not serve_module._is_loopback("0.0.0.0")
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(store_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = _clipy("serve", "--store", str(store_path), "--port", str(port))
+        _, err = process.communicate(timeout=90)
+    assert process.returncode == 1
+    assert err.strip() == f"clipy: error: cannot listen on 127.0.0.1:{port}: Address already in use"

@@ -8,10 +8,14 @@ that another process holds is a one-line error (exit 1). One process serves ever
 from __future__ import annotations
 
 import ipaddress
+import signal
+import socket
+from types import FrameType
 from typing import Annotated
 
 import typer
 
+from clipy_qdrant.errors import ConfigError
 from ingest.cli.shell import (
     ApiKeyOpt,
     CollectionOpt,
@@ -34,6 +38,28 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail with one line, before anything is served, when the address cannot be bound."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM after uvicorn's graceful shutdown: leave through ``finally`` (store closed)."""
+    raise SystemExit(0)
 
 
 @app.command()
@@ -71,6 +97,7 @@ def serve(
     from clipy_qdrant.serve import ServeOptions, create_app
 
     with user_errors():
+        _check_address(host, port)
         settings = build_settings(
             store=store,
             qdrant_url=qdrant_url,
@@ -86,6 +113,7 @@ def serve(
                 settings, cors_origins=tuple(cors_origin or ()), store_label=label
             )
             web_app = create_app(searcher, options)
+            searcher.embed("warm up")  # the first query does not pay for lazy model set-up
         if not _is_loopback(host) and options.api_key is None:
             echo_err(
                 f"clipy: warning: serving on {host} without a key; set CLIPY_SERVE_API_KEY "
@@ -95,6 +123,12 @@ def serve(
             f"clipy: serving {label} ({vector_store.count()} products) on http://{host}:{port}/ "
             f"(API docs: /docs)"
         )
-        uvicorn.run(web_app, host=host, port=port, log_level="info", server_header=False)
+        # uvicorn shuts down on SIGINT/SIGTERM, then raises the signal again with the handler
+        # it found: this one, so that the store below is closed rather than the process killed.
+        previous = signal.signal(signal.SIGTERM, _stop)
+        try:
+            uvicorn.run(web_app, host=host, port=port, log_level="info", server_header=False)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     finally:
         vector_store.close()
