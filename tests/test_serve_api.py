@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -498,3 +499,11 @@ def test_concurrent_requests_give_the_serial_results(searcher: Searcher) -> None
             parallel = list(pool.map(ask, batch))
     assert parallel == serial * 6
     assert all(serial)
+
+
+def test_the_readme_curl_example_is_a_valid_request(client: TestClient) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    (body,) = re.findall(r"curl -s localhost:8000/v1/search .*?-d '(\{.*?\})'", readme, flags=re.S)
+    response = client.post("/v1/search", json=json.loads(body))
+    assert response.status_code == 200, response.text
+    assert all(h["payload"]["gender"] == "Men" for h in response.json()["hits"])

@@ -11,6 +11,7 @@ Chromium must be installed (Debian: ``apt-get install chromium``); without it th
 
 from __future__ import annotations
 
+import base64
 import shutil
 import time
 from collections.abc import Iterator
@@ -169,6 +170,26 @@ def test_search_page_end_to_end(base_url: str, artifacts: Path, tmp_path: Path) 
             assert first.locator(".s-text").text_content()
             assert page.locator("#results .card").count() == 12
             page.screenshot(path=str(artifacts / "search-page.png"))
+
+            # A picture dropped on the page searches by it too.
+            red = base64.b64encode(picture(COLOURS["Red"], 5, "JPEG")).decode("ascii")
+            before = _card_ids(page)
+            page.evaluate(
+                """b64 => {
+                    const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                    const data = new DataTransfer();
+                    data.items.add(new File([bytes], "red.jpg", {type: "image/jpeg"}));
+                    document.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+                }""",
+                red,
+            )
+            _wait_for_new_results(page, before)
+            assert all("Red" in a for a in _card_attrs(page)[:5])
+
+            # A bad filter in a shared URL shows the server's message, not a blank page.
+            page.goto(base_url + "/?q=red&f=colour%3DRed")
+            page.wait_for_selector("#message.error:not([hidden])")
+            assert "colour" in (page.text_content("#message") or "")
 
             # A query that matches nothing says so.
             page.goto(base_url + "/?q=red&f=gender%3DNobody")
