@@ -23,7 +23,7 @@ from serve_store import COLOURS, build_store, picture, running_server
 
 from clipy_qdrant.config import Settings
 from clipy_qdrant.search import Searcher
-from clipy_qdrant.serve import create_app
+from clipy_qdrant.serve import ServeOptions, create_app
 
 CHROMIUM = "/usr/bin/chromium"
 N = 240
@@ -40,13 +40,16 @@ def _chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def searcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searcher]:
     store = build_store(N, tmp_path_factory.mktemp("browser") / "store")
-    try:
-        with running_server(create_app(Searcher(store, FakeEncoder()))) as url:
-            yield url
-    finally:
-        store.close()
+    yield Searcher(store, FakeEncoder())
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(searcher: Searcher) -> Iterator[str]:
+    with running_server(create_app(searcher)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +202,32 @@ def test_search_page_end_to_end(base_url: str, artifacts: Path, tmp_path: Path) 
         finally:
             browser.close()
     print(f"browser test took {time.monotonic() - started:.1f} s")
+
+
+def test_search_page_asks_for_the_key(searcher: Searcher, artifacts: Path) -> None:
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with (
+        running_server(create_app(searcher, ServeOptions(api_key="page-k3y"))) as url,
+        sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(url + "/?q=green")
+            page.wait_for_selector("#key-dialog[open]")
+            page.fill("#key-input", "page-k3y")
+            page.press("#key-input", "Enter")
+            ids = _wait_for_new_results(page, [])
+            assert ids and all("Green" in a for a in _card_attrs(page)[:5])
+            # Pictures come through fetch with the key header (an <img> cannot send it).
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#results img')].slice(0, 4)"
+                ".every(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0)"
+            )
+            page.screenshot(path=str(artifacts / "6-with-key.png"))
+        finally:
+            browser.close()
