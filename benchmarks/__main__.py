@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--catalog", type=Path, default=None, help="catalog (default: settings)")
     run.add_argument("--encoders", action="store_true", help="encoder throughput in quick mode")
     run.add_argument("--queries", type=int, default=None, help="queries (quick 50, full 200)")
-    run.add_argument("--memory-queries", type=int, default=20, help="queries on :memory:")
+    run.add_argument(
+        "--memory-queries", type=int, default=None, help="queries on :memory: (quick 10, full 20)"
+    )
     run.add_argument("--encoder-products", type=int, default=500)
     run.add_argument("--cold-runs", type=int, default=5)
     run.add_argument("--k", type=int, default=10)
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     catalog = args.catalog or Settings().catalog
     args.out.mkdir(parents=True, exist_ok=True)
     n_queries = args.queries or (50 if args.quick else 200)
+    memory_queries = args.memory_queries or (10 if args.quick else 20)
     result: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "machine": machine(),
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             text_qv,
             image_vecs,
             k=args.k,
-            memory_queries=args.memory_queries,
+            memory_queries=memory_queries,
         )
         result["latency"].update(end_to_end(searcher, texts, images, args.k))
         store.close()
@@ -121,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quick or args.encoders:
             result["encoders"] = run_encoders(catalog, args.encoder_products, work)
     result["seconds"] = round(time.perf_counter() - started, 1)
+    result["machine"]["load_avg_end"] = machine()["load_avg"]
     failures = recall_failures(result)
     result["recall_failures"] = failures
     table = render(result)
@@ -247,7 +251,9 @@ def render(result: dict[str, Any]) -> str:
     title = (
         f"clipy benchmarks ({result['mode']} mode): {result.get('products', 0):,} products, "
         f"{result['queries']} queries, k={result['k']}, {result['machine']['cpus']} CPUs, "
-        f"load {result['machine']['load_avg'][0]}, {result['machine']['utc']}"
+        f"load average {result['machine']['load_avg'][0]} at start, "
+        f"{result['machine']['load_avg_end'][0]} at end, {result['machine']['utc']}, "
+        f"{result['seconds']} s"
     )
     return f"{title}\n\n{markdown_table(header, rows)}\n\n{notes}"
 

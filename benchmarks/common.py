@@ -63,11 +63,12 @@ def ms(stats: dict[str, float] | None, keys: tuple[str, ...] = ("p50_ms", "p99_m
     return " / ".join(f"{stats[k]:.2f}" for k in keys) + " ms"
 
 
-def ratio(slow: dict[str, float] | None, fast: dict[str, float] | None) -> str:
-    """``"×3.1"``: how many times ``fast``'s p50 beats ``slow``'s (below 1: it is slower)."""
-    if not slow or not fast or not fast.get("p50_ms"):
+def ratio(other: dict[str, float] | None, base: dict[str, float] | None) -> str:
+    """``"3.1× faster"`` / ``"12× slower"``: ``base``'s p50 against ``other``'s."""
+    if not other or not base or not base.get("p50_ms") or not other.get("p50_ms"):
         return ""
-    return f"×{slow['p50_ms'] / fast['p50_ms']:.2g}"
+    r = other["p50_ms"] / base["p50_ms"]
+    return f"{r:.2g}× faster" if r >= 1 else f"{1 / r:.2g}× slower"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

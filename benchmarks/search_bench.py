@@ -42,7 +42,9 @@ class Case:
     """One measured configuration: which query vectors, which fusion, which filter."""
 
     name: str
-    query: str  # "text" (text query, hubness-corrected image channel) or "text+image"
+    #: "text" (a text query: its image channel hubness-corrected), "text-plain" (the same
+    #: vectors without the correction) or "text+image" (a text and an image query together)
+    query: str
     fusion: FusionConfig
     filtered: bool = False
 
@@ -55,6 +57,7 @@ def cases() -> list[Case]:
         ),
         Case("text + filter, weighted 0.5/0.5", "text", FusionConfig(), filtered=True),
         Case("text+image query, weighted 0.5/0.5", "text+image", FusionConfig()),
+        Case("weighted 0.5/0.5, hubness off", "text-plain", FusionConfig()),
         Case("RRF (k=60)", "text", FusionConfig("rrf", 1, 1)),
         Case("DBSF", "text", FusionConfig("dbsf", 1, 1)),
     ]
@@ -144,14 +147,18 @@ def run_search(
             f"{time.perf_counter() - t0:.1f} s"
         )
 
-    both_qv = [
-        QueryVectors(text=q.text, image=img) for q, img in zip(text_qv, image_vecs, strict=True)
-    ]
+    by_kind = {
+        "text": text_qv,
+        "text-plain": [QueryVectors(text=q.text, image=q.image) for q in text_qv],
+        "text+image": [
+            QueryVectors(text=q.text, image=img) for q, img in zip(text_qv, image_vecs, strict=True)
+        ],
+    }
     results = []
     for case in cases():
         row = _measure_case(
             case,
-            text_qv if case.query == "text" else both_qv,
+            by_kind[case.query],
             oracle,
             faiss_index,
             mask,
