@@ -42,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--encoders", action="store_true", help="encoder throughput in quick mode")
     run.add_argument("--queries", type=int, default=None, help="queries (quick 50, full 200)")
     run.add_argument(
-        "--memory-queries", type=int, default=None, help="queries on :memory: (quick 10, full 20)"
+        "--memory-queries",
+        type=int,
+        default=None,
+        help="queries on :memory: (quick 10, full 20; 0 leaves it out)",
     )
     run.add_argument("--encoder-products", type=int, default=500)
     run.add_argument("--cold-runs", type=int, default=5)
@@ -77,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     catalog = args.catalog or Settings().catalog
     args.out.mkdir(parents=True, exist_ok=True)
     n_queries = args.queries or (50 if args.quick else 200)
-    memory_queries = args.memory_queries or (10 if args.quick else 20)
+    memory_queries = (
+        (10 if args.quick else 20) if args.memory_queries is None else args.memory_queries
+    )
     result: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "machine": machine(),
@@ -117,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             image_vecs,
             k=args.k,
             memory_queries=memory_queries,
+            skip_memory=memory_queries == 0,
         )
         result["latency"].update(end_to_end(searcher, texts, images, args.k))
         store.close()

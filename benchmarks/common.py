@@ -68,7 +68,9 @@ def ratio(other: dict[str, float] | None, base: dict[str, float] | None) -> str:
     if not other or not base or not base.get("p50_ms") or not other.get("p50_ms"):
         return ""
     r = other["p50_ms"] / base["p50_ms"]
-    return f"{r:.2g}× faster" if r >= 1 else f"{1 / r:.2g}× slower"
+    factor = r if r >= 1 else 1 / r
+    text = f"{factor:.0f}" if factor >= 10 else f"{factor:.1f}"
+    return f"{text}× faster" if r >= 1 else f"{text}× slower"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
