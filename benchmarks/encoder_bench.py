@@ -4,8 +4,10 @@ CLIP ViT-B/32-sized model with random weights loaded through sentence-transforme
 The CLIP stand-in is built offline: transformers' ``CLIPConfig`` defaults are the ViT-B/32
 sizes (text 512-d × 12 layers, vision 768-d × 12 layers, 32-px patches at 224 px,
 512-d projection); its tokenizer is a ``CLIPTokenizer`` over a hand-written character
-vocabulary (the embedding table keeps CLIP's 49,408 rows). Its weights are random, so only
-its speed means anything.
+vocabulary without merges (the embedding table keeps CLIP's 49,408 rows), so a text is as
+many tokens as characters, several times more than CLIP's BPE gives, which overstates its
+text cost; its image cost is the real model's. Its weights are random, so only its speed
+means anything.
 """
 
 from __future__ import annotations
