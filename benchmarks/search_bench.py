@@ -29,7 +29,7 @@ from clipy_qdrant.store import CONTENT_HASH_KEY, PRODUCT_ID_KEY, PointRecord, Ve
 FILTER = ["gender=Men,Women", "year>=2012"]
 
 
-def _filter_predicate(payload: dict[str, Any]) -> bool:
+def filter_predicate(payload: dict[str, Any]) -> bool:
     year = payload.get("year")
     return payload.get("gender") in ("Men", "Women") and year is not None and year >= 2012
 
@@ -127,7 +127,7 @@ def run_search(
     t0 = time.perf_counter()
     oracle = ExactOracle(vectors, searcher.candidates)
     faiss_index = FaissFused(vectors, searcher.candidates)
-    mask = vectors.mask(_filter_predicate)
+    mask = vectors.mask(filter_predicate)
     params = faiss_index.selector(mask)
     print(
         f"search: vectors and exact indexes ready in {time.perf_counter() - t0:.1f} s",

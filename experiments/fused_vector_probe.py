@@ -17,8 +17,13 @@ weight of the grid, with and without a filter, for float32 / float16 storage and
 quantization with rescoring, over several ``hnsw_ef``.
 
     PYTHONPATH=$PWD python experiments/fused_vector_probe.py --store STORE [--queries 100]
+        [--variants float32 float16 int8] [--ef 64 128 256] [--broad-filter]
+        [--hub-scale 0.1] [--quantile 1.0] [--oversampling 4]
 
-Prints a markdown table and writes JSON (``--out``).
+``--broad-filter`` filters on gender alone (a subset the engine searches through the graph
+rather than by scanning it); ``--hub-scale`` stores ``s * r`` and queries ``-w_image c / s``
+(the same product); ``--quantile`` / ``--oversampling`` set int8 quantization and its
+rescoring. Prints a markdown table and writes JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ apply_offline_environment()
 
 from benchmarks.common import markdown_table, percentiles, time_each  # noqa: E402
 from benchmarks.oracle import ExactOracle, StoredVectors  # noqa: E402
-from benchmarks.search_bench import _filter_predicate, query_phrases  # noqa: E402
+from benchmarks.search_bench import filter_predicate, query_phrases  # noqa: E402
 from clipy_qdrant.fusion import FusionConfig  # noqa: E402
 
 FUSED = "fused"
@@ -137,15 +142,25 @@ def build_shard(
     }
 
 
+#: ``--broad-filter`` keeps only the gender condition: a subset above the full-scan threshold,
+#: so the engine walks the graph under the filter instead of scanning the subset.
+BROAD = [False]
+
+
 def edge_filter() -> Any:
+    """The filter of ``benchmarks.search_bench.FILTER`` (or its gender part alone)."""
     import qdrant_edge as qe
 
-    return qe.Filter(
-        must=[
-            qe.FieldCondition("gender", match=qe.MatchAny(["Men", "Women"])),
-            qe.FieldCondition("year", range=qe.RangeFloat(gte=2012)),
-        ]
-    )
+    must = [qe.FieldCondition("gender", match=qe.MatchAny(["Men", "Women"]))]
+    if not BROAD[0]:
+        must.append(qe.FieldCondition("year", range=qe.RangeFloat(gte=2012)))
+    return qe.Filter(must=must)
+
+
+def oracle_predicate(payload: dict[str, Any]) -> bool:
+    if BROAD[0]:
+        return payload.get("gender") in ("Men", "Women")
+    return filter_predicate(payload)
 
 
 def measure(
@@ -230,6 +245,7 @@ def main() -> int:
     parser.add_argument("--ef-construct", type=int, default=100)
     parser.add_argument("--full-scan-kb", type=int, default=10_000)
     parser.add_argument("--hub-scale", type=float, default=1.0)
+    parser.add_argument("--broad-filter", action="store_true", help="gender=Men,Women only")
     parser.add_argument("--quantile", type=float, default=0.99, help="int8 quantile")
     parser.add_argument("--oversampling", type=float, default=2.0)
     parser.add_argument("--k", type=int, default=10)
@@ -238,6 +254,7 @@ def main() -> int:
     args = parser.parse_args()
     HUB_SCALE[0] = args.hub_scale
     QUANTILE[0] = args.quantile
+    BROAD[0] = args.broad_filter
 
     from clipy_qdrant.encoders import get_encoder
     from clipy_qdrant.search import Searcher
@@ -251,7 +268,7 @@ def main() -> int:
     texts = query_phrases(v, args.queries, args.seed)
     queries = [searcher.embed(t) for t in texts]
     oracle = ExactOracle(v, searcher.candidates)
-    mask = v.mask(_filter_predicate)
+    mask = v.mask(oracle_predicate)
     assert mask is not None
     store.close()
     print(
@@ -267,6 +284,7 @@ def main() -> int:
         "full_scan_threshold_kb": args.full_scan_kb,
         "hub_scale": args.hub_scale,
         "int8_quantile": args.quantile,
+        "broad_filter": args.broad_filter,
         "oversampling": args.oversampling,
         "ef_construct": args.ef_construct,
         "builds": {},
