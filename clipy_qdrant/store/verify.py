@@ -38,6 +38,9 @@ from clipy_qdrant.store.base import (
 
 #: A stored vector's norm may differ from 1 by this much (float32 rounding of a unit vector).
 NORM_TOLERANCE = 1e-3
+#: The embedded store builds a graph only for segments holding at least this many bytes of
+#: one vector (its ``indexing_threshold``, 1 KB): below that, a search scans.
+GRAPH_MIN_BYTES = 1024
 #: Products named per problem kind in a message (the count is always given).
 SHOWN = 3
 
@@ -144,12 +147,17 @@ def _check_point(
             findings.add("have no hubness value although the store records one", product_id)
 
 
-def _index_state(store: VectorStore, points: int) -> tuple[str | None, str | None]:
+def _index_state(
+    store: VectorStore, points: int, encoder: EncoderInfo | None
+) -> tuple[str | None, str | None]:
     """(problem, note) about the HNSW graph of ``store``."""
     stats = getattr(store, "stats", None)
     if callable(stats):  # the embedded store: the engine counts indexed vectors
         counts = stats()
         wanted = points * len(VECTOR_NAMES)
+        dim = encoder.dim if encoder is not None else 0
+        if points * dim * 4 < GRAPH_MIN_BYTES:
+            return None, f"{points} products are too few for an HNSW graph (searches are exact)"
         if counts["indexed_vectors"] < wanted:
             return (
                 f"HNSW index covers {counts['indexed_vectors']} of {wanted} vectors; "
@@ -224,10 +232,9 @@ def verify_store(store: VectorStore, encoder: EncoderInfo | None = None) -> Veri
     counted = store.count()
     if counted != report.points:
         report.problems.append(f"count() says {counted} products but {report.points} were read")
-    problem, note = _index_state(store, report.points)
+    problem, note = _index_state(store, report.points, recorded)
     if problem:
         report.problems.append(problem)
     if note:
         report.notes.append(note)
     return report
-
