@@ -178,6 +178,15 @@ def _index_state(
     return None, None
 
 
+def index_unfinished(store: VectorStore) -> bool:
+    """Whether the store holds products that its HNSW graph does not cover although it should
+    (e.g. a run killed while building it; the next run finds every product unchanged)."""
+    if store.encoder_info() is None:
+        return False
+    problem, _ = _index_state(store, store.count(), store.encoder_info())
+    return problem is not None
+
+
 def verify_store(store: VectorStore, encoder: EncoderInfo | None = None) -> VerifyReport:
     """Check every stored point and the collection's indexes; see the module docstring.
 

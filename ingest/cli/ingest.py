@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from clipy_qdrant.errors import StoreError
 from ingest.cli.shell import (
     ApiKeyOpt,
     CollectionOpt,
@@ -21,6 +23,11 @@ from ingest.cli.shell import (
     open_configured_store,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from clipy_qdrant.store.base import VectorStore
+    from ingest.pipeline import IngestReport
+    from ingest.records import Product
 
 
 @app.command()
@@ -118,6 +125,10 @@ def ingest(
             columns=parse_columns(columns),
             limit=limit,
         )
+        if not settings.qdrant_url:
+            guard = DiskGuard(settings.store)
+            guard.check()
+            catalog = guard.watch(catalog)
         vector_store = open_configured_store(settings)
         try:
             if recreate:
@@ -133,7 +144,81 @@ def ingest(
                 report_path=report or Path("clipy-ingest-report.json"),
                 build_index=not no_index,
             )
+            if not no_index and not result.index_built:
+                _finish_index(vector_store, result)
         finally:
             vector_store.close()
         for line in result.summary_lines():
             echo_err(line)
+
+
+#: Free space ``clipy ingest`` keeps on the embedded store's disk. The engine writes through
+#: memory maps, and a memory-mapped write to a full disk kills the process (SIGBUS) instead
+#: of failing with an error; stopping at this margin gives a clear error and a store that
+#: resumes once space is freed. 64 MiB holds the engine's WAL segment (32 MiB) and a batch.
+DISK_RESERVE_BYTES = 64 * 2**20
+#: Products read between two free-space checks.
+DISK_CHECK_EVERY = 64
+
+
+class DiskGuard:
+    """Stops an ingest with a one-line ``StoreError`` before the store's disk is full."""
+
+    def __init__(self, store: Path, reserve: int = DISK_RESERVE_BYTES) -> None:
+        self.store = Path(store)
+        self.reserve = reserve
+
+    def free_bytes(self) -> int:
+        import shutil
+
+        folder = self.store
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return shutil.disk_usage(folder).free
+
+    def check(self) -> None:
+        free = self.free_bytes()
+        if free < self.reserve:
+            raise StoreError(
+                f"store {self.store}: only {free / 2**20:.0f} MiB free on its disk, below the "
+                f"{self.reserve / 2**20:.0f} MiB clipy keeps free while writing; free some space "
+                "and run the same command again (it resumes where it stopped)"
+            )
+
+    def watch(self, catalog: Iterable[Product]) -> Iterable[Product]:
+        """``catalog``, checking the free space every ``DISK_CHECK_EVERY`` products."""
+        return _Watched(catalog, self)
+
+
+class _Watched:
+    """A catalog whose iteration checks the disk; ``source`` and ``total`` pass through."""
+
+    def __init__(self, catalog: Iterable[Product], guard: DiskGuard) -> None:
+        self.catalog = catalog
+        self.guard = guard
+        self.source = getattr(catalog, "source", "")
+        self.total = getattr(catalog, "total", None)
+
+    def __iter__(self) -> Iterator[Product]:
+        for n, product in enumerate(self.catalog):
+            if n % DISK_CHECK_EVERY == 0:
+                self.guard.check()
+            yield product
+
+
+def _finish_index(vector_store: VectorStore, result: IngestReport) -> None:
+    """Build the HNSW graph that an interrupted run left unfinished: the resume finds every
+    product unchanged, so the pipeline sees nothing new to index."""
+    import time
+
+    from clipy_qdrant.store.verify import index_unfinished
+
+    if not index_unfinished(vector_store):
+        return
+    echo_err("clipy: building the HNSW index an interrupted run left unfinished")
+    started = time.perf_counter()
+    vector_store.build_index()
+    result.index_built = True
+    result.index_seconds = time.perf_counter() - started
+    if result.report_path:
+        result.write(Path(result.report_path))
