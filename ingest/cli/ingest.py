@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -27,7 +26,6 @@ from ingest.cli.shell import (
 if TYPE_CHECKING:
     from clipy_qdrant.store.base import VectorStore
     from ingest.pipeline import IngestReport
-    from ingest.records import Product
 
 
 @app.command()
@@ -125,10 +123,9 @@ def ingest(
             columns=parse_columns(columns),
             limit=limit,
         )
-        if not settings.qdrant_url:
-            guard = DiskGuard(settings.store)
+        guard = None if settings.qdrant_url else DiskGuard(settings.store)
+        if guard is not None:
             guard.check()
-            catalog = guard.watch(catalog)
         vector_store = open_configured_store(settings)
         try:
             if recreate:
@@ -137,7 +134,7 @@ def ingest(
             echo_err(f"clipy: ingesting {source} with encoder {spec}")
             result = run_ingest(
                 catalog,
-                vector_store,
+                vector_store if guard is None else guard.watch(vector_store),
                 load_encoder(spec),
                 batch_size=batch_size,
                 force=force,
@@ -155,10 +152,9 @@ def ingest(
 #: Free space ``clipy ingest`` keeps on the embedded store's disk. The engine writes through
 #: memory maps, and a memory-mapped write to a full disk kills the process (SIGBUS) instead
 #: of failing with an error; stopping at this margin gives a clear error and a store that
-#: resumes once space is freed. 64 MiB holds the engine's WAL segment (32 MiB) and a batch.
-DISK_RESERVE_BYTES = 64 * 2**20
-#: Products read between two free-space checks.
-DISK_CHECK_EVERY = 64
+#: resumes once space is freed. 128 MiB holds the two WAL segments (32 MiB each) that opening
+#: the store may write, and a batch.
+DISK_RESERVE_BYTES = 128 * 2**20
 
 
 class DiskGuard:
@@ -185,25 +181,27 @@ class DiskGuard:
                 "and run the same command again (it resumes where it stopped)"
             )
 
-    def watch(self, catalog: Iterable[Product]) -> Iterable[Product]:
-        """``catalog``, checking the free space every ``DISK_CHECK_EVERY`` products."""
-        return _Watched(catalog, self)
+    def watch(self, store: VectorStore) -> VectorStore:
+        """``store``, checking the free space before each write."""
+        return cast("VectorStore", _Watched(store, self))
 
 
 class _Watched:
-    """A catalog whose iteration checks the disk; ``source`` and ``total`` pass through."""
+    """A store whose writes first check the disk; every other call passes through."""
 
-    def __init__(self, catalog: Iterable[Product], guard: DiskGuard) -> None:
-        self.catalog = catalog
-        self.guard = guard
-        self.source = getattr(catalog, "source", "")
-        self.total = getattr(catalog, "total", None)
+    def __init__(self, store: VectorStore, guard: DiskGuard) -> None:
+        self._store = store
+        self._guard = guard
 
-    def __iter__(self) -> Iterator[Product]:
-        for n, product in enumerate(self.catalog):
-            if n % DISK_CHECK_EVERY == 0:
-                self.guard.check()
-            yield product
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if name in _WRITES:
+            self._guard.check()
+        return attribute
+
+
+#: Store calls that write to the disk.
+_WRITES = frozenset({"upsert", "put_thumbnails", "set_payload", "set_hubness_info", "build_index"})
 
 
 def _finish_index(vector_store: VectorStore, result: IngestReport) -> None:
