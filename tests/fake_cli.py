@@ -8,9 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_encoder import register_fake  # noqa: E402
+from fake_encoder import register_fake
 
-from ingest.cli import main  # noqa: E402
+from ingest.cli import main
 
 if __name__ == "__main__":
     register_fake()
