@@ -315,3 +315,40 @@ def test_damaged_segment_file_is_a_clear_error_or_recovers(
         file.write_bytes(bytes(data))
     outcome = assert_clear_error_or_sound(damaged, catalog)
     print(f"{target}: {outcome}")
+
+
+# -- the real encoder on a slice of the catalog ----------------------------------------------
+
+REAL_LIMIT = 200
+
+
+@pytest.mark.catalog
+def test_sigkill_with_the_real_encoder_on_a_catalog_slice(tmp_path: Path) -> None:
+    """fashion-mini on the first products of the catalog: killed while loading and while
+    building the index, each resume equals a clean ingest (the kill points use the seed)."""
+    from clipy_qdrant.config import Settings
+
+    catalog = Settings().catalog
+    rng = random.Random(SEED)
+
+    def args(store: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "ingest.cli", "ingest", str(catalog), "--limit",
+            str(REAL_LIMIT), "--store", str(store), "--report", str(tmp_path / "r.json"),
+        ]  # fmt: skip
+
+    timings = timed_run(args(tmp_path / "clean"))
+    clean = snapshot(tmp_path / "clean")
+    assert len(clean) == REAL_LIMIT
+    points = [
+        ("load", float(rng.randrange(REAL_LIMIT // 4, 3 * REAL_LIMIT // 4))),
+        ("index", rng.uniform(0.0, 0.8 * (timings["end"] - timings["index"]))),
+    ]
+    for n, (phase, value) in enumerate(points, 1):
+        store = tmp_path / f"store-{n}"
+        outcome = run_and_kill(args(store), phase, value)
+        print(f"real kill {n}: {phase} {value:.3f} -> {outcome}")
+        assert outcome.startswith("killed"), outcome
+        resume = subprocess.run(args(store), capture_output=True, env=child_env(), timeout=600)
+        assert resume.returncode == 0, resume.stderr[-2000:]
+        assert_same_store(snapshot(store), clean)
