@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import PositiveInt
+from pydantic import Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The catalog copy sits beside the checkout (``../shared``), relative to the working directory.
@@ -27,8 +27,9 @@ class Settings(BaseSettings):
     store: Path = Path("./clipy-data")
     #: URL of a Qdrant server; when set it is used instead of the embedded store.
     qdrant_url: str | None = None
-    #: API key of the Qdrant server (sent to the server, never asked of HTTP clients).
-    api_key: str | None = None
+    #: API key of the Qdrant server (sent to the server, never asked of HTTP clients); left out
+    #: of the settings' repr, so that no log or error message shows it.
+    api_key: str | None = Field(default=None, repr=False)
     collection: str = "products"
     #: Encoder name or spec: ``fashion-mini`` (shipped, offline) or ``clip:<id-or-path>``.
     #: Unset: a store's own encoder when querying, ``DEFAULT_ENCODER`` when ingesting.

@@ -14,6 +14,7 @@ Values of fields declared integer (``year``) are parsed as numbers; everything e
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,9 +82,12 @@ def _coerce(field_name: str, raw: str, expr: str) -> Scalar:
 
 def _number(raw: str, expr: str) -> float:
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise FilterError(f"filter {expr!r}: {raw!r} is not a number") from None
+    if math.isnan(value):
+        raise FilterError(f"filter {expr!r}: {raw!r} is not a number")
+    return value
 
 
 def parse_condition(expr: str) -> tuple[Condition, bool]:
@@ -122,16 +126,49 @@ def parse_filter(exprs: Iterable[str] | None) -> Filter | None:
 
 
 def filter_from_mapping(rule: Mapping[str, Any]) -> Filter | None:
-    """Build a filter from ``{"field": value | [values] | {"gte": .., "lte": ..}}`` (AND of all)."""
+    """Build a filter from ``{"field": value | [values] | {"gte": .., "lte": ..}}`` (AND of all).
+
+    A bound that is not a finite number, an unknown bound name, or a value that is not a
+    string, number or boolean is a :class:`FilterError` naming the field.
+    """
     must: list[Condition] = []
     for name, spec in rule.items():
         if isinstance(spec, Mapping):
-            must.append(Range(name, **{k: float(v) for k, v in spec.items()}))
-        elif isinstance(spec, str | int | float | bool):
-            must.append(Match(name, (spec,)))
-        else:
-            must.append(Match(name, tuple(spec)))
+            must.append(Range(name, **_bounds(name, spec)))
+            continue
+        values = (spec,) if isinstance(spec, str | int | float | bool) else spec
+        if not isinstance(values, list | tuple) or not values:
+            raise FilterError(
+                f"filter on {name!r}: expected a value or a non-empty list, got {spec!r:.60}"
+            )
+        for value in values:
+            if not isinstance(value, str | int | float | bool) or (
+                isinstance(value, float) and not math.isfinite(value)
+            ):
+                raise FilterError(
+                    f"filter on {name!r}: {value!r:.60} is not a string, number or boolean"
+                )
+        must.append(Match(name, tuple(values)))
     return Filter(tuple(must)) if must else None
+
+
+def _bounds(name: str, spec: Mapping[str, Any]) -> dict[str, float]:
+    bounds: dict[str, float] = {}
+    for key, value in spec.items():
+        if key not in ("gt", "gte", "lt", "lte"):
+            raise FilterError(f"filter on {name!r}: unknown bound {key!r} (use gt, gte, lt, lte)")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise FilterError(
+                f"filter on {name!r}: bound {key} must be a finite number, got {value!r:.60}"
+            )
+        bounds[key] = float(value)
+    if not bounds:
+        raise FilterError(f"filter on {name!r}: a range needs at least one of gt, gte, lt, lte")
+    return bounds
 
 
 def _condition_holds(cond: Condition, payload: Mapping[str, Any]) -> bool:

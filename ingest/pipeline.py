@@ -543,7 +543,7 @@ class _BatchWriter:
             try:
                 image = future.result()
             except InputError as exc:  # names the product and the file itself
-                self._skip(product, UNREADABLE_IMAGE, str(exc))
+                self._skip(product, UNREADABLE_IMAGE, f"unreadable image: {exc}")
                 continue
             except Exception as exc:
                 self._skip(product, UNREADABLE_IMAGE, f"unreadable image: {_first_line(exc)}")

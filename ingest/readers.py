@@ -429,8 +429,23 @@ class CsvCatalog(_TextTableCatalog):
             yield self.mapper.product(self._raw(cells), source=self.source, row=row, line=line)
 
 
+def _csv_delimiter(path: Path) -> str:
+    """``\t`` for .tsv; else the one of ``,``, ``;``, ``\t``, ``|`` that splits the header
+    into the most columns (spreadsheets in many locales write ``;``), ``,`` on a tie."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return ","
+    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda d: (counts[d], d == ","))
+    return best if counts[best] > 0 else ","
+
+
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = _csv_delimiter(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, delimiter=delimiter)

@@ -77,6 +77,11 @@ def _open(source: bytes | str | Path | IO[bytes], what: str) -> Image.Image:
         raise InputError(f"{what} does not exist") from None
     except IsADirectoryError:
         raise InputError(f"{what} is a folder, not an image file") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(
+            f"{what} cannot be decoded: not an image format Pillow reads (corrupt, empty or "
+            "another kind of file)"
+        ) from None
     except Exception as exc:  # Pillow raises many types for data it cannot identify
         raise InputError(f"{what} cannot be decoded: {_first_line(exc)}") from None
 

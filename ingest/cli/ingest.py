@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
+from clipy_qdrant.errors import StoreError
 from ingest.cli.shell import (
     ApiKeyOpt,
     CollectionOpt,
@@ -21,6 +22,10 @@ from ingest.cli.shell import (
     open_configured_store,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from clipy_qdrant.store.base import VectorStore
+    from ingest.pipeline import IngestReport
 
 
 @app.command()
@@ -151,6 +156,9 @@ def ingest(
             if isinstance(catalog, PlatformCatalog):
                 indexed_fields = catalog.indexed_fields()
             catalog = ImageURLCatalog(catalog, ImageFetcher(cache, keep_data=False))
+        guard = None if settings.qdrant_url else DiskGuard(settings.store)
+        if guard is not None:
+            guard.check()
         vector_store = open_configured_store(settings)
         try:
             if recreate:
@@ -159,7 +167,7 @@ def ingest(
             echo_err(f"clipy: ingesting {source} with encoder {spec}")
             result = run_ingest(
                 catalog,
-                vector_store,
+                vector_store if guard is None else guard.watch(vector_store),
                 load_encoder(spec),
                 batch_size=batch_size,
                 force=force,
@@ -167,6 +175,8 @@ def ingest(
                 build_index=not no_index,
                 indexed_fields=indexed_fields,
             )
+            if not no_index and not result.index_built:
+                _finish_index(vector_store, result)
         finally:
             vector_store.close()
             # A failed first ingest leaves no empty store folder behind.
@@ -174,3 +184,76 @@ def ingest(
                 folder.rmdir()
         for line in result.summary_lines():
             echo_err(line)
+
+
+#: Free space ``clipy ingest`` keeps on the embedded store's disk. The engine writes through
+#: memory maps, and a memory-mapped write to a full disk kills the process (SIGBUS) instead
+#: of failing with an error; stopping at this margin gives a clear error and a store that
+#: resumes once space is freed. 128 MiB holds the two WAL segments (32 MiB each) that opening
+#: the store may write, and a batch.
+DISK_RESERVE_BYTES = 128 * 2**20
+
+
+class DiskGuard:
+    """Stops an ingest with a one-line ``StoreError`` before the store's disk is full."""
+
+    def __init__(self, store: Path, reserve: int = DISK_RESERVE_BYTES) -> None:
+        self.store = Path(store)
+        self.reserve = reserve
+
+    def free_bytes(self) -> int:
+        import shutil
+
+        folder = self.store
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return shutil.disk_usage(folder).free
+
+    def check(self) -> None:
+        free = self.free_bytes()
+        if free < self.reserve:
+            raise StoreError(
+                f"store {self.store}: only {free / 2**20:.0f} MiB free on its disk, below the "
+                f"{self.reserve / 2**20:.0f} MiB clipy keeps free while writing; free some space "
+                "and run the same command again (it resumes where it stopped)"
+            )
+
+    def watch(self, store: VectorStore) -> VectorStore:
+        """``store``, checking the free space before each write."""
+        return cast("VectorStore", _Watched(store, self))
+
+
+class _Watched:
+    """A store whose writes first check the disk; every other call passes through."""
+
+    def __init__(self, store: VectorStore, guard: DiskGuard) -> None:
+        self._store = store
+        self._guard = guard
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if name in _WRITES:
+            self._guard.check()
+        return attribute
+
+
+#: Store calls that write to the disk.
+_WRITES = frozenset({"upsert", "put_thumbnails", "set_payload", "set_hubness_info", "build_index"})
+
+
+def _finish_index(vector_store: VectorStore, result: IngestReport) -> None:
+    """Build the HNSW graph that an interrupted run left unfinished: the resume finds every
+    product unchanged, so the pipeline sees nothing new to index."""
+    import time
+
+    from clipy_qdrant.store.verify import index_unfinished
+
+    if not index_unfinished(vector_store):
+        return
+    echo_err("clipy: building the HNSW index an interrupted run left unfinished")
+    started = time.perf_counter()
+    vector_store.build_index()
+    result.index_built = True
+    result.index_seconds = time.perf_counter() - started
+    if result.report_path:
+        result.write(Path(result.report_path))

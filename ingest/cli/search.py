@@ -169,26 +169,51 @@ def _render_hits(hits: list[Hit]) -> None:
         )
 
 
-def _batch_queries(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _batch_queries(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """``(line number, query)`` for each non-blank line, or ``(line number, reason)`` for a
+    line that is not a valid query: one bad line never stops the batch."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise InputError(f"cannot read query file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"query file {path} is not UTF-8 text ({exc.reason})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            query = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(query, dict):
-            raise InputError(f"{path} line {number}: expected a JSON object")
-        unknown = set(query) - BATCH_QUERY_KEYS
-        if unknown:
-            raise InputError(f"{path} line {number}: unknown keys {sorted(unknown)}")
-        if not query.get("text") and not query.get("image"):
-            raise InputError(f"{path} line {number}: needs 'text' or 'image'")
-        yield number, query
+        yield number, _batch_query(line)
+
+
+def _batch_query(line: str) -> dict[str, Any] | str:
+    """One line of a ``--queries`` file as a query, or the reason it is not one."""
+    try:
+        query = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return f"not valid JSON ({getattr(exc, 'msg', 'nested too deeply')})"
+    if not isinstance(query, dict):
+        return "expected a JSON object"
+    unknown = set(query) - BATCH_QUERY_KEYS
+    if unknown:
+        return f"unknown keys {sorted(unknown)}"
+    for key in ("text", "image", "fusion", "id"):
+        if query.get(key) is not None and not isinstance(query[key], str | int):
+            return f"{key!r} must be a string, got {type(query[key]).__name__}"
+    if not query.get("text") and not query.get("image"):
+        return "needs 'text' or 'image'"
+    k = query.get("k")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        return f"'k' must be a whole number >= 1, got {k!r}"
+    for key in ("w_text", "w_image"):
+        value = query.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return f"{key!r} must be a number, got {value!r}"
+    filters = query.get("filters")
+    if filters is not None and not (
+        isinstance(filters, str)
+        or (isinstance(filters, list) and all(isinstance(f, str) for f in filters))
+    ):
+        return "'filters' must be a string or a list of strings"
+    return query
 
 
 def _search_batch(
@@ -201,22 +226,26 @@ def _search_batch(
     w_image: float | None,
     as_json: bool,
 ) -> None:
-    """Each line's ``fusion``, ``w_text`` and ``w_image`` replace the flags' for that line."""
+    """One output line per query line, in order; a line that fails gets an error object
+    (``{"line": N, "error": "..."}``) in its place and the batch goes on. Each line's
+    ``fusion``, ``w_text`` and ``w_image`` replace the flags' for that line. Raises
+    ``InputError`` at the end, naming the first failure, when any line failed."""
     from clipy_qdrant.fusion import FusionConfig
 
     parsed = list(_batch_queries(path))
+    valid = [(n, q) for n, q in parsed if isinstance(q, dict)]
     base_dir = path.parent
-    images = [
-        (base_dir / q["image"] if not Path(q["image"]).is_absolute() else Path(q["image"]))
-        if q.get("image")
-        else None
-        for _, q in parsed
-    ]
-    vectors = searcher.embed_many([q.get("text") for _, q in parsed], images)
-    for (number, query), vector in zip(parsed, vectors, strict=True):
+    vectors = _embed_lines(searcher, base_dir, valid)
+    failures: list[tuple[int, str]] = []
+    for number, query in parsed:
         try:
+            if isinstance(query, str):
+                raise InputError(query)
+            vector = vectors[number]
+            if isinstance(vector, ClipyError):
+                raise vector
             config = FusionConfig.from_weights(
-                query.get("fusion", fusion),
+                str(query.get("fusion", fusion)),
                 w_text=query.get("w_text", w_text),
                 w_image=query.get("w_image", w_image),
             )
@@ -227,12 +256,54 @@ def _search_batch(
                 vector, filters=filters, k=int(query.get("k", default_k)), fusion=config
             )
         except ClipyError as exc:
-            raise InputError(f"{path} line {number}: {exc}") from None
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            failures.append((number, message))
+            if as_json:
+                typer.echo(json.dumps({"line": number, "error": message}, ensure_ascii=False))
+            else:
+                typer.echo(f"== line {number}: error: {message}")
+            continue
         if as_json:
             typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
         else:
             typer.echo(f"== line {number}: {query.get('text') or query.get('image')}")
             _render_hits(hits)
+    if failures:
+        number, message = failures[0]
+        more = (
+            f" ({len(failures) - 1} more failed; see the output lines)" if len(failures) > 1 else ""
+        )
+        raise InputError(f"{path} line {number}: {message}{more}")
+
+
+def _embed_lines(
+    searcher: Searcher, base_dir: Path, queries: list[tuple[int, dict[str, Any]]]
+) -> dict[int, Any]:
+    """``{line: query vectors}`` for the valid lines, embedded in one batch; when the batch
+    fails (e.g. one unreadable image), each line alone, so the failure stays on its line."""
+
+    def image_of(query: dict[str, Any]) -> Path | None:
+        if not query.get("image"):
+            return None
+        image = Path(str(query["image"]))
+        return image if image.is_absolute() else base_dir / image
+
+    def text_of(query: dict[str, Any]) -> str | None:
+        return None if query.get("text") is None else str(query["text"])
+
+    try:
+        vectors = searcher.embed_many(
+            [text_of(q) for _, q in queries], [image_of(q) for _, q in queries]
+        )
+        return {n: v for (n, _), v in zip(queries, vectors, strict=True)}
+    except ClipyError:
+        out: dict[int, Any] = {}
+        for number, query in queries:
+            try:
+                out[number] = searcher.embed_many([text_of(query)], [image_of(query)])[0]
+            except ClipyError as exc:
+                out[number] = exc
+        return out
 
 
 @app.command()

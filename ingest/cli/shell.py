@@ -13,6 +13,7 @@ instant, and each command imports what it needs when it runs.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -45,6 +46,10 @@ def echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+#: errno values of a write that found no space: no space, quota exceeded, file too large.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn library errors into one line on stderr and exit status 1."""
@@ -56,6 +61,15 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         echo_err("clipy: interrupted (work already stored is kept; re-run to resume)")
         raise typer.Exit(130) from None
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        echo_err(
+            f"clipy: error: disk full{where} ({exc.strerror}); free some space and run the "
+            "same command again (work already stored is kept)"
+        )
+        raise typer.Exit(1) from None
 
 
 @contextlib.contextmanager
