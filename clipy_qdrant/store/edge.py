@@ -23,15 +23,14 @@ import numpy as np
 
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Scalar
-from clipy_qdrant.store.base import VECTOR_NAMES
 from clipy_qdrant.store.meta import StoreMeta
-from clipy_qdrant.store.qdrant import (
-    DEFAULT_HNSW_EF,
-    DEFAULT_HNSW_EF_CONSTRUCT,
-    DEFAULT_HNSW_M,
-    EnginePoint,
-    QdrantStore,
+from clipy_qdrant.store.options import (
+    CollectionOptions,
+    edge_config,
+    edge_search_params,
+    refuse_server_only,
 )
+from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, EnginePoint, QdrantStore
 
 META_FILE = "clipy.json"
 PID_FILE = "clipy.pid"
@@ -69,8 +68,10 @@ class EdgeStore(QdrantStore):
 
     ``full_scan_threshold_kb`` (Qdrant's default, 10 MB): a segment or filtered subset whose
     vectors are smaller than this is searched exactly instead of through the graph. It and
-    the graph settings apply when the collection is created; ``hnsw_ef`` per search.
-    Opening a folder another process holds open raises :class:`StoreError`.
+    ``options`` (storage, quantization, graph) apply when the collection is created;
+    ``hnsw_ef`` per search. Server-only options (shards, replicas, write consistency) raise
+    :class:`StoreError` naming the option. Opening a folder another process holds open raises
+    :class:`StoreError`.
     """
 
     def __init__(
@@ -78,12 +79,13 @@ class EdgeStore(QdrantStore):
         path: str | Path,
         *,
         hnsw_ef: int = DEFAULT_HNSW_EF,
-        hnsw_m: int = DEFAULT_HNSW_M,
-        hnsw_ef_construct: int = DEFAULT_HNSW_EF_CONSTRUCT,
+        options: CollectionOptions | None = None,
         full_scan_threshold_kb: int = DEFAULT_FULL_SCAN_THRESHOLD_KB,
     ) -> None:
-        super().__init__(hnsw_ef=hnsw_ef, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct)
         self.path = Path(path)
+        super().__init__(hnsw_ef=hnsw_ef)
+        if options is not None:
+            self.request_options(options)
         self.full_scan_threshold_kb = full_scan_threshold_kb
         self._shard: Any = None
         if self.path.exists() and not self.path.is_dir():
@@ -101,6 +103,11 @@ class EdgeStore(QdrantStore):
     @property
     def where(self) -> str:
         return str(self.path)
+
+    def request_options(self, options: CollectionOptions) -> None:
+        """As :meth:`QdrantStore.request_options`; server-only options raise ``StoreError``."""
+        refuse_server_only(options, str(self.path))
+        super().request_options(options)
 
     def stats(self) -> dict[str, int]:
         """Engine counters: points, indexed (HNSW) vectors, segments."""
@@ -172,24 +179,6 @@ class EdgeStore(QdrantStore):
             if self._pid_holder() == os.getpid():
                 (self.path / PID_FILE).unlink(missing_ok=True)
 
-    def _config(self, dim: int) -> Any:
-        import qdrant_edge as qe
-
-        vector = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
-        return qe.EdgeConfig(
-            vectors={name: vector for name in VECTOR_NAMES},
-            hnsw_config=qe.HnswIndexConfig(
-                m=self.hnsw_m,
-                ef_construct=self.hnsw_ef_construct,
-                # Below this many KB of (matching) vectors a search scans instead of walking
-                # the graph: exact and as fast at that size.
-                full_scan_threshold=self.full_scan_threshold_kb,
-            ),
-            # Edge has no background optimizer: HNSW is built only by build_index(). A tiny
-            # threshold makes that call index every segment, whatever the collection size.
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
-        )
-
     # -- engine calls -------------------------------------------------------------------
 
     def _create_collection(self, meta: StoreMeta) -> None:
@@ -203,9 +192,8 @@ class EdgeStore(QdrantStore):
         self.path.mkdir(parents=True, exist_ok=True)
         # Metadata first: a shard is never left behind without knowing its encoder.
         _write_json_atomic(self.path / META_FILE, meta.to_json())
-        self._shard = qe.EdgeShard.create(
-            str(self.path / SHARD_DIR), self._config(meta.encoder.dim)
-        )
+        config = edge_config(meta.options, meta.encoder.dim, self.full_scan_threshold_kb)
+        self._shard = qe.EdgeShard.create(str(self.path / SHARD_DIR), config)
         self._write_pid()
 
     def _write_meta(self, meta: StoreMeta) -> None:
@@ -260,7 +248,7 @@ class EdgeStore(QdrantStore):
             query=qe.Query.Nearest(query, using=using),  # type: ignore[arg-type]
             limit=limit,
             filter=flt,
-            params=qe.SearchParams(hnsw_ef=self.hnsw_ef, exact=exact),
+            params=edge_search_params(self.options, self.hnsw_ef, exact),
             with_payload=payload,
         )
         return self._shard.search(request)
