@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- queries ----------------------------------------------------------------------------
     if args.queries > 0:
-        rng = np.random.default_rng([args.seed, -1])
+        rng = np.random.default_rng([args.seed, 2**31])
         picks = rng.integers(0, len(payloads), args.queries)
         sigma = args.noise / np.sqrt(base_t.shape[1])
         q_text = _unit(base_t[picks] + rng.normal(0, sigma, base_t[picks].shape))

@@ -36,11 +36,6 @@ def open_location(
     """A store named on the command line: an ``http(s)://`` server URL, else a folder."""
     from clipy_qdrant.store import open_store
 
-    if location == ":memory:":
-        raise ConfigError(
-            "':memory:' lives only inside one process, so it cannot be copied from or to; "
-            "name a store folder or an http(s):// server URL"
-        )
     if location.startswith(("http://", "https://")):
         return open_store(url=location, api_key=api_key, collection=collection)
     path = Path(location)
@@ -100,20 +95,21 @@ def copy(
         options = (
             CollectionOptions.build(**given) if any(v is not None for v in given.values()) else None
         )
+        if ":memory:" in (source, target):
+            raise ConfigError(
+                "':memory:' lives only inside one process, so it cannot be copied from or to; "
+                "name a store folder or an http(s):// server URL"
+            )
         if source == target and source_collection == target_collection:
             raise ConfigError(f"source and target are the same store ({source})")
     with user_errors():
         from clipy_qdrant.store.copy import copy_store
 
-        with usage_errors():
-            src = open_location(
-                source, api_key=api_key, collection=source_collection, must_exist=True
-            )
+        src = open_location(source, api_key=api_key, collection=source_collection, must_exist=True)
         try:
-            with usage_errors():
-                dst = open_location(
-                    target, api_key=api_key, collection=target_collection, must_exist=False
-                )
+            dst = open_location(
+                target, api_key=api_key, collection=target_collection, must_exist=False
+            )
             try:
                 report = copy_store(src, dst, batch=batch, options=options)
             finally:
