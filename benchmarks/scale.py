@@ -17,6 +17,8 @@ oracle runs), disk by component (vectors, quantized vectors, HNSW links, payload
 over ``--queries`` queries (a real product's vectors plus noise): p50 / p99 latency and
 recall@10 against exact search, for one channel unfiltered, one channel filtered on the
 product's article type, and the two channels fused (weighted, as ``clipy search`` does).
+``--copy-timing`` also times moving the built store to another folder (scroll-and-upsert
+against a qdrant-edge shard snapshot).
 """
 
 from __future__ import annotations
@@ -107,6 +109,89 @@ def disk_breakdown(root: Path) -> dict[str, int]:
     return dict(sorted(parts.items()))
 
 
+def time_copies(path: Path) -> dict[str, Any]:
+    """Seconds to copy the (closed) embedded store at ``path`` to a new folder three ways:
+    scroll-and-upsert (:func:`copy_store`, then the HNSW build the target needs), a shard
+    snapshot (a tar of the shard folder, unpacked by qdrant-edge's ``unpack_snapshot``: the
+    segments arrive with their HNSW graphs), and a plain folder copy. Each copy is checked
+    point by point against the source afterwards (not timed)."""
+    import tarfile
+
+    import qdrant_edge as qe
+
+    from clipy_qdrant.store.copy import copy_store
+    from clipy_qdrant.store.edge import META_FILE, SHARD_DIR, EdgeStore
+
+    work = path.parent / f"{path.name}-copies"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    out: dict[str, Any] = {}
+
+    t0 = time.perf_counter()
+    with EdgeStore(path) as src, EdgeStore(work / "scroll") as dst:
+        copy_store(src, dst, progress=False, verify=False)
+        out["scroll_upsert_s"] = round(time.perf_counter() - t0, 1)
+        t1 = time.perf_counter()
+        dst.build_index()
+        out["scroll_upsert_index_s"] = round(time.perf_counter() - t1, 1)
+    out["scroll_upsert_total_s"] = round(time.perf_counter() - t0, 1)
+
+    t0 = time.perf_counter()
+    tar = work / "shard.tar"
+    with tarfile.open(tar, "w") as archive:
+        archive.add(path / SHARD_DIR, arcname=".")
+    out["snapshot_tar_s"] = round(time.perf_counter() - t0, 1)
+    out["snapshot_tar_mb"] = round(tar.stat().st_size / 1e6, 1)
+    t1 = time.perf_counter()
+    (work / "snapshot").mkdir()
+    qe.EdgeShard.unpack_snapshot(str(tar), str(work / "snapshot" / SHARD_DIR))
+    shutil.copy2(path / META_FILE, work / "snapshot" / META_FILE)
+    out["snapshot_unpack_s"] = round(time.perf_counter() - t1, 1)
+    out["snapshot_total_s"] = round(time.perf_counter() - t0, 1)
+
+    t0 = time.perf_counter()
+    shutil.copytree(path, work / "folder", ignore=shutil.ignore_patterns("clipy.pid"))
+    out["folder_copy_s"] = round(time.perf_counter() - t0, 1)
+
+    with EdgeStore(path) as src:
+        for name in ("scroll", "snapshot", "folder"):
+            with EdgeStore(work / name) as dst:
+                check = copy_store(src, dst, progress=False)
+                out[f"{name}_verified"] = check.ok and check.copied == 0
+                out[f"{name}_indexed_vectors"] = dst.stats()["indexed_vectors"]
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def thumbnail_bytes(catalog: Path, n: int, size: int = 256, quality: int = 80) -> dict[str, Any]:
+    """Mean bytes of a product thumbnail: the first ``n`` catalog images, shrunk to fit
+    ``size`` px (never enlarged) and written as JPEG at ``quality``."""
+    import io
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    sizes, dims = [], []
+    for file in sorted(catalog.rglob("*.parquet")):
+        table = pq.read_table(file, columns=["image"]).slice(0, n - len(sizes))
+        for cell in table.column("image").to_pylist():
+            with Image.open(io.BytesIO(cell["bytes"])) as img:
+                thumb = img.convert("RGB")
+                thumb.thumbnail((size, size))
+                buf = io.BytesIO()
+                thumb.save(buf, "JPEG", quality=quality)
+            sizes.append(len(buf.getvalue()))
+            dims.append(thumb.size)
+        if len(sizes) >= n:
+            break
+    return {
+        "images": len(sizes),
+        "mean_bytes": round(float(np.mean(sizes)), 1),
+        "max_bytes": int(max(sizes)),
+        "sizes_px": sorted({f"{w}x{h}" for w, h in dims}),
+    }
+
+
 def _percentiles(samples_s: list[float]) -> dict[str, float]:
     ordered = sorted(samples_s)
     return {
@@ -117,7 +202,14 @@ def _percentiles(samples_s: list[float]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", type=Path, required=True, help="a small real clipy store")
+    parser.add_argument("--base", type=Path, help="a small real clipy store")
+    parser.add_argument(
+        "--thumbnails",
+        type=int,
+        metavar="N",
+        help="only measure the mean thumbnail size (<=256 px JPEG q80) of N catalog images",
+    )
+    parser.add_argument("--catalog", type=Path, help="catalog folder (default: CLIPY_CATALOG)")
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--quantization", choices=["none", "int8", "binary"], default="int8")
     parser.add_argument("--oversampling", type=float, default=2.0)
@@ -125,10 +217,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--store", type=Path, required=True, help="folder to build (replaced)")
+    parser.add_argument("--store", type=Path, help="folder to build (replaced)")
     parser.add_argument("--keep", action="store_true", help="keep the built store")
+    parser.add_argument(
+        "--copy-timing",
+        action="store_true",
+        help="also time copying the built store: scroll-and-upsert vs shard snapshot",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-out/scale.json"))
     args = parser.parse_args(argv)
+    if args.thumbnails:
+        from clipy_qdrant.config import get_settings
+
+        print(json.dumps(thumbnail_bytes(args.catalog or get_settings().catalog, args.thumbnails)))
+        return 0
+    if args.base is None or args.store is None:
+        parser.error("--base and --store are required to build a store")
 
     from clipy_qdrant.filters import parse_filter
     from clipy_qdrant.fusion import FusionConfig
@@ -178,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     result["disk_total_mb"] = round(sum(parts.values()) / 1e6, 1)
     result["disk_bytes_per_product"] = {k: round(v / args.n, 1) for k, v in parts.items()}
     print(json.dumps(result, indent=2), file=sys.stderr)
+    if args.copy_timing:
+        result["copy"] = time_copies(args.store)
+        print(json.dumps(result["copy"], indent=2), file=sys.stderr)
 
     # -- queries ----------------------------------------------------------------------------
     if args.queries > 0:

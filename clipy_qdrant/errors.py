@@ -29,3 +29,11 @@ class StoreError(ClipyError):
 
 class InputError(ClipyError):
     """A catalog, query file or image is unreadable or malformed."""
+
+
+class UnknownProductError(ClipyError):
+    """A product id names no stored product."""
+
+
+class UnknownFieldError(FilterError):
+    """A filter or facet names a payload field that the store does not index."""

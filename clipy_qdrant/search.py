@@ -14,6 +14,18 @@ A product in neither list scores at most ``w_text * last_text + w_image * last_i
 top-k is exactly the brute-force top-k; otherwise the lists are deepened and fused again.
 ``rrf`` and ``dbsf`` are defined on the candidate lists of depth ``candidates``.
 
+Pages. Results are ordered by fused score, ties by product id, so ``offset=10, k=10`` is
+items 10..19 of ``k=20`` for every fusion method (the candidate depth is
+``max(candidates, offset + k)`` either way). With ``diversity`` the fused top
+``max(candidates, offset + k)`` are re-ordered by MMR (:mod:`clipy_qdrant.browse`) and the page
+is cut from that order; pages agree with each other while ``offset + k <= candidates``.
+
+More like this. ``like=PRODUCT_ID`` queries with the product's stored vectors (nothing is
+re-encoded): its text vector on the text channel and its image vector on the image channel,
+the product itself excluded. With a query text as well ("like this, but in red") the text's
+embedding replaces the text channel while the product's image vector stays on the image
+channel: the same composition as a text+image query.
+
 Hubness correction. A text query searching product images (its ``image`` channel) scores
 ``cos - c_q * r_i`` where ``r_i`` is the product's stored hubness and ``c_q`` the query's
 weight (:mod:`clipy_qdrant.hubness`). The engine returns candidates by cosine, so the bound
@@ -22,33 +34,59 @@ of that channel is ``last_cosine - c_q * min(r)``, which keeps weighted fusion e
 
 from __future__ import annotations
 
-import io
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from clipy_qdrant.browse import (
+    FACET_TYPES,
+    FacetCount,
+    ImageURL,
+    ProductImage,
+    check_diversity,
+    check_fields,
+    check_filter_fields,
+    mmr,
+    similarity_vectors,
+)
 from clipy_qdrant.encoders.base import Encoder
-from clipy_qdrant.errors import ConfigError, InputError
+from clipy_qdrant.errors import (
+    ConfigError,
+    FilterError,
+    InputError,
+    StoreError,
+    UnknownProductError,
+)
 from clipy_qdrant.filters import Filter, Match, parse_filter
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
 from clipy_qdrant.hubness import query_gate
+from clipy_qdrant.query import ImageInput, QueryVectors, load_query_image
+from clipy_qdrant.split import SPLIT_FIELD
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     HUBNESS_KEY,
     IMAGE,
     PRODUCT_ID_KEY,
     TEXT,
+    THUMBNAIL_KEY,
     ScoredPoint,
+    StoredPoint,
     VectorStore,
 )
+from clipy_qdrant.thumbnails import image_url_of
 
-ImageInput = Image.Image | str | Path | bytes
-
-__all__ = ["FusionConfig", "Hit", "QueryVectors", "Searcher", "load_query_image"]
+__all__ = [
+    "FacetCount",
+    "FusionConfig",
+    "Hit",
+    "ImageURL",
+    "ProductImage",
+    "QueryVectors",
+    "Searcher",
+    "load_query_image",
+]
 
 
 @dataclass
@@ -75,47 +113,6 @@ class Hit:
             "image_penalty": self.image_penalty,
             "payload": self.payload,
         }
-
-
-@dataclass
-class QueryVectors:
-    """The query vector for each channel (unit length), and the weight ``c_q`` of the hubness
-    correction on the image channel (set for a text query without an image, by
-    :meth:`Searcher.query_vectors`)."""
-
-    text: np.ndarray
-    image: np.ndarray
-    image_hubness: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.text = _unit(self.text)
-        self.image = _unit(self.image)
-
-    def for_channel(self, channel: str) -> np.ndarray:
-        return self.text if channel == TEXT else self.image
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    v = np.asarray(vector, dtype=np.float32).reshape(-1)
-    norm = float(np.linalg.norm(v))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise InputError("query vector is zero or not finite")
-    return v / norm
-
-
-def load_query_image(image: ImageInput) -> Image.Image:
-    """Decode a query image (PIL image, path or bytes) as RGB, or raise a one-line InputError."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    try:
-        img = Image.open(io.BytesIO(image) if isinstance(image, bytes) else Path(image))
-        img.load()
-    except FileNotFoundError:
-        raise InputError(f"query image {image!s} does not exist") from None
-    except Exception as exc:  # PIL raises many types for corrupt data
-        where = "query image bytes" if isinstance(image, bytes) else f"query image {image!s}"
-        raise InputError(f"{where} cannot be decoded: {exc}") from None
-    return img.convert("RGB")
 
 
 @dataclass
@@ -181,6 +178,14 @@ class Searcher:
                 "ingest stopped early); run `clipy ingest` again, or pass --hubness 0"
             )
         self.hubness = float(hubness)
+        self._indexed: dict[str, str] | None = None
+
+    def indexed_fields(self) -> dict[str, str]:
+        """The store's payload indexes ``{field: type}`` (read once): the fields that filters
+        and facets may name."""
+        if self._indexed is None:
+            self._indexed = self.store.indexed_fields()
+        return self._indexed
 
     def query_hubness(self, text: str | None) -> float:
         """``c_q`` for a text query searching images: beta times the word-count gate."""
@@ -250,15 +255,46 @@ class Searcher:
         text: str | None = None,
         image: ImageInput | None = None,
         *,
+        like: str | None = None,
         filters: Filter | Sequence[str] | None = None,
         k: int = 10,
+        offset: int = 0,
         fusion: FusionConfig | None = None,
         exclude: Collection[str] | None = None,
+        diversity: float | None = None,
     ) -> list[Hit]:
-        """Embed the query and return the ``k`` best products under ``filters``."""
+        """Embed the query and return the ``k`` best products under ``filters``, skipping the
+        first ``offset``.
+
+        ``like`` is a stored product id to search like (see the module docstring; combines
+        with ``text``, not with ``image``; raises ``UnknownProductError`` for an id not
+        stored). ``diversity`` in [0, 1] re-orders the results by MMR (0: fused order).
+        """
+        if like is not None:
+            if image is not None:
+                raise ConfigError("a search is like a stored product or like an image, not both")
+            query = self.like_vectors(like, text)
+            exclude = {*(exclude or ()), str(like)}
+        else:
+            query = self.embed(text, image)
         return self.search_vectors(
-            self.embed(text, image), filters=filters, k=k, fusion=fusion, exclude=exclude
+            query,
+            filters=filters,
+            k=k,
+            offset=offset,
+            fusion=fusion,
+            exclude=exclude,
+            diversity=diversity,
         )
+
+    def like_vectors(self, product_id: str, text: str | None = None) -> QueryVectors:
+        """The query vectors of "more like ``product_id``": its stored text and image vectors,
+        or with ``text``, the text's embedding and the product's image vector."""
+        stored = self._stored_product(product_id, with_vectors=True)
+        text_vec = stored.vectors[TEXT]
+        if text is not None and text.strip():
+            text_vec = self.embed(text).text
+        return QueryVectors(text=text_vec, image=stored.vectors[IMAGE])
 
     def search_vectors(
         self,
@@ -266,13 +302,36 @@ class Searcher:
         *,
         filters: Filter | Sequence[str] | None = None,
         k: int = 10,
+        offset: int = 0,
         fusion: FusionConfig | None = None,
         exclude: Collection[str] | None = None,
+        diversity: float | None = None,
     ) -> list[Hit]:
-        """Search with precomputed query vectors."""
-        return self.search_grid(
-            query, [fusion or FusionConfig()], filters=filters, k=k, exclude=exclude
+        """Search with precomputed query vectors (``offset`` and ``diversity`` as in
+        :meth:`search`)."""
+        if offset < 0:
+            raise ConfigError(f"offset must be >= 0 (got {offset})")
+        check_diversity(diversity)
+        total = offset + k
+        depth = max(self.candidates, total) if diversity else total
+        hits = self.search_grid(
+            query, [fusion or FusionConfig()], filters=filters, k=depth, exclude=exclude
         )[0]
+        if diversity and hits:
+            ids = [h.product_id for h in hits]
+            stored = {
+                p.product_id: p.vectors
+                for p in self.store.retrieve(ids, with_payload=False, with_vectors=True)
+            }
+            rows = similarity_vectors(
+                {pid: stored[pid][TEXT] for pid in ids},
+                {pid: stored[pid][IMAGE] for pid in ids},
+                ids,
+            )
+            by_id = {h.product_id: h for h in hits}
+            picks = mmr([(h.product_id, h.score) for h in hits], rows, diversity, total)
+            hits = [by_id[pid] for pid, _ in picks]
+        return hits[offset:total]
 
     def search_grid(
         self,
@@ -286,7 +345,9 @@ class Searcher:
         """One result list per fusion config; the channels are retrieved once for all."""
         if k < 1:
             raise ConfigError(f"k must be >= 1 (got {k})")
-        flt = _with_exclusions(_as_filter(filters), exclude)
+        user_filter = _as_filter(filters)
+        check_filter_fields(user_filter, self.indexed_fields())
+        flt = _with_exclusions(user_filter, exclude)
         # A channel that no config weighs is not searched (its scores are filled in for the
         # hits only, from the stored vectors).
         channels = tuple(
@@ -311,6 +372,77 @@ class Searcher:
                 ranked = self._fuse_ranks(query, base, cfg, k, state)
             results.append(self._hits(query, ranked, state))
         return results
+
+    # -- browsing --------------------------------------------------------------------------
+
+    def count(self, filters: Filter | Sequence[str] | None = None) -> int:
+        """How many products match ``filters``."""
+        flt = _as_filter(filters)
+        check_filter_fields(flt, self.indexed_fields())
+        return self.store.count(flt)
+
+    def facets(
+        self,
+        fields: Sequence[str] | None = None,
+        filters: Filter | Sequence[str] | None = None,
+        limit: int = 20,
+    ) -> dict[str, list[FacetCount]]:
+        """For each field, its ``limit`` most frequent values among the products matching
+        ``filters``, count descending then value ascending (exact counts, by the engine).
+
+        ``fields`` default to every indexed keyword, integer and bool field but the product
+        id and the evaluation split; naming a field that is not indexed raises ``UnknownFieldError``, one indexed as
+        text or float (no countable values) ``FilterError``.
+        """
+        if limit < 1:
+            raise ConfigError(f"facet limit must be >= 1 (got {limit})")
+        indexed = self.indexed_fields()
+        flt = _as_filter(filters)
+        check_filter_fields(flt, indexed)
+        if fields is None:
+            names = [
+                f
+                for f, kind in sorted(indexed.items())
+                if kind in FACET_TYPES and f not in (PRODUCT_ID_KEY, SPLIT_FIELD)
+            ]
+        else:
+            names = list(fields)
+            check_fields(names, indexed)
+            for name in names:
+                if indexed[name] not in FACET_TYPES:
+                    raise FilterError(
+                        f"field {name!r} is indexed as {indexed[name]}; facets count keyword, "
+                        "integer and bool fields"
+                    )
+        return {
+            name: [FacetCount(v, c) for v, c in self.store.facet(name, flt, limit)]
+            for name in names
+        }
+
+    def product(self, product_id: str) -> dict[str, Any]:
+        """A stored product's metadata (its payload, with ``product_id``); raises
+        ``UnknownProductError`` for an id not stored."""
+        return _public_payload(self._stored_product(product_id).payload)
+
+    def product_image(self, product_id: str) -> ProductImage | ImageURL:
+        """A stored product's picture: its catalog image URL where the metadata has one, else
+        the thumbnail written at ingest (:mod:`clipy_qdrant.thumbnails`)."""
+        url = image_url_of(self._stored_product(product_id).payload)
+        if url is not None:
+            return ImageURL(url)
+        thumbnail = self.store.thumbnail(str(product_id))
+        if thumbnail is None:
+            raise StoreError(
+                f"product {product_id} has no stored image; it was ingested without "
+                "thumbnails: run `clipy ingest --force` again to write them"
+            )
+        return ProductImage(thumbnail.data, thumbnail.media_type)
+
+    def _stored_product(self, product_id: str, *, with_vectors: bool = False) -> StoredPoint:
+        found = self.store.retrieve([str(product_id)], with_payload=True, with_vectors=with_vectors)
+        if not found:
+            raise UnknownProductError(f"product {product_id!r} is not in store {self.store!r}")
+        return found[0]
 
     # -- internals -------------------------------------------------------------------------
 
@@ -443,7 +575,9 @@ class Searcher:
 
 def _public_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return {
-        key: value for key, value in payload.items() if key not in (CONTENT_HASH_KEY, HUBNESS_KEY)
+        key: value
+        for key, value in payload.items()
+        if key not in (CONTENT_HASH_KEY, HUBNESS_KEY, THUMBNAIL_KEY)
     }
 
 

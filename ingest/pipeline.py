@@ -11,11 +11,15 @@ Per batch of ``batch_size`` products:
    ``unchanged`` and skipped (unless ``force``);
 4. decode the remaining images in threads (PIL releases the GIL) - this runs while the previous
    batch is being encoded; an unreadable image is reported and skipped;
-5. encode texts and images, upsert the batch.
+5. encode texts and images, upsert the batch, and store a thumbnail of each image whose
+   product has no image URL (:mod:`clipy_qdrant.thumbnails`; unchanged products keep theirs).
 
 All store calls happen on the calling thread. A killed run leaves whole batches stored (each
 upsert is one batch, stored with its content hash), so re-running skips them by hash and every
-product ends up stored exactly once (point ids derive from product ids).
+product ends up stored exactly once (point ids derive from product ids). Thumbnails are written
+right after their batch's upsert (a qdrant-client store keeps them in the point's payload, which
+an upsert replaces); a run killed between the two leaves that batch without thumbnails, which
+``--force`` rewrites.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from clipy_qdrant.errors import ConfigError, EncoderError
 from clipy_qdrant.hubness import refresh_hubness
 from clipy_qdrant.split import SPLIT_FIELD, split_of
 from clipy_qdrant.store.base import IMAGE, TEXT, FieldType, PointRecord, VectorStore
+from clipy_qdrant.thumbnails import image_url_of, make_thumbnail
 from ingest.records import Product
 
 #: Skip reasons (keys of ``IngestReport.skipped``).
@@ -303,6 +308,7 @@ def run_ingest(
     build_index: bool = True,
     decode_threads: int = 2,
     hubness: bool = True,
+    thumbnails: bool = True,
 ) -> IngestReport:
     """Encode and store every product of ``catalog``; return what happened.
 
@@ -313,6 +319,8 @@ def run_ingest(
     (:mod:`clipy_qdrant.hubness`) when anything was written or the values are stale. Bad rows and unreadable images are skipped and reported, never
     fatal; a store written by another encoder raises ``EncoderMismatchError`` before anything
     is written. The JSON report goes to ``report_path`` (also when the run is interrupted).
+    ``thumbnails`` stores each written product's thumbnail with it (so that the store can
+    show its pictures without the catalog).
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -344,7 +352,7 @@ def run_ingest(
     bar = tqdm(
         total=total, unit="product", file=sys.stderr, disable=not progress, dynamic_ncols=True
     )
-    writer = _BatchWriter(store, encoder, report, force=force)
+    writer = _BatchWriter(store, encoder, report, force=force, thumbnails=thumbnails)
     try:
         with ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode") as pool:
             pending: _Pending | None = None
@@ -398,9 +406,16 @@ class _BatchWriter:
     """Checks, hashes, decodes (in threads), encodes and upserts batches of products."""
 
     def __init__(
-        self, store: VectorStore, encoder: Encoder, report: IngestReport, *, force: bool
+        self,
+        store: VectorStore,
+        encoder: Encoder,
+        report: IngestReport,
+        *,
+        force: bool,
+        thumbnails: bool = True,
     ) -> None:
         self.store = store
+        self.thumbnails = thumbnails
         self.encoder = encoder
         self.report = report
         self.force = force
@@ -513,6 +528,14 @@ class _BatchWriter:
                 self._marked_stale = True
             self.store.upsert(points)
             self.report.stored += len(points)
+            if self.thumbnails:
+                self.store.put_thumbnails(
+                    {
+                        products[i].product_id: make_thumbnail(images[i], hashes[i])
+                        for i in keep
+                        if image_url_of(products[i].metadata) is None
+                    }
+                )
 
     def _encode(
         self, products: list[Product], images: list[Image.Image]

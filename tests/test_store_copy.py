@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import EncoderMismatchError, StoreError
 from clipy_qdrant.store import HUBNESS_KEY, HubnessInfo, PointRecord, StoredPoint
+from clipy_qdrant.store.base import Thumbnail
 from clipy_qdrant.store.client import ClientStore
-from clipy_qdrant.store.copy import copy_store
+from clipy_qdrant.store.copy import copy_store, verify_copy
 from clipy_qdrant.store.edge import EdgeStore
 from clipy_qdrant.store.options import CollectionOptions
 from ingest.cli import app
@@ -24,6 +25,10 @@ ENC = EncoderInfo("fake", 24)
 N = 130
 FIELDS = {"kind": "keyword", "rank": "integer"}
 HUB = HubnessInfo(top=5, bank=100, points=N, minimum=0.125)
+#: Products with a thumbnail in the source (the others have none).
+THUMBS = {
+    f"p{i}": Thumbnail(bytes([0xFF, 0xD8, i, 7]) * 9, "image/jpeg", f"hash-{i}") for i in (1, 5, 99)
+}
 
 
 def _points(n: int = N, seed: int = 3) -> list[PointRecord]:
@@ -37,7 +42,7 @@ def _points(n: int = N, seed: int = 3) -> list[PointRecord]:
                 "rank": i,
                 "price": 9.5 + i,
                 "tags": ["a", f"t{i % 4}"],
-                "thumbnail": f"thumbs/{i}.jpg",
+                "image_url": f"https://img.example/{i}.jpg",
             },
             content_hash=f"hash-{i}",
         )
@@ -70,8 +75,7 @@ def _assert_same(a: dict[str, StoredPoint], b: dict[str, StoredPoint]) -> None:
 def source(tmp_path: Path) -> EdgeStore:
     options = CollectionOptions(quantization="int8", hnsw_m=8)
     store = _fill(EdgeStore(tmp_path / "src", options=options))
-    (tmp_path / "src" / "thumbnails" / "ab").mkdir(parents=True)
-    (tmp_path / "src" / "thumbnails" / "ab" / "p1.jpg").write_bytes(b"\xff\xd8jpeg-bytes")
+    store.put_thumbnails(THUMBS)
     yield store
     store.close()
 
@@ -81,11 +85,14 @@ def test_round_trip_through_memory_equals_the_original(source: EdgeStore, tmp_pa
     memory = ClientStore(":memory:", collection="copy")
     first = copy_store(source, memory, batch=32, progress=False)
     assert first.ok, first.problems()
-    assert (first.copied, first.skipped, first.batches) == (N, 0, 5)
+    assert (first.copied, first.skipped, first.batches, first.thumbnails) == (N, 0, 5, 3)
     back = EdgeStore(tmp_path / "back")
     second = copy_store(memory, back, batch=50, progress=False)
     assert second.ok, second.problems()
     _assert_same(original, _snapshot(back))
+    # Thumbnails travel too: a sqlite file beside the store -> the payload -> the sqlite file.
+    assert {pid: back.thumbnail(pid) for pid in THUMBS} == THUMBS
+    assert back.thumbnail("p2") is None
     # The metadata travels: encoder, payload indexes, hubness record, layout.
     assert back.encoder_info() == ENC
     assert {k: v for k, v in back.indexed_fields().items() if k in FIELDS} == FIELDS
@@ -99,16 +106,13 @@ def test_round_trip_through_memory_equals_the_original(source: EdgeStore, tmp_pa
     back.close()
 
 
-def test_thumbnails_folder_is_copied_between_embedded_stores(
-    source: EdgeStore, tmp_path: Path
-) -> None:
+def test_a_second_copy_writes_nothing(source: EdgeStore, tmp_path: Path) -> None:
     with EdgeStore(tmp_path / "dst") as target:
         report = copy_store(source, target, progress=False)
-    assert report.ok and report.thumbnails == 1
-    assert (tmp_path / "dst" / "thumbnails" / "ab" / "p1.jpg").read_bytes() == b"\xff\xd8jpeg-bytes"
-    with EdgeStore(tmp_path / "dst") as target:  # a second run copies nothing again
+        assert report.ok and report.thumbnails == 3
         again = copy_store(source, target, progress=False)
     assert (again.copied, again.skipped, again.thumbnails) == (0, N, 0)
+    assert again.ok
 
 
 def test_interrupted_copy_resumes_where_it_stopped(source: EdgeStore, tmp_path: Path) -> None:
@@ -138,15 +142,13 @@ def test_verification_names_a_corrupted_point_and_the_next_copy_repairs_it(
         vectors["text"] = np.asarray(vectors["text"]) + 0.01  # a slightly different vector
         target.upsert([PointRecord("p42", vectors, bad.payload, bad.content_hash)])
         target.set_payload("price", {"p7": 1.0})
-        report = copy_store(source, target, progress=False, max_batches=0)
-        assert not report.complete
-        # Verify only: a copy whose writes are skipped is what a corrupted target looks like.
-        from clipy_qdrant.store.copy import _pages, _unmatched
-
-        found = [p.product_id for page in _pages(source, 64) for p in _unmatched(page, target)]
-        assert sorted(found) == ["p42", "p7"]
+        target.put_thumbnails({"p5": Thumbnail(b"other", "image/jpeg", "hash-other")})
+        check = verify_copy(source, target, batch=64)
+        assert check.mismatched == ["p42", "p5", "p7"] and not check.ok
+        assert "3 product(s) differ or are missing: p42, p5, p7" in check.problems()
         repaired = copy_store(source, target, progress=False)
-        assert repaired.ok and repaired.copied == 2
+        assert repaired.ok and (repaired.copied, repaired.thumbnails) == (2, 1)
+        assert target.thumbnail("p5") == THUMBS["p5"]
 
 
 def test_extra_points_and_lost_hubness_record_fail_the_verification(

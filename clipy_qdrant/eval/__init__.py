@@ -2,6 +2,7 @@
 
 - :mod:`~clipy_qdrant.eval.metrics`: pure ranking metrics (P/R/nDCG/MRR/MAP/hit rate @k).
 - :mod:`~clipy_qdrant.eval.queries`: the JSONL query model and the query generators.
+- :mod:`~clipy_qdrant.eval.shopper_queries`: typo, product-code and brand query generators.
 - :mod:`~clipy_qdrant.eval.runner`: runs queries through the Searcher over a fusion grid.
 - :mod:`~clipy_qdrant.eval.ab`: paired bootstrap CI and randomization test.
 - :mod:`~clipy_qdrant.eval.report`: terminal table, JSON, per-query CSV, PNG plot.

@@ -28,6 +28,9 @@ PRODUCT_ID_KEY = "product_id"
 CONTENT_HASH_KEY = "content_hash"
 #: Payload key of a product's hubness (see :mod:`clipy_qdrant.hubness`), written after ingest.
 HUBNESS_KEY = "hubness"
+#: Payload key of a product's thumbnail on a qdrant-client store (base64, never indexed, left
+#: out of every payload that a search, retrieve or scroll returns).
+THUMBNAIL_KEY = "thumbnail"
 
 #: Payload index types a store accepts.
 FieldType = Literal["keyword", "integer", "float", "text", "bool"]
@@ -58,6 +61,17 @@ class ScoredPoint:
     product_id: str
     score: float
     payload: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A product's small picture (see :mod:`clipy_qdrant.thumbnails`), stored with the content
+    hash of the product it was made from, so that re-ingesting an unchanged product rewrites
+    nothing."""
+
+    data: bytes
+    media_type: str
+    content_hash: str = ""
 
 
 @dataclass
@@ -128,6 +142,20 @@ class VectorStore(Protocol):
         """Every stored point once."""
 
     def count(self, flt: Filter | None = None) -> int: ...
+
+    def facet(
+        self, key: str, flt: Filter | None = None, limit: int = 20
+    ) -> list[tuple[str | int | bool, int]]:
+        """The ``limit`` most frequent values of indexed payload field ``key`` among the
+        products matching ``flt``, with their exact counts: ``[(value, count), …]``, count
+        descending then value ascending. A product with a list value counts once per value."""
+
+    def put_thumbnails(self, thumbnails: Mapping[str, Thumbnail]) -> None:
+        """Store ``{product_id: thumbnail}``; a product whose stored thumbnail has the same
+        content hash is left untouched."""
+
+    def thumbnail(self, product_id: str) -> Thumbnail | None:
+        """The stored thumbnail of a product; ``None`` when it has none."""
 
     def indexed_fields(self) -> dict[str, str]:
         """Payload indexes: ``{field: type}``."""

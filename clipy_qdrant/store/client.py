@@ -15,15 +15,28 @@ import numpy as np
 
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Scalar
+from clipy_qdrant.store.base import PRODUCT_ID_KEY, THUMBNAIL_KEY, Thumbnail, point_id
 from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import (
     CollectionOptions,
     client_collection_kwargs,
     client_search_params,
 )
-from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, EnginePoint, QdrantStore
+from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, UPSERT_BATCH, EnginePoint, QdrantStore
+from clipy_qdrant.thumbnails import from_payload, to_payload
 
 META_KEY = "clipy"
+
+
+def _payload_selector(payload: bool | list[str]) -> Any:
+    """The engine's payload selector: every key but the thumbnail (base64 bytes that searches,
+    retrieves and scrolls never return), or just the listed keys."""
+    from qdrant_client import models
+
+    if payload is True:
+        return models.PayloadSelectorExclude(exclude=[THUMBNAIL_KEY])
+    return payload
+
 
 #: Set-payload operations sent per batch_update_points call.
 _OPERATIONS_PER_CALL = 64
@@ -170,14 +183,17 @@ class ClientStore(QdrantStore):
             if self.local
             else client_search_params(self.options, self.hnsw_ef, exact),
             limit=limit,
-            with_payload=payload,
+            with_payload=_payload_selector(payload),
         ).points
 
     def _retrieve(
         self, ids: list[str], *, payload: bool | list[str], with_vectors: bool
     ) -> Sequence[Any]:
         return self._client.retrieve(
-            self.collection, list(ids), with_payload=payload, with_vectors=with_vectors
+            self.collection,
+            list(ids),
+            with_payload=_payload_selector(payload),
+            with_vectors=with_vectors,
         )
 
     def _scroll_page(self, offset: Any, limit: int, *, with_vectors: bool) -> tuple[list[Any], Any]:
@@ -185,13 +201,18 @@ class ClientStore(QdrantStore):
             self.collection,
             limit=limit,
             offset=offset,
-            with_payload=True,
+            with_payload=_payload_selector(True),
             with_vectors=with_vectors,
         )
         return list(records), next_offset
 
     def _count(self, flt: Any) -> int:
         return int(self._client.count(self.collection, count_filter=flt, exact=True).count)
+
+    def _facet(self, key: str, flt: Any, limit: int) -> Sequence[Any]:
+        return list(
+            self._client.facet(self.collection, key, facet_filter=flt, limit=limit, exact=True).hits
+        )
 
     def _build_index(self) -> None:
         """Wait for the server's optimizer to finish indexing (local mode: nothing to do)."""
@@ -213,6 +234,60 @@ class ClientStore(QdrantStore):
 
     def _close_engine(self) -> None:
         self._client.close()
+
+    # -- thumbnails (base64 in the payload, key ``thumbnail``, never indexed) ---------------
+
+    def put_thumbnails(self, thumbnails: Mapping[str, Thumbnail]) -> None:
+        """Store ``{product_id: thumbnail}`` in the payload; a point is rewritten only when its
+        stored thumbnail was made from other content."""
+        from qdrant_client import models
+
+        if not thumbnails:
+            return
+        self._live_meta()
+        ids = list(thumbnails)
+        with self._engine("retrieve"):
+            records = self._client.retrieve(
+                self.collection,
+                [point_id(p) for p in ids],
+                with_payload=models.PayloadSelectorInclude(
+                    include=[PRODUCT_ID_KEY, f"{THUMBNAIL_KEY}.content_hash"]
+                ),
+            )
+        stored = {
+            str(r.payload[PRODUCT_ID_KEY]): (r.payload.get(THUMBNAIL_KEY) or {}).get("content_hash")
+            for r in records
+            if r.payload
+        }
+        operations = [
+            models.SetPayloadOperation(
+                set_payload=models.SetPayload(
+                    payload={THUMBNAIL_KEY: to_payload(thumb)}, points=[point_id(pid)]
+                )
+            )
+            for pid, thumb in thumbnails.items()
+            if pid in stored and stored[pid] != thumb.content_hash
+        ]
+        for start in range(0, len(operations), UPSERT_BATCH):
+            with self._engine("writing thumbnails"):
+                self._client.batch_update_points(
+                    self.collection, operations[start : start + UPSERT_BATCH], wait=True
+                )
+
+    def thumbnail(self, product_id: str) -> Thumbnail | None:
+        """The stored thumbnail of a product; ``None`` when it has none."""
+        from qdrant_client import models
+
+        self._live_meta()
+        with self._engine("retrieve"):
+            records = self._client.retrieve(
+                self.collection,
+                [point_id(product_id)],
+                with_payload=models.PayloadSelectorInclude(include=[THUMBNAIL_KEY]),
+            )
+        if not records or not records[0].payload:
+            return None
+        return from_payload(records[0].payload.get(THUMBNAIL_KEY))
 
     # -- filter leaves ------------------------------------------------------------------
 

@@ -133,3 +133,22 @@ def match_parts(values: Sequence[Scalar]) -> list[tuple[str, Any]]:
     parts.extend(("value", b) for b in dict.fromkeys(bools))
     parts.extend(("equal", f) for f in dict.fromkeys(floats))
     return parts
+
+
+#: Values asked of the engine per facet call before clipy's own sort and cut: counts are
+#: exact either way, and with at most this many distinct values the ties at the cut are
+#: broken by value as documented (the engine's own tie order is unspecified).
+FACET_FETCH = 1000
+
+
+def sorted_facet(hits: Sequence[tuple[Any, int]], limit: int) -> list[tuple[Any, int]]:
+    """Facet hits by count descending, then value ascending (numbers before strings), cut to
+    ``limit``."""
+
+    def key(hit: tuple[Any, int]) -> tuple[int, int, Any]:
+        value, count = hit
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return (-count, 0, value)
+        return (-count, 1, str(value))
+
+    return sorted(((plain(v), int(c)) for v, c in hits), key=key)[: max(0, limit)]

@@ -1,28 +1,25 @@
 """Move a store to another backend without re-embedding: points, metadata and thumbnails.
 
 :func:`copy_store` reads every point of the source (both named vectors and the whole
-payload: product metadata, the ingest content hash, hubness values, and any other key such as
-a server-side thumbnail reference) in pages and writes them to the target in batches. The
-target collection is created with the source's encoder and payload indexes, and the hubness
-record follows, so a search on the target behaves as on the source.
+payload: product metadata, the ingest content hash, hubness values) in pages and writes them
+to the target in batches, then each product's thumbnail through the store's own thumbnail
+calls (a sqlite file beside an embedded store, a payload key on a server), so thumbnails move
+between any two backends. The target collection is created with the source's encoder,
+payload indexes and layout, and the hubness record follows, so a search on the target
+behaves as on the source.
 
 A point whose copy already matches on the target (same payload, vectors within
-:data:`VECTOR_TOLERANCE`) is skipped, so an interrupted copy resumes where it stopped.
-The copy ends with a verification pass that compares every source point with the target's
-and the point counts; :class:`CopyReport` names any mismatch.
-
-Thumbnails kept beside an embedded store (``<store>/thumbnails/``) are copied when both
-stores are embedded folders; a target server gets no files, only the payload.
+:data:`VECTOR_TOLERANCE`, same thumbnail) is skipped, so an interrupted copy resumes where it
+stopped. The copy ends with a verification pass that compares every source point and
+thumbnail with the target's and the point counts; :class:`CopyReport` names any mismatch.
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +30,7 @@ from clipy_qdrant.store.base import (
     PRODUCT_ID_KEY,
     PointRecord,
     StoredPoint,
+    Thumbnail,
     VectorStore,
 )
 from clipy_qdrant.store.options import SERVER_ONLY, CollectionOptions
@@ -40,9 +38,6 @@ from clipy_qdrant.store.options import SERVER_ONLY, CollectionOptions
 #: Largest difference per vector component still counted as the same vector: the engines
 #: store cosine vectors normalised, so a copy may differ from the source in the last bits.
 VECTOR_TOLERANCE = 1e-6
-
-#: Folder of an embedded store holding product thumbnails.
-THUMBNAILS_DIR = "thumbnails"
 
 #: Mismatched product ids listed in a report's message.
 _SHOWN = 5
@@ -64,7 +59,7 @@ class CopyReport:
     seconds: float = 0.0
     complete: bool = False
     verified: bool = False
-    #: Source products whose target copy is absent or differs after the copy.
+    #: Source products whose target copy (point or thumbnail) is absent or differs.
     mismatched: list[str] = field(default_factory=list)
     #: Metadata that differs (encoder, payload indexes, hubness record).
     meta_problems: list[str] = field(default_factory=list)
@@ -160,6 +155,19 @@ def _unmatched(page: Sequence[StoredPoint], target: VectorStore) -> list[StoredP
     ]
 
 
+def _unmatched_thumbnails(
+    page: Sequence[StoredPoint], source: VectorStore, target: VectorStore
+) -> dict[str, Thumbnail]:
+    """``{product_id: source thumbnail}`` for products of ``page`` whose thumbnail on
+    ``target`` is absent or differs."""
+    out: dict[str, Thumbnail] = {}
+    for point in page:
+        thumb = source.thumbnail(point.product_id)
+        if thumb is not None and target.thumbnail(point.product_id) != thumb:
+            out[point.product_id] = thumb
+    return out
+
+
 def _target_options(
     source: VectorStore, target: VectorStore, options: CollectionOptions | None
 ) -> CollectionOptions | None:
@@ -207,28 +215,6 @@ def _check_meta(source: VectorStore, target: VectorStore) -> list[str]:
     return problems
 
 
-def copy_thumbnails(source: VectorStore, target: VectorStore) -> int:
-    """Copy ``<source>/thumbnails/`` into ``<target>/thumbnails/`` when both are embedded
-    folders; files already there with the same size are kept. Returns files copied."""
-    src_path, dst_path = getattr(source, "path", None), getattr(target, "path", None)
-    if not isinstance(src_path, Path) or not isinstance(dst_path, Path):
-        return 0
-    src_dir = src_path / THUMBNAILS_DIR
-    if not src_dir.is_dir():
-        return 0
-    copied = 0
-    for file in sorted(src_dir.rglob("*")):
-        if not file.is_file():
-            continue
-        dest = dst_path / THUMBNAILS_DIR / file.relative_to(src_dir)
-        if dest.is_file() and dest.stat().st_size == file.stat().st_size:
-            continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(file, dest)
-        copied += 1
-    return copied
-
-
 def copy_store(
     source: VectorStore,
     target: VectorStore,
@@ -272,6 +258,11 @@ def copy_store(
             todo = _unmatched(page, target)
             if todo:
                 target.upsert([_record(p) for p in todo])
+            # After the points: writing a point may drop a thumbnail kept in its payload.
+            thumbs = _unmatched_thumbnails(page, source, target)
+            if thumbs:
+                target.put_thumbnails(thumbs)
+            report.thumbnails += len(thumbs)
             report.copied += len(todo)
             report.skipped += len(page) - len(todo)
             report.batches += 1
@@ -286,13 +277,34 @@ def copy_store(
         bar.close()
     if report.complete:
         target.set_hubness_info(source.hubness_info())
-        report.thumbnails = copy_thumbnails(source, target)
         if verify:
-            report.mismatched = [
-                p.product_id for page in _pages(source, batch) for p in _unmatched(page, target)
-            ]
-            report.meta_problems = _check_meta(source, target)
+            check = verify_copy(source, target, batch=batch)
+            report.mismatched, report.meta_problems = check.mismatched, check.meta_problems
             report.verified = True
     report.target_points = target.count()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def verify_copy(source: VectorStore, target: VectorStore, *, batch: int = 512) -> CopyReport:
+    """Compare ``target`` with ``source`` without writing: every point (payload, vectors
+    within :data:`VECTOR_TOLERANCE`) and thumbnail, the point counts and the metadata
+    (encoder, payload indexes, hubness record). The report names what differs."""
+    started = time.perf_counter()
+    report = CopyReport(source=repr(source), target=repr(target), complete=True, verified=True)
+    if source.encoder_info() is None:
+        raise StoreError(f"source store {source!r} has no collection; nothing to verify")
+    report.source_points = source.count()
+    report.target_points = target.count()
+    if target.encoder_info() is None:
+        report.meta_problems = ["the target has no collection"]
+        report.seconds = time.perf_counter() - started
+        return report
+    for page in _pages(source, batch):
+        differ = {p.product_id for p in _unmatched(page, target)}
+        differ.update(_unmatched_thumbnails(page, source, target))
+        report.mismatched.extend(sorted(differ))
+        report.batches += 1
+    report.meta_problems = _check_meta(source, target)
     report.seconds = time.perf_counter() - started
     return report

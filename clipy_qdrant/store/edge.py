@@ -5,6 +5,7 @@ Layout of the store folder::
     <path>/clipy.json   encoder (name, dim), payload indexes, hubness record; written atomically
     <path>/clipy.pid    id of the process holding the shard open; removed when it closes
     <path>/shard/       the qdrant-edge shard (segments + WAL); locked by the process using it
+    <path>/thumbnails.sqlite   product thumbnails (:class:`~clipy_qdrant.thumbnails.ThumbnailDB`)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Scalar
+from clipy_qdrant.store.base import Thumbnail
 from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import (
     CollectionOptions,
@@ -31,10 +33,12 @@ from clipy_qdrant.store.options import (
     refuse_server_only,
 )
 from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, EnginePoint, QdrantStore
+from clipy_qdrant.thumbnails import ThumbnailDB
 
 META_FILE = "clipy.json"
 PID_FILE = "clipy.pid"
 SHARD_DIR = "shard"
+THUMBNAIL_FILE = "thumbnails.sqlite"
 
 #: Qdrant's default: below ~10 MB of vectors a scan beats the graph.
 DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
@@ -88,6 +92,7 @@ class EdgeStore(QdrantStore):
             self.request_options(options)
         self.full_scan_threshold_kb = full_scan_threshold_kb
         self._shard: Any = None
+        self._thumbnails: ThumbnailDB | None = None
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is a file, not a folder; choose another --store")
         # A collection is the metadata file and the shard together; metadata alone (a creation
@@ -169,6 +174,9 @@ class EdgeStore(QdrantStore):
             (self.path / PID_FILE).write_text(f"{os.getpid()}\n", encoding="ascii")
 
     def _release_shard(self) -> None:
+        if self._thumbnails is not None:
+            self._thumbnails.close()
+            self._thumbnails = None
         if self._shard is None:
             return
         shard, self._shard = self._shard, None
@@ -202,6 +210,7 @@ class EdgeStore(QdrantStore):
     def _drop_collection(self) -> None:
         self._release_shard()
         shutil.rmtree(self.path / SHARD_DIR, ignore_errors=True)
+        (self.path / THUMBNAIL_FILE).unlink(missing_ok=True)
         (self.path / META_FILE).unlink(missing_ok=True)
 
     def _create_payload_indexes(self, fields: Mapping[str, str]) -> None:
@@ -272,11 +281,37 @@ class EdgeStore(QdrantStore):
 
         return int(self._shard.count(qe.CountRequest(exact=True, filter=flt)))
 
+    def _facet(self, key: str, flt: Any, limit: int) -> Sequence[Any]:
+        import qdrant_edge as qe
+
+        request = qe.FacetRequest(key, limit=limit, exact=True, filter=flt)
+        return list(self._shard.facet(request).hits)
+
     def _build_index(self) -> None:
         self._shard.optimize()
 
     def _close_engine(self) -> None:
         self._release_shard()
+
+    # -- thumbnails (a sqlite file beside the shard) ------------------------------------------
+
+    def _thumbnail_db(self) -> ThumbnailDB:
+        self._live_meta()
+        if self._thumbnails is None:
+            self._thumbnails = ThumbnailDB(self.path / THUMBNAIL_FILE)
+        return self._thumbnails
+
+    def put_thumbnails(self, thumbnails: Mapping[str, Thumbnail]) -> None:
+        """Store ``{product_id: thumbnail}``; an unchanged content hash rewrites nothing."""
+        if thumbnails:
+            self._thumbnail_db().put(thumbnails)
+
+    def thumbnail(self, product_id: str) -> Thumbnail | None:
+        """The stored thumbnail of a product; ``None`` when it has none."""
+        if not (self.path / THUMBNAIL_FILE).exists():
+            self._live_meta()
+            return None
+        return self._thumbnail_db().get(product_id)
 
     # -- filter leaves ------------------------------------------------------------------
 

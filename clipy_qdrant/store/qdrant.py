@@ -36,11 +36,13 @@ from clipy_qdrant.store.base import (
     point_id,
 )
 from clipy_qdrant.store.convert import (
+    FACET_FETCH,
     checked_field_types,
     group_by_value,
     match_parts,
     payload_of,
     query_vector,
+    sorted_facet,
     stored_point,
     vectors_of,
 )
@@ -173,6 +175,10 @@ class QdrantStore(ABC):
     @abstractmethod
     def _count(self, flt: Any) -> int:
         """Exact number of points matching engine filter ``flt`` (``None``: all)."""
+
+    @abstractmethod
+    def _facet(self, key: str, flt: Any, limit: int) -> Sequence[Any]:
+        """Exact value counts of payload field ``key`` (hits with ``.value`` and ``.count``)."""
 
     @abstractmethod
     def _build_index(self) -> None:
@@ -485,6 +491,17 @@ class QdrantStore(ABC):
                 yield stored_point(r, True, with_vectors)
             if offset is None or not records:
                 return
+
+    def facet(
+        self, key: str, flt: Filter | None = None, limit: int = 20
+    ) -> list[tuple[str | int | bool, int]]:
+        """The ``limit`` most frequent values of indexed field ``key`` among the products
+        matching ``flt``, with exact counts, count descending then value ascending."""
+        self._live_meta()
+        engine_filter = self._engine_filter(flt)
+        with self._engine(f"facet on {key!r}"):
+            hits = self._facet(key, engine_filter, max(limit, FACET_FETCH))
+        return sorted_facet([(h.value, h.count) for h in hits], limit)
 
     def count(self, flt: Filter | None = None) -> int:
         """Number of stored products matching ``flt`` (0 when there is no collection)."""

@@ -36,6 +36,14 @@ BATCH_QUERY_KEYS = frozenset({"text", "image", "filters", "k", "w_text", "w_imag
 def search(
     text: Annotated[str | None, typer.Argument(help="Query text.")] = None,
     image: Annotated[Path | None, typer.Option("--image", help="Query image file.")] = None,
+    like: Annotated[
+        str | None,
+        typer.Option(
+            "--like",
+            help="Product id: search like this stored product (itself excluded); a query text "
+            "then replaces its text side ('like this, but in red').",
+        ),
+    ] = None,
     filters: Annotated[
         list[str] | None,
         typer.Option(
@@ -61,6 +69,18 @@ def search(
         ),
     ] = None,
     k: Annotated[int, typer.Option("-k", "--limit", min=1, help="Number of results.")] = 10,
+    offset: Annotated[
+        int, typer.Option("--offset", min=0, help="Skip this many results (paging).")
+    ] = 0,
+    diversity: Annotated[
+        float | None,
+        typer.Option(
+            "--diversity",
+            min=0.0,
+            max=1.0,
+            help="Spread near-duplicates apart (MMR, 0 = fused order, 1 = most diverse).",
+        ),
+    ] = None,
     fusion: Annotated[str, typer.Option("--fusion", help="weighted | rrf | dbsf")] = "weighted",
     queries: Annotated[
         Path | None,
@@ -82,9 +102,11 @@ def search(
     """Search the catalog by text, by image, or both.
 
     Example: clipy search "red sneakers" --filter gender=Men --filter 'year>=2015' --w-image 0.7
+
+    More like a product: clipy search --like 15970 "in red"
     """
-    if text is None and image is None and queries is None:
-        raise typer.BadParameter("give a query text, --image PATH, or --queries FILE")
+    if text is None and image is None and queries is None and like is None:
+        raise typer.BadParameter("give a query text, --image PATH, --like ID or --queries FILE")
     config = fusion_config(fusion, w_text, w_image)
     with user_errors():
         settings = build_settings(
@@ -107,7 +129,16 @@ def search(
                     as_json=as_json,
                 )
                 return
-            hits = searcher.search(text, image, filters=filters or None, k=k, fusion=config)
+            hits = searcher.search(
+                text,
+                image,
+                like=like,
+                filters=filters or None,
+                k=k,
+                offset=offset,
+                fusion=config,
+                diversity=diversity,
+            )
             if as_json:
                 typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
             else:
@@ -198,6 +229,50 @@ def _search_batch(
         else:
             typer.echo(f"== line {number}: {query.get('text') or query.get('image')}")
             _render_hits(hits)
+
+
+@app.command()
+def facets(
+    field: Annotated[
+        list[str] | None,
+        typer.Argument(help="Fields to count (default: every indexed keyword/integer field)."),
+    ] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", "-f", help="Count only products matching; as in search."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Values per field.")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"field": [{"value", "count"}…]} as JSON.')
+    ] = False,
+    store: StoreOpt = None,
+    qdrant_url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = None,
+) -> None:
+    """Count the values of indexed fields, under the filters.
+
+    Example: clipy facets baseColour -f gender=Women -f articleType=Tops
+    """
+    with user_errors():
+        from clipy_qdrant.search import Searcher
+
+        settings = build_settings(
+            store=store, qdrant_url=qdrant_url, api_key=api_key, collection=collection
+        )
+        vector_store = open_configured_store(settings)
+        try:
+            counts = Searcher(vector_store, hubness=0).facets(field or None, filters or None, limit)
+        finally:
+            vector_store.close()
+    if as_json:
+        data = {name: [c.to_dict() for c in values] for name, values in counts.items()}
+        typer.echo(json.dumps(data, ensure_ascii=False))
+        return
+    for name, values in counts.items():
+        typer.echo(f"{name}:")
+        for c in values:
+            typer.echo(f"  {c.count:>7}  {c.value}")
 
 
 @app.command()

@@ -1,0 +1,56 @@
+"""A query's vectors: one unit vector per channel, and the query image decoder."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clipy_qdrant.errors import InputError
+from clipy_qdrant.store.base import TEXT
+
+ImageInput = Image.Image | str | Path | bytes
+
+
+@dataclass
+class QueryVectors:
+    """The query vector for each channel (unit length), and the weight ``c_q`` of the hubness
+    correction on the image channel (set for a text query without an image, by
+    :meth:`~clipy_qdrant.search.Searcher.query_vectors`)."""
+
+    text: np.ndarray
+    image: np.ndarray
+    image_hubness: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.text = _unit(self.text)
+        self.image = _unit(self.image)
+
+    def for_channel(self, channel: str) -> np.ndarray:
+        return self.text if channel == TEXT else self.image
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(v))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise InputError("query vector is zero or not finite")
+    return v / norm
+
+
+def load_query_image(image: ImageInput) -> Image.Image:
+    """Decode a query image (PIL image, path or bytes) as RGB, or raise a one-line InputError."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        img = Image.open(io.BytesIO(image) if isinstance(image, bytes) else Path(image))
+        img.load()
+    except FileNotFoundError:
+        raise InputError(f"query image {image!s} does not exist") from None
+    except Exception as exc:  # PIL raises many types for corrupt data
+        where = "query image bytes" if isinstance(image, bytes) else f"query image {image!s}"
+        raise InputError(f"{where} cannot be decoded: {exc}") from None
+    return img.convert("RGB")

@@ -1,0 +1,381 @@
+"""Spelling correction against the catalog's own vocabulary (SymSpell-style, pure Python).
+
+:class:`Vocabulary` holds the words of the stored product texts (tokenized as the lexical
+channel does, :func:`clipy_qdrant.lexical.tokenize`) with their document frequencies, the
+number of texts and of tokens; it is saved as JSON beside the collection and also gives the
+lexical channel its IDFs and BM25 ``avg_len``.
+
+:class:`SpellingCorrector` corrects a query word by word:
+
+- a word the catalog knows is never changed, nor a code-like token (one holding a digit,
+  ``CH2586``, ``3XL``, or written in mixed case, ``iPhone``), nor a common query word of
+  :data:`QUERY_WORDS` ("for", "with", "under"…) that product names rarely hold;
+- the edit budget grows with the word: :func:`max_edits` allows no edit up to 2 letters,
+  1 edit for 3–4 letters and 2 from 5 letters on, so short words keep their many
+  one-edit neighbours apart ("tee" is not "tea");
+- candidates come from the symmetric-delete index: every catalog word is stored under each
+  string it gives by deleting up to 2 letters; a typo's own deletes meet its word there
+  (a transposition costs one delete on each side). Each meeting is checked with the
+  optimal-string-alignment Damerau–Levenshtein distance (a transposition of neighbours
+  counts 1);
+- the replacement is the candidate with the least distance, then the highest document
+  frequency, then the first in alphabetical order, so the result is deterministic;
+- a word with no candidate within its budget stays as it is.
+
+The rest of the query (other words, spacing, punctuation) is kept; a replacement takes the
+case shape of the word it replaces (``Sneakres`` → ``Sneakers``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipy_qdrant.errors import InputError, StoreError
+from clipy_qdrant.lexical import DEFAULT_B, DEFAULT_K1, Bm25Params, idf, tokenize
+
+VOCABULARY_FORMAT = "clipy-vocabulary"
+VOCABULARY_VERSION = 1
+#: The most edits a correction makes to one word.
+MAX_DISTANCE = 2
+#: Words of shoppers' queries that product texts rarely contain: never "corrected".
+QUERY_WORDS: frozenset[str] = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "best",
+        "buy",
+        "by",
+        "cheap",
+        "for",
+        "from",
+        "has",
+        "have",
+        "her",
+        "his",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "my",
+        "of",
+        "off",
+        "on",
+        "or",
+        "our",
+        "pair",
+        "pairs",
+        "sale",
+        "she",
+        "size",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "these",
+        "this",
+        "those",
+        "to",
+        "under",
+        "upto",
+        "what",
+        "with",
+        "within",
+        "without",
+        "you",
+        "your",
+    }
+)
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def max_edits(length: int) -> int:
+    """The edit budget of a word of ``length`` letters: 0 up to 2, 1 for 3–4, 2 from 5 on."""
+    if length <= 2:
+        return 0
+    if length <= 4:
+        return 1
+    return MAX_DISTANCE
+
+
+def is_code_like(word: str) -> bool:
+    """Whether ``word`` (as typed) looks like a code or a name to keep as is: it holds a
+    digit (``CH2586``, ``3XL``, ``501``) or a capital after a lower-case letter (``iPhone``,
+    ``McQueen``)."""
+    if any(ch.isdigit() for ch in word):
+        return True
+    return any(a.islower() and b.isupper() for a, b in itertools.pairwise(word))
+
+
+def damerau_levenshtein(a: str, b: str, limit: int = MAX_DISTANCE) -> int:
+    """Optimal-string-alignment distance of ``a`` and ``b`` (insert, delete, substitute, swap
+    two neighbours: 1 each); any distance above ``limit`` is returned as ``limit + 1``."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    if a == b:
+        return 0
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            best = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                best = min(best, prev2[j - 2] + 1)
+            cur[j] = best
+        if min(cur) > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return min(prev[-1], limit + 1)
+
+
+def _deletes(word: str, depth: int) -> set[str]:
+    """Every string made from ``word`` by deleting 1 to ``depth`` letters."""
+    out: set[str] = set()
+    frontier = {word}
+    for _ in range(depth):
+        nxt = {w[:i] + w[i + 1 :] for w in frontier for i in range(len(w))}
+        nxt -= out
+        out |= nxt
+        frontier = nxt
+    return out
+
+
+@dataclass
+class Vocabulary:
+    """The catalog's words: document frequency of each token, number of texts (those with at
+    least one token, as the lexical channel's IDF counts them) and of tokens."""
+
+    frequencies: dict[str, int] = field(default_factory=dict)
+    documents: int = 0
+    tokens: int = 0
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> Vocabulary:
+        """The vocabulary of ``texts`` (each text counts once per distinct word)."""
+        vocabulary = cls()
+        vocabulary.add_texts(texts)
+        return vocabulary
+
+    def add_texts(self, texts: Iterable[str]) -> None:
+        """Count more texts in (a text that replaces a stored one needs a rebuild instead)."""
+        counts: Counter[str] = Counter(self.frequencies)
+        for text in texts:
+            words = tokenize(text)
+            if not words:
+                continue  # no lexical vector either: outside the IDF's N
+            counts.update(set(words))
+            self.documents += 1
+            self.tokens += len(words)
+        self.frequencies = dict(counts)
+
+    def __contains__(self, word: object) -> bool:
+        return isinstance(word, str) and word in self.frequencies
+
+    def __len__(self) -> int:
+        return len(self.frequencies)
+
+    def frequency(self, word: str) -> int:
+        """Number of texts holding ``word`` (0 if none)."""
+        return self.frequencies.get(word, 0)
+
+    @property
+    def avg_len(self) -> float:
+        """Mean number of tokens per text (1.0 for an empty vocabulary)."""
+        return self.tokens / self.documents if self.documents and self.tokens else 1.0
+
+    def bm25_params(self, k1: float = DEFAULT_K1, b: float = DEFAULT_B) -> Bm25Params:
+        """BM25 constants with this catalog's mean text length."""
+        return Bm25Params(avg_len=self.avg_len, k1=k1, b=b)
+
+    def idf(self, word: str) -> float:
+        """The IDF Qdrant's modifier gives ``word`` over these texts."""
+        return idf(self.frequency(word), self.documents)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": VOCABULARY_FORMAT,
+            "version": VOCABULARY_VERSION,
+            "documents": self.documents,
+            "tokens": self.tokens,
+            "frequencies": dict(sorted(self.frequencies.items())),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Vocabulary:
+        if data.get("format") != VOCABULARY_FORMAT or data.get("version") != VOCABULARY_VERSION:
+            raise InputError(
+                f"not a {VOCABULARY_FORMAT} version {VOCABULARY_VERSION} file "
+                f"(format {data.get('format')!r}, version {data.get('version')!r})"
+            )
+        try:
+            freqs = {str(w): int(c) for w, c in dict(data["frequencies"]).items()}
+            return cls(freqs, int(data["documents"]), int(data["tokens"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"malformed vocabulary: {exc}") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write the vocabulary as JSON (atomically: a temp file renamed over ``path``)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot write vocabulary: {exc}") from None
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StoreError(f"{path}: no vocabulary; ingest the catalog first") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{path}: cannot read vocabulary: {exc}") from None
+        if not isinstance(data, dict):
+            raise StoreError(f"{path}: cannot read vocabulary: not a JSON object")
+        try:
+            return cls.from_json(data)
+        except InputError as exc:
+            raise StoreError(f"{path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A query and its corrected form; ``changes`` lists (typed word, replacement) pairs."""
+
+    original: str
+    corrected: str
+    changes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "original": self.original,
+            "corrected": self.corrected,
+            "changes": [list(pair) for pair in self.changes],
+        }
+
+
+def _same_case(typed: str, word: str) -> str:
+    if len(typed) > 1 and typed.isupper():
+        return word.upper()
+    if typed[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+class SpellingCorrector:
+    """Corrects query words to catalog words (see the module docstring for the rules).
+
+    ``min_frequency`` keeps rarer catalog words out of the candidates (they stay known
+    words, never changed); ``protected`` are words never changed besides the catalog's.
+    """
+
+    def __init__(
+        self,
+        vocabulary: Vocabulary,
+        *,
+        min_frequency: int = 1,
+        protected: Iterable[str] = QUERY_WORDS,
+    ) -> None:
+        self.vocabulary = vocabulary
+        self.protected = frozenset(protected)
+        index: dict[str, list[str]] = {}
+        for word, freq in vocabulary.frequencies.items():
+            if freq < min_frequency or is_code_like(word) or max_edits(len(word)) == 0:
+                continue
+            index.setdefault(word, []).append(word)
+            for deleted in _deletes(word, MAX_DISTANCE):
+                index.setdefault(deleted, []).append(word)
+        # Tuples of strings are not tracked by the garbage collector: a query does not pay
+        # for a collection pass over a hundred thousand lists.
+        self._index: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in index.items()}
+
+    def _best(self, word: str, depth: int, limit: int) -> tuple[int, int, str] | None:
+        """The best (distance, -frequency, word) among the catalog words that share a string
+        with ``word`` after up to ``depth`` deletes on each side, within ``limit`` edits."""
+        best: tuple[int, int, str] | None = None
+        seen: set[str] = set()
+        for key in (word, *_deletes(word, depth)):
+            for candidate in self._index.get(key, ()):
+                if candidate in seen:
+                    continue
+                seen.add(candidate)
+                distance = damerau_levenshtein(word, candidate, limit)
+                if distance > limit:
+                    continue
+                ranked = (distance, -self.vocabulary.frequency(candidate), candidate)
+                if best is None or ranked < best:
+                    best = ranked
+        return best
+
+    def suggest(self, word: str) -> str | None:
+        """The catalog word to replace ``word`` (a folded token) by, or ``None`` to keep it."""
+        if word in self.vocabulary or word in self.protected or is_code_like(word):
+            return None
+        budget = max_edits(len(word))
+        if budget == 0:
+            return None
+        # One edit first: most typos are one edit away, and a one-edit candidate always beats
+        # a two-edit one, so the larger search runs only when the first finds nothing.
+        best = self._best(word, 1, 1)
+        if best is None and budget > 1:
+            best = self._best(word, budget, budget)
+        return None if best is None else best[2]
+
+    def correct(self, query: str) -> Correction:
+        """``query`` with each correctable word replaced by its best catalog word."""
+        pieces: list[str] = []
+        changes: list[tuple[str, str]] = []
+        end = 0
+        for match in _WORD.finditer(query):
+            typed = match.group()
+            pieces.append(query[end : match.start()])
+            end = match.end()
+            folded = tokenize(typed)
+            replacement = None
+            if len(folded) == 1 and not is_code_like(typed):
+                replacement = self.suggest(folded[0])
+            if replacement is None:
+                pieces.append(typed)
+                continue
+            fixed = _same_case(typed, replacement)
+            pieces.append(fixed)
+            changes.append((typed, fixed))
+        pieces.append(query[end:])
+        corrected = "".join(pieces) if changes else query
+        return Correction(query, corrected, tuple(changes))
+
+
+__all__ = [
+    "MAX_DISTANCE",
+    "QUERY_WORDS",
+    "Correction",
+    "SpellingCorrector",
+    "Vocabulary",
+    "damerau_levenshtein",
+    "is_code_like",
+    "max_edits",
+]
