@@ -89,6 +89,7 @@ def test_round_trip_through_memory_equals_the_original(source: EdgeStore, tmp_pa
     back = EdgeStore(tmp_path / "back")
     second = copy_store(memory, back, batch=50, progress=False)
     assert second.ok, second.problems()
+    assert back.stats()["indexed_vectors"] == 2 * N  # the copy built the target's HNSW graph
     _assert_same(original, _snapshot(back))
     # Thumbnails travel too: a sqlite file beside the store -> the payload -> the sqlite file.
     assert {pid: back.thumbnail(pid) for pid in THUMBS} == THUMBS

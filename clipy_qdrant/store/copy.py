@@ -224,13 +224,16 @@ def copy_store(
     options: CollectionOptions | None = None,
     max_batches: int | None = None,
     verify: bool = True,
+    build_index: bool = True,
     on_batch: Callable[[int], None] | None = None,
 ) -> CopyReport:
     """Copy every point and the metadata of ``source`` into ``target`` (see the module doc).
 
     ``options`` lay out the target collection when the copy creates it (default: the
     source's). ``max_batches`` stops after that many source pages (the report is then not
-    ``complete`` and not verified; run again to resume). ``on_batch(points_done)`` is called
+    ``complete`` and not verified; run again to resume). ``build_index``: after a complete
+    copy, build the target's HNSW graph (the embedded store searches exactly until then; a
+    server indexes by itself, and this waits for it). ``on_batch(points_done)`` is called
     after each page. Raises ``StoreError`` for an empty source or another encoder on the
     target; mismatches found by the verification are in the report, not raised.
     """
@@ -277,6 +280,8 @@ def copy_store(
         bar.close()
     if report.complete:
         target.set_hubness_info(source.hubness_info())
+        if build_index:
+            target.build_index()
         if verify:
             check = verify_copy(source, target, batch=batch)
             report.mismatched, report.meta_problems = check.mismatched, check.meta_problems
