@@ -237,3 +237,31 @@ def test_cli_exits_non_zero_naming_the_mismatch(tmp_path: Path) -> None:
         f"clipy: error: the copy in {tmp_path / 'dst'} does not match {tmp_path / 'src'}: "
         f"{N} points in the source, {N + 1} in the target"
     )
+
+
+# -- server tier -------------------------------------------------------------------------------
+
+
+@pytest.mark.server
+def test_copy_to_a_server_with_a_layout_and_back(source: EdgeStore, tmp_path: Path) -> None:
+    import os
+    import uuid
+
+    url = os.environ["CLIPY_TEST_QDRANT_URL"]
+    name = f"clipy_test_copy_{uuid.uuid4().hex[:10]}"
+    layout = CollectionOptions(shards=2, quantization="int8", on_disk=True)
+    server = ClientStore(url, collection=name)
+    try:
+        there = copy_store(source, server, options=layout, progress=False)
+        assert there.ok, there.problems()
+        assert server.collection_options() == layout
+        assert server._client.get_collection(name).config.params.shard_number == 2
+        with EdgeStore(tmp_path / "back") as back:
+            assert copy_store(server, back, progress=False).ok
+            _assert_same(_snapshot(source), _snapshot(back))
+            assert {pid: back.thumbnail(pid) for pid in THUMBS} == THUMBS
+            # The server-only part of the layout stays behind; the rest comes along.
+            assert back.collection_options() == layout.model_copy(update={"shards": None})
+    finally:
+        server.delete_collection()
+        server.close()
