@@ -176,6 +176,13 @@ def test_copy_refuses_an_empty_source_and_another_encoder(tmp_path: Path) -> Non
             copy_store(src, other, progress=False)
 
 
+def test_explicit_layout_must_match_an_existing_target(source: EdgeStore, tmp_path: Path) -> None:
+    with EdgeStore(tmp_path / "dst") as target:
+        target.ensure_collection(ENC)
+        with pytest.raises(StoreError, match=r"quantization 'none', not 'int8'"):
+            copy_store(source, target, options=CollectionOptions(quantization="int8"))
+
+
 def test_server_only_layout_of_the_source_is_dropped_for_an_embedded_target(
     tmp_path: Path,
 ) -> None:

@@ -168,17 +168,15 @@ def _unmatched_thumbnails(
     return out
 
 
-def _target_options(
-    source: VectorStore, target: VectorStore, options: CollectionOptions | None
-) -> CollectionOptions | None:
-    """The layout for a target collection the copy creates: ``options`` if given, else the
-    source's (server-only options dropped for an embedded target)."""
+def _source_layout(source: VectorStore, target: VectorStore) -> CollectionOptions | None:
+    """The source's layout for a target collection the copy creates, without the server-only
+    options when the target is an embedded store."""
     from clipy_qdrant.store.edge import EdgeStore
 
-    chosen = options or source.collection_options()
-    if chosen is not None and isinstance(target, EdgeStore) and options is None:
-        chosen = chosen.model_copy(update=dict.fromkeys(SERVER_ONLY))
-    return chosen
+    layout = source.collection_options()
+    if layout is not None and isinstance(target, EdgeStore):
+        layout = layout.model_copy(update=dict.fromkeys(SERVER_ONLY))
+    return layout
 
 
 def _prepare_target(
@@ -187,11 +185,14 @@ def _prepare_target(
     encoder = source.encoder_info()
     if encoder is None:
         raise StoreError(f"source store {source!r} has no collection; nothing to copy")
-    if target.collection_options() is None:
-        chosen = _target_options(source, target, options)
-        request = getattr(target, "request_options", None)
-        if chosen is not None and request is not None:
-            request(chosen)
+    # Options given explicitly are checked against an existing target collection too (a
+    # different layout is an error); the source's apply only to a collection created here.
+    layout = options
+    if layout is None and target.collection_options() is None:
+        layout = _source_layout(source, target)
+    request = getattr(target, "request_options", None)
+    if layout is not None and request is not None:
+        request(layout)
     fields: Mapping[str, Any] = {
         k: v for k, v in source.indexed_fields().items() if k != PRODUCT_ID_KEY
     }
