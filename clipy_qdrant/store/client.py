@@ -47,8 +47,8 @@ class ClientStore(QdrantStore):
 
     ``url=":memory:"`` uses qdrant-client's local mode (brute force, no indexes; for tests),
     anything else is a server URL. ``options`` (shards, replicas, storage, quantization,
-    graph) apply when the collection is created; local mode records them and searches exactly. ``index_timeout_s`` bounds :meth:`build_index`'s wait for
-    the server's optimizer.
+    graph) apply when the collection is created; local mode records them and searches
+    exactly. ``index_timeout_s`` bounds :meth:`build_index`'s wait for the server's optimizer.
     """
 
     def __init__(
