@@ -59,7 +59,7 @@ def bench_images(encoder, blobs: list[bytes], batch_size: int) -> dict[str, floa
 
 def bench_colour(blobs: list[bytes]) -> float:
     """Milliseconds per image of the colour descriptor alone (decoded images, one thread)."""
-    from clipy_qdrant.encoders.colour import colour_descriptor
+    from clipy_qdrant.encoders.fashion.colour import colour_descriptor
 
     images = [_decode(b) for b in blobs]
     colour_descriptor(images[0])

@@ -82,6 +82,11 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def default_cache_dir() -> Path:
+    """Where derived artefacts are cached unless a caller passes its own folder."""
+    return Settings().cache_dir
+
+
 def apply_offline_environment() -> None:
     """Keep the model libraries off the network and quiet: the shipped models are local."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from clipy_qdrant.encoders.images import decode_image, describe_source
 from clipy_qdrant.errors import InputError
 from clipy_qdrant.store.base import TEXT
 
@@ -42,15 +42,6 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 
 def load_query_image(image: ImageInput) -> Image.Image:
-    """Decode a query image (PIL image, path or bytes) as RGB, or raise a one-line InputError."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    try:
-        img = Image.open(io.BytesIO(image) if isinstance(image, bytes) else Path(image))
-        img.load()
-    except FileNotFoundError:
-        raise InputError(f"query image {image!s} does not exist") from None
-    except Exception as exc:  # PIL raises many types for corrupt data
-        where = "query image bytes" if isinstance(image, bytes) else f"query image {image!s}"
-        raise InputError(f"{where} cannot be decoded: {exc}") from None
-    return img.convert("RGB")
+    """A query image (PIL image, path or bytes) upright and as RGB
+    (:func:`~clipy_qdrant.encoders.images.decode_image`), or a one-line InputError."""
+    return decode_image(image, name=f"query {describe_source(image)}")

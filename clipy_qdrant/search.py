@@ -170,7 +170,7 @@ class Searcher:
             store.check_encoder(encoder.info)
         self.hubness_info = store.hubness_info()
         if hubness is None:
-            default = float(getattr(encoder, "default_hubness", 0.0))
+            default = 0.0 if encoder is None else float(encoder.default_hubness)
             hubness = default if self.hubness_info is not None else 0.0
         elif hubness > 0 and self.hubness_info is None:
             raise ConfigError(

@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import clipy_qdrant.eval.queries as queries
     from clipy_qdrant.encoders.fashion import load_fashion_encoder
-    from clipy_qdrant.encoders.train import cached_image_features, read_parquet_products
+    from clipy_qdrant.training.features import cached_image_features
+    from ingest.readers import NAME_TEXT_TEMPLATE, open_catalog
 
-    products = read_parquet_products(args.catalog)
+    products = list(open_catalog(args.catalog, text_template=NAME_TEXT_TEMPLATE))
     fold_of = np.asarray([int(p.product_id) % 5 for p in products])
     payloads = [
         {**p.metadata, "product_id": p.product_id, "productDisplayName": p.text} for p in products
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         config = encoder.config
         feats, colours = cached_image_features(
             products,
+            Settings().cache_dir,
             backbone=str(config["backbone"]),
             resolution=int(config["resolution"]),
             pooling=str(config["image_pooling"]),

@@ -5,8 +5,8 @@ settings on cached tower features, without a store, so that beta, the gate and t
 can be compared on a validation fold. score(q, i) = cos(q, image_i) − c_q · r_i, where r_i is the mean of image i's ``--top``
 highest cosines with a bank of product names, and c_q = beta · gate(q) with a word-count gate
 (0 for 1–2 words, 1 from 4 words) or none. Image vectors are the shipped heads' shared
-part, computed from the cached tower features, exactly as ``python -m
-clipy_qdrant.encoders.train --evaluate`` does. Query sets are clipy eval's generators about
+part, computed from the cached tower features, exactly as ``clipy train CATALOG
+--evaluate-model DIR`` does. Query sets are clipy eval's generators about
 one fold: known-item (2,000 names, gallery = whole catalog), category values, attribute
 phrases (gallery = that fold).
 
@@ -49,16 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import clipy_qdrant.eval.queries as queries
-    from clipy_qdrant.encoders import train
     from clipy_qdrant.encoders.fashion import (
         DEFAULT_MODEL_DIR,
         load_fashion_encoder,
     )
+    from clipy_qdrant.training.features import cached_image_features
+    from ingest.readers import NAME_TEXT_TEMPLATE, open_catalog
 
     started = time.time()
     model = Path(args.model) if args.model else DEFAULT_MODEL_DIR
     config = json.loads((model / "config.json").read_text())
-    products = train.read_parquet_products(args.catalog)
+    products = list(open_catalog(args.catalog, text_template=NAME_TEXT_TEMPLATE))
     fold = np.asarray([int(p.product_id) % 5 for p in products])
     payloads = [
         {**p.metadata, "product_id": p.product_id, "productDisplayName": p.text} for p in products
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     category = queries.category_queries(payloads, heldout=in_fold)
     attribute = queries.attribute_queries(payloads, heldout=in_fold)
 
-    feats, colours = train.cached_image_features(
+    feats, colours = cached_image_features(
         products,
+        Settings().cache_dir,
         resolution=int(config["resolution"]),
         pooling=str(config["image_pooling"]),
         progress=True,

@@ -3,7 +3,8 @@
 Per batch of ``batch_size`` products:
 
 1. check each product: reader errors, rows without an id and later duplicates of an id are
-   reported and skipped (the first occurrence of an id wins);
+   reported and skipped (the first occurrence of an id wins); a value that does not fit its
+   field's type or payload index is reported and left out of the payload;
 2. read the image bytes (file content for image files; a missing file is reported) and compute
    the content hash: sha256 over the encoder name and dimension, the text, the image bytes and
    the metadata;
@@ -29,7 +30,6 @@ import itertools
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -40,12 +40,14 @@ import numpy as np
 from PIL import Image
 
 from clipy_qdrant.encoders.base import Encoder
-from clipy_qdrant.errors import ConfigError, EncoderError
+from clipy_qdrant.encoders.images import decode_image
+from clipy_qdrant.errors import ConfigError, EncoderError, InputError
 from clipy_qdrant.hubness import refresh_hubness
 from clipy_qdrant.split import SPLIT_FIELD, split_of
 from clipy_qdrant.store.base import IMAGE, TEXT, FieldType, PointRecord, VectorStore
 from clipy_qdrant.thumbnails import image_url_of, make_thumbnail
 from ingest.records import Product
+from ingest.schema import NAME_FIELD_KEY, SAMPLE_ROWS, conform_value, infer_indexed_fields
 
 #: Skip reasons (keys of ``IngestReport.skipped``).
 BAD_ROW = "bad_row"
@@ -55,21 +57,21 @@ NO_IMAGE = "no_image"
 MISSING_IMAGE = "missing_image"
 UNREADABLE_IMAGE = "unreadable_image"
 ENCODE_FAILED = "encode_failed"
+#: Issue kind of a value left out of a stored product's payload (it does not fit its field's
+#: type); not a skip reason: the product is stored without that value.
+BAD_VALUE = "bad_value"
 
 #: Products looked at to infer which payload fields get an index.
-INFER_SAMPLE = 2000
-#: A string field is a keyword (filterable) field if it has at most this many distinct values…
-KEYWORD_MAX_DISTINCT = 1000
-#: …and at most this share of its sampled values are distinct, and its values are short.
-KEYWORD_MAX_DISTINCT_RATIO = 0.5
-KEYWORD_MAX_MEAN_LENGTH = 40
+INFER_SAMPLE = SAMPLE_ROWS
 #: Issues shown by :meth:`IngestReport.summary_lines` (the JSON report has them all).
 SHOWN_ISSUES = 5
 
 
 @dataclass
 class Issue:
-    """One product that was not stored, and why."""
+    """One problem with an input row: a product that was not stored (``kind`` a skip reason),
+    or a value left out of a stored product's payload (``kind`` :data:`BAD_VALUE`, ``field``
+    the field)."""
 
     kind: str
     reason: str
@@ -78,6 +80,7 @@ class Issue:
     line: int | None = None
     product_id: str = ""
     file: str | None = None
+    field: str | None = None
 
     def where(self) -> str:
         parts = [self.source or "input"]
@@ -87,6 +90,8 @@ class Issue:
             parts.append(f"row {self.row}")
         if self.product_id:
             parts.append(f"(id {self.product_id})")
+        if self.field is not None:
+            parts.append(f"field {self.field}")
         return " ".join(parts)
 
 
@@ -100,6 +105,8 @@ class IngestReport:
     stored: int = 0
     unchanged: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    #: Values left out of stored products' payloads because they do not fit their field's type.
+    bad_values: int = 0
     issues: list[Issue] = field(default_factory=list)
     seconds: float = 0.0
     indexed_fields: dict[str, str] = field(default_factory=dict)
@@ -128,7 +135,10 @@ class IngestReport:
 
     def add_issue(self, issue: Issue) -> None:
         self.issues.append(issue)
-        self.skipped[issue.kind] = self.skipped.get(issue.kind, 0) + 1
+        if issue.kind == BAD_VALUE:
+            self.bad_values += 1
+        else:
+            self.skipped[issue.kind] = self.skipped.get(issue.kind, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +150,7 @@ class IngestReport:
             "unchanged": self.unchanged,
             "skipped": dict(sorted(self.skipped.items())),
             "skipped_total": self.skipped_total,
+            "bad_values": self.bad_values,
             "seconds": round(self.seconds, 3),
             "products_per_s": round(self.products_per_s, 2),
             "rows_per_s": round(self.rows_per_s, 2),
@@ -178,6 +189,11 @@ class IngestReport:
         if self.skipped:
             by_reason = ", ".join(f"{k} {v:,}" for k, v in sorted(self.skipped.items()))
             lines.append(f"skipped: {by_reason}")
+        if self.bad_values:
+            lines.append(
+                f"values left out (they do not fit their field's type): {self.bad_values:,}"
+            )
+        if self.issues:
             for issue in self.issues[:shown_issues]:
                 lines.append(f"  {issue.where()}: {issue.reason}")
             if len(self.issues) > shown_issues:
@@ -206,56 +222,6 @@ def content_hash(encoder_name: str, dim: int, product: Product, image_data: byte
     return digest.hexdigest()
 
 
-def infer_indexed_fields(products: Iterable[Product]) -> dict[str, FieldType]:
-    """Payload fields worth an index, from a sample of products.
-
-    Integer fields -> ``integer``, float fields -> ``float``, boolean -> ``bool``; string fields
-    with few distinct short values (see ``KEYWORD_*``) -> ``keyword``. Fields with mixed types,
-    lists or objects get no index.
-    """
-    kinds: dict[str, set[str]] = {}
-    distinct: dict[str, set[str]] = {}
-    counts: Counter[str] = Counter()
-    lengths: Counter[str] = Counter()
-    for product in products:
-        for key, value in product.metadata.items():
-            kind = (
-                "bool"
-                if isinstance(value, bool)
-                else "integer"
-                if isinstance(value, int)
-                else "float"
-                if isinstance(value, float)
-                else "keyword"
-                if isinstance(value, str)
-                else "other"
-            )
-            kinds.setdefault(key, set()).add(kind)
-            if kind == "keyword":
-                values = distinct.setdefault(key, set())
-                if len(values) <= KEYWORD_MAX_DISTINCT:
-                    values.add(value)
-                counts[key] += 1
-                lengths[key] += len(value)
-    fields: dict[str, FieldType] = {}
-    for key, found in sorted(kinds.items()):
-        if found == {"integer"}:
-            fields[key] = "integer"
-        elif found <= {"integer", "float"}:
-            fields[key] = "float"
-        elif found == {"bool"}:
-            fields[key] = "bool"
-        elif found == {"keyword"}:
-            n_distinct, n = len(distinct[key]), counts[key]
-            if (
-                n_distinct <= KEYWORD_MAX_DISTINCT
-                and (n_distinct <= KEYWORD_MAX_DISTINCT_RATIO * n or n_distinct <= 2)
-                and lengths[key] / n <= KEYWORD_MAX_MEAN_LENGTH
-            ):
-                fields[key] = "keyword"
-    return fields
-
-
 def _batched(items: Iterable[Product], size: int) -> Iterator[list[Product]]:
     batch: list[Product] = []
     for item in items:
@@ -268,12 +234,10 @@ def _batched(items: Iterable[Product], size: int) -> Iterator[list[Product]]:
 
 
 def _decode(product: Product, data: bytes | None) -> Image.Image:
-    import io
-
+    """The product's image, upright and RGB, from the bytes already read for its hash."""
     if data is not None:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGB")
+        where = f" {product.image_path}" if product.image_path is not None else ""
+        return decode_image(data, name=f"{product.where()} image{where}")
     return product.load_image()
 
 
@@ -309,6 +273,7 @@ def run_ingest(
     decode_threads: int = 2,
     hubness: bool = True,
     thumbnails: bool = True,
+    name_field: str | None = None,
 ) -> IngestReport:
     """Encode and store every product of ``catalog``; return what happened.
 
@@ -316,11 +281,19 @@ def run_ingest(
     create with the collection (default: inferred from the first products, see
     :func:`infer_indexed_fields`). ``build_index`` builds the HNSW graph at the end when
     anything was written; ``hubness`` first recomputes every product's hubness value
-    (:mod:`clipy_qdrant.hubness`) when anything was written or the values are stale. Bad rows and unreadable images are skipped and reported, never
-    fatal; a store written by another encoder raises ``EncoderMismatchError`` before anything
-    is written. The JSON report goes to ``report_path`` (also when the run is interrupted).
-    ``thumbnails`` stores each written product's thumbnail with it (so that the store can
-    show its pictures without the catalog).
+    (:mod:`clipy_qdrant.hubness`) when anything was written or the values are stale. Bad rows
+    and unreadable images are skipped and reported, and values that do not fit their field's
+    type are reported and left out of the payload; a store written by another encoder raises
+    ``EncoderMismatchError`` before anything is written. The JSON report goes to
+    ``report_path`` (also when the run is interrupted). ``name_field`` (default: the
+    catalog's ``display_field``) is the payload field holding a product's display name; every
+    stored product records it under :data:`~ingest.schema.NAME_FIELD_KEY`. ``thumbnails``
+    stores each written product's thumbnail with it (so that the store can show its pictures
+    without the catalog).
+
+    A catalog with no rows raises ``InputError`` before the store is touched; one whose every
+    row is skipped raises it after the run (the report is written), and the collection is
+    removed again if this run created it.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -335,24 +308,34 @@ def run_ingest(
     if limit is not None:
         products = itertools.islice(products, limit)
     # Look at the first products to choose the payload indexes, then put them back in front.
-    sample: list[Product] = []
+    sample = list(itertools.islice(products, INFER_SAMPLE if indexed_fields is None else 1))
+    if not sample and limit != 0:
+        raise InputError(f"catalog {report.source or 'input'} has no products")
     if indexed_fields is None:
-        for product in products:
-            sample.append(product)
-            if len(sample) >= INFER_SAMPLE:
-                break
         indexed_fields = infer_indexed_fields(p for p in sample if p.error is None)
     # The held-out split as an indexed field: evaluation filters on it (clipy_qdrant.split).
     indexed_fields = {**indexed_fields, SPLIT_FIELD: "keyword"}
     report.indexed_fields = dict(indexed_fields)
-    store.ensure_collection(info, indexed_fields)
+    created = store.encoder_info() is None
+    if name_field is None:
+        name_field = getattr(catalog, "display_field", None)
 
     from tqdm import tqdm
 
     bar = tqdm(
         total=total, unit="product", file=sys.stderr, disable=not progress, dynamic_ncols=True
     )
-    writer = _BatchWriter(store, encoder, report, force=force, thumbnails=thumbnails)
+    # The collection is created (or checked) when the first usable product is ready: rows
+    # that are all skipped leave an existing store as it was.
+    writer = _BatchWriter(
+        store,
+        encoder,
+        report,
+        force=force,
+        indexed_fields=indexed_fields,
+        name_field=name_field,
+        thumbnails=thumbnails,
+    )
     try:
         with ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode") as pool:
             pending: _Pending | None = None
@@ -376,6 +359,12 @@ def run_ingest(
         report.seconds = time.perf_counter() - started
         if report_path is not None:
             report.write(Path(report_path))
+    if report.read and not report.stored and not report.unchanged:
+        if created:
+            # Leave no empty collection behind; one that existed before is never touched.
+            store.delete_collection()
+        raise InputError(_no_usable_rows(report))
+    writer.ensure_collection()
     if hubness and (report.stored or store.hubness_info() is None) and store.count() > 0:
         hubness_started = time.perf_counter()
         hub = refresh_hubness(store, progress=progress)
@@ -391,6 +380,15 @@ def run_ingest(
         if report_path is not None:
             report.write(Path(report_path))
     return report
+
+
+def _no_usable_rows(report: IngestReport) -> str:
+    first = next((i for i in report.issues if i.kind != BAD_VALUE), None)
+    reason = f", first: {first.where()}: {first.reason}" if first is not None else ""
+    return (
+        f"catalog {report.source or 'input'}: no usable rows: "
+        f"{report.skipped_total:,} skipped{reason}"
+    )
 
 
 def _total(catalog: Iterable[Product], limit: int | None) -> int | None:
@@ -412,6 +410,8 @@ class _BatchWriter:
         report: IngestReport,
         *,
         force: bool,
+        indexed_fields: Mapping[str, FieldType],
+        name_field: str | None = None,
         thumbnails: bool = True,
     ) -> None:
         self.store = store
@@ -421,8 +421,17 @@ class _BatchWriter:
         self.force = force
         self.info = encoder.info
         self._marked_stale = False
+        self.indexed_fields = indexed_fields
+        self.extra_payload = {NAME_FIELD_KEY: name_field} if name_field else {}
+        self._collection_ready = False
         #: product id -> where its first occurrence was (later ones are duplicates).
         self.first_seen: dict[str, str] = {}
+
+    def ensure_collection(self) -> None:
+        """Create the collection and its payload indexes, or check the encoder that wrote it."""
+        if not self._collection_ready:
+            self.store.ensure_collection(self.info, self.indexed_fields)
+            self._collection_ready = True
 
     def _skip(self, product: Product, kind: str, reason: str, file: Path | None = None) -> None:
         if file is None and product.image_path is not None:
@@ -439,6 +448,19 @@ class _BatchWriter:
             )
         )
 
+    def _conform(self, product: Product) -> None:
+        """Make the product's indexed values agree with their index type (``5`` -> ``5.0`` in
+        a float field); a value that cannot is moved from the metadata to ``value_errors``."""
+        for name, kind in self.indexed_fields.items():
+            if name not in product.metadata:
+                continue
+            value, error = conform_value(product.metadata[name], kind)
+            if error is None:
+                product.metadata[name] = value
+            else:
+                del product.metadata[name]
+                product.value_errors[name] = f"{error} (the field is indexed as {kind})"
+
     def _image_data(self, product: Product) -> tuple[bytes | None, bool]:
         """(bytes, ok): the image file's content or the in-record bytes; reports failures."""
         if product.image_bytes is not None:
@@ -453,6 +475,9 @@ class _BatchWriter:
             return None, False
         if product.image_loader is not None:
             return None, True
+        if product.image_url is not None:
+            self._skip(product, NO_IMAGE, f"image {product.image_url} was not fetched")
+            return None, False
         self._skip(product, NO_IMAGE, "row has no image")
         return None, False
 
@@ -475,12 +500,27 @@ class _BatchWriter:
                 )
                 continue
             self.first_seen[product.product_id] = product.where()
+            self._conform(product)
+            for name, reason in product.value_errors.items():
+                self.report.add_issue(
+                    Issue(
+                        kind=BAD_VALUE,
+                        reason=f"{reason}; left out of the payload",
+                        source=product.source,
+                        row=product.row,
+                        line=product.line,
+                        product_id=product.product_id,
+                        field=name,
+                    )
+                )
             data, ok = self._image_data(product)
             if not ok:
                 continue
             candidates.append(
                 (product, data, content_hash(self.info.name, self.info.dim, product, data))
             )
+        if candidates:
+            self.ensure_collection()
         if candidates and not self.force:
             stored = self.store.content_hashes([p.product_id for p, _, _ in candidates])
             fresh = [c for c in candidates if stored.get(c[0].product_id) != c[2]]
@@ -502,6 +542,9 @@ class _BatchWriter:
         ):
             try:
                 image = future.result()
+            except InputError as exc:  # names the product and the file itself
+                self._skip(product, UNREADABLE_IMAGE, str(exc))
+                continue
             except Exception as exc:
                 self._skip(product, UNREADABLE_IMAGE, f"unreadable image: {_first_line(exc)}")
                 continue
@@ -515,7 +558,11 @@ class _BatchWriter:
             PointRecord(
                 product_id=products[i].product_id,
                 vectors={IMAGE: image_vectors[j], TEXT: text_vectors[j]},
-                payload={**products[i].metadata, SPLIT_FIELD: split_of(products[i].product_id)},
+                payload={
+                    **products[i].metadata,
+                    SPLIT_FIELD: split_of(products[i].product_id),
+                    **self.extra_payload,
+                },
                 content_hash=hashes[i],
             )
             for j, i in enumerate(keep)

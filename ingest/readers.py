@@ -5,67 +5,102 @@
 - an existing ``.parquet`` file, or a folder holding parquet files (the Hugging Face layout,
   ``<dir>/data/*.parquet``): read with pyarrow in row batches; images stay JPEG bytes (decoded
   later by the pipeline, in threads);
-- a ``.csv`` / ``.jsonl`` file plus an image folder (the Kaggle layout: ``styles.csv`` +
-  ``images/<id>.jpg``; the folder defaults to ``images/`` beside the file);
+- a ``.csv`` / ``.jsonl`` file with an image column (file paths relative to the file's
+  folder, or URLs that :mod:`ingest.fetch` downloads) or an image folder (the Kaggle layout:
+  ``styles.csv`` + ``images/<id>.jpg``; the folder defaults to ``images/`` beside the file);
 - a folder of images (jpg / jpeg / png / webp, searched recursively): id = relative path;
 - anything else is taken as a Hugging Face dataset id, read with ``datasets`` (streaming).
 
 Rules shared by every reader (tabular sources):
 
-- ``product_id`` is the id column as a string (``12.0`` from a float column becomes ``"12"``);
-  a missing / empty id gives ``product_id == ""`` (the pipeline reports and skips the row).
+- which column is the id, the name, the image, and the text to embed are detected from the
+  header and the first rows (:mod:`ingest.schema`; ``catalog.schema`` holds the choices and
+  their reasons); every choice can be given instead.
+- ``product_id`` is the id column as a string (``12.0`` from a float column becomes ``"12"``),
+  or the row number when the catalog has no id column; a missing / empty id gives
+  ``product_id == ""`` (the pipeline reports and skips the row).
 - metadata = every column except the id and the image, after ``columns`` (a list keeps only
   those columns; a mapping renames ``{source_name: new_name}`` and keeps the rest).
 - empty values are left out of the metadata: ``None``, NaN and strings that are empty or blank.
   An absent payload key means "unknown", so a filter ``usage=Casual`` does not match it and
   Qdrant's is-empty condition does. Other strings are kept as they are (not stripped).
 - types: ints stay ints (``year``), floats floats, bools bools; dates become ISO strings; raw
-  bytes are dropped. CSV cells are typed per column: a column whose every non-empty cell is an
-  integer is ``int``, else every cell a number ``float``, else ``str``.
+  bytes are dropped. A CSV or JSONL field has one type for the whole file (:func:`value_types`):
+  numeric when at least ``NUMERIC_MIN_SHARE`` of its non-empty values are numbers (``int``
+  when none of those has a fraction, else ``float``), else ``str``. Every value is converted
+  to its field's type (``"2012"`` becomes ``2012`` in an integer field, ``7`` becomes ``"7"``
+  in a string field); a value that does not fit (``2012a`` in an integer field) is left out of
+  that product's payload and named in ``Product.value_errors``, which the pipeline reports
+  with file, row and field; the row itself is stored. One bad cell so never turns a numeric
+  column into text, where range filters would find nothing. Parquet and Hugging Face columns
+  carry their own type.
 - text = ``text_template`` rendered with ``str.format`` over the row (after renaming; the
   original names work too); empty values render as ``""``, runs of whitespace collapse and
-  separators left dangling by empty values are dropped. The default is the product name
-  followed by its descriptive attributes, ``{productDisplayName}, {gender} {usage} {season}
+  separators left dangling by empty values are dropped. The detected template is the product
+  name followed by its descriptive attributes; for the fashion catalog that is
+  :data:`DEFAULT_TEXT_TEMPLATE`, ``{productDisplayName}, {gender} {usage} {season}
   {articleType} {baseColour}`` ("Puma Men Black Shoes, Men Casual Summer Casual Shoes Black"):
   the text vector then knows what names leave out, so "women's summer casual tops" matches
-  on usage and season too (docs/eval.md measures it). Attribute columns the source lacks are
-  left out of the default; the name column is required. ``{name}`` is the default for an
-  image folder (the file name with ``_``/``-`` as spaces). A template the user gives that
-  names a column the source does not have is refused.
+  on usage and season too (docs/eval.md measures it). ``{name}`` is the default for an image
+  folder (the file name with ``_``/``-`` as spaces). A template the user gives that names a
+  column the source does not have is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import datetime as dt
-import decimal
 import itertools
 import json
-import math
 import re
-import string
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from clipy_qdrant.errors import ConfigError, InputError
 from ingest.records import Product
+from ingest.rows import DEFAULT_IMAGE_PATTERN, ColumnsArg, RowMapper, make_mapper
+from ingest.schema import SAMPLE_ROWS, Choice, Schema
+from ingest.values import (
+    NUMERIC_MIN_SHARE,
+    clean_value,
+    convert_value,
+    id_string,
+    render_template,
+    template_fields,
+    value_types,
+)
+
+__all__ = [
+    "DEFAULT_IMAGE_PATTERN",
+    "DEFAULT_TEXT_TEMPLATE",
+    "NAME_TEXT_TEMPLATE",
+    "NUMERIC_MIN_SHARE",
+    "Catalog",
+    "ColumnsArg",
+    "CsvCatalog",
+    "HubCatalog",
+    "ImageFolderCatalog",
+    "JsonlCatalog",
+    "ParquetCatalog",
+    "RowMapper",
+    "clean_value",
+    "id_string",
+    "open_catalog",
+    "parse_columns",
+    "render_template",
+    "value_types",
+]
 
 NAME_TEXT_TEMPLATE = "{productDisplayName}"
-#: Attributes the default product text appends to the name (those the source has).
+#: The fashion catalog's attributes in its detected text (:mod:`ingest.schema`), after the name.
 DEFAULT_TEXT_ATTRIBUTES = ("gender", "usage", "season", "articleType", "baseColour")
 DEFAULT_TEXT_TEMPLATE = (
     NAME_TEXT_TEMPLATE + ", " + " ".join("{" + name + "}" for name in DEFAULT_TEXT_ATTRIBUTES)
 )
 IMAGE_FOLDER_TEXT_TEMPLATE = "{name}"
-DEFAULT_IMAGE_PATTERN = "{id}.jpg"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
-ColumnsArg = Mapping[str, str] | Sequence[str] | None
-
-_INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan)", re.I)
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
 
@@ -76,20 +111,25 @@ def open_catalog(
     source: str | Path,
     *,
     images: Path | None = None,
-    image_pattern: str = DEFAULT_IMAGE_PATTERN,
-    id_column: str = "id",
+    image_pattern: str | None = None,
+    id_column: str | None = None,
     text_template: str | None = None,
     columns: ColumnsArg = None,
-    image_column: str = "image",
+    image_column: str | None = None,
+    name_column: str | None = None,
     limit: int | None = None,
 ) -> Catalog:
     """Open a catalog source; iterate the result for :class:`Product` records.
 
-    ``images`` is the image folder of a CSV/JSONL source (default ``images/`` beside it) and the
-    base of relative image paths elsewhere; ``image_pattern`` names a product's file in it
-    (``str.format`` over the row, e.g. ``"{id}.jpg"``), used when the row has no non-empty
-    ``image_column``. ``limit`` keeps the first N rows (bad rows count). Raises ``InputError``
-    for a source that cannot be read and ``ConfigError`` for arguments that do not fit it.
+    The id, name, image and text come from :func:`ingest.schema.detect_schema` over the header
+    and the first rows (``catalog.schema`` says what was chosen and why); ``id_column``,
+    ``name_column``, ``image_column``, ``text_template`` and ``image_pattern`` replace a
+    choice. ``images`` is the image folder of a CSV/JSONL source (default ``images/`` beside
+    it) and, when given, the base of relative image paths (else the catalog's folder);
+    ``image_pattern`` names a product's file in it (``str.format`` over the row, default
+    ``"{id}.jpg"``), used when the row has no image value. ``limit`` keeps the first N rows
+    (bad rows count). Raises ``InputError`` for a source that cannot be read and
+    ``ConfigError`` for arguments that do not fit it.
     """
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be >= 0, got {limit}")
@@ -102,12 +142,19 @@ def open_catalog(
         "image_column": image_column,
         "image_pattern": image_pattern,
         "text_template": text_template,
+        "name_column": name_column,
     }
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".parquet":
             return ParquetCatalog([path], images=images, limit=limit, **mapper_args)
         if suffix in (".csv", ".tsv"):
+            # Shopify and WooCommerce exports are recognised by their header.
+            from ingest.platforms import open_platform_export
+
+            export = open_platform_export(path, text_template=text_template, limit=limit)
+            if export is not None:
+                return export
             return CsvCatalog(path, images=images, limit=limit, **mapper_args)
         if suffix in (".jsonl", ".ndjson"):
             return JsonlCatalog(path, images=images, limit=limit, **mapper_args)
@@ -155,204 +202,6 @@ def parse_columns(spec: str | None) -> ColumnsArg:
     return dict(renames)
 
 
-# --------------------------------------------------------------------------- value handling
-
-
-def clean_value(value: Any) -> Any:
-    """A metadata value as it goes into the payload, or ``None`` for "leave it out"."""
-    if value is None:
-        return None
-    if isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, str):
-        return value if value.strip() else None
-    if isinstance(value, bytes | bytearray | memoryview):
-        return None
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        with contextlib.suppress(ValueError, TypeError):
-            return clean_value(value.item())
-    if isinstance(value, Mapping):
-        cleaned = {str(k): clean_value(v) for k, v in value.items()}
-        return {k: v for k, v in cleaned.items() if v is not None} or None
-    if isinstance(value, list | tuple):
-        items = [v for v in (clean_value(v) for v in value) if v is not None]
-        return items or None
-    return str(value)
-
-
-def id_string(value: Any) -> str:
-    """A product id as a string; ``""`` when missing (``None``, NaN, blank)."""
-    value = clean_value(value)
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if value.is_integer():
-            return str(int(value))
-        return repr(value)
-    return str(value).strip()
-
-
-class _Blank(dict[str, Any]):
-    """Format context in which missing or empty values render as ``""``."""
-
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def template_fields(template: str) -> list[str]:
-    """The top-level field names a ``str.format`` template uses (``{a.b}`` -> ``a``)."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ConfigError(f"text template {template!r} is malformed: {exc}") from None
-    names: list[str] = []
-    for _, name, _, _ in parsed:
-        if name is None:
-            continue
-        base = re.split(r"[.\[]", name, maxsplit=1)[0]
-        if not base or base.isdigit():
-            raise ConfigError(f"text template {template!r}: use named fields like {{title}}")
-        names.append(base)
-    return names
-
-
-_REPEATED_SEPARATOR = re.compile(r"\s*[,;|](?=\s*[,;|])")
-_SPACE_BEFORE_COMMA = re.compile(r"\s+(?=[,;])")
-_EDGE_SEPARATOR = re.compile(r"^\s*[,;|]\s*|\s*[,;|]\s*$")
-
-
-def render_template(template: str, values: Mapping[str, Any]) -> str:
-    """Render ``template`` over ``values`` (empty values as ``""``), whitespace collapsed and
-    separators (``, ; |``) that empty values left dangling dropped."""
-    context = _Blank({k: ("" if clean_value(v) is None else v) for k, v in values.items()})
-    text = " ".join(template.format_map(context).split())
-    text = _SPACE_BEFORE_COMMA.sub("", _REPEATED_SEPARATOR.sub("", text))
-    return _EDGE_SEPARATOR.sub("", text)
-
-
-# --------------------------------------------------------------------------- row -> Product
-
-
-class RowMapper:
-    """Turns a tabular row (``{column: raw value}``) into a :class:`Product`."""
-
-    def __init__(
-        self,
-        *,
-        id_column: str,
-        columns: ColumnsArg,
-        image_column: str,
-        image_pattern: str,
-        text_template: str | None,
-        images: Path | None,
-        base_dir: Path | None,
-    ) -> None:
-        self.id_column = id_column
-        self.image_column = image_column
-        self.image_pattern = image_pattern
-        self.text_template = text_template or DEFAULT_TEXT_TEMPLATE
-        # The default's attribute fields are optional; a user's template is checked strictly.
-        self.optional_fields = set(DEFAULT_TEXT_ATTRIBUTES) if text_template is None else set()
-        self.images = images
-        self.base_dir = base_dir
-        self.rename: dict[str, str] = {}
-        self.include: set[str] | None = None
-        if isinstance(columns, Mapping):
-            self.rename = {str(k): str(v) for k, v in columns.items()}
-        elif columns is not None:
-            if isinstance(columns, str):
-                raise ConfigError("columns must be a list of names or a {old: new} mapping")
-            self.include = {str(c) for c in columns}
-        self.template_names = template_fields(self.text_template)
-        self.pattern_names = template_fields(image_pattern)
-
-    def check_columns(self, names: Iterable[str], source: str) -> None:
-        """Refuse a template, id or column list naming a column ``source`` does not have."""
-        present = set(names)
-        known = present | {self.rename.get(n, n) for n in present} | {"id"}
-        if self.id_column not in present:
-            raise ConfigError(
-                f"{source}: no id column {self.id_column!r}; columns: {_names(present)}"
-            )
-        for name in self.template_names:
-            if name not in known and name not in self.optional_fields:
-                raise ConfigError(
-                    f"text template field {name!r} is not a column of {source}; "
-                    f"columns: {_names(present)}"
-                )
-        missing = [c for c in self.include or () if c not in known]
-        if missing:
-            raise ConfigError(f"columns {missing} are not in {source}; columns: {_names(present)}")
-
-    def product(
-        self, raw: Mapping[str, Any], *, source: str, row: int, line: int | None = None
-    ) -> Product:
-        product_id = id_string(raw.get(self.id_column))
-        named = {self.rename.get(k, k): v for k, v in raw.items()}
-        context = {**raw, **named, "id": product_id}
-        metadata: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key in (self.id_column, self.image_column):
-                continue
-            name = self.rename.get(key, key)
-            if self.include is not None and key not in self.include and name not in self.include:
-                continue
-            cleaned = clean_value(value)
-            if cleaned is not None:
-                metadata[name] = cleaned
-        product = Product(
-            product_id=product_id, text="", metadata=metadata, row=row, line=line, source=source
-        )
-        try:
-            product.text = render_template(self.text_template, context)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-            product.error = f"text template cannot be rendered: {exc}"
-            return product
-        self._attach_image(product, raw.get(self.image_column), context)
-        return product
-
-    def _attach_image(self, product: Product, value: Any, context: Mapping[str, Any]) -> None:
-        if isinstance(value, Mapping):  # HF Image feature: {"bytes": ..., "path": ...}
-            data, name = value.get("bytes"), value.get("path")
-            if data:
-                product.image_bytes = bytes(data)
-                return
-            value = name
-        if isinstance(value, bytes | bytearray | memoryview) and value:
-            product.image_bytes = bytes(value)
-            return
-        if hasattr(value, "save") and hasattr(value, "convert"):  # a decoded PIL image
-            image = value
-            product.image_loader = lambda: image
-            return
-        if isinstance(value, str) and value.strip():
-            product.image_path = self._resolve(Path(value.strip()))
-            return
-        if self.images is not None and product.product_id:
-            try:
-                name = self.image_pattern.format_map(_Blank(context))
-            except (ValueError, KeyError, IndexError, AttributeError) as exc:
-                product.error = f"image pattern {self.image_pattern!r} cannot be rendered: {exc}"
-                return
-            product.image_path = self.images / name
-
-    def _resolve(self, path: Path) -> Path:
-        if path.is_absolute():
-            return path
-        base = self.images or self.base_dir
-        return base / path if base is not None else path
-
-
-def _names(names: Iterable[str]) -> str:
-    return ", ".join(sorted(names))
-
-
 # --------------------------------------------------------------------------- catalogs
 
 
@@ -361,9 +210,22 @@ class Catalog:
 
     kind = "catalog"
 
+    #: The tabular sources' row mapper (``None`` for an image folder).
+    mapper: RowMapper | None = None
+
     def __init__(self, source: str, limit: int | None) -> None:
         self.source = source
         self.limit = limit
+
+    @property
+    def schema(self) -> Schema | None:
+        """What the columns are and why (tabular sources); see :mod:`ingest.schema`."""
+        return self.mapper.schema if self.mapper is not None else None
+
+    @property
+    def display_field(self) -> str | None:
+        """The payload field that holds a product's display name, if any."""
+        return self.mapper.display_field if self.mapper is not None else "name"
 
     def _rows(self) -> Iterator[Product]:
         raise NotImplementedError
@@ -399,31 +261,47 @@ class Catalog:
 class ParquetCatalog(Catalog):
     """Parquet files in the Hugging Face layout, read in row batches with pyarrow."""
 
+    mapper: RowMapper
+
     kind = "parquet"
     batch_rows = 1024
 
     def __init__(
         self, files: Sequence[Path], *, images: Path | None, limit: int | None, **mapper: Any
     ) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         self.files = list(files)
         root = self.files[0].parent if len(self.files) == 1 else _common_root(self.files)
         super().__init__(str(self.files[0] if len(self.files) == 1 else root), limit)
-        self.mapper = RowMapper(images=images, base_dir=root, **mapper)
-        self._rows_per_file: list[int] = []
+        metas = []
         for file in self.files:
             try:
-                meta = pq.ParquetFile(file)
+                metas.append(pq.ParquetFile(file))
             except Exception as exc:
                 raise InputError(f"{file}: not a readable parquet file: {exc}") from None
+        try:
+            first = next(metas[0].iter_batches(batch_size=SAMPLE_ROWS), None)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{self.files[0]}: cannot read parquet data: {exc}") from None
+        self.mapper = make_mapper(
+            metas[0].schema_arrow.names,
+            first.to_pylist() if first is not None else [],
+            source=str(self.files[0]),
+            images=images,
+            images_given=images is not None,
+            base_dir=root,
+            **mapper,
+        )
+        for file, meta in zip(self.files, metas, strict=True):
             self.mapper.check_columns(meta.schema_arrow.names, str(file))
-            if self.mapper.image_column not in meta.schema_arrow.names and images is None:
-                raise ConfigError(
-                    f"{file}: no image column {self.mapper.image_column!r}; name it with "
-                    "image_column or pass an image folder (files named by the image pattern)"
-                )
-            self._rows_per_file.append(meta.metadata.num_rows)
+        if self.mapper.image_column is None and images is None:
+            raise ConfigError(
+                f"{self.files[0]}: no image column; name it with image_column or pass an image "
+                "folder (files named by the image pattern)"
+            )
+        self._rows_per_file = [meta.metadata.num_rows for meta in metas]
 
     def _count(self) -> int:
         return sum(self._rows_per_file)
@@ -477,24 +355,47 @@ def _common_root(files: Sequence[Path]) -> Path:
 
 
 class _TextTableCatalog(Catalog):
-    """A CSV or JSONL file plus an image folder (default ``images/`` beside the file)."""
+    """A CSV or JSONL file: an image column (paths relative to the file's folder, or URLs), or
+    an image folder (default ``images/`` beside the file) holding ``image_pattern`` files."""
 
-    def __init__(
-        self, path: Path, *, images: Path | None, limit: int | None, **mapper: Any
+    mapper: RowMapper
+
+    def _setup(
+        self,
+        path: Path,
+        header: Sequence[str],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        images: Path | None,
+        **mapper: Any,
     ) -> None:
-        super().__init__(str(path), limit)
+        """Type the values (one type per field), detect the schema, build the row mapper."""
         self.path = path
+        given = images is not None
         if images is None:
             beside = path.parent / "images"
             images = beside if beside.is_dir() else None
-        self.mapper = RowMapper(images=images, base_dir=path.parent, **mapper)
-        if images is None and not self._has_image_column():
+        types = value_types(header, rows)
+        sample = [
+            {k: convert_value(v, types[k])[0] if k in types else v for k, v in row.items()}
+            for row in itertools.islice(rows, SAMPLE_ROWS)
+        ]
+        self.mapper = make_mapper(
+            header,
+            sample,
+            source=str(path),
+            images=images,
+            images_given=given,
+            base_dir=path.parent,
+            **mapper,
+        )
+        types.pop(self.mapper.id_column or "", None)
+        self.mapper.value_types = types
+        if images is None and self.mapper.image_column is None:
             raise ConfigError(
-                f"{path}: no image folder; pass --images DIR (default: images/ beside the file)"
+                f"{path}: no image column and no image folder; pass --images DIR "
+                "(default: images/ beside the file)"
             )
-
-    def _has_image_column(self) -> bool:
-        return False
 
 
 class CsvCatalog(_TextTableCatalog):
@@ -506,29 +407,26 @@ class CsvCatalog(_TextTableCatalog):
 
     kind = "csv"
 
-    def __init__(self, path: Path, **kwargs: Any) -> None:
+    def __init__(
+        self, path: Path, *, images: Path | None, limit: int | None, **mapper: Any
+    ) -> None:
         self._header, self._records = _read_csv(path)
-        super().__init__(path, **kwargs)
-        self.mapper.check_columns(self._header, str(path))
-        self._types = _infer_column_types(self._header, (cells for _, cells in self._records))
-
-    def _has_image_column(self) -> bool:
-        return self.mapper.image_column in self._header
+        super().__init__(str(path), limit)
+        rows = [self._raw(cells) for _, cells in self._records]
+        self._setup(path, self._header, rows, images=images, **mapper)
 
     def _count(self) -> int:
         return len(self._records)
 
-    def _rows(self) -> Iterator[Product]:
+    def _raw(self, cells: list[str]) -> dict[str, Any]:
         width = len(self._header)
+        if len(cells) > width:
+            cells = [*cells[: width - 1], ",".join(cells[width - 1 :])]
+        return dict(zip(self._header, cells, strict=False))
+
+    def _rows(self) -> Iterator[Product]:
         for row, (line, cells) in enumerate(self._records):
-            if len(cells) > width:
-                cells = [*cells[: width - 1], ",".join(cells[width - 1 :])]
-            raw: dict[str, Any] = {}
-            for name, cell in zip(self._header, cells, strict=False):
-                raw[name] = (
-                    _typed(cell, self._types[name]) if name != self.mapper.id_column else cell
-                )
-            yield self.mapper.product(raw, source=self.source, row=row, line=line)
+            yield self.mapper.product(self._raw(cells), source=self.source, row=row, line=line)
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -552,91 +450,50 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     return [h.strip() for h in header], records
 
 
-def _infer_column_types(header: Sequence[str], rows: Iterable[Sequence[str]]) -> dict[str, type]:
-    kinds: dict[str, type] = {name: int for name in header}
-    for cells in rows:
-        for name, cell in zip(header, cells, strict=False):
-            kind = kinds[name]
-            if kind is str:
-                continue
-            cell = cell.strip()
-            if not cell:
-                continue
-            if kind is int and not _INT.fullmatch(cell):
-                kind = float
-            if kind is float and not _FLOAT.fullmatch(cell):
-                kind = str
-            kinds[name] = kind
-    return kinds
-
-
-def _typed(cell: str, kind: type) -> Any:
-    if kind is str:
-        return cell
-    text = cell.strip()
-    if not text:
-        return None
-    return int(text) if kind is int else float(text)
-
-
 class JsonlCatalog(_TextTableCatalog):
-    """A JSON Lines file: one object per line; JSON types are kept (``null`` = empty)."""
+    """A JSON Lines file: one object per line (``null`` = empty). Each field gets one type for
+    the whole file (see the module doc): a ``"2012a"`` among a field's numbers is reported and
+    left out, ``"2012"`` becomes ``2012``."""
 
     kind = "jsonl"
 
-    def __init__(self, path: Path, **kwargs: Any) -> None:
+    def __init__(
+        self, path: Path, *, images: Path | None, limit: int | None, **mapper: Any
+    ) -> None:
         try:
-            self._lines = path.read_text(encoding="utf-8-sig").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError as exc:
             raise InputError(f"{path}: not UTF-8 text ({exc})") from None
-        super().__init__(path, **kwargs)
-        self._validate_first_object()
-
-    def _first_object(self) -> dict[str, Any] | None:
-        for text in self._lines:
-            if text.strip():
-                with contextlib.suppress(ValueError):
-                    value = json.loads(text)
-                    if isinstance(value, dict):
-                        return value
-        return None
-
-    def _validate_first_object(self) -> None:
-        first = self._first_object()
-        if first is not None and self.mapper.id_column not in first:
-            raise ConfigError(
-                f"{self.path}: no id field {self.mapper.id_column!r} in the first object; "
-                f"fields: {_names(first)}"
-            )
-
-    def _has_image_column(self) -> bool:
-        first = self._first_object()
-        return first is not None and self.mapper.image_column in first
+        super().__init__(str(path), limit)
+        #: (line number, the object or None, the reason it is not one).
+        self._parsed = [
+            _parse_json_line(n, text) for n, text in enumerate(lines, 1) if text.strip()
+        ]
+        objects = [value for _, value, _ in self._parsed if value is not None]
+        fields = list(dict.fromkeys(key for value in objects for key in value))
+        self._setup(path, fields, objects, images=images, **mapper)
 
     def _count(self) -> int:
-        return sum(1 for text in self._lines if text.strip())
+        return len(self._parsed)
 
     def _rows(self) -> Iterator[Product]:
-        row = 0
-        for number, text in enumerate(self._lines, start=1):
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-                error = (
-                    None
-                    if isinstance(value, dict)
-                    else f"expected a JSON object, got {type(value).__name__}"
-                )
-            except ValueError as exc:
-                error = f"invalid JSON: {exc}"
-            if error is None:
+        for row, (number, value, error) in enumerate(self._parsed):
+            if value is not None:
                 yield self.mapper.product(value, source=self.source, row=row, line=number)
             else:
                 yield Product(
                     product_id="", text="", row=row, line=number, source=self.source, error=error
                 )
-            row += 1
+
+
+def _parse_json_line(number: int, text: str) -> tuple[int, dict[str, Any] | None, str | None]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return number, None, f"invalid JSON: {exc}"
+    if not isinstance(value, dict):
+        return number, None, f"expected a JSON object, got {type(value).__name__}"
+    return number, value, None
 
 
 class ImageFolderCatalog(Catalog):
@@ -670,6 +527,18 @@ class ImageFolderCatalog(Catalog):
             )
         self.columns = columns
 
+    @property
+    def schema(self) -> Schema:
+        """The fixed roles of an image folder's fields, in the form of a detected schema."""
+        return Schema(
+            id=Choice(None, "the file's path relative to the folder"),
+            name=Choice("name", "the file name, _ and - as spaces"),
+            image=Choice("file", "every jpg / jpeg / png / webp file under the folder"),
+            image_kind="path",
+            text_template=self.text_template,
+            text_reason="the file name" if self.text_template == "{name}" else "given (--text)",
+        )
+
     def _count(self) -> int:
         return len(self.files)
 
@@ -701,14 +570,30 @@ class ImageFolderCatalog(Catalog):
 class HubCatalog(Catalog):
     """A Hugging Face dataset id, streamed with ``datasets`` (split ``train``)."""
 
+    mapper: RowMapper
+
     kind = "hub"
+
+    #: Rows streamed to detect the schema (streaming makes every row a download).
+    sample_rows = 200
 
     def __init__(
         self, dataset_id: str, *, images: Path | None, limit: int | None, **mapper: Any
     ) -> None:
         super().__init__(dataset_id, limit)
-        self.mapper = RowMapper(images=images, base_dir=None, **mapper)
         self._dataset = self._load(dataset_id)
+        sample = list(itertools.islice(iter(self._dataset), self.sample_rows))
+        features = getattr(self._dataset, "features", None) or {}
+        header = list(features) or list(dict.fromkeys(k for row in sample for k in row))
+        self.mapper = make_mapper(
+            header,
+            sample,
+            source=dataset_id,
+            images=images,
+            images_given=images is not None,
+            base_dir=None,
+            **mapper,
+        )
 
     def _load(self, dataset_id: str) -> Any:
         try:
@@ -726,11 +611,10 @@ class HubCatalog(Catalog):
                 f"could not provide it (offline, HF_HUB_OFFLINE=1, or no such dataset): {first}"
             ) from None
         features = getattr(dataset, "features", None) or {}
-        if self.mapper.image_column in features and hasattr(datasets, "Image"):
-            # Keep JPEG bytes; the pipeline decodes them in threads.
-            dataset = dataset.cast_column(self.mapper.image_column, datasets.Image(decode=False))
-        if features:
-            self.mapper.check_columns(list(features), dataset_id)
+        for name, feature in features.items():
+            if hasattr(datasets, "Image") and isinstance(feature, datasets.Image):
+                # Keep JPEG bytes; the pipeline decodes them in threads.
+                dataset = dataset.cast_column(name, datasets.Image(decode=False))
         return dataset
 
     def _count(self) -> int | None:

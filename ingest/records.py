@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,13 +9,17 @@ from typing import Any
 
 from PIL import Image
 
+from clipy_qdrant.encoders.images import decode_image
+
 
 @dataclass
 class Product:
     """One catalog row: id, metadata (payload), the text to embed and a way to load its image.
 
     ``image_bytes`` or ``image_path`` (or neither, for a product without an image) tells where
-    the image is; :meth:`load_image` decodes it as RGB and raises on unreadable data.
+    the image is; :meth:`load_image` decodes it upright as RGB and raises on unreadable data.
+    ``image_url`` is a remote image (platform exports): :class:`ingest.fetch.ImageURLCatalog`
+    downloads it into the image cache and sets ``image_path`` before the pipeline reads it.
 
     ``source`` / ``row`` / ``line`` locate the product in its input for error reports: ``row`` is
     the 0-based data-row index within ``source`` (as in ``dataset[row]``), ``line`` the 1-based
@@ -25,11 +28,15 @@ class Product:
     A reader that cannot make a product of a row (bad JSON, unparsable value…) still yields one,
     with ``error`` set, so the pipeline reports it with its location and goes on. A row without
     an id has ``product_id == ""``.
+
+    ``value_errors`` names the fields whose value did not fit the field's type (``{field:
+    reason}``); those values are not in ``metadata``, and the pipeline reports each one.
     """
 
     product_id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    value_errors: dict[str, str] = field(default_factory=dict)
     image_bytes: bytes | None = None
     image_path: Path | None = None
     row: int | None = None
@@ -37,6 +44,7 @@ class Product:
     image_loader: Callable[[], Image.Image] | None = None
     line: int | None = None
     error: str | None = None
+    image_url: str | None = None
 
     @property
     def has_image(self) -> bool:
@@ -47,16 +55,18 @@ class Product:
         )
 
     def load_image(self) -> Image.Image:
+        """The product's image, upright and RGB (:func:`~clipy_qdrant.encoders.images.decode_image`);
+        an InputError naming the product when it cannot be decoded."""
+        name = f"{self.where()} image"
         if self.image_loader is not None:
-            img = self.image_loader()
-        elif self.image_bytes is not None:
-            img = Image.open(io.BytesIO(self.image_bytes))
-        elif self.image_path is not None:
-            img = Image.open(self.image_path)
-        else:
-            raise FileNotFoundError("product has no image")
-        img.load()
-        return img.convert("RGB")
+            return decode_image(self.image_loader(), name=name)
+        if self.image_bytes is not None:
+            return decode_image(self.image_bytes, name=name)
+        if self.image_path is not None:
+            return decode_image(self.image_path, name=f"{name} {self.image_path}")
+        if self.image_url is not None:
+            raise FileNotFoundError(f"image {self.image_url} is not fetched yet")
+        raise FileNotFoundError("product has no image")
 
     def where(self) -> str:
         """``styles.csv line 7`` / ``train.parquet row 5`` (or just the source) for messages."""

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize, register_encoder
+from clipy_qdrant.encoders import EncoderInfo, l2_normalize, register_encoder
 
 _BINS = 4  # per channel -> 64 histogram cells
 _THUMB = 16
@@ -57,6 +57,8 @@ class FakeEncoder:
         rng = np.random.default_rng(_SEED)
         self._projection = rng.standard_normal((_BINS**3, dim)).astype(np.float32)
         self._info = EncoderInfo(name="fake" if dim == 32 else f"fake-{dim}", dim=dim)
+        self.default_hubness = 0.0
+        self.trained_split: str | None = None
         self.texts_encoded = 0
         self.images_encoded = 0
 

@@ -92,7 +92,8 @@ def test_help_shows_the_defaults_it_names() -> None:
     words = " ".join(out.replace("│", " ").split())
     assert "(env CLIPY_STORE; default: ./clipy-data)" in words
     assert "(default: images/ beside it)" in words
-    assert '{articleType} {baseColour}"; attribute columns the catalog lacks are left out)' in words
+    assert "(default: detected, the name then the descriptive attributes; see --dry-run)" in words
+    assert "(default: {id}.jpg when the catalog has no image column)" in words
 
 
 def test_info_text_shows_each_indexed_field_with_its_type(store: Path) -> None:
@@ -295,11 +296,11 @@ def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
 def test_train_captions_are_product_names(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ingest embeds name + attributes by default, but training pairs images with the names
     (training adds attribute phrases itself); ``--text`` still overrides."""
-    import clipy_qdrant.encoders.train as train_module
+    import clipy_qdrant.training as train_module
 
     seen: list[list[str]] = []
 
-    def fake_train(products: object, out: object, **kwargs: object) -> object:
+    def fake_train(products: object, out: object, config: object, **kwargs: object) -> object:
         seen.append([p.text for p in products])  # type: ignore[attr-defined]
         return train_module.TrainReport(
             out_dir=str(out), train_products=0, heldout_products=0, epochs=0, seed=0, settings={}
@@ -336,3 +337,44 @@ def test_train_writes_a_model_that_ingest_can_use(tmp_path: Path) -> None:
         encoder.info.name.startswith("fashion-mini:")
         and encoder.info.name != get_encoder("fashion-mini").info.name
     )
+
+
+def test_ingest_of_an_empty_catalog_fails_and_leaves_no_store(tmp_path: Path) -> None:
+    """Issue #20 item 3: a header-only CSV, or one whose every row is skipped, is an error
+    (one line, exit 1) and no store folder is left behind."""
+    (tmp_path / "images").mkdir()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("id,productDisplayName\n", encoding="utf-8")
+    no_ids = tmp_path / "no-ids.csv"
+    no_ids.write_text("id,productDisplayName\n,Red shirt\n,Blue shirt\n", encoding="utf-8")
+    for path, message in ((empty, "has no products"), (no_ids, "no usable rows: 2 skipped")):
+        folder = tmp_path / f"store-{path.stem}"
+        code, out, err = run(
+            "ingest", str(path), "--store", str(folder), "--encoder", "fake",
+            "--report", str(tmp_path / "r.json"),
+        )  # fmt: skip
+        assert code == 1 and out == "", err
+        errors = [line for line in err.splitlines() if line.startswith("clipy: error:")]
+        assert len(errors) == 1 and message in errors[0] and str(path) in errors[0]
+        assert "Traceback" not in err
+        assert not folder.exists()
+
+
+def test_ingest_of_an_empty_catalog_leaves_an_existing_store_untouched(
+    store: Path, tmp_path: Path
+) -> None:
+    before = json.loads(run("info", "--store", str(store), "--json")[1])
+    meta = (store / "clipy.json").read_text()
+    (tmp_path / "images").mkdir()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("id,productDisplayName\n", encoding="utf-8")
+    no_ids = tmp_path / "no-ids.csv"
+    no_ids.write_text("id,productDisplayName\n,Red shirt\n", encoding="utf-8")
+    for path in (empty, no_ids):
+        code, _, err = run(
+            "ingest", str(path), "--store", str(store), "--report", str(tmp_path / "r.json")
+        )
+        assert code == 1 and "clipy: error:" in err
+    assert json.loads(run("info", "--store", str(store), "--json")[1]) == before
+    assert before["products"] == 24
+    assert (store / "clipy.json").read_text() == meta

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from clipy_qdrant.encoders.colour import (
+from clipy_qdrant.encoders.fashion.colour import (
     COARSE,
     COLOUR_DIM,
     FINE,
@@ -133,7 +133,8 @@ def test_colour_descriptor_ignores_white_background_but_keeps_white_garments() -
 
 @pytest.mark.slow
 def test_towers_load_from_their_wheels_and_onnx_matches_torch(tmp_path: Path) -> None:
-    from clipy_qdrant.encoders.towers import IMAGE_FEATURE_DIM, ImageTower, TextTower
+    from clipy_qdrant.config import default_cache_dir
+    from clipy_qdrant.encoders.fashion.towers import IMAGE_FEATURE_DIM, ImageTower, TextTower
 
     images = fixed_images()[:2]
     onnx_tower = ImageTower(runtime="onnx", cache_dir=tmp_path, threads=2)
@@ -143,14 +144,14 @@ def test_towers_load_from_their_wheels_and_onnx_matches_torch(tmp_path: Path) ->
     assert onnx_tower.onnx_path().is_file()
     assert onnx_feats.shape == (2, IMAGE_FEATURE_DIM)
     np.testing.assert_allclose(onnx_feats, torch_feats, atol=1e-3)
-    text = TextTower().features(["red shirt", "blue jeans"])
+    text = TextTower(cache_dir=default_cache_dir()).features(["red shirt", "blue jeans"])
     assert text.shape == (2, 384)
     np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
 
 
 @pytest.mark.slow
 def test_image_tower_poolings_concatenate_in_order_and_onnx_matches_torch(tmp_path: Path) -> None:
-    from clipy_qdrant.encoders.towers import ImageTower
+    from clipy_qdrant.encoders.fashion.towers import ImageTower
 
     images = fixed_images()[:3]
     gap = ImageTower(resolution=160, runtime="onnx", cache_dir=tmp_path).features(images)
@@ -174,16 +175,16 @@ def test_image_tower_poolings_concatenate_in_order_and_onnx_matches_torch(tmp_pa
 
 
 @pytest.mark.parametrize("pooling", ["", "gap,gap", "gap,avg", "max"])
-def test_image_tower_rejects_bad_pooling(pooling: str) -> None:
-    from clipy_qdrant.encoders.towers import ImageTower
+def test_image_tower_rejects_bad_pooling(pooling: str, tmp_path: Path) -> None:
+    from clipy_qdrant.encoders.fashion.towers import ImageTower
     from clipy_qdrant.errors import EncoderError
 
     with pytest.raises(EncoderError, match="bad image pooling"):
-        ImageTower(pooling=pooling)
+        ImageTower(pooling=pooling, cache_dir=tmp_path)
 
 
 def test_word_bag_rows_and_vocabulary() -> None:
-    from clipy_qdrant.encoders.fashion import WordBag, text_words
+    from clipy_qdrant.encoders.fashion.heads import WordBag, text_words
 
     assert text_words("Men's Navy-Blue T-shirt, 2 pcs") == [
         "men",
@@ -278,7 +279,7 @@ def test_fingerprint_covers_the_config_that_shapes_vectors(encoder, tmp_path: Pa
 
 @pytest.mark.slow
 def test_encoder_is_registered_under_fashion_mini() -> None:
-    from clipy_qdrant.encoders.base import get_encoder
+    from clipy_qdrant.encoders import get_encoder
     from clipy_qdrant.encoders.fashion import FashionEncoder
 
     assert isinstance(get_encoder("fashion-mini"), FashionEncoder)
@@ -303,15 +304,21 @@ def test_colour_words_find_the_right_colour(encoder) -> None:
     assert hits >= 4, scores.round(3)
 
 
+def catalog_products(catalog: Path, limit: int) -> list:
+    """The first ``limit`` catalog products, read as ``clipy train`` reads them (name captions)."""
+    from ingest.readers import NAME_TEXT_TEMPLATE, open_catalog
+
+    return list(open_catalog(catalog, text_template=NAME_TEXT_TEMPLATE, limit=limit))
+
+
 @pytest.mark.slow
 @pytest.mark.catalog
 def test_colour_words_find_their_colour_among_catalog_products(encoder) -> None:
     from clipy_qdrant.config import Settings
-    from clipy_qdrant.encoders.train import read_parquet_products
     from clipy_qdrant.split import is_heldout
 
     products = [
-        p for p in read_parquet_products(Settings().catalog, limit=3000) if is_heldout(p.product_id)
+        p for p in catalog_products(Settings().catalog, limit=3000) if is_heldout(p.product_id)
     ]
     image_vecs = encoder.encode_images([p.load_image() for p in products])
     colours = np.asarray([str(p.metadata.get("baseColour")) for p in products])
@@ -351,13 +358,12 @@ def test_shipped_heads_reproduce_golden_embeddings(encoder) -> None:
 @pytest.mark.catalog
 def test_shipped_heads_reproduce_golden_embeddings_of_catalog_products(encoder) -> None:
     from clipy_qdrant.config import Settings
-    from clipy_qdrant.encoders.train import read_parquet_products
 
     catalog = Settings().catalog
     if not catalog.exists():
         pytest.skip(f"catalog not found at {catalog} (set CLIPY_CATALOG)")
     golden = json.loads(GOLDEN_PATH.read_text())["catalog"]
-    products = {p.product_id: p for p in read_parquet_products(catalog, limit=200)}
+    products = {p.product_id: p for p in catalog_products(catalog, limit=200)}
     chosen = [products[pid] for pid in golden]
     # The golden file keeps no catalog text, only a hash that pins which rows these are.
     assert [hashlib.sha256(p.text.encode()).hexdigest() for p in chosen] == [
@@ -375,20 +381,21 @@ def test_shipped_heads_reproduce_golden_embeddings_of_catalog_products(encoder) 
 
 
 def test_caption_positives_mark_every_image_that_owns_a_batch_caption() -> None:
-    from clipy_qdrant.encoders.train import _caption_positives, attribute_phrases
+    from clipy_qdrant.training.captions import attribute_phrases
+    from clipy_qdrant.training.contrastive import caption_positives
 
     # Four products: (name, phrases) as caption ids. Product 0 and 2 share a name (id 0);
     # products 0 and 1 are both navy blue (phrase id 5); 0 and 3 are both shirts (id 6).
     captions = [np.array([0, 5, 6]), np.array([1, 5]), np.array([0, 7]), np.array([2, 6])]
     rows = np.array([0, 1, 2, 3])
     chosen = np.array([0, 5, 0, 6])  # the caption each image drew this epoch
-    got = _caption_positives(captions, rows, chosen)
+    got = caption_positives(captions, rows, chosen)
     want = np.array([[1, 1, 1, 1], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float32)
     np.testing.assert_array_equal(got, want)
     # Each image is a positive of its own caption, and each caption has its image.
     assert np.all(np.diag(got) == 1)
     # A batch that is a subset of rows, in another order.
-    got = _caption_positives(captions, np.array([3, 1]), np.array([6, 5]))
+    got = caption_positives(captions, np.array([3, 1]), np.array([6, 5]))
     np.testing.assert_array_equal(got, np.eye(2, dtype=np.float32))
     # The real phrases: "navy blue" is one of a navy blue shirt's own captions.
     phrases = attribute_phrases({"baseColour": "Navy Blue", "articleType": "Shirts"})
@@ -403,7 +410,7 @@ class _Product:
 
 
 def test_colour_caption_targets_name_the_colour_only_when_the_caption_does() -> None:
-    from clipy_qdrant.encoders.train import colour_caption_targets
+    from clipy_qdrant.training.captions import colour_caption_targets
 
     classes = ["Blue", "Navy Blue", "Red"]
     products = [
@@ -425,7 +432,7 @@ def test_colour_caption_targets_name_the_colour_only_when_the_caption_does() -> 
 
 
 def test_the_text_colour_block_fades_out_with_the_number_of_words() -> None:
-    from clipy_qdrant.encoders.fashion import ColourHeads, ProjectionHead
+    from clipy_qdrant.encoders.fashion.heads import ColourHeads, ProjectionHead
 
     head = ProjectionHead(np.zeros(1), np.ones(1), np.zeros((2, 1)), np.zeros(2))
     colour = ColourHeads(head, head, ["Red"], 1.0, 0.5, full_words=2, zero_words=4)
@@ -434,28 +441,29 @@ def test_the_text_colour_block_fades_out_with_the_number_of_words() -> None:
     np.testing.assert_allclose(colour.text_gate(texts), [1.0, 1.0, 0.5, 0.5, 0.0])
 
 
-def test_a_catalog_without_colours_gets_no_colour_heads() -> None:
-    from clipy_qdrant.encoders.train import train_colour_heads
+def test_a_catalog_without_colours_gets_no_colour_heads(tmp_path: Path) -> None:
+    from clipy_qdrant.training.classifiers import train_colour_heads
 
     products = [_Product("Plain Shirt", ""), _Product("Other Shirt", "Red")]
     tensors, classes = train_colour_heads(
-        products, np.arange(2), np.zeros((2, 4), np.float32), None, progress=False
-    )
+        products, np.arange(2), np.zeros((2, 4), np.float32), None, cache_dir=tmp_path,
+        progress=False,
+    )  # fmt: skip
     assert tensors == {} and classes == []
 
 
 @pytest.mark.parametrize(("seeds", "hidden", "rank"), [(0, 0, 0), (1, -1, 0), (1, 4, -1)])
 def test_colour_heads_reject_bad_seed_counts_hidden_sizes_and_ranks(
-    seeds: int, hidden: int, rank: int
+    seeds: int, hidden: int, rank: int, tmp_path: Path
 ) -> None:
-    from clipy_qdrant.encoders.train import train_colour_heads
     from clipy_qdrant.errors import InputError
+    from clipy_qdrant.training.classifiers import train_colour_heads
 
     products = [_Product("Red Shirt", "Red"), _Product("Blue Shirt", "Blue")]
     with pytest.raises(InputError, match="seeds >= 1, hidden >= 0 and rank >= 0"):
         train_colour_heads(
             products, np.arange(2), np.zeros((2, 4), np.float32), None,
-            seeds=seeds, hidden=hidden, rank=rank, progress=False,
+            seeds=seeds, hidden=hidden, rank=rank, cache_dir=tmp_path, progress=False,
         )  # fmt: skip
 
 
@@ -477,31 +485,31 @@ def _random_head(
 
 def test_a_low_rank_hidden_layer_is_exact_when_the_layer_has_that_rank() -> None:
     from clipy_qdrant.encoders.fashion import ProjectionHead
-    from clipy_qdrant.encoders.train import _low_rank_hidden
+    from clipy_qdrant.training.heads import low_rank_hidden
 
     rng = np.random.default_rng(0)
     # A 24-unit hidden layer of rank 5 over 10 inputs: rank 5 loses nothing, on any input.
     weight = rng.normal(size=(24, 5)) @ rng.normal(size=(5, 10))
     tensors = _random_head(rng, 10, 24, weight)
     z = rng.normal(size=(200, 10)).astype(np.float32) + 1.5  # fitting rows, off-centre
-    cut = _low_rank_hidden(tensors, "h", z, 5)
+    cut = low_rank_hidden(tensors, "h", z, 5)
     assert cut["h.down.weight"].shape == (5, 10) and cut["h.hidden.weight"].shape == (24, 5)
     x = rng.normal(size=(7, 10)).astype(np.float32) * 3.0
     whole, low = (ProjectionHead.from_tensors(t, "h") for t in (tensors, cut))
     np.testing.assert_allclose(low.logits(x), whole.logits(x), rtol=1e-4, atol=1e-3)
     # A rank at or above the layer's width or input count changes nothing.
-    assert _low_rank_hidden(tensors, "h", z, 10) is tensors
+    assert low_rank_hidden(tensors, "h", z, 10) is tensors
 
 
 def test_saved_heads_load_back_equal_whatever_the_memory_order(tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 
-    from clipy_qdrant.encoders.train import _low_rank_hidden, save_heads
+    from clipy_qdrant.training.heads import low_rank_hidden, save_heads
 
     rng = np.random.default_rng(2)
     tensors = _random_head(rng, 10, 24)
     tensors["h.hidden.weight"] = np.asfortranarray(tensors["h.hidden.weight"])  # a transposed view
-    cut = _low_rank_hidden(tensors, "h", rng.normal(size=(100, 10)).astype(np.float32), 4)
+    cut = low_rank_hidden(tensors, "h", rng.normal(size=(100, 10)).astype(np.float32), 4)
     assert all(value.flags["C_CONTIGUOUS"] for value in cut.values())
     for heads in (tensors, cut):
         save_heads(heads, tmp_path / "heads.safetensors")
@@ -514,7 +522,7 @@ def test_saved_heads_load_back_equal_whatever_the_memory_order(tmp_path: Path) -
 
 
 def test_a_low_rank_hidden_layer_keeps_the_main_directions_and_the_mean() -> None:
-    from clipy_qdrant.encoders.train import _low_rank_hidden
+    from clipy_qdrant.training.heads import low_rank_hidden
 
     rng = np.random.default_rng(1)
     tensors = _random_head(rng, 12, 30)
@@ -531,7 +539,7 @@ def test_a_low_rank_hidden_layer_keeps_the_main_directions_and_the_mean() -> Non
     exact = pre(tensors)
     errors = []
     for rank in (1, 2, 3, 6):
-        approx = pre(_low_rank_hidden(tensors, "h", z, rank))
+        approx = pre(low_rank_hidden(tensors, "h", z, rank))
         # The mean pre-activation is kept whatever the rank (the bias carries it).
         np.testing.assert_allclose(approx.mean(0), exact.mean(0), atol=1e-3)
         errors.append(float(np.abs(approx - exact).mean()))
@@ -546,7 +554,7 @@ def test_colour_heads_of_several_seeds_are_the_average_of_one_seed_heads(
     import torch
 
     from clipy_qdrant.encoders.fashion import ProjectionHead
-    from clipy_qdrant.encoders.train import train_colour_heads
+    from clipy_qdrant.training.classifiers import train_colour_heads
 
     colours = ["Red", "Blue", "Green"]
     products = [_Product(f"Shirt {i} {colours[i % 3]}", colours[i % 3]) for i in range(12)]
@@ -583,7 +591,7 @@ def test_colour_heads_of_several_seeds_are_the_average_of_one_seed_heads(
 
 
 def test_colour_blocks_add_the_named_colours_probability_to_text_scores() -> None:
-    from clipy_qdrant.encoders.fashion import (
+    from clipy_qdrant.encoders.fashion.heads import (
         colour_block,
         colour_probabilities,
         join_image_vectors,
@@ -616,7 +624,7 @@ def test_colour_blocks_add_the_named_colours_probability_to_text_scores() -> Non
 
 
 def test_type_block_joins_image_vectors_only_and_adds_type_agreement() -> None:
-    from clipy_qdrant.encoders.fashion import (
+    from clipy_qdrant.encoders.fashion.heads import (
         TypeHead,
         colour_block,
         join_image_vectors,
@@ -663,7 +671,7 @@ def test_type_block_joins_image_vectors_only_and_adds_type_agreement() -> None:
 def test_image_metrics_also_average_only_answerable_queries() -> None:
     from dataclasses import dataclass, field
 
-    from clipy_qdrant.encoders.train import evaluate_vectors
+    from clipy_qdrant.training.evaluate import evaluate_vectors
 
     @dataclass
     class Item:
@@ -709,22 +717,15 @@ def test_image_metrics_also_average_only_answerable_queries() -> None:
 def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> None:
     from clipy_qdrant.config import Settings
     from clipy_qdrant.encoders.fashion import load_fashion_encoder, text_head_inputs
-    from clipy_qdrant.encoders.train import (
-        COLOUR_HIDDEN,
-        COLOUR_RANK,
-        COLOUR_SEEDS,
-        evaluate_fashion_model,
-        read_parquet_products,
-        train_fashion_encoder,
-    )
+    from clipy_qdrant.training import TrainConfig, evaluate_fashion_model, train_fashion_encoder
+    from clipy_qdrant.training.config import COLOUR_HIDDEN, COLOUR_RANK, COLOUR_SEEDS
 
     catalog = Settings().catalog
     if not catalog.exists():
         pytest.skip(f"catalog not found at {catalog} (set CLIPY_CATALOG)")
-    products = read_parquet_products(catalog, limit=1000)
-    report = train_fashion_encoder(
-        products,
-        tmp_path / "model",
+    products = catalog_products(catalog, limit=1000)
+    cache_dir = Settings().cache_dir
+    settings = TrainConfig(
         epochs=30,
         seed=0,
         hidden=256,
@@ -732,11 +733,16 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
         word_bag_min_count=3,
         attribute_weight=0.5,
         evaluate_untrained=True,
-        progress=False,
+    )
+    report = train_fashion_encoder(
+        products, tmp_path / "model", settings, cache_dir=cache_dir, progress=False
     )
     assert report.train_products + report.heldout_products == 1000
     # The reported metrics are those of the written folder, evaluated afresh.
-    assert evaluate_fashion_model(products, tmp_path / "model", progress=False) == report.metrics
+    written = evaluate_fashion_model(
+        products, tmp_path / "model", cache_dir=cache_dir, progress=False
+    )
+    assert written == report.metrics
     assert report.losses[-1] < 0.8 * report.losses[0]
     trained = report.metrics["known_item_recall@10"]
     untrained = report.untrained_metrics["known_item_recall@10"]
@@ -801,21 +807,17 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
 @pytest.mark.catalog
 def test_validation_fold_is_left_out_and_evaluated_with_an_appearance_sweep(tmp_path: Path) -> None:
     from clipy_qdrant.config import Settings
-    from clipy_qdrant.encoders.train import read_parquet_products, train_fashion_encoder
-    from clipy_qdrant.errors import InputError
+    from clipy_qdrant.errors import ConfigError
     from clipy_qdrant.split import fold_of
+    from clipy_qdrant.training import TrainConfig, train_fashion_encoder
 
-    products = read_parquet_products(Settings().catalog, limit=600)
+    products = catalog_products(Settings().catalog, limit=600)
     folds = np.asarray([fold_of(p.product_id) for p in products])
+    settings = TrainConfig(
+        epochs=2, hidden=64, batch_size=128, validation_fold=2, appearance_sweep=(0.5, 3.0)
+    )
     report = train_fashion_encoder(
-        products,
-        tmp_path / "model",
-        epochs=2,
-        hidden=64,
-        batch_size=128,
-        validation_fold=2,
-        appearance_sweep=[0.5, 3.0],
-        progress=False,
+        products, tmp_path / "model", settings, cache_dir=Settings().cache_dir, progress=False
     )
     # Trained on folds 1, 3, 4 only: neither the held-out fold 0 nor the validation fold 2.
     assert report.train_products == int(np.isin(folds, [1, 3, 4]).sum())
@@ -827,5 +829,5 @@ def test_validation_fold_is_left_out_and_evaluated_with_an_appearance_sweep(tmp_
     assert {"image_p@10_type", "image_p@10_type_colour"} <= set(low)
     assert all(key.startswith("image_p@10_type") for key in low)
     assert low != high  # the weight changes image→image rankings
-    with pytest.raises(InputError, match=r"validation fold must be 1\.\.4"):
-        train_fashion_encoder(products, tmp_path / "bad", validation_fold=0, progress=False)
+    with pytest.raises(ConfigError, match=r"validation fold must be 1\.\.4"):
+        TrainConfig(validation_fold=0)

@@ -275,6 +275,7 @@ def test_searcher_hubness_settings(store, products, tmp_path) -> None:
     class Enc:
         info = ENCODER
         default_hubness = 0.7
+        trained_split = None
 
         def encode_texts(self, texts, batch_size=64):
             _, vectors, _ = products

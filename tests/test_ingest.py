@@ -20,10 +20,12 @@ from fake_encoder import FakeEncoder
 from PIL import Image
 
 from clipy_qdrant.config import Settings
-from clipy_qdrant.errors import EncoderError, EncoderMismatchError
+from clipy_qdrant.errors import EncoderError, EncoderMismatchError, InputError
+from clipy_qdrant.filters import parse_filter
 from clipy_qdrant.store import HUBNESS_KEY, IMAGE, TEXT, VectorStore, open_store
 from ingest.pipeline import (
     BAD_ROW,
+    BAD_VALUE,
     DUPLICATE_ID,
     ENCODE_FAILED,
     MISSING_IMAGE,
@@ -519,3 +521,121 @@ def test_catalog_ingest_and_rerun_stores_nothing_twice(edge_store: VectorStore) 
         build_index=False,
     )
     assert (again.stored, again.unchanged, edge_store.count()) == (0, n, n)
+
+
+# --------------------------------------------------------------------------- value types
+
+
+def test_one_bad_cell_keeps_its_column_numeric_and_is_reported(
+    edge_store: VectorStore, tmp_path: Path
+) -> None:
+    """Issue #20 item 2: a ``2012a`` among the years is reported (file, line, field) and left
+    out of that product's payload; the column stays integer, so a range filter still finds
+    every other product."""
+    from clipy_qdrant.search import Searcher
+
+    rows = good_rows(tmp_path, 10)  # lines 2-11, years 2010-2012
+    rows[3]["year"] = "2012a"  # id 4, line 5
+    styles = write_csv(tmp_path, rows)
+    encoder = FakeEncoder()
+    report = run_ingest(open_catalog(styles), edge_store, encoder, progress=False)
+    assert report.stored == 10 and report.skipped_total == 0 and report.bad_values == 1
+    assert report.indexed_fields["year"] == "integer"
+    (issue,) = report.issues
+    assert (issue.kind, issue.source, issue.line, issue.field, issue.product_id) == (
+        BAD_VALUE, str(styles), 5, "year", "4",
+    )  # fmt: skip
+    assert "'2012a' is not an integer" in issue.reason
+    assert f"{styles} line 5 (id 4) field year: '2012a'" in "\n".join(report.summary_lines())
+    assert report.to_dict()["issues"][0]["field"] == "year"
+    (four,) = edge_store.retrieve(["4"])
+    assert "year" not in four.payload and four.payload["gender"] == "Men"
+    hits = Searcher(edge_store, encoder).search("shirt", filters=["year>=2000"], k=20)
+    assert sorted(int(h.product_id) for h in hits) == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+    assert all(isinstance(h.payload["year"], int) for h in hits)
+
+
+def test_jsonl_string_among_numbers_is_converted_or_reported(
+    edge_store: VectorStore, tmp_path: Path
+) -> None:
+    rows = good_rows(tmp_path, 6)
+    rows[1]["year"] = "2011"  # a numeric string fits the integer field
+    rows[2]["year"] = "soon"  # does not fit: reported, left out
+    path = tmp_path / "items.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    report = run_ingest(open_catalog(path), edge_store, FakeEncoder(), progress=False)
+    assert report.stored == 6 and report.indexed_fields["year"] == "integer"
+    assert [(i.line, i.field) for i in report.issues] == [(3, "year")]
+    payloads = {p.product_id: p.payload for p in edge_store.scroll()}
+    assert payloads["2"]["year"] == 2011 and "year" not in payloads["3"]
+
+
+# --------------------------------------------------------------------------- empty catalogs
+
+
+def test_a_catalog_without_rows_is_an_error_and_creates_nothing(
+    edge_store: VectorStore, tmp_path: Path
+) -> None:
+    (tmp_path / "images").mkdir()
+    styles = write_csv(tmp_path, [])
+    with pytest.raises(InputError, match=r"catalog .*styles.csv has no products"):
+        run_ingest(open_catalog(styles), edge_store, FakeEncoder(), progress=False)
+    assert edge_store.encoder_info() is None
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_catalog_whose_every_row_is_skipped_is_an_error(
+    store: VectorStore, tmp_path: Path
+) -> None:
+    rows = good_rows(tmp_path, 3)
+    for row in rows:
+        row["id"] = ""
+    styles = write_csv(tmp_path, rows).rename(tmp_path / "no-ids.csv")
+    report_path = tmp_path / "report.json"
+    with pytest.raises(InputError, match=r"no usable rows: 3 skipped, first: .* line 2: row has"):
+        run_ingest(
+            open_catalog(styles), store, FakeEncoder(), progress=False, report_path=report_path
+        )
+    assert store.encoder_info() is None  # the collection this run created is removed again
+    assert json.loads(report_path.read_text())["skipped"] == {NO_ID: 3}
+    # A store that holds products is never removed, and keeps them.
+    good = write_csv(tmp_path, good_rows(tmp_path, 2))
+    run_ingest(open_catalog(good), store, FakeEncoder(), progress=False)
+    with pytest.raises(InputError, match="no usable rows"):
+        run_ingest(open_catalog(styles), store, FakeEncoder(), progress=False)
+    assert sorted(stored_ids(store)) == ["1", "2"]
+
+
+def test_stored_values_agree_with_their_index_type(edge_store: VectorStore, tmp_path: Path) -> None:
+    """Values beyond the inference sample (here: given indexes) are made to fit the index
+    (an int in a float field becomes a float) or reported and left out."""
+    (tmp_path / "images").mkdir()
+    products = []
+    for i, (year, price) in enumerate([(2011, 5), (2012.0, 7.5), ("soon", 9.5), (True, "n/a")]):
+        image = tmp_path / "images" / f"{i}.png"
+        Image.new("RGB", (8, 8), COLOURS[i]).save(image)
+        products.append(
+            Product(
+                product_id=str(i),
+                text=f"shirt {i}",
+                metadata={"year": year, "price": price},
+                image_path=image,
+                row=i,
+                source="list",
+            )
+        )
+    report = run_ingest(
+        products,
+        edge_store,
+        FakeEncoder(),
+        progress=False,
+        indexed_fields={"year": "integer", "price": "float"},
+    )
+    assert report.stored == 4 and report.bad_values == 3
+    assert [(i.row, i.field) for i in report.issues] == [(2, "year"), (3, "year"), (3, "price")]
+    assert "(the field is indexed as integer)" in report.issues[0].reason
+    payloads = {p.product_id: p.payload for p in edge_store.scroll()}
+    assert payloads["0"]["price"] == 5.0 and isinstance(payloads["0"]["price"], float)
+    assert payloads["1"]["year"] == 2012 and isinstance(payloads["1"]["year"], int)
+    assert "year" not in payloads["2"] and "price" not in payloads["3"]
+    assert edge_store.count(parse_filter(["price>=5"])) == 3

@@ -199,6 +199,7 @@ def test_parquet_through_datasets_gives_the_same_products(tmp_path: Path) -> Non
             image_column="image",
             image_pattern="{id}.jpg",
             text_template=None,
+            name_column=None,
         )
     )
     assert_catalog_products(via_datasets)
@@ -366,14 +367,19 @@ def test_default_text_is_name_plus_attributes_the_source_has(tmp_path: Path) -> 
         "id,season,articleType,productDisplayName\n1,Summer,Tops,Zara Red Top\n2,,,Plain\n",
         encoding="utf-8",
     )
-    products = list(open_catalog(tmp_path / "styles.csv", images=tmp_path))
-    # No gender / usage / baseColour columns: the default leaves them out instead of failing.
-    assert [p.text for p in products] == ["Zara Red Top, Summer Tops", "Plain"]
+    catalog = open_catalog(tmp_path / "styles.csv", images=tmp_path)
+    # No gender / usage / baseColour columns: the detected text names the ones it has.
+    assert catalog.schema is not None
+    assert catalog.schema.text_template == "{productDisplayName}, {season} {articleType}"
+    assert [p.text for p in catalog] == ["Zara Red Top, Summer Tops", "Plain"]
     assert DEFAULT_TEXT_TEMPLATE.startswith(NAME_TEXT_TEMPLATE + ", ")
-    # The name itself stays required, and a user's template is checked strictly.
+    # Without a name column the attributes alone make the text; with nothing at all to
+    # describe the products, the text must be given.
     (tmp_path / "noname.csv").write_text("id,gender\n1,Men\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="'productDisplayName' is not a column"):
-        open_catalog(tmp_path / "noname.csv", images=tmp_path)
+    assert [p.text for p in open_catalog(tmp_path / "noname.csv", images=tmp_path)] == ["Men"]
+    (tmp_path / "nothing.csv").write_text("id,year\n1,2012\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="give the text with --text"):
+        open_catalog(tmp_path / "nothing.csv", images=tmp_path)
     with pytest.raises(ConfigError, match="'usage' is not a column"):
         open_catalog(
             tmp_path / "styles.csv", images=tmp_path, text_template="{productDisplayName} {usage}"
@@ -408,7 +414,7 @@ def test_column_mapping_renames_and_include_list_selects(tmp_path: Path) -> None
     assert selected[1].metadata == {"colour": "Blue"}
     assert selected[1].text == "Blue Jeans"  # the template may use columns left out of the payload
     with pytest.raises(ConfigError, match="no id column 'id'"):
-        open_catalog(tmp_path / "items.csv", text_template="{title}")
+        open_catalog(tmp_path / "items.csv", id_column="id", text_template="{title}")
     with pytest.raises(ConfigError, match=r"columns \['size'\] are not in"):
         open_catalog(
             tmp_path / "items.csv", id_column="sku", columns=["size"], text_template="{title}"
@@ -512,11 +518,36 @@ def test_parquet_without_images_needs_an_image_folder(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"id": [5], "productDisplayName": ["Five"]}), tmp_path / "t.parquet")
-    with pytest.raises(ConfigError, match="no image column 'image'"):
+    with pytest.raises(ConfigError, match="no image column; name it"):
         open_catalog(tmp_path / "t.parquet")
+    with pytest.raises(ConfigError, match="no image column 'image'"):
+        open_catalog(tmp_path / "t.parquet", image_column="image")
     write_image(tmp_path / "imgs" / "5.jpg", (1, 2, 3))
     (product,) = open_catalog(tmp_path / "t.parquet", images=tmp_path / "imgs")
     assert product.image_path == tmp_path / "imgs" / "5.jpg" and product.load_image().size == (
         60,
         80,
     )
+
+
+def test_a_field_has_one_type_and_values_that_do_not_fit_are_named(tmp_path: Path) -> None:
+    rows = "\n".join(f"{i},{2010 + i},{9 + i}.5,Shirt {i}" for i in range(1, 9))
+    (tmp_path / "s.csv").write_text(
+        f"id,year,price,productDisplayName\n{rows}\n9,2012a,12,Odd\n10,,n/a,Blank\n",
+        encoding="utf-8",
+    )
+    products = list(open_catalog(tmp_path / "s.csv", images=tmp_path))
+    assert products[0].metadata == {"year": 2011, "price": 10.5, "productDisplayName": "Shirt 1"}
+    odd, blank = products[8], products[9]
+    assert odd.metadata == {"price": 12.0, "productDisplayName": "Odd"}
+    assert odd.value_errors == {"year": "'2012a' is not an integer"}
+    assert blank.metadata == {"productDisplayName": "Blank"}  # an empty cell is no error
+    assert blank.value_errors == {"price": "'n/a' is not a number"}
+    assert all(not p.value_errors for p in products[:8])
+    # A column of words with a few numbers stays text, numbers included.
+    (tmp_path / "t.csv").write_text("id,size,name\n1,M,a\n2,L,b\n3,32,c\n", encoding="utf-8")
+    sizes = [
+        p.metadata["size"]
+        for p in open_catalog(tmp_path / "t.csv", images=tmp_path, text_template="{name}")
+    ]
+    assert sizes == ["M", "L", "32"]

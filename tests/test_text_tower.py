@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipy_qdrant.encoders.towers import TEXT_FEATURE_DIM, TEXT_MAX_TOKENS, TextTower
+from clipy_qdrant.encoders.fashion.towers import TEXT_FEATURE_DIM, TEXT_MAX_TOKENS, TextTower
 
 REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-5  # max abs difference the shipped heads and golden tests can live with
@@ -105,7 +105,7 @@ def test_length_sorted_batches_keep_the_input_order(onnx_tower: TextTower) -> No
 _CHILD = textwrap.dedent(
     """
     import sys
-    from clipy_qdrant.encoders.towers import TextTower
+    from clipy_qdrant.encoders.fashion.towers import TextTower
 
     tower = TextTower(runtime="onnx", cache_dir=sys.argv[1])
     out = tower.features(["men's red casual shoes", "Puma Men Grey T-shirt"])

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
+from clipy_qdrant.encoders.images import decode_image
 from clipy_qdrant.errors import EncoderError
 
 if TYPE_CHECKING:
@@ -40,8 +41,6 @@ _HUB_ORGANISATION = "sentence-transformers"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx")
 _FINGERPRINT_SAMPLE_BYTES = 1 << 20
 _FINGERPRINT_HEX_DIGITS = 12
-# What transparent pixels become: the catalog's products are photographed on white.
-_BACKGROUND_RGB = (255, 255, 255)
 
 
 def _looks_like_path(model_name_or_path: str) -> bool:
@@ -98,18 +97,6 @@ def clip_encoder_name(model_name_or_path: str) -> str:
     return f"clip:{_hub_id(model_name_or_path)}"
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB pixels; transparency is flattened onto white rather than onto black."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, _BACKGROUND_RGB)
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return image.convert("RGB")
-
-
 class ClipEncoder:
     """A CLIP dual encoder loaded with sentence-transformers.
 
@@ -117,6 +104,11 @@ class ClipEncoder:
     >>> encoder.encode_texts(["red summer dress"]).shape  # doctest: +SKIP
     (1, 512)
     """
+
+    #: No hubness correction unless asked: it is measured for fashion-mini only.
+    default_hubness: float = 0.0
+    #: A general-purpose model, not trained on any split of the catalog.
+    trained_split: str | None = None
 
     def __init__(self, model_name_or_path: str = DEFAULT_CLIP_MODEL, device: str = "cpu") -> None:
         spec = model_name_or_path.strip()
@@ -151,13 +143,14 @@ class ClipEncoder:
         return self._encode(list(texts), batch_size)
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """Unit-length float32 vectors, shape (len(images), dim); images are converted to RGB."""
+        """Unit-length float32 vectors, shape (len(images), dim); images are turned upright and
+        converted to RGB (:func:`~clipy_qdrant.encoders.images.decode_image`)."""
         bad = next((item for item in images if not isinstance(item, Image.Image)), None)
         if bad is not None:
             raise EncoderError(
                 f"encode_images got a {type(bad).__name__}, not a PIL image; open files with PIL.Image.open first"
             )
-        return self._encode([_to_rgb(image) for image in images], batch_size)
+        return self._encode([decode_image(image) for image in images], batch_size)
 
     def _encode(self, inputs: list[Any], batch_size: int) -> np.ndarray:
         if batch_size < 1:

@@ -137,14 +137,9 @@ def image_share(cfg: FusionConfig) -> float:
 
 
 def training_split_rule(encoder: Encoder | None) -> str | None:
-    """The held-out rule recorded in the encoder's model card/config (``split_rule``), if the
-    encoder was trained on part of the catalog; ``None`` for a general-purpose encoder."""
-    config = getattr(encoder, "config", None)
-    if isinstance(config, Mapping):
-        rule = config.get("split_rule")
-        if rule:
-            return str(rule)
-    return None
+    """The held-out rule of the split the encoder was trained on (``Encoder.trained_split``);
+    ``None`` for a general-purpose encoder or none at all."""
+    return None if encoder is None else encoder.trained_split
 
 
 def default_split(encoder: Encoder | None) -> Gallery:

@@ -48,21 +48,25 @@ def ingest(
         ),
     ] = None,
     image_pattern: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--image-pattern", help="Image file name in --images, formatted over the row."
+            "--image-pattern",
+            help="Image file name in --images, formatted over the row (default: {id}.jpg when "
+            "the catalog has no image column).",
         ),
-    ] = "{id}.jpg",
+    ] = None,
     id_column: Annotated[
-        str, typer.Option("--id-column", help="Column holding the product id.")
-    ] = "id",
+        str | None,
+        typer.Option(
+            "--id-column", help="Column holding the product id (default: detected, see --dry-run)."
+        ),
+    ] = None,
     text: Annotated[
         str | None,
         typer.Option(
             "--text",
-            help='Text to embed, a template over the columns, e.g. "{productDisplayName} {articleType}" '
-            '(default: "{productDisplayName}, {gender} {usage} {season} {articleType} {baseColour}"; '
-            "attribute columns the catalog lacks are left out).",
+            help='Text to embed, a template over the columns, e.g. "{title}, {category}" '
+            "(default: detected, the name then the descriptive attributes; see --dry-run).",
         ),
     ] = None,
     columns: Annotated[
@@ -97,6 +101,14 @@ def ingest(
             "--no-index", help="Do not build the HNSW index after the load (search stays exact)."
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the detected columns (id, name, image, text, field types) and a few "
+            "texts; embed and store nothing.",
+        ),
+    ] = False,
     store: StoreOpt = None,
     qdrant_url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -118,6 +130,7 @@ def ingest(
     run creates the collection; they are recorded with it (see clipy info).
 
     Example: clipy ingest ../shared/datasets/fashion-product-images-small --limit 1000
+    See what it would do first: clipy ingest products.csv --dry-run
     """
     with user_errors():
         settings = build_settings(
@@ -137,6 +150,7 @@ def ingest(
             hnsw_ef_construct=hnsw_ef_construct,
         )
         from ingest.pipeline import run_ingest
+        from ingest.platforms import PlatformCatalog
         from ingest.readers import open_catalog, parse_columns
 
         catalog = open_catalog(
@@ -148,6 +162,25 @@ def ingest(
             columns=parse_columns(columns),
             limit=limit,
         )
+        if dry_run:
+            from ingest.schema import describe_catalog
+
+            typer.echo("\n".join(describe_catalog(catalog).lines()))
+            return
+        folder = None if settings.qdrant_url else Path(settings.store)
+        new_folder = folder is not None and not folder.exists()
+        indexed_fields = None
+        schema = getattr(catalog, "schema", None)
+        if isinstance(catalog, PlatformCatalog) or (
+            schema is not None and schema.image_kind == "url"
+        ):
+            # Image URLs are fetched once into a cache beside the store (or the cache dir).
+            from ingest.fetch import CACHE_DIR_NAME, ImageFetcher, ImageURLCatalog
+
+            cache = (folder or settings.cache_dir) / CACHE_DIR_NAME
+            if isinstance(catalog, PlatformCatalog):
+                indexed_fields = catalog.indexed_fields()
+            catalog = ImageURLCatalog(catalog, ImageFetcher(cache, keep_data=False))
         vector_store = open_configured_store(settings)
         try:
             if recreate:
@@ -162,8 +195,12 @@ def ingest(
                 force=force,
                 report_path=report or Path("clipy-ingest-report.json"),
                 build_index=not no_index,
+                indexed_fields=indexed_fields,
             )
         finally:
             vector_store.close()
+            # A failed first ingest leaves no empty store folder behind.
+            if new_folder and folder is not None and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         for line in result.summary_lines():
             echo_err(line)

@@ -148,12 +148,16 @@ def search(
 
 
 def _render_hits(hits: list[Hit]) -> None:
+    from ingest.schema import NAME_FIELD_KEY
+
     if not hits:
         typer.echo("no results")
         return
     typer.echo(f"{'#':>3}  {'score':>7}  {'text':>6}  {'image':>6}  {'id':<8}  name")
     for rank, hit in enumerate(hits, 1):
-        name = hit.payload.get("productDisplayName") or hit.payload.get("name") or ""
+        # The ingest records which payload field holds the name (title, productDisplayName…).
+        name_field = hit.payload.get(NAME_FIELD_KEY) or "productDisplayName"
+        name = hit.payload.get(name_field) or hit.payload.get("name") or ""
         extras = ", ".join(
             str(hit.payload[key])
             for key in ("gender", "articleType", "baseColour", "year")

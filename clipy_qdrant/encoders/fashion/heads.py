@@ -30,40 +30,15 @@ Inference runs the heads in numpy (no torch needed once the towers are exported 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
-from clipy_qdrant.encoders.colour import COLOUR_DIM, COLOUR_SPEC, colour_descriptor
-from clipy_qdrant.encoders.towers import ImageTower, TextTower, preprocess_image, to_rgb
+from clipy_qdrant.encoders.base import l2_normalize
 from clipy_qdrant.errors import EncoderError
-
-ENCODER_NAME = "fashion-mini"
-#: The model folder shipped inside the package.
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "fashion-mini"
-WEIGHTS_FILE = "heads.safetensors"
-CONFIG_FILE = "config.json"
-VOCAB_FILE = "vocab.txt"
-#: config.json entries that shape the vectors besides the heads (part of the fingerprint).
-VECTOR_CONFIG_KEYS = (
-    "backbone",
-    "resolution",
-    "image_pooling",
-    "colour_spec",
-    "appearance_weight",
-    "colour_block",
-    "type_block",
-)
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -444,185 +419,8 @@ class FashionHeads:
         )
 
 
-def read_word_bag(path: Path, config: dict[str, Any]) -> WordBag | None:
-    """The model's word bag (``config["text_vocab"]`` names its file), or None."""
-    name = config.get("text_vocab")
-    if not name:
-        return None
-    try:
-        words = (path / str(name)).read_text(encoding="utf-8").split("\n")
-    except OSError as exc:
-        raise EncoderError(f"model at {path} lacks its vocabulary file {name}: {exc}") from exc
-    return WordBag([w for w in words if w])
-
-
 def text_head_inputs(features: np.ndarray, texts: Sequence[str], bag: WordBag | None) -> np.ndarray:
     """Text head inputs: MiniLM features, then the word-bag columns when the model has them."""
     if bag is None:
         return features
     return np.concatenate([features, bag.dense(texts)], axis=1)
-
-
-def _read_model_dir(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    config_path = path / CONFIG_FILE
-    weights_path = path / WEIGHTS_FILE
-    if not config_path.is_file() or not weights_path.is_file():
-        raise EncoderError(
-            f"no fashion-mini model at {path} (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
-            "train one with `clipy train CATALOG --out DIR`"
-        )
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EncoderError(f"unreadable {config_path}: {exc}") from exc
-    from safetensors.numpy import load_file
-
-    try:
-        tensors = load_file(str(weights_path))
-    except Exception as exc:
-        raise EncoderError(f"unreadable {weights_path}: {exc}") from exc
-    return config, tensors
-
-
-class FashionEncoder:
-    """The ``fashion-mini`` dual encoder (Encoder protocol).
-
-    ``image_runtime``: ``"onnx"`` (default, faster on this CPU), ``"torch"`` or ``"auto"``.
-    ``threads``: intra-op threads of the towers (default: all cores).
-    """
-
-    #: Strength of the query layer's hubness correction for text queries searching images
-    #: (:mod:`clipy_qdrant.hubness`); chosen on validation fold 1, see docs/eval.md.
-    default_hubness = 1.0
-
-    def __init__(
-        self,
-        model_dir: str | Path | None = None,
-        *,
-        image_runtime: str = "onnx",
-        threads: int | None = None,
-        cache_dir: Path | None = None,
-    ) -> None:
-        self.model_dir = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
-        self.config, tensors = _read_model_dir(self.model_dir)
-        if self.config.get("colour_spec", COLOUR_SPEC) != COLOUR_SPEC:
-            raise EncoderError(
-                f"model at {self.model_dir} was trained with colour descriptor "
-                f"{self.config.get('colour_spec')!r}, this clipy computes {COLOUR_SPEC!r}"
-            )
-        self.word_bag = read_word_bag(self.model_dir, self.config)
-        self.heads = FashionHeads.from_model(tensors, self.config, self.word_bag)
-        self.image_head = self.heads.image
-        self.text_head = self.heads.text
-        self.appearance_head = self.heads.appearance
-        self.appearance_weight = self.heads.appearance_weight
-        self.appearance_dim = self.heads.appearance_dim
-        self.resolution = int(self.config.get("resolution", 224))
-        self.backbone = str(self.config.get("backbone", "efficientnet-lite0"))
-        self.image_tower = ImageTower(
-            self.backbone,
-            self.resolution,
-            runtime=image_runtime,
-            cache_dir=cache_dir,
-            threads=threads,
-            pooling=str(self.config.get("image_pooling", "gap")),
-        )
-        self.text_tower = TextTower(threads=threads, cache_dir=cache_dir)
-        self._info = EncoderInfo(name=self._name(), dim=self.heads.dim)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-
-    def _name(self) -> str:
-        """``fashion-mini@<fp>`` (shipped heads) or ``fashion-mini:<folder>@<fp>``.
-
-        The fingerprint (of the heads file, the word bag and the config entries that shape
-        the vectors: block weights, temperature, towers) changes whenever the vectors would,
-        so a store written with other heads refuses this encoder instead of mixing
-        incompatible vectors; ``get_encoder`` accepts the name back as a spec.
-        """
-        sha = hashlib.sha256((self.model_dir / WEIGHTS_FILE).read_bytes())
-        if self.word_bag is not None:
-            sha.update("\n".join(self.word_bag.vocab).encode())
-        shaping = {key: self.config.get(key) for key in VECTOR_CONFIG_KEYS}
-        sha.update(json.dumps(shaping, sort_keys=True).encode())
-        digest = sha.hexdigest()[:12]
-        if self.model_dir.resolve() == DEFAULT_MODEL_DIR.resolve():
-            return f"{ENCODER_NAME}@{digest}"
-        return f"{ENCODER_NAME}:{self.model_dir.resolve()}@{digest}"
-
-    @property
-    def info(self) -> EncoderInfo:
-        return self._info
-
-    @property
-    def dim(self) -> int:
-        return self._info.dim
-
-    # -- features (frozen towers), exposed for training and benchmarks
-    def image_inputs(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """(n, backbone features + COLOUR_DIM) head inputs: backbone features, colour descriptor.
-
-        Preprocessing of batch k+1 (PIL resize, colour histogram) runs in a helper thread while
-        ONNX Runtime encodes batch k: both release the GIL, so the two overlap.
-        """
-        out = np.zeros((len(images), self.image_tower.feature_dim + COLOUR_DIM), np.float32)
-        starts = list(range(0, len(images), batch_size))
-        if not starts:
-            return out
-        pool = self._prep_pool()
-        pending = pool.submit(self._prepare, images[0:batch_size])
-        for k, start in enumerate(starts):
-            pixels, colours = pending.result()
-            if k + 1 < len(starts):
-                nxt = starts[k + 1]
-                pending = pool.submit(self._prepare, images[nxt : nxt + batch_size])
-            feats = self.image_tower.features_from_pixels(pixels)
-            out[start : start + len(pixels)] = np.concatenate([feats, colours], axis=1)
-        return out
-
-    def _prep_pool(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clipy-prep")
-            return self._pool
-
-    def _prepare(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-        r = self.resolution
-        pixels = np.empty((len(images), r, r, 3), dtype=np.uint8)
-        colours = np.empty((len(images), COLOUR_DIM), dtype=np.float32)
-        for i, image in enumerate(images):
-            if not isinstance(image, Image.Image):
-                raise EncoderError(f"encode_images expects PIL images, got {type(image).__name__}")
-            rgb = to_rgb(image)
-            pixels[i] = preprocess_image(rgb, r)
-            colours[i] = colour_descriptor(rgb)
-        return pixels, colours
-
-    # -- Encoder protocol
-    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """(n, dim) float32 unit rows for PIL images."""
-        if len(images) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        inputs = self.image_inputs(images, batch_size)
-        return self.heads.image_vectors(inputs)
-
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """(n, dim) float32 unit rows for texts."""
-        if isinstance(texts, str):
-            raise EncoderError("encode_texts expects a list of strings, not one string")
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        texts = list(texts)
-        features = self.text_tower.features(texts, batch_size=batch_size)
-        return self.heads.text_vectors(features, texts)
-
-
-def load_fashion_encoder(path: str | None = None, **kwargs: Any) -> FashionEncoder:
-    """The ``fashion-mini`` encoder from ``path`` (a trained model folder) or the shipped one.
-
-    A trailing ``@<fingerprint>`` (as in a stored encoder name) is ignored here; the store
-    compares the fingerprint with the loaded encoder's name.
-    """
-    if path:
-        path = re.sub(r"@[0-9a-f]{6,64}$", "", path)
-    return FashionEncoder(path or None, **kwargs)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from clipy_qdrant.encoders.images import to_rgb
+
 #: Name of the descriptor layout; stored in the model config so a mismatch is caught.
 COLOUR_SPEC = (
     "hsv-fg-v3: [hue12 x sat3 x val3 + grey val5] + [hue24 x sat4 x val5 + grey val8], "
@@ -46,7 +48,7 @@ class HistogramSpec:
         return self.grey_offset + self.grey_bins
 
 
-#: The coarse histogram (the whole descriptor up to hsv-fg-v2): what the projection heads read.
+#: The coarse histogram: what the projection heads read.
 COARSE = HistogramSpec(12, (0.18, 0.45, 0.72), (0.35, 0.7), 5)
 #: The fine histogram: what, with the Lab statistics, the colour heads read in addition.
 FINE = HistogramSpec(24, (0.12, 0.3, 0.55, 0.8), (0.25, 0.45, 0.65, 0.85), 8)
@@ -60,22 +62,59 @@ MAX_SIDE = 96
 
 
 def foreground_mask(rgb: np.ndarray, white_level: int = WHITE_LEVEL) -> np.ndarray:
-    """Boolean (h, w) mask: True where a pixel is not near-white background touching the border."""
-    from scipy import ndimage
-
+    """Boolean (h, w) mask: True where a pixel is not near-white background touching the border
+    (4-connected to it through near-white pixels)."""
     near_white = rgb.min(axis=2) >= white_level
-    labels, count = ndimage.label(near_white)
-    if count == 0:
+    if not near_white.any():
         return np.ones(near_white.shape, dtype=bool)
-    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    is_background = np.zeros(count + 1, dtype=bool)  # a lookup per label: faster than isin
-    is_background[border] = True
-    is_background[0] = False
-    mask = ~is_background[labels]
+    mask = ~border_connected(near_white)
     if np.count_nonzero(mask) < 0.01 * mask.size:
         # Nothing left (an all-white picture): describe the whole frame instead.
         return np.ones(near_white.shape, dtype=bool)
     return mask
+
+
+def border_connected(region: np.ndarray) -> np.ndarray:
+    """The pixels of the boolean (h, w) ``region`` that are 4-connected to the image border
+    through ``region``.
+
+    Flood fill by runs: a row run (a maximal horizontal stretch of ``region``) touching a
+    reached pixel is reached as a whole, then the same for column runs, until nothing changes.
+    Each pass crosses any number of pixels along a run, so a background region needs about as
+    many passes as its paths to the border have turns (a handful for a product shot).
+    """
+    reached = np.zeros_like(region)
+    reached[0], reached[-1], reached[:, 0], reached[:, -1] = (
+        region[0],
+        region[-1],
+        region[:, 0],
+        region[:, -1],
+    )
+    row_runs = _run_labels(region)
+    column_runs = _run_labels(region.T).T
+    count = int(np.count_nonzero(reached))
+    while True:
+        for runs in (row_runs, column_runs):
+            hit = np.zeros(int(runs.max()) + 1, dtype=bool)
+            hit[runs[reached]] = True
+            hit[0] = False
+            reached = hit[runs]
+        new_count = int(np.count_nonzero(reached))
+        if new_count == count:
+            return reached
+        count = new_count
+
+
+def _run_labels(region: np.ndarray) -> np.ndarray:
+    """(h, w) int labels of the row runs of ``region`` (1, 2, ...; 0 outside the region)."""
+    flat = np.ascontiguousarray(region).reshape(-1)
+    starts = flat.copy()
+    starts[1:] &= ~flat[:-1]
+    # A run never continues onto the next row.
+    starts.reshape(region.shape)[:, 0] = region[:, 0]
+    labels = np.cumsum(starts, dtype=np.int64)
+    labels[~flat] = 0
+    return labels.reshape(region.shape)
 
 
 # sRGB (0..255) -> linear light, and linear RGB -> XYZ scaled by the D65 white point.
@@ -115,8 +154,6 @@ def colour_descriptor(image: Image.Image) -> np.ndarray:
     """(COLOUR_DIM,) float32: two Hellinger-normalised HSV histograms of the foreground, the
     coarse one (:data:`HISTOGRAM_DIM` columns, what the projection heads read) and the fine
     one, then its Lab mean and std (:func:`lab_statistics`)."""
-    from clipy_qdrant.encoders.towers import to_rgb
-
     image = to_rgb(image)
     if max(image.size) > MAX_SIDE:
         image = image.copy()

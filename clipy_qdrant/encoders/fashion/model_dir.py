@@ -1,0 +1,96 @@
+"""A ``fashion-mini`` model folder: its files, its config, and the name that fingerprints it.
+
+A folder holds ``config.json`` (towers, block weights, classes), ``heads.safetensors`` (the
+trained heads) and, when the text head reads a word bag, its vocabulary file. The shipped
+folder is package data at ``clipy_qdrant/models/fashion-mini``; ``clipy train`` writes others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipy_qdrant.encoders.fashion.heads import WordBag
+from clipy_qdrant.errors import EncoderError
+
+ENCODER_NAME = "fashion-mini"
+#: The model folder shipped inside the package.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "fashion-mini"
+WEIGHTS_FILE = "heads.safetensors"
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.txt"
+#: config.json entries that shape the vectors besides the heads (part of the fingerprint).
+VECTOR_CONFIG_KEYS = (
+    "backbone",
+    "resolution",
+    "image_pooling",
+    "colour_spec",
+    "appearance_weight",
+    "colour_block",
+    "type_block",
+)
+_FINGERPRINT_SUFFIX = re.compile(r"@[0-9a-f]{6,64}$")
+_FINGERPRINT_HEX_DIGITS = 12
+
+
+def read_model_dir(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The folder's config and head tensors, or an EncoderError saying what is missing."""
+    config_path = path / CONFIG_FILE
+    weights_path = path / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise EncoderError(
+            f"no fashion-mini model at {path} (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
+            "train one with `clipy train CATALOG --out DIR`"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EncoderError(f"unreadable {config_path}: {exc}") from exc
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(str(weights_path))
+    except Exception as exc:
+        raise EncoderError(f"unreadable {weights_path}: {exc}") from exc
+    return config, tensors
+
+
+def read_word_bag(path: Path, config: dict[str, Any]) -> WordBag | None:
+    """The model's word bag (``config["text_vocab"]`` names its file), or None."""
+    name = config.get("text_vocab")
+    if not name:
+        return None
+    try:
+        words = (path / str(name)).read_text(encoding="utf-8").split("\n")
+    except OSError as exc:
+        raise EncoderError(f"model at {path} lacks its vocabulary file {name}: {exc}") from exc
+    return WordBag([w for w in words if w])
+
+
+def model_name(path: Path, config: dict[str, Any], word_bag: WordBag | None) -> str:
+    """``fashion-mini@<fp>`` (the shipped folder) or ``fashion-mini:<folder>@<fp>``.
+
+    The fingerprint (of the heads file, the word bag and the config entries that shape the
+    vectors: block weights, temperature, towers) changes whenever the vectors would, so a
+    store written with other heads refuses this model instead of mixing incompatible vectors;
+    ``get_encoder`` accepts the name back as a spec.
+    """
+    sha = hashlib.sha256((path / WEIGHTS_FILE).read_bytes())
+    if word_bag is not None:
+        sha.update("\n".join(word_bag.vocab).encode())
+    shaping = {key: config.get(key) for key in VECTOR_CONFIG_KEYS}
+    sha.update(json.dumps(shaping, sort_keys=True).encode())
+    digest = sha.hexdigest()[:_FINGERPRINT_HEX_DIGITS]
+    if path.resolve() == DEFAULT_MODEL_DIR.resolve():
+        return f"{ENCODER_NAME}@{digest}"
+    return f"{ENCODER_NAME}:{path.resolve()}@{digest}"
+
+
+def strip_fingerprint(path: str) -> str:
+    """``path`` without a trailing ``@<fingerprint>`` (as in a stored encoder name)."""
+    return _FINGERPRINT_SUFFIX.sub("", path)
