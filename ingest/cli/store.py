@@ -120,7 +120,7 @@ def copy(
             typer.echo(json.dumps(report.to_json()))
         echo_err(
             f"clipy: copied {report.copied} product(s), {report.skipped} already there, "
-            f"{report.thumbnails} thumbnail file(s), {report.target_points} in {target} "
+            f"{report.thumbnails} thumbnail(s), {report.target_points} in {target} "
             f"({report.seconds:.1f} s)"
         )
         if not report.ok:
