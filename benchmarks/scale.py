@@ -129,7 +129,7 @@ def time_copies(path: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     with EdgeStore(path) as src, EdgeStore(work / "scroll") as dst:
-        copy_store(src, dst, progress=False, verify=False, build_index=False)
+        copy_store(src, dst, progress=False, verify=False, build_index=False, snapshot=False)
         out["scroll_upsert_s"] = round(time.perf_counter() - t0, 1)
         t1 = time.perf_counter()
         dst.build_index()

@@ -107,6 +107,30 @@ def test_round_trip_through_memory_equals_the_original(source: EdgeStore, tmp_pa
     back.close()
 
 
+def test_embedded_to_a_new_folder_moves_the_shard_as_a_snapshot(
+    source: EdgeStore, tmp_path: Path
+) -> None:
+    source.build_index()
+    with EdgeStore(tmp_path / "dst") as target:
+        report = copy_store(source, target, progress=False)
+        assert report.ok and report.snapshot, report.problems()
+        # The point pass finds every product already there and copies the thumbnails.
+        assert (report.copied, report.skipped, report.thumbnails) == (0, N, 3)
+        assert target.stats()["indexed_vectors"] == 2 * N
+        assert target.hubness_info() == HUB
+        assert target.collection_options() == source.collection_options()
+    assert not list(tmp_path.glob(".clipy-copy-*"))  # the archive is removed
+    with EdgeStore(tmp_path / "dst") as target:  # reopens from the restored folder
+        _assert_same(_snapshot(source), _snapshot(target))
+    # Another layout, or snapshot=False, takes the point path.
+    with EdgeStore(tmp_path / "relaid") as target:
+        relaid = copy_store(source, target, progress=False, options=CollectionOptions(on_disk=True))
+        assert relaid.ok and not relaid.snapshot and relaid.copied == N
+    with EdgeStore(tmp_path / "points") as target:
+        points = copy_store(source, target, progress=False, snapshot=False)
+        assert points.ok and not points.snapshot and points.copied == N
+
+
 def test_a_second_copy_writes_nothing(source: EdgeStore, tmp_path: Path) -> None:
     with EdgeStore(tmp_path / "dst") as target:
         report = copy_store(source, target, progress=False)
@@ -214,6 +238,16 @@ def test_cli_copies_folder_to_folder_and_reports(tmp_path: Path) -> None:
     assert "verified" in err.splitlines()[-1]
     with EdgeStore(tmp_path / "dst") as dst:
         assert dst.count() == N and dst.collection_options() == CollectionOptions(on_disk=True)
+
+
+def test_cli_moves_a_folder_to_a_new_folder_as_a_snapshot(tmp_path: Path) -> None:
+    with EdgeStore(tmp_path / "src") as src:
+        _fill(src)
+    code, out, err = _run("copy", str(tmp_path / "src"), str(tmp_path / "dst"), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["ok"] and report["snapshot"] and report["skipped"] == N
+    assert "moved the shard as a snapshot" in err
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

@@ -8,6 +8,11 @@ between any two backends. The target collection is created with the source's enc
 payload indexes and layout, and the hubness record follows, so a search on the target
 behaves as on the source.
 
+Between two embedded stores, into an empty target with the source's layout, the shard moves
+first as a qdrant-edge snapshot (segments with their HNSW graphs: no rebuild, ~26x faster
+on a 20k-product store, docs/scaling.md); the point pass then only confirms and copies the
+thumbnails.
+
 A point whose copy already matches on the target (same payload, vectors within
 :data:`VECTOR_TOLERANCE`, same thumbnail) is skipped, so an interrupted copy resumes where it
 stopped. The copy ends with a verification pass that compares every source point and
@@ -17,9 +22,11 @@ thumbnail with the target's and the point counts; :class:`CopyReport` names any 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +40,7 @@ from clipy_qdrant.store.base import (
     Thumbnail,
     VectorStore,
 )
+from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import SERVER_ONLY, CollectionOptions
 
 #: Largest difference per vector component still counted as the same vector: the engines
@@ -59,6 +67,8 @@ class CopyReport:
     seconds: float = 0.0
     complete: bool = False
     verified: bool = False
+    #: The shard moved as a snapshot (embedded to empty embedded) before the point pass.
+    snapshot: bool = False
     #: Source products whose target copy (point or thumbnail) is absent or differs.
     mismatched: list[str] = field(default_factory=list)
     #: Metadata that differs (encoder, payload indexes, hubness record).
@@ -104,6 +114,7 @@ class CopyReport:
             "seconds": round(self.seconds, 2),
             "complete": self.complete,
             "verified": self.verified,
+            "snapshot": self.snapshot,
             "ok": self.ok,
             "mismatched": self.mismatched,
             "meta_problems": self.meta_problems,
@@ -179,6 +190,29 @@ def _source_layout(source: VectorStore, target: VectorStore) -> CollectionOption
     return layout
 
 
+def _snapshot_copy(
+    source: VectorStore, target: VectorStore, options: CollectionOptions | None
+) -> bool:
+    """Move the source's shard to an empty embedded target as a snapshot, when both are
+    embedded and the layout stays the source's; ``False`` (nothing done) otherwise."""
+    from clipy_qdrant.store.edge import EdgeStore
+
+    if not (isinstance(source, EdgeStore) and isinstance(target, EdgeStore)):
+        return False
+    encoder, layout = source.encoder_info(), source.collection_options()
+    if encoder is None or layout is None or target.collection_options() is not None:
+        return False
+    if options is not None and options != layout:
+        return False
+    meta = StoreMeta(encoder, source.indexed_fields(), None, layout)
+    target.path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".clipy-copy-", dir=target.path.parent) as tmp:
+        archive = Path(tmp) / "shard.tar"
+        source.write_snapshot(archive)
+        target.restore_snapshot(archive, meta)
+    return True
+
+
 def _prepare_target(
     source: VectorStore, target: VectorStore, options: CollectionOptions | None
 ) -> None:
@@ -226,6 +260,7 @@ def copy_store(
     max_batches: int | None = None,
     verify: bool = True,
     build_index: bool = True,
+    snapshot: bool = True,
     on_batch: Callable[[int], None] | None = None,
 ) -> CopyReport:
     """Copy every point and the metadata of ``source`` into ``target`` (see the module doc).
@@ -234,8 +269,10 @@ def copy_store(
     source's). ``max_batches`` stops after that many source pages (the report is then not
     ``complete`` and not verified; run again to resume). ``build_index``: after a complete
     copy, build the target's HNSW graph (the embedded store searches exactly until then; a
-    server indexes by itself, and this waits for it). ``on_batch(points_done)`` is called
-    after each page. Raises ``StoreError`` for an empty source or another encoder on the
+    server indexes by itself, and this waits for it). ``snapshot``: between two embedded
+    stores, move the shard as a snapshot first when the target is empty, the layout stays
+    the source's and no ``max_batches`` is set. ``on_batch(points_done)`` is called after
+    each page. Raises ``StoreError`` for an empty source or another encoder on the
     target; mismatches found by the verification are in the report, not raised.
     """
     if batch < 1:
@@ -244,6 +281,8 @@ def copy_store(
 
     started = time.perf_counter()
     report = CopyReport(source=repr(source), target=repr(target))
+    if snapshot and max_batches is None:
+        report.snapshot = _snapshot_copy(source, target, options)
     _prepare_target(source, target, options)
     report.source_points = source.count()
     bar = tqdm(

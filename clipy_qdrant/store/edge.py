@@ -293,6 +293,38 @@ class EdgeStore(QdrantStore):
     def _close_engine(self) -> None:
         self._release_shard()
 
+    # -- shard snapshots: a whole store to another folder with its HNSW graphs ----------------
+
+    def write_snapshot(self, archive: Path) -> None:
+        """Write the flushed shard (segments with their HNSW graphs and payload indexes, and
+        the WAL) as the tar ``archive`` that :meth:`restore_snapshot` reads."""
+        import tarfile
+
+        self._live_meta()
+        with self._engine("writing a snapshot"):
+            self._shard.flush()
+            with tarfile.open(archive, "w") as tar:
+                tar.add(self.path / SHARD_DIR, arcname=".")
+
+    def restore_snapshot(self, archive: Path, meta: StoreMeta) -> None:
+        """Create this store's collection from ``archive`` (:meth:`write_snapshot`, read by
+        qdrant-edge's ``unpack_snapshot``), recorded with ``meta``. The store must have no
+        collection; the shard keeps the layout it was written with."""
+        import qdrant_edge as qe
+
+        self._check_open()
+        if self._meta is not None or (self.path / SHARD_DIR).exists():
+            raise StoreError(
+                f"store {self.path} already has a collection; restore into a new folder"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        # Metadata first, as at creation: a shard is never left without its encoder.
+        _write_json_atomic(self.path / META_FILE, meta.to_json())
+        with self._engine("restoring a snapshot"):
+            qe.EdgeShard.unpack_snapshot(str(archive), str(self.path / SHARD_DIR))
+        self._shard = self._load_shard()
+        self._meta = meta
+
     # -- thumbnails (a sqlite file beside the shard) ------------------------------------------
 
     def _thumbnail_db(self) -> ThumbnailDB:

@@ -118,8 +118,9 @@ def copy(
             src.close()
         if as_json:
             typer.echo(json.dumps(report.to_json()))
+        moved = "moved the shard as a snapshot, " if report.snapshot else ""
         echo_err(
-            f"clipy: copied {report.copied} product(s), {report.skipped} already there, "
+            f"clipy: {moved}copied {report.copied} product(s), {report.skipped} already there, "
             f"{report.thumbnails} thumbnail(s), {report.target_points} in {target} "
             f"({report.seconds:.1f} s)"
         )
