@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from pydantic import PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The catalog copy sits beside the checkout (``../shared``), relative to the working directory.
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
     store: Path = Path("./clipy-data")
     #: URL of a Qdrant server; when set it is used instead of the embedded store.
     qdrant_url: str | None = None
+    #: API key of the Qdrant server (sent to the server, never asked of HTTP clients).
     api_key: str | None = None
     collection: str = "products"
     #: Encoder name or spec: ``fashion-mini`` (shipped, offline) or ``clip:<id-or-path>``.
@@ -66,6 +68,23 @@ class Settings(BaseSettings):
     oversampling: float | None = None
     hnsw_m: int | None = None
     hnsw_ef_construct: int | None = None
+
+    # -- ``clipy serve`` (the HTTP API and search page) ------------------------------------
+    #: Key that HTTP clients must send as ``X-API-Key`` on every endpoint but ``/healthz``;
+    #: unset means no key is asked (bind to loopback then). Set it only through the
+    #: environment (``CLIPY_SERVE_API_KEY``), never on a command line.
+    serve_api_key: str | None = None
+    #: Largest request body accepted, in bytes (JSON or multipart; larger is a 413).
+    serve_max_body_bytes: PositiveInt = 12 * 1024 * 1024
+    #: Largest query image accepted, in bytes once decoded from base64 or uploaded.
+    serve_max_image_bytes: PositiveInt = 8 * 1024 * 1024
+    #: Largest query image accepted, in pixels (width times height), checked before decoding.
+    serve_max_image_pixels: PositiveInt = 25_000_000
+    #: Most results one request may ask for (``k``) and deepest page (``offset + k``).
+    serve_max_k: PositiveInt = 100
+    serve_max_depth: PositiveInt = 1000
+    #: Folder where the browser test saves its screenshots (default: a pytest temp folder).
+    test_artifacts: Path | None = None
 
     def collection_options(self) -> CollectionOptions | None:
         """The collection layout asked for; ``None`` when no option is set (a collection

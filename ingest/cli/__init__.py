@@ -9,12 +9,13 @@ each command group is a module that registers on that ``app``:
 - ``ingest.cli.store``: ``clipy copy``
 - ``ingest.cli.train``: ``clipy train``
 - ``ingest.cli.eval``: ``clipy eval make-queries | run | ab``
+- ``ingest.cli.serve``: ``clipy serve`` (the HTTP API and search page)
 """
 
 from __future__ import annotations
 
 # Importing a command module registers its commands on ``app``.
-from ingest.cli import eval, ingest, search, store, train  # noqa: F401
+from ingest.cli import eval, ingest, search, serve, store, train  # noqa: F401
 from ingest.cli.shell import app
 
 __all__ = ["app", "main"]

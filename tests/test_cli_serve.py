@@ -1,0 +1,190 @@
+"""``clipy serve`` (issue #16): the real command in a subprocess serving a real store on a
+loopback port, the one-line error when another process holds the store, and its flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_encoder import register_fake
+from fastapi.testclient import TestClient
+from serve_store import build_store
+from typer.testing import CliRunner
+
+import ingest.cli.serve as serve_module
+from ingest.cli import app
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+#: ``clipy`` with the fake encoder registered (the store below is written by it).
+CLIPY_WITH_FAKE = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from fake_encoder import register_fake; register_fake(); "
+    "from ingest.cli import main; sys.argv[0] = 'clipy'; main()"
+)
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("serve") / "store"
+    build_store(24, path).close()
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _clipy(*args: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", CLIPY_WITH_FAKE, str(TESTS), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses listening on ``port`` (Linux's socket table)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def _get(url: str, **headers: str) -> Any:
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_clipy_serve_serves_the_store_on_loopback(store_path: Path, stop: signal.Signals) -> None:
+    port = _free_port()
+    process = _clipy("serve", "--store", str(store_path), "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                assert _get(base + "/healthz") == {"status": "ok"}
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"clipy serve did not start: {process.communicate()[1]}")
+                time.sleep(0.2)
+        info = _get(base + "/v1/info")
+        assert info["products"] == 24 and info["encoder"]["name"] == "fake"
+        assert info["store"] == str(store_path)
+        request = urllib.request.Request(
+            base + "/v1/search",
+            data=json.dumps({"text": "red", "k": 3}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert len(json.load(response)["hits"]) == 3
+        assert _listening_addresses(port) == {"127.0.0.1"}  # loopback only
+        assert (store_path / "clipy.pid").read_text().strip() == str(process.pid)
+    finally:
+        process.send_signal(stop)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert f"serving {store_path} (24 products) on http://127.0.0.1:{port}/" in err
+    assert not (store_path / "clipy.pid").exists()  # the store is closed on the way out
+
+
+def test_a_held_store_is_one_line_and_exit_1(store_path: Path) -> None:
+    from clipy_qdrant.store import open_store
+
+    holder = open_store(store_path)
+    try:
+        process = _clipy("serve", "--store", str(store_path), "--port", str(_free_port()))
+        _, err = process.communicate(timeout=90)
+    finally:
+        holder.close()
+    assert process.returncode == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("clipy: error: store")
+    assert f"pid {os.getpid()}" in lines[0]
+
+
+def test_serve_flags_reach_the_app(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    register_fake()
+    captured: dict[str, Any] = {}
+
+    def fake_run(web_app: Any, **kwargs: Any) -> None:
+        captured.update(kwargs, app=web_app)
+        client = TestClient(web_app)
+        captured["info"] = client.get("/v1/info", headers={"X-API-Key": "k3y"}).json()
+        captured["cors"] = client.get(
+            "/v1/info", headers={"Origin": "https://shop.example", "X-API-Key": "k3y"}
+        ).headers.get("access-control-allow-origin")
+        captured["no_key"] = client.get("/v1/info").status_code
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    monkeypatch.setenv("CLIPY_SERVE_API_KEY", "k3y")
+    result = CliRunner().invoke(
+        app,
+        [
+            "serve",
+            "--store",
+            str(store_path),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9123",
+            "--cors-origin",
+            "https://shop.example",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert captured["host"] == "0.0.0.0" and captured["port"] == 9123
+    assert captured["info"]["auth"] is True and captured["info"]["products"] == 24
+    assert captured["cors"] == "https://shop.example"
+    assert captured["no_key"] == 401
+    assert "k3y" not in result.output  # the key is never printed
+
+    monkeypatch.delenv("CLIPY_SERVE_API_KEY")
+    result = CliRunner().invoke(app, ["serve", "--store", str(store_path), "--host", "0.0.0.0"])
+    assert "without a key" in result.output
+
+
+def test_loopback_is_the_default_host() -> None:
+    import inspect
+
+    default = inspect.signature(serve_module.serve).parameters["host"].default
+    assert default == "127.0.0.1"
+    assert serve_module._is_loopback("127.0.0.1") and serve_module._is_loopback("::1")
+    assert not serve_module._is_loopback("0.0.0.0")
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(store_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = _clipy("serve", "--store", str(store_path), "--port", str(port))
+        _, err = process.communicate(timeout=90)
+    assert process.returncode == 1
+    assert err.strip() == f"clipy: error: cannot listen on 127.0.0.1:{port}: Address already in use"
