@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,22 @@ DEFAULT_CATALOG = Path("../shared/datasets/fashion-product-images-small")
 
 
 DEFAULT_ENCODER = "fashion-mini"
+
+if TYPE_CHECKING:
+    from clipy_qdrant.store.options import CollectionOptions
+
+#: Settings fields that lay out a new collection (CollectionOptions' fields of the same name).
+COLLECTION_OPTION_FIELDS = (
+    "shards",
+    "replicas",
+    "write_consistency",
+    "on_disk",
+    "hnsw_on_disk",
+    "quantization",
+    "oversampling",
+    "hnsw_m",
+    "hnsw_ef_construct",
+)
 
 
 class Settings(BaseSettings):
@@ -41,6 +58,18 @@ class Settings(BaseSettings):
     #: Server URL for the server test tier; unset means that tier is skipped with a reason.
     test_qdrant_url: str | None = None
 
+    # Layout of a collection clipy creates (CollectionOptions; unset: the engine's default).
+    # Shards, replicas and write consistency exist on a Qdrant server only.
+    shards: int | None = None
+    replicas: int | None = None
+    write_consistency: int | None = None
+    on_disk: bool | None = None
+    hnsw_on_disk: bool | None = None
+    quantization: Literal["none", "int8", "binary"] | None = None
+    oversampling: float | None = None
+    hnsw_m: int | None = None
+    hnsw_ef_construct: int | None = None
+
     # -- ``clipy serve`` (the HTTP API and search page) ------------------------------------
     #: Key that HTTP clients must send as ``X-API-Key`` on every endpoint but ``/healthz``;
     #: unset means no key is asked (bind to loopback then). Set it only through the
@@ -57,6 +86,16 @@ class Settings(BaseSettings):
     serve_max_depth: PositiveInt = 1000
     #: Folder where the browser test saves its screenshots (default: a pytest temp folder).
     test_artifacts: Path | None = None
+
+    def collection_options(self) -> CollectionOptions | None:
+        """The collection layout asked for; ``None`` when no option is set (a collection
+        keeps its own, a new one gets the defaults). A bad value raises ``ConfigError``."""
+        from clipy_qdrant.store.options import CollectionOptions
+
+        given = {name: getattr(self, name) for name in COLLECTION_OPTION_FIELDS}
+        if all(value is None for value in given.values()):
+            return None
+        return CollectionOptions.build(**given)
 
 
 def get_settings() -> Settings:

@@ -259,7 +259,7 @@ def test_damaged_clipy_json_is_a_clear_error(damaged: Path, damage: str) -> None
     if damage == "truncate":
         meta.write_bytes(meta.read_bytes()[:20])
     elif damage == "garbage":
-        meta.write_bytes(os.urandom(100))
+        meta.write_bytes(random.Random(f"{SEED}-meta").randbytes(100))
     elif damage == "empty":
         meta.write_bytes(b"")
     elif damage == "wrong-fields":
@@ -289,7 +289,7 @@ def test_damaged_wal_is_a_clear_error_or_recovers(
         elif damage == "garbage-wal":
             with file.open("r+b") as fh:
                 fh.seek(64)
-                fh.write(os.urandom(4096))
+                fh.write(random.Random(f"{SEED}-{damage}").randbytes(4096))
         else:
             file.unlink()
     outcome = assert_clear_error_or_sound(damaged, catalog)
@@ -297,7 +297,20 @@ def test_damaged_wal_is_a_clear_error_or_recovers(
 
 
 @pytest.mark.parametrize(
-    "target", ["vector_storage-image", "payload_storage", "segment.json", "id_tracker"]
+    "target",
+    [
+        "vector_storage-image",
+        "payload_storage",
+        "segment.json",
+        pytest.param(
+            "id_tracker",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="qdrant-edge 0.9.0 aborts the opening process (a Rust allocation of the "
+                "length it reads from a damaged id tracker); docs/reliability.md",
+            ),
+        ),
+    ],
 )
 def test_damaged_segment_file_is_a_clear_error_or_recovers(
     damaged: Path, catalog: Catalog, target: str
@@ -311,7 +324,8 @@ def test_damaged_segment_file_is_a_clear_error_or_recovers(
     for file in files:
         data = bytearray(file.read_bytes())
         middle = len(data) // 2
-        data[middle : middle + 512] = os.urandom(min(512, len(data) - middle))
+        garbage = random.Random(f"{SEED}-{target}-{file.name}")
+        data[middle : middle + 512] = garbage.randbytes(min(512, len(data) - middle))
         file.write_bytes(bytes(data))
     outcome = assert_clear_error_or_sound(damaged, catalog)
     print(f"{target}: {outcome}")

@@ -1,6 +1,8 @@
 """Vector stores: :func:`open_store` picks the backend from one argument.
 
-``base`` holds the contract and point records, ``meta`` what a store remembers, ``qdrant``
+``base`` holds the contract and point records, ``meta`` what a store remembers, ``options``
+a collection's layout (shards, quantization, storage) and its mapping to each engine, ``copy``
+moving a store's points between backends without re-embedding, ``qdrant``
 the flow both backends share (``convert``: records to engine payloads and vectors);
 ``edge`` (embedded qdrant-edge) and ``client`` (qdrant-client) hold only their engine calls
 and are imported when a store is opened.
@@ -27,6 +29,7 @@ from clipy_qdrant.store.base import (
     point_id,
 )
 from clipy_qdrant.store.meta import HubnessInfo, StoreMeta
+from clipy_qdrant.store.options import CollectionOptions
 
 
 def open_store(
@@ -35,16 +38,18 @@ def open_store(
     url: str | None = None,
     api_key: str | None = None,
     collection: str = "products",
+    options: CollectionOptions | None = None,
 ) -> VectorStore:
     """Open a store: ``url`` (``http://…`` server or ``:memory:``) selects qdrant-client,
-    otherwise the embedded qdrant-edge store in folder ``path`` (default ``./clipy-data``)."""
+    otherwise the embedded qdrant-edge store in folder ``path`` (default ``./clipy-data``).
+    ``options`` lay out a collection this store creates (see :class:`CollectionOptions`)."""
     if url:
         from clipy_qdrant.store.client import ClientStore
 
-        return ClientStore(url=url, api_key=api_key, collection=collection)
+        return ClientStore(url=url, api_key=api_key, collection=collection, options=options)
     from clipy_qdrant.store.edge import EdgeStore
 
-    return EdgeStore(Path(path or "./clipy-data"))
+    return EdgeStore(Path(path or "./clipy-data"), options=options)
 
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "TEXT",
     "THUMBNAIL_KEY",
     "VECTOR_NAMES",
+    "CollectionOptions",
     "FieldType",
     "HubnessInfo",
     "PointRecord",

@@ -17,6 +17,7 @@ import numpy as np
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.filters import Filter
 from clipy_qdrant.store.meta import HubnessInfo
+from clipy_qdrant.store.options import CollectionOptions
 
 IMAGE = "image"
 TEXT = "text"
@@ -96,6 +97,9 @@ class VectorStore(Protocol):
 
     def encoder_info(self) -> EncoderInfo | None:
         """The encoder recorded at creation; ``None`` if there is no collection yet."""
+
+    def collection_options(self) -> CollectionOptions | None:
+        """The options the collection was created with; ``None`` if there is no collection."""
 
     def check_encoder(self, encoder: EncoderInfo) -> None:
         """Raise ``EncoderMismatchError`` (or ``StoreError`` if empty) unless ``encoder`` wrote it."""

@@ -15,16 +15,14 @@ import numpy as np
 
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Scalar
-from clipy_qdrant.store.base import PRODUCT_ID_KEY, THUMBNAIL_KEY, VECTOR_NAMES, Thumbnail, point_id
+from clipy_qdrant.store.base import PRODUCT_ID_KEY, THUMBNAIL_KEY, Thumbnail, point_id
 from clipy_qdrant.store.meta import StoreMeta
-from clipy_qdrant.store.qdrant import (
-    DEFAULT_HNSW_EF,
-    DEFAULT_HNSW_EF_CONSTRUCT,
-    DEFAULT_HNSW_M,
-    UPSERT_BATCH,
-    EnginePoint,
-    QdrantStore,
+from clipy_qdrant.store.options import (
+    CollectionOptions,
+    client_collection_kwargs,
+    client_search_params,
 )
+from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, UPSERT_BATCH, EnginePoint, QdrantStore
 from clipy_qdrant.thumbnails import from_payload, to_payload
 
 META_KEY = "clipy"
@@ -48,8 +46,9 @@ class ClientStore(QdrantStore):
     """:class:`~clipy_qdrant.store.base.VectorStore` over qdrant-client.
 
     ``url=":memory:"`` uses qdrant-client's local mode (brute force, no indexes; for tests),
-    anything else is a server URL. ``index_timeout_s`` bounds :meth:`build_index`'s wait for
-    the server's optimizer.
+    anything else is a server URL. ``options`` (shards, replicas, storage, quantization,
+    graph) apply when the collection is created; local mode records them and searches
+    exactly. ``index_timeout_s`` bounds :meth:`build_index`'s wait for the server's optimizer.
     """
 
     def __init__(
@@ -59,14 +58,13 @@ class ClientStore(QdrantStore):
         collection: str = "products",
         *,
         hnsw_ef: int = DEFAULT_HNSW_EF,
-        hnsw_m: int = DEFAULT_HNSW_M,
-        hnsw_ef_construct: int = DEFAULT_HNSW_EF_CONSTRUCT,
+        options: CollectionOptions | None = None,
         timeout: int = 60,
         index_timeout_s: float = 3600.0,
     ) -> None:
         from qdrant_client import QdrantClient
 
-        super().__init__(hnsw_ef=hnsw_ef, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct)
+        super().__init__(hnsw_ef=hnsw_ef, options=options)
         self.url = url
         self.collection = collection
         self.index_timeout_s = index_timeout_s
@@ -104,14 +102,10 @@ class ClientStore(QdrantStore):
     # -- engine calls -------------------------------------------------------------------
 
     def _create_collection(self, meta: StoreMeta) -> None:
-        from qdrant_client import models
-
-        vector = models.VectorParams(size=meta.encoder.dim, distance=models.Distance.COSINE)
         self._client.create_collection(
             self.collection,
-            vectors_config={name: vector for name in VECTOR_NAMES},
-            hnsw_config=models.HnswConfigDiff(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct),
             metadata={META_KEY: meta.to_json()},
+            **client_collection_kwargs(meta.options, meta.encoder.dim),
         )
 
     def _write_meta(self, meta: StoreMeta) -> None:
@@ -179,8 +173,6 @@ class ClientStore(QdrantStore):
         payload: bool | list[str],
         exact: bool,
     ) -> Sequence[Any]:
-        from qdrant_client import models
-
         return self._client.query_points(
             self.collection,
             query=query.tolist(),
@@ -189,7 +181,7 @@ class ClientStore(QdrantStore):
             # Local mode is always exact and warns about search params, so send none there.
             search_params=None
             if self.local
-            else models.SearchParams(hnsw_ef=self.hnsw_ef, exact=exact),
+            else client_search_params(self.options, self.hnsw_ef, exact),
             limit=limit,
             with_payload=_payload_selector(payload),
         ).points

@@ -24,15 +24,15 @@ import numpy as np
 
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Scalar
-from clipy_qdrant.store.base import VECTOR_NAMES, Thumbnail
+from clipy_qdrant.store.base import Thumbnail
 from clipy_qdrant.store.meta import StoreMeta
-from clipy_qdrant.store.qdrant import (
-    DEFAULT_HNSW_EF,
-    DEFAULT_HNSW_EF_CONSTRUCT,
-    DEFAULT_HNSW_M,
-    EnginePoint,
-    QdrantStore,
+from clipy_qdrant.store.options import (
+    CollectionOptions,
+    edge_config,
+    edge_search_params,
+    refuse_server_only,
 )
+from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, EnginePoint, QdrantStore
 from clipy_qdrant.thumbnails import ThumbnailDB
 
 META_FILE = "clipy.json"
@@ -72,8 +72,10 @@ class EdgeStore(QdrantStore):
 
     ``full_scan_threshold_kb`` (Qdrant's default, 10 MB): a segment or filtered subset whose
     vectors are smaller than this is searched exactly instead of through the graph. It and
-    the graph settings apply when the collection is created; ``hnsw_ef`` per search.
-    Opening a folder another process holds open raises :class:`StoreError`.
+    ``options`` (storage, quantization, graph) apply when the collection is created;
+    ``hnsw_ef`` per search. Server-only options (shards, replicas, write consistency) raise
+    :class:`StoreError` naming the option. Opening a folder another process holds open raises
+    :class:`StoreError`.
     """
 
     def __init__(
@@ -81,12 +83,13 @@ class EdgeStore(QdrantStore):
         path: str | Path,
         *,
         hnsw_ef: int = DEFAULT_HNSW_EF,
-        hnsw_m: int = DEFAULT_HNSW_M,
-        hnsw_ef_construct: int = DEFAULT_HNSW_EF_CONSTRUCT,
+        options: CollectionOptions | None = None,
         full_scan_threshold_kb: int = DEFAULT_FULL_SCAN_THRESHOLD_KB,
     ) -> None:
-        super().__init__(hnsw_ef=hnsw_ef, hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct)
         self.path = Path(path)
+        super().__init__(hnsw_ef=hnsw_ef)
+        if options is not None:
+            self.request_options(options)
         self.full_scan_threshold_kb = full_scan_threshold_kb
         self._shard: Any = None
         self._thumbnails: ThumbnailDB | None = None
@@ -105,6 +108,11 @@ class EdgeStore(QdrantStore):
     @property
     def where(self) -> str:
         return str(self.path)
+
+    def request_options(self, options: CollectionOptions) -> None:
+        """As :meth:`QdrantStore.request_options`; server-only options raise ``StoreError``."""
+        refuse_server_only(options, str(self.path))
+        super().request_options(options)
 
     def stats(self) -> dict[str, int]:
         """Engine counters: points, indexed (HNSW) vectors, segments."""
@@ -179,24 +187,6 @@ class EdgeStore(QdrantStore):
             if self._pid_holder() == os.getpid():
                 (self.path / PID_FILE).unlink(missing_ok=True)
 
-    def _config(self, dim: int) -> Any:
-        import qdrant_edge as qe
-
-        vector = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
-        return qe.EdgeConfig(
-            vectors={name: vector for name in VECTOR_NAMES},
-            hnsw_config=qe.HnswIndexConfig(
-                m=self.hnsw_m,
-                ef_construct=self.hnsw_ef_construct,
-                # Below this many KB of (matching) vectors a search scans instead of walking
-                # the graph: exact and as fast at that size.
-                full_scan_threshold=self.full_scan_threshold_kb,
-            ),
-            # Edge has no background optimizer: HNSW is built only by build_index(). A tiny
-            # threshold makes that call index every segment, whatever the collection size.
-            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
-        )
-
     # -- engine calls -------------------------------------------------------------------
 
     def _create_collection(self, meta: StoreMeta) -> None:
@@ -210,9 +200,8 @@ class EdgeStore(QdrantStore):
         self.path.mkdir(parents=True, exist_ok=True)
         # Metadata first: a shard is never left behind without knowing its encoder.
         _write_json_atomic(self.path / META_FILE, meta.to_json())
-        self._shard = qe.EdgeShard.create(
-            str(self.path / SHARD_DIR), self._config(meta.encoder.dim)
-        )
+        config = edge_config(meta.options, meta.encoder.dim, self.full_scan_threshold_kb)
+        self._shard = qe.EdgeShard.create(str(self.path / SHARD_DIR), config)
         self._write_pid()
 
     def _write_meta(self, meta: StoreMeta) -> None:
@@ -268,7 +257,7 @@ class EdgeStore(QdrantStore):
             query=qe.Query.Nearest(query, using=using),  # type: ignore[arg-type]
             limit=limit,
             filter=flt,
-            params=qe.SearchParams(hnsw_ef=self.hnsw_ef, exact=exact),
+            params=edge_search_params(self.options, self.hnsw_ef, exact),
             with_payload=payload,
         )
         return self._shard.search(request)
@@ -303,6 +292,38 @@ class EdgeStore(QdrantStore):
 
     def _close_engine(self) -> None:
         self._release_shard()
+
+    # -- shard snapshots: a whole store to another folder with its HNSW graphs ----------------
+
+    def write_snapshot(self, archive: Path) -> None:
+        """Write the flushed shard (segments with their HNSW graphs and payload indexes, and
+        the WAL) as the tar ``archive`` that :meth:`restore_snapshot` reads."""
+        import tarfile
+
+        self._live_meta()
+        with self._engine("writing a snapshot"):
+            self._shard.flush()
+            with tarfile.open(archive, "w") as tar:
+                tar.add(self.path / SHARD_DIR, arcname=".")
+
+    def restore_snapshot(self, archive: Path, meta: StoreMeta) -> None:
+        """Create this store's collection from ``archive`` (:meth:`write_snapshot`, read by
+        qdrant-edge's ``unpack_snapshot``), recorded with ``meta``. The store must have no
+        collection; the shard keeps the layout it was written with."""
+        import qdrant_edge as qe
+
+        self._check_open()
+        if self._meta is not None or (self.path / SHARD_DIR).exists():
+            raise StoreError(
+                f"store {self.path} already has a collection; restore into a new folder"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        # Metadata first, as at creation: a shard is never left without its encoder.
+        _write_json_atomic(self.path / META_FILE, meta.to_json())
+        with self._engine("restoring a snapshot"):
+            qe.EdgeShard.unpack_snapshot(str(archive), str(self.path / SHARD_DIR))
+        self._shard = self._load_shard()
+        self._meta = meta
 
     # -- thumbnails (a sqlite file beside the shard) ------------------------------------------
 

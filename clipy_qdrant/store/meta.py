@@ -13,6 +13,7 @@ from typing import Any
 
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import EncoderMismatchError, StoreError
+from clipy_qdrant.store.options import CollectionOptions
 
 #: Version of the clipy metadata layout written beside (or into) a collection.
 META_VERSION = 1
@@ -40,17 +41,20 @@ class HubnessInfo:
 @dataclass
 class StoreMeta:
     """What clipy remembers about a collection: the encoder that wrote it, its payload indexes
-    (``{field: type}``) and the hubness record (``None`` when absent or stale)."""
+    (``{field: type}``), the hubness record (``None`` when absent or stale) and the options it
+    was created with (a layout without them: the defaults)."""
 
     encoder: EncoderInfo
     indexed_fields: dict[str, str] = field(default_factory=dict)
     hubness: HubnessInfo | None = None
+    options: CollectionOptions = field(default_factory=CollectionOptions)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "version": META_VERSION,
             "encoder": {"name": self.encoder.name, "dim": self.encoder.dim},
             "indexed_fields": dict(sorted(self.indexed_fields.items())),
+            "collection_options": self.options.to_json(),
         }
         if self.hubness is not None:
             data["hubness"] = self.hubness.to_json()
@@ -66,6 +70,7 @@ class StoreMeta:
                 EncoderInfo(str(enc["name"]), int(enc["dim"])),
                 {str(k): str(v) for k, v in dict(data.get("indexed_fields") or {}).items()},
                 HubnessInfo.from_json(hubness) if hubness else None,
+                CollectionOptions.from_json(data.get("collection_options"), where),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(

@@ -47,11 +47,11 @@ from clipy_qdrant.store.convert import (
     vectors_of,
 )
 from clipy_qdrant.store.meta import HubnessInfo, StoreMeta, check_same_encoder
+from clipy_qdrant.store.options import CollectionOptions
 
-#: HNSW defaults: Qdrant's m / ef_construct; hnsw_ef 256 at search, which keeps filtered
-#: recall@10 at or above 0.99 at catalog scale for about 0.3 ms (docs/benchmarks.md).
-DEFAULT_HNSW_M = 16
-DEFAULT_HNSW_EF_CONSTRUCT = 100
+#: HNSW search beam width: 256 keeps filtered recall@10 at or above 0.99 at catalog scale for
+#: about 0.3 ms (docs/benchmarks.md). The graph's m / ef_construct are CollectionOptions'
+#: (Qdrant's defaults 16 / 100).
 DEFAULT_HNSW_EF = 256
 
 #: Points (or payload targets) sent to the engine per write call: bounded memory for big ingests.
@@ -70,24 +70,39 @@ class EnginePoint:
 class QdrantStore(ABC):
     """A :class:`~clipy_qdrant.store.base.VectorStore` on a Qdrant engine.
 
-    ``hnsw_m`` / ``hnsw_ef_construct`` shape the HNSW graph (applied when the collection is
-    created); ``hnsw_ef`` is the search-time beam width (higher: better recall, slower).
+    ``options`` (:class:`~clipy_qdrant.store.options.CollectionOptions`: shards, storage,
+    quantization, HNSW graph) apply when this store creates the collection and are recorded
+    with it; an existing collection keeps its own, and asking for different ones is an error.
+    ``hnsw_ef`` is the search-time beam width (higher: better recall, slower).
     Subclasses set :attr:`where` (how errors name the store) and implement the engine calls.
     """
 
     def __init__(
-        self,
-        *,
-        hnsw_ef: int = DEFAULT_HNSW_EF,
-        hnsw_m: int = DEFAULT_HNSW_M,
-        hnsw_ef_construct: int = DEFAULT_HNSW_EF_CONSTRUCT,
+        self, *, hnsw_ef: int = DEFAULT_HNSW_EF, options: CollectionOptions | None = None
     ) -> None:
         self.hnsw_ef = hnsw_ef
-        self.hnsw_m = hnsw_m
-        self.hnsw_ef_construct = hnsw_ef_construct
+        #: The options asked for (``None``: not asked; the collection's own, or defaults).
+        self._requested_options = options
         #: The collection's metadata; ``None`` while there is no collection.
         self._meta: StoreMeta | None = None
         self._closed = False
+
+    @property
+    def options(self) -> CollectionOptions:
+        """The collection's options; before creation, those it will be created with."""
+        if self._meta is not None:
+            return self._meta.options
+        return self._requested_options or CollectionOptions()
+
+    def request_options(self, options: CollectionOptions) -> None:
+        """Ask for ``options`` for the collection this store creates, as the constructor's
+        ``options`` do; an existing collection with other options makes
+        :meth:`ensure_collection` raise."""
+        self._requested_options = options
+
+    def collection_options(self) -> CollectionOptions | None:
+        """The options the collection was created with; ``None`` if there is no collection."""
+        return self._meta.options if self._meta is not None else None
 
     @property
     @abstractmethod
@@ -271,9 +286,10 @@ class QdrantStore(ABC):
         fields = checked_field_types(indexed_fields)
         if self._meta is not None:
             check_same_encoder(self.where, self._meta, encoder)
+            self._check_requested_options(self._meta.options)
             meta = self._meta
         else:
-            meta = StoreMeta(encoder, {})
+            meta = StoreMeta(encoder, {}, options=self.options)
             with self._engine("creating the collection"):
                 self._create_collection(meta)
             self._meta = meta
@@ -284,6 +300,22 @@ class QdrantStore(ABC):
                 self._create_payload_indexes(missing)
             meta.indexed_fields.update(missing)
             self._save_meta(meta)
+
+    def _check_requested_options(self, existing: CollectionOptions) -> None:
+        """Refuse options that differ from an existing collection's: they apply at creation."""
+        wanted = self._requested_options
+        if wanted is None or wanted == existing:
+            return
+        differ = [
+            name
+            for name in type(wanted).model_fields
+            if getattr(wanted, name) != getattr(existing, name)
+        ]
+        raise StoreError(
+            f"store {self.where} was created with other collection options ("
+            + ", ".join(f"{n} {getattr(existing, n)!r}, not {getattr(wanted, n)!r}" for n in differ)
+            + "); they apply when a collection is created: leave them out, or --recreate"
+        )
 
     def delete_collection(self) -> None:
         """Remove the collection and everything in it; :meth:`ensure_collection` starts afresh."""

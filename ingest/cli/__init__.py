@@ -6,6 +6,7 @@ each command group is a module that registers on that ``app``:
 
 - ``ingest.cli.ingest``: ``clipy ingest``
 - ``ingest.cli.search``: ``clipy search`` and ``clipy info``
+- ``ingest.cli.store``: ``clipy copy``
 - ``ingest.cli.train``: ``clipy train``
 - ``ingest.cli.eval``: ``clipy eval make-queries | run | ab``
 - ``ingest.cli.serve``: ``clipy serve`` (the HTTP API and search page)
@@ -15,7 +16,7 @@ each command group is a module that registers on that ``app``:
 from __future__ import annotations
 
 # Importing a command module registers its commands on ``app``.
-from ingest.cli import eval, ingest, search, serve, train, verify  # noqa: F401
+from ingest.cli import eval, ingest, search, serve, store, train, verify  # noqa: F401
 from ingest.cli.shell import app
 
 __all__ = ["app", "main"]

@@ -12,8 +12,17 @@ from ingest.cli.shell import (
     ApiKeyOpt,
     CollectionOpt,
     EncoderOpt,
+    HnswEfConstructOpt,
+    HnswMOpt,
+    HnswOnDiskOpt,
+    OnDiskOpt,
+    OversamplingOpt,
+    QuantizationOpt,
+    ReplicasOpt,
+    ShardsOpt,
     StoreOpt,
     UrlOpt,
+    WriteConsistencyOpt,
     app,
     build_settings,
     echo_err,
@@ -110,8 +119,20 @@ def ingest(
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = None,
     encoder: EncoderOpt = None,
+    shards: ShardsOpt = None,
+    replicas: ReplicasOpt = None,
+    write_consistency: WriteConsistencyOpt = None,
+    on_disk: OnDiskOpt = None,
+    hnsw_on_disk: HnswOnDiskOpt = None,
+    quantization: QuantizationOpt = None,
+    oversampling: OversamplingOpt = None,
+    hnsw_m: HnswMOpt = None,
+    hnsw_ef_construct: HnswEfConstructOpt = None,
 ) -> None:
     """Embed a catalog's images and texts and store them, resumably.
+
+    The layout flags (--shards, --replicas, --quantization, --on-disk, ...) apply when this
+    run creates the collection; they are recorded with it (see clipy info).
 
     Example: clipy ingest ../shared/datasets/fashion-product-images-small --limit 1000
     See what it would do first: clipy ingest products.csv --dry-run
@@ -123,6 +144,15 @@ def ingest(
             api_key=api_key,
             collection=collection,
             encoder=encoder,
+            shards=shards,
+            replicas=replicas,
+            write_consistency=write_consistency,
+            on_disk=on_disk,
+            hnsw_on_disk=hnsw_on_disk,
+            quantization=quantization,
+            oversampling=oversampling,
+            hnsw_m=hnsw_m,
+            hnsw_ef_construct=hnsw_ef_construct,
         )
         from ingest.pipeline import run_ingest
         from ingest.platforms import PlatformCatalog

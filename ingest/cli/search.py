@@ -358,7 +358,8 @@ def info(
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = None,
 ) -> None:
-    """Show the store, its encoder, the number of products and each indexed field with its type.
+    """Show the store, its encoder, the number of products, its layout (shards, quantization,
+    storage, HNSW) and each indexed field with its type.
 
     Example: clipy info --json
     """
@@ -380,6 +381,9 @@ def info(
             }
             hubness = vector_store.hubness_info()
             details["hubness"] = hubness.to_json() if hubness is not None else None
+            options = vector_store.collection_options()
+            details["collection_options"] = options.to_json() if options is not None else None
+            layout = options.describe() if options is not None else "(empty store)"
         finally:
             vector_store.close()
     if as_json:
@@ -391,6 +395,7 @@ def info(
         f"encoder:        {enc['name'] + ' (' + str(enc['dim']) + '-d)' if enc else '(empty store)'}"
     )
     typer.echo(f"products:       {details['products']}")
+    typer.echo(f"layout:         {layout}")
     fields = details["indexed_fields"]
     typer.echo(
         "indexed fields: "

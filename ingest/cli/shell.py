@@ -126,6 +126,76 @@ EncoderOpt = Annotated[
 ]
 
 
+# -- collection layout (applied when a command creates a collection on a store) -------------
+
+ShardsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--shards", min=1, help="Shards of a new server collection (env CLIPY_SHARDS; server only)."
+    ),
+]
+ReplicasOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--replicas",
+        min=1,
+        help="Copies of each shard on a server cluster (env CLIPY_REPLICAS; server only).",
+    ),
+]
+WriteConsistencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--write-consistency",
+        min=1,
+        help="Replicas that must confirm a write (env CLIPY_WRITE_CONSISTENCY; server only).",
+    ),
+]
+OnDiskOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--on-disk/--in-ram",
+        help="Keep a new collection's original vectors on disk (memory-mapped) or in RAM "
+        "(env CLIPY_ON_DISK; default: RAM).",
+    ),
+]
+HnswOnDiskOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--hnsw-on-disk/--hnsw-in-ram",
+        help="Keep a new collection's HNSW graph on disk (env CLIPY_HNSW_ON_DISK; default: RAM).",
+    ),
+]
+QuantizationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--quantization",
+        help="none, int8 (4x smaller) or binary (32x smaller) vector copies kept in RAM and "
+        "rescored with the originals (env CLIPY_QUANTIZATION; default: none).",
+    ),
+]
+OversamplingOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--oversampling",
+        min=1.0,
+        help="With quantization: candidates fetched per result before rescoring "
+        "(env CLIPY_OVERSAMPLING; default: 2).",
+    ),
+]
+HnswMOpt = Annotated[
+    int | None,
+    typer.Option("--hnsw-m", min=2, help="HNSW links per node (env CLIPY_HNSW_M; default: 16)."),
+]
+HnswEfConstructOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--hnsw-ef-construct",
+        min=4,
+        help="HNSW build beam width (env CLIPY_HNSW_EF_CONSTRUCT; default: 100).",
+    ),
+]
+
+
 # -- settings and the collaborators they name ----------------------------------------------
 
 
@@ -153,6 +223,7 @@ def open_configured_store(settings: Settings) -> VectorStore:
         url=settings.qdrant_url,
         api_key=settings.api_key,
         collection=settings.collection,
+        options=settings.collection_options(),
     )
 
 
