@@ -42,7 +42,7 @@ def _blas_controller() -> Any:
 @contextlib.contextmanager
 def blas_threads_for(rows: int) -> Iterator[None]:
     """One BLAS thread inside the block when ``rows`` is at most :data:`SMALL_BATCH_ROWS`."""
-    controller = _blas_controller() if rows <= SMALL_BATCH_ROWS else False
+    controller: Any = _blas_controller() if rows <= SMALL_BATCH_ROWS else None
     if not controller:
         yield
         return
