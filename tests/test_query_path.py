@@ -191,3 +191,27 @@ def test_cached_fingerprint_is_the_hashed_one_and_follows_the_heads_file(tmp_pat
     for entry in (tmp_path / "fingerprints").iterdir():
         entry.write_text("not a fingerprint")
     assert model_name(DEFAULT_MODEL_DIR, config, bag, tmp_path) == hashed
+
+
+def test_overlapping_query_blocks_restore_the_blas_threads_they_found() -> None:
+    """Two queries' blocks that overlap (a server's threads): the first one out leaves the
+    cap on for the other, the last one out restores the count found before either."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from clipy_qdrant.encoders.blas import blas_threads_for
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == {2}
+        first, second = blas_threads_for(1), blas_threads_for(3)
+        first.__enter__()
+        second.__enter__()
+        assert blas_threads() == {1}
+        first.__exit__(None, None, None)
+        assert blas_threads() == {1}
+        second.__exit__(None, None, None)
+        assert blas_threads() == {2}
+        with blas_threads_for(64):  # a batch keeps every thread
+            assert blas_threads() == {2}

@@ -21,30 +21,53 @@ from typing import Any
 SMALL_BATCH_ROWS = 16
 
 _controller: Any = None
-_controller_lock = threading.Lock()
+_lock = threading.Lock()
+#: Blocks inside :func:`blas_threads_for` that hold the cap now, and the limiter that
+#: restores the thread counts when the last of them leaves.
+_holders = 0
+_limiter: Any = None
 
 
 def _blas_controller() -> Any:
-    """threadpoolctl's controller of the loaded BLAS libraries (made once), or False when
-    threadpoolctl is not installed."""
+    """threadpoolctl's controller of the loaded BLAS libraries (made once, under ``_lock``),
+    or False when threadpoolctl is not installed."""
     global _controller
-    with _controller_lock:
-        if _controller is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-            except ImportError:
-                _controller = False
-            else:
-                _controller = ThreadpoolController().select(user_api="blas")
-        return _controller
+    if _controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _controller = False
+        else:
+            _controller = ThreadpoolController().select(user_api="blas")
+    return _controller
 
 
 @contextlib.contextmanager
 def blas_threads_for(rows: int) -> Iterator[None]:
-    """One BLAS thread inside the block when ``rows`` is at most :data:`SMALL_BATCH_ROWS`."""
-    controller: Any = _blas_controller() if rows <= SMALL_BATCH_ROWS else None
-    if not controller:
+    """One BLAS thread inside the block when ``rows`` is at most :data:`SMALL_BATCH_ROWS`.
+
+    Blocks may overlap (concurrent queries in a server's threads): the first one in caps the
+    threads, the last one out restores the counts the first one found.
+    """
+    global _holders, _limiter
+    if rows > SMALL_BATCH_ROWS:
         yield
         return
-    with controller.limit(limits=1):
+    with _lock:
+        controller = _blas_controller()
+        if not controller:
+            capped = False
+        else:
+            capped = True
+            if _holders == 0:
+                _limiter = controller.limit(limits=1)
+            _holders += 1
+    try:
         yield
+    finally:
+        if capped:
+            with _lock:
+                _holders -= 1
+                if _holders == 0:
+                    _limiter.restore_original_limits()
+                    _limiter = None
