@@ -41,6 +41,12 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """The command group: keeps ``clipy CMD`` a subcommand when ``ingest.cli.main`` has
+    registered only the command it runs (Typer runs a lone command without its name)."""
+
+
 def echo_err(message: str) -> None:
     """One line on stderr (progress, summaries, errors): stdout carries results only."""
     typer.echo(message, err=True)

@@ -83,7 +83,7 @@ class FashionEncoder:
         self.text_tower = TextTower(threads=threads, cache_dir=cache_dir)
         #: The held-out rule of the catalog split the heads were trained on.
         self.trained_split: str | None = str(self.config.get("split_rule") or "") or None
-        name = model_name(self.model_dir, self.config, self.word_bag)
+        name = model_name(self.model_dir, self.config, self.word_bag, cache_dir)
         self._info = EncoderInfo(name=name, dim=self.heads.dim)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()

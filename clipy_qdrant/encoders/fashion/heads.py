@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from clipy_qdrant.encoders.base import l2_normalize
+from clipy_qdrant.encoders.blas import blas_threads_for
 from clipy_qdrant.errors import EncoderError
 
 
@@ -48,7 +49,12 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ProjectionHead:
-    """One trained head in numpy: standardise, (residual MLP or linear) project, normalise."""
+    """One trained head in numpy: standardise, (residual MLP or linear) project, normalise.
+
+    The weight matrices may be kept as stored (float16 in a model folder): the first call
+    converts them to float32 once (an exact conversion), so a model loads without converting
+    the heads that a process never runs (the image heads, for a text query).
+    """
 
     mean: np.ndarray
     std: np.ndarray
@@ -60,14 +66,26 @@ class ProjectionHead:
     #: Low-rank hidden layer: the hidden layer reads ``down_weight @ z`` (rank, columns) and
     #: ``hidden_weight`` is then (hidden, rank); see ``train._low_rank_hidden``.
     down_weight: np.ndarray | None = None
+    #: The float32 weights ``logits`` runs on, made on the first call.
+    _float32: dict[str, np.ndarray | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str) -> ProjectionHead:
-        def get(name: str) -> np.ndarray | None:
-            value = tensors.get(f"{prefix}.{name}")
-            return None if value is None else np.asarray(value, dtype=np.float32)
+        """The head ``prefix`` of a model's tensors; weight matrices stay in their stored dtype
+        until the head first runs."""
 
-        required = {name: get(name) for name in ("mean", "std", "skip.weight", "bias")}
+        def get(name: str, dtype: type | None = None) -> np.ndarray | None:
+            value = tensors.get(f"{prefix}.{name}")
+            return None if value is None else np.asarray(value, dtype=dtype)
+
+        required = {
+            "mean": get("mean", np.float32),
+            "std": get("std", np.float32),
+            "skip.weight": get("skip.weight"),
+            "bias": get("bias", np.float32),
+        }
         missing = [name for name, value in required.items() if value is None]
         if missing:
             raise EncoderError(f"head {prefix!r} lacks tensors {', '.join(missing)}")
@@ -77,7 +95,7 @@ class ProjectionHead:
             skip_weight=required["skip.weight"],  # type: ignore[arg-type]
             bias=required["bias"],  # type: ignore[arg-type]
             hidden_weight=get("hidden.weight"),
-            hidden_bias=get("hidden.bias"),
+            hidden_bias=get("hidden.bias", np.float32),
             out_weight=get("out.weight"),
             down_weight=get("down.weight"),
         )
@@ -104,16 +122,34 @@ class ProjectionHead:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise EncoderError(f"head expects (n, {self.in_dim}) features, got {x.shape}")
-        z = (x - self.mean) / self.std
-        y = z @ self.skip_weight.T + self.bias
-        if self.hidden_weight is not None and self.out_weight is not None:
-            if self.down_weight is not None:
-                zh = z[:, : self.down_weight.shape[1]] @ self.down_weight.T
-            else:
-                zh = z[:, : self.hidden_weight.shape[1]]
-            h = gelu_tanh(zh @ self.hidden_weight.T + self.hidden_bias)
-            y = y + h @ self.out_weight.T
+        w = self._weights()
+        z = (x - w["mean"]) / w["std"]
+        y = z @ w["skip"].T + w["bias"]  # type: ignore[union-attr]
+        hidden, out, down = w["hidden"], w["out"], w["down"]
+        if hidden is not None and out is not None:
+            zh = z[:, : down.shape[1]] @ down.T if down is not None else z[:, : hidden.shape[1]]
+            h = gelu_tanh(zh @ hidden.T + w["hidden_bias"])
+            y = y + h @ out.T
         return y.astype(np.float32, copy=False)
+
+    def _weights(self) -> dict[str, np.ndarray | None]:
+        """The head's arrays as float32 (converted once, on the first call)."""
+        if self._float32 is None:
+
+            def f32(value: np.ndarray | None) -> np.ndarray | None:
+                return None if value is None else np.asarray(value, dtype=np.float32)
+
+            self._float32 = {
+                "mean": f32(self.mean),
+                "std": f32(self.std),
+                "skip": f32(self.skip_weight),
+                "bias": f32(self.bias),
+                "hidden": f32(self.hidden_weight),
+                "hidden_bias": f32(self.hidden_bias),
+                "out": f32(self.out_weight),
+                "down": f32(self.down_weight),
+            }
+        return self._float32
 
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -396,6 +432,10 @@ class FashionHeads:
         appearance heads read the leading columns they were trained on (backbone and coarse
         histogram); the colour head reads them all.
         """
+        with blas_threads_for(len(inputs)):
+            return self._image_vectors(inputs)
+
+    def _image_vectors(self, inputs: np.ndarray) -> np.ndarray:
         shared_in = inputs[:, : self.image.in_dim]
         return join_image_vectors(
             self.image(shared_in),
@@ -409,6 +449,10 @@ class FashionHeads:
 
     def text_vectors(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """(n, 384) MiniLM features of ``texts`` -> (n, dim) unit text vectors."""
+        with blas_threads_for(len(features)):
+            return self._text_vectors(features, texts)
+
+    def _text_vectors(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         inputs = text_head_inputs(features, texts, self.word_bag)
         return pad_text_vectors(
             self.text(inputs),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -72,23 +73,70 @@ def read_word_bag(path: Path, config: dict[str, Any]) -> WordBag | None:
     return WordBag([w for w in words if w])
 
 
-def model_name(path: Path, config: dict[str, Any], word_bag: WordBag | None) -> str:
+def model_name(
+    path: Path,
+    config: dict[str, Any],
+    word_bag: WordBag | None,
+    cache_dir: Path | None = None,
+) -> str:
     """``fashion-mini@<fp>`` (the shipped folder) or ``fashion-mini:<folder>@<fp>``.
 
     The fingerprint (of the heads file, the word bag and the config entries that shape the
     vectors: block weights, temperature, towers) changes whenever the vectors would, so a
     store written with other heads refuses this model instead of mixing incompatible vectors;
     ``get_encoder`` accepts the name back as a spec.
+
+    With a ``cache_dir`` the fingerprint is kept under ``cache_dir/fingerprints``, keyed by the
+    heads file's path, size and modification time and by the word bag and config: a process
+    that loads the model again reads it back instead of hashing the heads file (26 MB).
     """
-    sha = hashlib.sha256((path / WEIGHTS_FILE).read_bytes())
+    rest = hashlib.sha256()
     if word_bag is not None:
-        sha.update("\n".join(word_bag.vocab).encode())
+        rest.update("\n".join(word_bag.vocab).encode())
     shaping = {key: config.get(key) for key in VECTOR_CONFIG_KEYS}
-    sha.update(json.dumps(shaping, sort_keys=True).encode())
-    digest = sha.hexdigest()[:_FINGERPRINT_HEX_DIGITS]
+    rest.update(json.dumps(shaping, sort_keys=True).encode())
+    weights = path / WEIGHTS_FILE
+    cached = None
+    if cache_dir is not None:
+        stat = weights.stat()
+        key = f"{weights.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{rest.hexdigest()}"
+        cached = cache_dir / "fingerprints" / hashlib.sha1(key.encode()).hexdigest()
+    digest = _read_fingerprint(cached)
+    if digest is None:
+        sha = hashlib.sha256(weights.read_bytes())
+        if word_bag is not None:
+            sha.update("\n".join(word_bag.vocab).encode())
+        sha.update(json.dumps(shaping, sort_keys=True).encode())
+        digest = sha.hexdigest()[:_FINGERPRINT_HEX_DIGITS]
+        _write_fingerprint(cached, digest)
     if path.resolve() == DEFAULT_MODEL_DIR.resolve():
         return f"{ENCODER_NAME}@{digest}"
     return f"{ENCODER_NAME}:{path.resolve()}@{digest}"
+
+
+def _read_fingerprint(path: Path | None) -> str | None:
+    """A cached fingerprint, or None when there is none (or it is not one)."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    ok = len(text) == _FINGERPRINT_HEX_DIGITS and all(c in "0123456789abcdef" for c in text)
+    return text if ok else None
+
+
+def _write_fingerprint(path: Path | None, digest: str) -> None:
+    """Cache ``digest`` at ``path`` (temp file + rename; a read-only cache is skipped)."""
+    if path is None:
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(digest, encoding="ascii")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def strip_fingerprint(path: str) -> str:

@@ -1,0 +1,73 @@
+"""BLAS threads for small batches: one query's head arithmetic runs on one thread.
+
+numpy's BLAS (OpenBLAS) splits even a one-row matrix product across its threads. For a
+query (a batch of one or a few rows) the products take microseconds, and waking the parked
+BLAS threads costs more than the work: milliseconds on a busy CPU. :func:`blas_threads_for`
+caps BLAS at one thread while a small batch runs (the results are the same: each output
+element is computed by the same kernel either way) and leaves large batches alone.
+
+The cap is process-wide while it holds (BLAS has one thread setting), so a large batch that
+runs at the same moment in another thread runs single-threaded for that long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+#: Batches of at most this many rows run their BLAS products on one thread.
+SMALL_BATCH_ROWS = 16
+
+_controller: Any = None
+_lock = threading.Lock()
+#: Blocks inside :func:`blas_threads_for` that hold the cap now, and the limiter that
+#: restores the thread counts when the last of them leaves.
+_holders = 0
+_limiter: Any = None
+
+
+def _blas_controller() -> Any:
+    """threadpoolctl's controller of the loaded BLAS libraries (made once, under ``_lock``),
+    or False when threadpoolctl is not installed."""
+    global _controller
+    if _controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _controller = False
+        else:
+            _controller = ThreadpoolController().select(user_api="blas")
+    return _controller
+
+
+@contextlib.contextmanager
+def blas_threads_for(rows: int) -> Iterator[None]:
+    """One BLAS thread inside the block when ``rows`` is at most :data:`SMALL_BATCH_ROWS`.
+
+    Blocks may overlap (concurrent queries in a server's threads): the first one in caps the
+    threads, the last one out restores the counts the first one found.
+    """
+    global _holders, _limiter
+    if rows > SMALL_BATCH_ROWS:
+        yield
+        return
+    with _lock:
+        controller = _blas_controller()
+        if not controller:
+            capped = False
+        else:
+            capped = True
+            if _holders == 0:
+                _limiter = controller.limit(limits=1)
+            _holders += 1
+    try:
+        yield
+    finally:
+        if capped:
+            with _lock:
+                _holders -= 1
+                if _holders == 0:
+                    _limiter.restore_original_limits()
+                    _limiter = None
