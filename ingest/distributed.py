@@ -1,4 +1,4 @@
-"""Ingest with the encoder running on a Ray cluster (``clipy ingest CATALOG --ray [ADDRESS]``).
+"""Ingest with the encoder running on Ray (``clipy ingest CATALOG --ray [--ray-address ADDRESS]``).
 
 Ray is an optional extra (``pip install 'clipy-qdrant[ray]'``). The run is
 :func:`ingest.pipeline.run_ingest` with :class:`RayRunner` as its batch runner, so the
@@ -14,7 +14,11 @@ checks, the report, thumbnails, hubness and the HNSW build are those of the plai
 - results stream back to the driver as they are ready, and the driver upserts them through
   the same writer as the plain pipeline (``store_encoded``). Only the driver writes: the
   embedded store holds a single-process lock, and one writer keeps the report and the
-  hubness bookkeeping in one place.
+  hubness bookkeeping in one place. The workers never write to a Qdrant server themselves
+  either; ``docs/scaling-ray.md`` says when that would pay.
+
+A window is checked (files read, hashed, looked up in the store) before its encoding starts,
+so a window's reading and encoding do not overlap; encoding and the driver's writes do.
 
 A killed run leaves whole result batches stored with their content hashes, so re-running
 skips them. Images that do not decode or products the encoder fails on come back as issues
@@ -249,6 +253,10 @@ class RayRunner:
     ) -> None:
         ray = self.ray
         options = self.options
+        # The driver draws its own progress bar on stderr: Ray Data's stay off.
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
         dataset = ray.data.from_items(rows, override_num_blocks=_blocks(len(rows), options))
         encoded = dataset.map_batches(
             EncodeActor,
@@ -317,7 +325,8 @@ def start_ray(options: RayOptions) -> bool:
     if ray.is_initialized():
         return False
     logging.getLogger("ray").setLevel(logging.WARNING)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray Data warns that its progress bars are off: the driver draws its own.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,
@@ -339,9 +348,6 @@ def start_ray(options: RayOptions) -> bool:
         raise ConfigError(
             f"cannot connect to Ray at {options.address}: {_first_line(exc)}"
         ) from exc
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
     return True
 
 

@@ -21,13 +21,15 @@ from pathlib import Path
 import fake_encoder
 import numpy as np
 import pytest
-from fake_encoder import FakeEncoder
+from fake_encoder import FakeEncoder, register_fake
 from test_ingest import good_rows, jpeg, write_csv, write_synthetic_parquet
+from typer.testing import CliRunner
 
 from clipy_qdrant.errors import ConfigError, EncoderError
 from clipy_qdrant.store import open_store
 from clipy_qdrant.store.base import VectorStore
-from ingest.distributed import RayOptions, RayRunner, run_ray_ingest, start_ray
+from ingest.cli import app
+from ingest.distributed import RayOptions, RayRunner, run_ray_ingest
 from ingest.pipeline import (
     DUPLICATE_ID,
     ENCODE_FAILED,
@@ -39,23 +41,39 @@ from ingest.pipeline import (
 )
 from ingest.readers import open_catalog
 
-ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'clipy-qdrant[ray]'")
+try:
+    import ray
+    import ray.data
+except ImportError:  # the optional extra is not installed: only the "no Ray" test runs
+    ray = None
+
+needs_ray = pytest.mark.skipif(
+    ray is None, reason="Ray is an optional extra: pip install 'clipy-qdrant[ray]'"
+)
 
 TESTS = Path(__file__).resolve().parent
 #: One actor, one CPU: on a 2-core machine Ray Data's own tasks still get a CPU.
 OPTIONS = RayOptions(actors=1, batch_size=8)
 
-# The workers cannot import the tests folder: the encoders travel by value.
-ray.cloudpickle.register_pickle_by_value(fake_encoder)
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+if ray is not None:
+    # The workers cannot import the tests folder: the encoders travel by value.
+    ray.cloudpickle.register_pickle_by_value(fake_encoder)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    started = start_ray(RayOptions(actors=2))
+    """One local Ray for the module; each worker registers the fake encoder (for the CLI,
+    whose actors build their encoder with ``get_encoder(spec)``)."""
+    assert ray is not None
+    ray.init(
+        num_cpus=3,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"worker_process_setup_hook": register_fake},
+    )
     yield
-    if started:
-        ray.shutdown()
+    ray.shutdown()
 
 
 def bad_catalog(root: Path) -> Path:
@@ -117,7 +135,10 @@ def issues(report: IngestReport) -> list[tuple[int | None, str, str, str | None]
     return [(i.line, i.kind, i.product_id, i.file) for i in report.issues]
 
 
-def test_ray_ingest_equals_the_plain_ingest_and_reports_bad_rows_once(tmp_path: Path) -> None:
+@needs_ray
+def test_ray_ingest_equals_the_plain_ingest_and_reports_bad_rows_once(
+    tmp_path: Path, local_ray: None
+) -> None:
     styles = bad_catalog(tmp_path)
     factory = functools.partial(FakeEncoder, 32)
     plain_store = open_store(tmp_path / "plain")
@@ -170,7 +191,10 @@ class RefusesPurple(FakeEncoder):
         return super().encode_images(images, batch_size)
 
 
-def test_encoder_failures_on_the_workers_are_reported_or_stop_the_run(tmp_path: Path) -> None:
+@needs_ray
+def test_encoder_failures_on_the_workers_are_reported_or_stop_the_run(
+    tmp_path: Path, local_ray: None
+) -> None:
     styles = bad_catalog(tmp_path)
     with open_store(tmp_path / "ray") as store:
         report = run_ray_ingest(
@@ -189,6 +213,7 @@ def test_encoder_failures_on_the_workers_are_reported_or_stop_the_run(tmp_path: 
     assert "\n" not in str(caught.value)
 
 
+@needs_ray
 def test_bad_options_are_refused_before_anything_runs() -> None:
     for options, message in (
         (RayOptions(actors=0), "--ray-actors"),
@@ -203,7 +228,7 @@ KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 import fake_encoder, ray.cloudpickle, time
-from fake_encoder import FakeEncoder
+from fake_encoder import FakeEncoder, register_fake
 from clipy_qdrant.store.edge import EdgeStore
 from ingest.distributed import RayOptions, run_ray_ingest
 from ingest.readers import open_catalog
@@ -230,6 +255,7 @@ print("done", flush=True)
 """
 
 
+@needs_ray
 def test_a_killed_driver_resumes_and_the_store_equals_the_plain_ingest(tmp_path: Path) -> None:
     n = 600
     source = write_synthetic_parquet(tmp_path / "ds", n)
@@ -272,3 +298,47 @@ def test_a_killed_driver_resumes_and_the_store_equals_the_plain_ingest(tmp_path:
         assert store.count() == n
         # The batch written last before the kill may lack its thumbnails (pipeline docstring).
         assert_same_store(plain_store, store, without_thumbnail=last)
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@needs_ray
+def test_cli_ingest_on_ray_takes_its_options_and_equals_the_plain_cli(
+    tmp_path: Path, local_ray: None
+) -> None:
+    register_fake()
+    styles = bad_catalog(tmp_path)
+    code, _, err = cli(
+        "ingest", str(styles), "--store", str(tmp_path / "ray"), "--encoder", "fake",
+        "--ray", "--ray-actors", "1", "--ray-batch-size", "5", "--report", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "on Ray (local, 1 actors)" in err and "stored 21 products" in err
+    assert "skipped 5" in err and "Traceback" not in err
+    code, _, err = cli(
+        "ingest", str(styles), "--store", str(tmp_path / "plain"), "--encoder", "fake",
+        "--report", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    assert code == 0, err
+    with (
+        closing(open_store(tmp_path / "plain")) as plain,
+        closing(open_store(tmp_path / "ray")) as on_ray,
+    ):
+        assert_same_store(plain, on_ray)
+
+
+def test_cli_ray_without_ray_installed_is_one_line_saying_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register_fake()
+    styles = write_csv(tmp_path, good_rows(tmp_path, 2))
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    code, out, err = cli(
+        "ingest", str(styles), "--store", str(tmp_path / "s"), "--encoder", "fake", "--ray"
+    )
+    assert code == 1 and out == ""
+    assert err.strip() == "clipy: error: --ray needs Ray: pip install 'clipy-qdrant[ray]'"
+    assert not (tmp_path / "s").exists()
