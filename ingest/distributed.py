@@ -337,6 +337,7 @@ def start_ray(options: RayOptions) -> bool:
         # Logical CPUs for every actor plus one for Ray Data's own tasks: an actor pool that
         # takes every CPU leaves the dataset's input tasks waiting for ever.
         needed = int(np.ceil(options.actors * options.cpus_per_actor)) + 1
+        kwargs["address"] = "local"  # a new local instance, whatever RAY_ADDRESS says
         kwargs["num_cpus"] = max(os.cpu_count() or 1, needed)
         if options.gpus_per_actor:
             kwargs["num_gpus"] = int(np.ceil(options.actors * options.gpus_per_actor))

@@ -112,7 +112,6 @@ def ingest(
         str | None,
         typer.Option(
             "--ray-address",
-            envvar="RAY_ADDRESS",
             help="Ray cluster to encode on: auto (the cluster this machine is in) or "
             "ray://HEAD:10001; implies --ray.",
         ),
