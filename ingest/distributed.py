@@ -268,17 +268,24 @@ class RayRunner:
             batch_format="numpy",
         )
         results = iter(encoded.iter_batches(batch_size=None, batch_format="numpy"))
-        while True:
-            try:
-                out = next(results, None)
-            except Exception as exc:
-                raise EncoderError(f"encoding on Ray failed: {_ray_message(exc)}") from exc
-            if out is None:
-                break
-            self._store(out, window, writer)
-            bar.update(len(out["id"]))
-            report = writer.report
-            bar.set_postfix(stored=report.stored, skipped=report.skipped_total, refresh=False)
+        try:
+            while True:
+                try:
+                    out = next(results, None)
+                except Exception as exc:
+                    raise EncoderError(f"encoding on Ray failed: {_ray_message(exc)}") from exc
+                if out is None:
+                    break
+                self._store(out, window, writer)
+                bar.update(len(out["id"]))
+                report = writer.report
+                bar.set_postfix(stored=report.stored, skipped=report.skipped_total, refresh=False)
+        finally:
+            # A run stopped part-way (an encoder failure, Ctrl-C) stops the dataset's
+            # execution too, rather than leaving it running in the background.
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
 
     @staticmethod
     def _store(

@@ -9,11 +9,13 @@ the workers cannot import the tests folder.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import traceback
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -211,6 +213,16 @@ def test_encoder_failures_on_the_workers_are_reported_or_stop_the_run(
         )  # fmt: skip
     assert "failed on a whole batch" in str(caught.value)
     assert "\n" not in str(caught.value)
+    # The stopped run's result iterator is closed at once, while Ray is up: left to the
+    # garbage collector, its clean-up runs after ray.shutdown() and raises in whatever code
+    # is running then (a later test's ast.parse fails with SystemError).
+    iterators = [
+        frame.f_locals["results"]
+        for frame, _ in traceback.walk_tb(caught.value.__traceback__)
+        if frame.f_code.co_name == "_encode_window"
+    ]
+    assert len(iterators) == 1
+    assert inspect.getgeneratorstate(iterators[0]) == inspect.GEN_CLOSED
 
 
 @needs_ray
