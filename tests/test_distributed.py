@@ -328,7 +328,7 @@ def test_cli_ingest_on_ray_takes_its_options_and_equals_the_plain_cli(
         "--ray", "--ray-actors", "1", "--ray-batch-size", "5", "--report", str(tmp_path / "r.json"),
     )  # fmt: skip
     assert code == 0, err
-    assert "on Ray (local, 1 actors)" in err and "stored 21 products" in err
+    assert "on Ray (local, 1 actor)" in err and "stored 21 products" in err
     assert "skipped 5" in err and "Traceback" not in err
     code, _, err = cli(
         "ingest", str(styles), "--store", str(tmp_path / "plain"), "--encoder", "fake",

@@ -219,7 +219,8 @@ def ingest(
 
                 echo_err(
                     f"clipy: ingesting {source} with encoder {spec} on Ray "
-                    f"({ray_options.address}, {ray_options.actors} actors)"
+                    f"({ray_options.address}, {ray_options.actors} "
+                    f"actor{'s' if ray_options.actors != 1 else ''})"
                 )
                 result = run_ray_ingest(
                     catalog,
