@@ -30,11 +30,11 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -44,7 +44,14 @@ from clipy_qdrant.encoders.images import decode_image
 from clipy_qdrant.errors import ConfigError, EncoderError, InputError
 from clipy_qdrant.hubness import refresh_hubness
 from clipy_qdrant.split import SPLIT_FIELD, split_of
-from clipy_qdrant.store.base import IMAGE, TEXT, FieldType, PointRecord, VectorStore
+from clipy_qdrant.store.base import (
+    IMAGE,
+    TEXT,
+    FieldType,
+    PointRecord,
+    Thumbnail,
+    VectorStore,
+)
 from clipy_qdrant.thumbnails import image_url_of, make_thumbnail
 from ingest.records import Product
 from ingest.schema import NAME_FIELD_KEY, SAMPLE_ROWS, conform_value, infer_indexed_fields
@@ -274,6 +281,7 @@ def run_ingest(
     hubness: bool = True,
     thumbnails: bool = True,
     name_field: str | None = None,
+    runner: BatchRunner | None = None,
 ) -> IngestReport:
     """Encode and store every product of ``catalog``; return what happened.
 
@@ -290,6 +298,10 @@ def run_ingest(
     stored product records it under :data:`~ingest.schema.NAME_FIELD_KEY`. ``thumbnails``
     stores each written product's thumbnail with it (so that the store can show its pictures
     without the catalog).
+
+    ``runner`` decodes, encodes and writes the batches (default: in this process, decoding in
+    ``decode_threads`` threads while the previous batch is encoded); :mod:`ingest.distributed`
+    has one that encodes on a Ray cluster.
 
     A catalog with no rows raises ``InputError`` before the store is touched; one whose every
     row is skipped raises it after the run (the report is written), and the collection is
@@ -337,20 +349,11 @@ def run_ingest(
         thumbnails=thumbnails,
     )
     try:
-        with ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode") as pool:
-            pending: _Pending | None = None
-            for batch in _batched(itertools.chain(sample, products), batch_size):
-                report.read += len(batch)
-                next_pending = writer.prepare(batch, pool)
-                if pending is not None:
-                    writer.write(pending)
-                    bar.update(len(pending.products))
-                pending = next_pending
-                bar.set_postfix(stored=report.stored, skipped=report.skipped_total, refresh=False)
-                bar.update(len(batch) - len(next_pending.products))
-            if pending is not None:
-                writer.write(pending)
-                bar.update(len(pending.products))
+        batches = _counted(_batched(itertools.chain(sample, products), batch_size), report)
+        if runner is None:
+            _run_here(batches, writer, bar, decode_threads)
+        else:
+            runner(batches, writer, bar)
         report.completed = True
     finally:
         bar.close()
@@ -389,6 +392,43 @@ def _no_usable_rows(report: IngestReport) -> str:
         f"catalog {report.source or 'input'}: no usable rows: "
         f"{report.skipped_total:,} skipped{reason}"
     )
+
+
+class BatchRunner(Protocol):
+    """Turns batches of products into stored points through ``writer``: each batch goes
+    through :meth:`_BatchWriter.check`, then its candidates are decoded and encoded and given
+    to :meth:`_BatchWriter.store_encoded`; ``bar`` advances by one per product handled."""
+
+    def __call__(
+        self, batches: Iterator[list[Product]], writer: _BatchWriter, bar: Any
+    ) -> None: ...
+
+
+def _counted(batches: Iterator[list[Product]], report: IngestReport) -> Iterator[list[Product]]:
+    for batch in batches:
+        report.read += len(batch)
+        yield batch
+
+
+def _run_here(
+    batches: Iterator[list[Product]], writer: _BatchWriter, bar: Any, decode_threads: int
+) -> None:
+    """The in-process runner: a batch's images decode in threads while the previous batch is
+    encoded and written."""
+    report = writer.report
+    with ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="decode") as pool:
+        pending: _Pending | None = None
+        for batch in batches:
+            next_pending = writer.prepare(batch, pool)
+            if pending is not None:
+                writer.write(pending)
+                bar.update(len(pending.products))
+            pending = next_pending
+            bar.set_postfix(stored=report.stored, skipped=report.skipped_total, refresh=False)
+            bar.update(len(batch) - len(next_pending.products))
+        if pending is not None:
+            writer.write(pending)
+            bar.update(len(pending.products))
 
 
 def _total(catalog: Iterable[Product], limit: int | None) -> int | None:
@@ -483,6 +523,16 @@ class _BatchWriter:
 
     def prepare(self, batch: list[Product], pool: ThreadPoolExecutor) -> _Pending:
         """Steps 1-4: checks, hashes, the store's hash skip, image decoding submitted to ``pool``."""
+        candidates = self.check(batch)
+        return _Pending(
+            products=[p for p, _, _ in candidates],
+            hashes=[h for _, _, h in candidates],
+            images=[pool.submit(_decode, p, data) for p, data, _ in candidates],
+        )
+
+    def check(self, batch: list[Product]) -> list[tuple[Product, bytes | None, str]]:
+        """Steps 1-3: checks, hashes and the store's hash skip; the products left to encode,
+        each with its image bytes (``None`` for an in-memory image) and content hash."""
         candidates: list[tuple[Product, bytes | None, str]] = []
         for product in batch:
             if product.error is not None:
@@ -526,11 +576,7 @@ class _BatchWriter:
             fresh = [c for c in candidates if stored.get(c[0].product_id) != c[2]]
             self.report.unchanged += len(candidates) - len(fresh)
             candidates = fresh
-        return _Pending(
-            products=[p for p, _, _ in candidates],
-            hashes=[h for _, _, h in candidates],
-            images=[pool.submit(_decode, p, data) for p, data, _ in candidates],
-        )
+        return candidates
 
     def write(self, pending: _Pending) -> None:
         """Step 5: wait for the decoded images, encode, upsert."""
@@ -554,18 +600,36 @@ class _BatchWriter:
         if not products:
             return
         keep, text_vectors, image_vectors = self._encode(products, images)
+        self.store_encoded(
+            [products[i] for i in keep],
+            [hashes[i] for i in keep],
+            text_vectors,
+            image_vectors,
+            lambda j: make_thumbnail(images[keep[j]], hashes[keep[j]]),
+        )
+
+    def store_encoded(
+        self,
+        products: Sequence[Product],
+        hashes: Sequence[str],
+        text_vectors: np.ndarray,
+        image_vectors: np.ndarray,
+        thumbnail: Callable[[int], Thumbnail],
+    ) -> None:
+        """Upsert encoded products (row ``j`` of the vectors is ``products[j]``), then store
+        ``thumbnail(j)`` for each one whose metadata has no image URL."""
         points = [
             PointRecord(
-                product_id=products[i].product_id,
+                product_id=product.product_id,
                 vectors={IMAGE: image_vectors[j], TEXT: text_vectors[j]},
                 payload={
-                    **products[i].metadata,
-                    SPLIT_FIELD: split_of(products[i].product_id),
+                    **product.metadata,
+                    SPLIT_FIELD: split_of(product.product_id),
                     **self.extra_payload,
                 },
-                content_hash=hashes[i],
+                content_hash=hashes[j],
             )
-            for j, i in enumerate(keep)
+            for j, product in enumerate(products)
         ]
         if points:
             if not self._marked_stale:
@@ -578,9 +642,9 @@ class _BatchWriter:
             if self.thumbnails:
                 self.store.put_thumbnails(
                     {
-                        products[i].product_id: make_thumbnail(images[i], hashes[i])
-                        for i in keep
-                        if image_url_of(products[i].metadata) is None
+                        product.product_id: thumbnail(j)
+                        for j, product in enumerate(products)
+                        if image_url_of(product.metadata) is None
                     }
                 )
 

@@ -114,6 +114,37 @@ def ingest(
             "texts; embed and store nothing.",
         ),
     ] = False,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Encode on Ray (pip install 'clipy-qdrant[ray]'): a local Ray started here, "
+            "or the cluster at --ray-address.",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Ray cluster to encode on: auto (the cluster this machine is in) or "
+            "ray://HEAD:10001; implies --ray.",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int, typer.Option("--ray-actors", min=1, help="Encoder actors on Ray (one model each).")
+    ] = 1,
+    ray_batch_size: Annotated[
+        int, typer.Option("--ray-batch-size", min=1, help="Products per batch on a Ray actor.")
+    ] = 64,
+    ray_cpus_per_actor: Annotated[
+        float, typer.Option("--ray-cpus-per-actor", min=0, help="CPUs each Ray actor reserves.")
+    ] = 1.0,
+    ray_gpus_per_actor: Annotated[
+        float,
+        typer.Option(
+            "--ray-gpus-per-actor", min=0, help="GPUs each Ray actor reserves (0: CPU only)."
+        ),
+    ] = 0.0,
     store: StoreOpt = None,
     qdrant_url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -136,8 +167,22 @@ def ingest(
 
     Example: clipy ingest ../shared/datasets/fashion-product-images-small --limit 1000
     See what it would do first: clipy ingest products.csv --dry-run
+    On Ray, 4 encoder actors: clipy ingest products.csv --ray --ray-actors 4
     """
     with user_errors():
+        ray_options = None
+        if ray or ray_address:
+            from ingest.distributed import LOCAL, RayOptions, import_ray
+
+            import_ray()  # without Ray installed: one line saying how to install it
+            ray_options = RayOptions(
+                address=ray_address or LOCAL,
+                actors=ray_actors,
+                batch_size=ray_batch_size,
+                cpus_per_actor=ray_cpus_per_actor,
+                gpus_per_actor=ray_gpus_per_actor,
+            )
+            ray_options.check()
         settings = build_settings(
             store=store,
             qdrant_url=qdrant_url,
@@ -194,17 +239,40 @@ def ingest(
             if recreate:
                 vector_store.delete_collection()
             spec = encoder_spec(settings, vector_store)
-            echo_err(f"clipy: ingesting {source} with encoder {spec}")
-            result = run_ingest(
-                catalog,
-                vector_store if guard is None else guard.watch(vector_store),
-                load_encoder(spec),
-                batch_size=batch_size,
-                force=force,
-                report_path=report or Path("clipy-ingest-report.json"),
-                build_index=not no_index,
-                indexed_fields=indexed_fields,
-            )
+            options: dict[str, Any] = {
+                "batch_size": batch_size,
+                "force": force,
+                "report_path": report or Path("clipy-ingest-report.json"),
+                "build_index": not no_index,
+                "indexed_fields": indexed_fields,
+            }
+            if ray_options is None:
+                echo_err(f"clipy: ingesting {source} with encoder {spec}")
+                result = run_ingest(
+                    catalog,
+                    vector_store if guard is None else guard.watch(vector_store),
+                    load_encoder(spec),
+                    **options,
+                )
+            else:
+                import functools
+
+                from clipy_qdrant.encoders import get_encoder
+                from ingest.distributed import run_ray_ingest
+
+                echo_err(
+                    f"clipy: ingesting {source} with encoder {spec} on Ray "
+                    f"({ray_options.address}, {ray_options.actors} "
+                    f"actor{'s' if ray_options.actors != 1 else ''})"
+                )
+                result = run_ray_ingest(
+                    catalog,
+                    vector_store if guard is None else guard.watch(vector_store),
+                    functools.partial(get_encoder, spec),
+                    ray_options,
+                    encoder=load_encoder(spec),
+                    **options,
+                )
             if not no_index and not result.index_built:
                 _finish_index(vector_store, result)
         finally:
