@@ -42,8 +42,16 @@ from PIL import Image
 from clipy_qdrant.encoders.base import Encoder
 from clipy_qdrant.errors import ConfigError, EncoderError
 from clipy_qdrant.hubness import refresh_hubness
+from clipy_qdrant.lexical_store import LexicalWriter, refresh_vocabulary
 from clipy_qdrant.split import SPLIT_FIELD, split_of
-from clipy_qdrant.store.base import IMAGE, TEXT, FieldType, PointRecord, VectorStore
+from clipy_qdrant.store.base import (
+    IMAGE,
+    LEXICAL_TEXT_KEY,
+    TEXT,
+    FieldType,
+    PointRecord,
+    VectorStore,
+)
 from clipy_qdrant.thumbnails import image_url_of, make_thumbnail
 from ingest.records import Product
 
@@ -376,6 +384,10 @@ def run_ingest(
         report.seconds = time.perf_counter() - started
         if report_path is not None:
             report.write(Path(report_path))
+    if store.has_lexical() and (report.stored or store.vocabulary() is None):
+        # The vocabulary's document frequencies must be the engine's: rebuilt from every
+        # stored text once the run is over.
+        refresh_vocabulary(store)
     if hubness and (report.stored or store.hubness_info() is None) and store.count() > 0:
         hubness_started = time.perf_counter()
         hub = refresh_hubness(store, progress=progress)
@@ -421,6 +433,7 @@ class _BatchWriter:
         self.force = force
         self.info = encoder.info
         self._marked_stale = False
+        self.lexical = LexicalWriter(store)
         #: product id -> where its first occurrence was (later ones are duplicates).
         self.first_seen: dict[str, str] = {}
 
@@ -511,12 +524,18 @@ class _BatchWriter:
         if not products:
             return
         keep, text_vectors, image_vectors = self._encode(products, images)
+        sparse = self.lexical.vectors([products[i].text for i in keep])
         points = [
             PointRecord(
                 product_id=products[i].product_id,
                 vectors={IMAGE: image_vectors[j], TEXT: text_vectors[j]},
-                payload={**products[i].metadata, SPLIT_FIELD: split_of(products[i].product_id)},
+                payload={
+                    **products[i].metadata,
+                    SPLIT_FIELD: split_of(products[i].product_id),
+                    LEXICAL_TEXT_KEY: products[i].text,
+                },
                 content_hash=hashes[i],
+                lexical=sparse[j],
             )
             for j, i in enumerate(keep)
         ]

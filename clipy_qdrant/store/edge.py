@@ -6,6 +6,7 @@ Layout of the store folder::
     <path>/clipy.pid    id of the process holding the shard open; removed when it closes
     <path>/shard/       the qdrant-edge shard (segments + WAL); locked by the process using it
     <path>/thumbnails.sqlite   product thumbnails (:class:`~clipy_qdrant.thumbnails.ThumbnailDB`)
+    <path>/vocabulary.json     catalog vocabulary (:class:`~clipy_qdrant.spelling.Vocabulary`)
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Scalar
-from clipy_qdrant.store.base import VECTOR_NAMES, Thumbnail
+from clipy_qdrant.lexical import LEXICAL, SparseTerms
+from clipy_qdrant.store.base import PRODUCT_ID_KEY, VECTOR_NAMES, Thumbnail
 from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.qdrant import (
     DEFAULT_HNSW_EF,
@@ -39,6 +41,7 @@ META_FILE = "clipy.json"
 PID_FILE = "clipy.pid"
 SHARD_DIR = "shard"
 THUMBNAIL_FILE = "thumbnails.sqlite"
+VOCABULARY_FILE = "vocabulary.json"
 
 #: Qdrant's default: below ~10 MB of vectors a scan beats the graph.
 DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
@@ -179,12 +182,15 @@ class EdgeStore(QdrantStore):
             if self._pid_holder() == os.getpid():
                 (self.path / PID_FILE).unlink(missing_ok=True)
 
-    def _config(self, dim: int) -> Any:
+    def _config(self, dim: int, lexical: bool) -> Any:
         import qdrant_edge as qe
 
         vector = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)
+        # BM25: the stored weights are term frequencies; the engine applies the IDF.
+        sparse = {LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if lexical else {}
         return qe.EdgeConfig(
             vectors={name: vector for name in VECTOR_NAMES},
+            sparse_vectors=sparse,
             hnsw_config=qe.HnswIndexConfig(
                 m=self.hnsw_m,
                 ef_construct=self.hnsw_ef_construct,
@@ -211,7 +217,7 @@ class EdgeStore(QdrantStore):
         # Metadata first: a shard is never left behind without knowing its encoder.
         _write_json_atomic(self.path / META_FILE, meta.to_json())
         self._shard = qe.EdgeShard.create(
-            str(self.path / SHARD_DIR), self._config(meta.encoder.dim)
+            str(self.path / SHARD_DIR), self._config(meta.encoder.dim, meta.lexical)
         )
         self._write_pid()
 
@@ -222,6 +228,7 @@ class EdgeStore(QdrantStore):
         self._release_shard()
         shutil.rmtree(self.path / SHARD_DIR, ignore_errors=True)
         (self.path / THUMBNAIL_FILE).unlink(missing_ok=True)
+        (self.path / VOCABULARY_FILE).unlink(missing_ok=True)
         (self.path / META_FILE).unlink(missing_ok=True)
 
     def _create_payload_indexes(self, fields: Mapping[str, str]) -> None:
@@ -242,7 +249,14 @@ class EdgeStore(QdrantStore):
     def _upsert_points(self, points: Sequence[EnginePoint]) -> None:
         import qdrant_edge as qe
 
-        batch = [qe.Point(p.id, p.vectors, p.payload) for p in points]  # type: ignore[arg-type]
+        batch = []
+        for p in points:
+            vectors: dict[str, Any] = dict(p.vectors)
+            if p.lexical:
+                vectors[LEXICAL] = qe.SparseVector(
+                    indices=list(p.lexical.indices), values=list(p.lexical.values)
+                )
+            batch.append(qe.Point(p.id, vectors, p.payload))
         self._shard.update(qe.UpdateOperation.upsert_points(batch))
 
     def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
@@ -272,6 +286,28 @@ class EdgeStore(QdrantStore):
             with_payload=payload,
         )
         return self._shard.search(request)
+
+    def _search_sparse(self, query: SparseTerms, limit: int, flt: Any) -> Sequence[Any]:
+        import qdrant_edge as qe
+
+        vector = qe.SparseVector(indices=list(query.indices), values=list(query.values))
+        request = qe.QueryRequest(
+            query=qe.Query.Nearest(vector, using=LEXICAL),
+            limit=limit,
+            filter=flt,
+            with_payload=[PRODUCT_ID_KEY],
+        )
+        return self._shard.query(request)
+
+    def _read_vocabulary(self) -> dict[str, Any] | None:
+        path = self.path / VOCABULARY_FILE
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else None
+
+    def _write_vocabulary(self, data: dict[str, Any]) -> None:
+        _write_json_atomic(self.path / VOCABULARY_FILE, data)
 
     def _retrieve(
         self, ids: list[str], *, payload: bool | list[str], with_vectors: bool
