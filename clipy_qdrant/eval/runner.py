@@ -85,14 +85,16 @@ def weight_grid(
     ]
 
 
-_SPEC_KEYS = {"method", "w_image", "w_text", "rrf_k", "k"}
+_SPEC_KEYS = {"method", "w_image", "w_text", "w_lexical", "rrf_k", "k"}
 
 
 def parse_fusion_spec(spec: str) -> FusionConfig:
-    """``"w_image=0.8"``, ``"method=rrf,w_image=0.3"``, ``"w_text=1,w_image=0.5,method=dbsf"``.
+    """``"w_image=0.8"``, ``"method=rrf,w_image=0.3"``, ``"w_text=1,w_image=0.5,method=dbsf"``,
+    ``"w_image=0.5,w_lexical=0.5"``.
 
-    Weights follow ``FusionConfig.from_weights`` (one given alone implies the other as ``1 -``
-    it); the method defaults to ``weighted``.
+    Weights follow ``FusionConfig.from_weights`` (one of ``w_text`` / ``w_image`` given alone
+    implies the other as ``1 -`` it; ``w_lexical`` missing is the default lexical weight); the
+    method defaults to ``weighted``.
     """
     values: dict[str, str] = {}
     for part in (p.strip() for p in re.split(r"[,\s]+", spec.strip()) if p.strip()):
@@ -107,6 +109,7 @@ def parse_fusion_spec(spec: str) -> FusionConfig:
     try:
         w_image = float(values["w_image"]) if "w_image" in values else None
         w_text = float(values["w_text"]) if "w_text" in values else None
+        w_lexical = float(values["w_lexical"]) if "w_lexical" in values else None
         rrf_k = int(values.get("rrf_k", values.get("k", "60")))
     except ValueError:
         raise ConfigError(
@@ -114,7 +117,11 @@ def parse_fusion_spec(spec: str) -> FusionConfig:
         ) from None
     try:
         return FusionConfig.from_weights(
-            values.get("method", "weighted"), w_text=w_text, w_image=w_image, rrf_k=rrf_k
+            values.get("method", "weighted"),
+            w_text=w_text,
+            w_image=w_image,
+            rrf_k=rrf_k,
+            w_lexical=w_lexical,
         )
     except ConfigError as exc:
         raise ConfigError(f"fusion setting {spec!r}: {exc}") from None
@@ -123,6 +130,8 @@ def parse_fusion_spec(spec: str) -> FusionConfig:
 def config_key(cfg: FusionConfig) -> dict[str, Any]:
     """A config as plain JSON values."""
     out: dict[str, Any] = {"method": cfg.method, "w_text": cfg.w_text, "w_image": cfg.w_image}
+    if cfg.w_lexical > 0:
+        out["w_lexical"] = cfg.w_lexical
     if cfg.method == "rrf":
         out["rrf_k"] = cfg.rrf_k
     return out
@@ -398,7 +407,11 @@ def _evidence(hit: Hit, cfg: FusionConfig) -> tuple[float, ...]:
     """The component scores a config looks at: products equal on these are tied."""
     return tuple(
         score
-        for score, weight in ((hit.text_score, cfg.w_text), (hit.image_score, cfg.w_image))
+        for score, weight in (
+            (hit.text_score, cfg.w_text),
+            (hit.image_score, cfg.w_image),
+            (hit.lexical_score, cfg.w_lexical),
+        )
         if weight > 0
     )
 
