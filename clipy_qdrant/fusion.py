@@ -30,9 +30,11 @@ from clipy_qdrant.errors import ConfigError
 FusionMethod = Literal["weighted", "rrf", "dbsf"]
 FUSION_METHODS: tuple[FusionMethod, ...] = ("weighted", "rrf", "dbsf")
 
-#: The lexical weight a config built from user input gets when none is given
-#: (:meth:`FusionConfig.from_weights`): chosen on validation queries, docs/experiments.md.
-DEFAULT_W_LEXICAL = 0.0
+#: The lexical weight of a config that names none (the default config, and
+#: :meth:`FusionConfig.from_weights`), beside text and image at 0.5 each: chosen on
+#: validation-fold queries (docs/experiments.md, "Lexical channel in search"). A query
+#: without words, or a store without the lexical channel, does not use it.
+DEFAULT_W_LEXICAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class FusionConfig:
     w_text: float = 0.5
     w_image: float = 0.5
     rrf_k: int = 60
-    w_lexical: float = 0.0
+    w_lexical: float = DEFAULT_W_LEXICAL
 
     def __post_init__(self) -> None:
         if self.method not in FUSION_METHODS:

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import sys
 import time
-from collections import defaultdict
 
 import numpy as np
 
@@ -73,7 +72,9 @@ def main() -> None:
     runs: list[tuple[str, list, Filter | None, str | None]] = []
     if args.look == "validation":
         sets = make_query_sets(products, sizes=sizes, heldout=lambda pid: fold_of(pid) == 1)
-        fold = tuple(sorted(str(p[PRODUCT_ID_KEY]) for p in products if fold_of(p[PRODUCT_ID_KEY]) == 1))
+        fold = tuple(
+            sorted(str(p[PRODUCT_ID_KEY]) for p in products if fold_of(p[PRODUCT_ID_KEY]) == 1)
+        )
         within = Filter(must=(Match(PRODUCT_ID_KEY, fold),))
         ruled = [
             dataclasses.replace(q, gallery="all")
@@ -85,7 +86,13 @@ def main() -> None:
     else:
         sets = make_query_sets(products, sizes=sizes)
         runs = [("heldout", [q for name in SETS for q in sets[name]], None, None)]
-    report: dict = {"look": args.look, "store": args.store, "products": len(products), "configs": [c.label for c in grid], "sets": {}}
+    report: dict = {
+        "look": args.look,
+        "store": args.store,
+        "products": len(products),
+        "configs": [c.label for c in grid],
+        "sets": {},
+    }
     for spelling in (True, False):
         searcher = Searcher(store, encoder, spelling=spelling)
         for label, queries, flt, split in runs:
@@ -94,8 +101,13 @@ def main() -> None:
             if not queries:
                 continue
             started = time.perf_counter()
-            run = run_eval(searcher, queries, grid, ks=(1, 10), split=split, filters=flt, show_progress=False)
-            print(f"{label} spelling={spelling}: {len(queries)} queries in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            run = run_eval(
+                searcher, queries, grid, ks=(1, 10), split=split, filters=flt, show_progress=False
+            )
+            print(
+                f"{label} spelling={spelling}: {len(queries)} queries in {time.perf_counter() - started:.0f} s",
+                file=sys.stderr,
+            )
             clean: dict[str, dict] = {}
             if "attribute" in run.sets:
                 res = run.sets["attribute"]
@@ -106,16 +118,30 @@ def main() -> None:
                 rows = []
                 for c, cfg in enumerate(grid):
                     m = res.mean_scores(c)
-                    row = {"config": cfg.label, "n": len(res.query_ids), "p@10": m["precision@10"], "ndcg@10": m["ndcg@10"]}
+                    row = {
+                        "config": cfg.label,
+                        "n": len(res.query_ids),
+                        "p@10": m["precision@10"],
+                        "ndcg@10": m["ndcg@10"],
+                    }
                     if "precision@1" in m:
                         row["p@1"] = m["precision@1"]
                     if name.startswith("typo/") and clean:
                         pq = res.per_query(c)
-                        base = {qid: qid.rsplit("-", 1)[0] if not qid.endswith("-2-edits") else qid[: -len("-2-edits")] for qid in pq}
+                        base = {
+                            qid: qid.rsplit("-", 1)[0]
+                            if not qid.endswith("-2-edits")
+                            else qid[: -len("-2-edits")]
+                            for qid in pq
+                        }
                         matched = [(pq[q], clean[c][b]) for q, b in base.items() if b in clean[c]]
                         if matched:
-                            row["clean_p@10"] = float(np.mean([b["precision@10"] for _, b in matched]))
-                            row["clean_ndcg@10"] = float(np.mean([b["ndcg@10"] for _, b in matched]))
+                            row["clean_p@10"] = float(
+                                np.mean([b["precision@10"] for _, b in matched])
+                            )
+                            row["clean_ndcg@10"] = float(
+                                np.mean([b["ndcg@10"] for _, b in matched])
+                            )
                             row["matched"] = len(matched)
                     rows.append(row)
                 report["sets"][key] = rows

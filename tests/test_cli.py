@@ -125,7 +125,8 @@ def test_search_json_with_filters(store: Path) -> None:
         assert hit["payload"]["gender"] == "Men"
         assert hit["payload"]["articleType"] != "Watches"
         assert set(hit) == {
-            "product_id", "score", "text_score", "image_score", "image_penalty", "payload",
+            "product_id", "score", "text_score", "image_score", "lexical_score", "image_penalty",
+            "payload",
         }  # fmt: skip
         assert hit["image_penalty"] == 0.0  # a one-word query is not corrected
     assert hits[0]["payload"]["baseColour"] == "Red"

@@ -18,6 +18,7 @@ from clipy_qdrant.encoders import get_encoder
 from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
 from clipy_qdrant.errors import ConfigError, InputError
 from clipy_qdrant.eval.queries import (
+    QUERY_FILES,
     EvalQuery,
     make_query_sets,
     read_queries,
@@ -442,7 +443,8 @@ def test_full_catalog_grid_run(catalog_store: CatalogStore, tmp_path: Path) -> N
 
 def test_make_query_files_from_the_store(store: VectorStore, tmp_path: Path) -> None:
     paths = make_query_files(store, tmp_path / "q", encoder=TableEncoder(), seed=1)
-    assert list(paths) == ["known-item", "category", "attribute", "image", "composed"]
+    assert list(paths) == list(QUERY_FILES)
+    assert {"typo", "code", "brand"} <= set(paths)
     queries = read_query_files(paths.values())
     # The encoder records a split rule, so queries are about held-out products only
     # (100, 105, 200, 205, 210); no product has a display name, so there are no known items.
