@@ -44,7 +44,7 @@ from clipy_qdrant.eval.runner import (
     weight_grid,
 )
 from clipy_qdrant.filters import filter_from_mapping, matches, parse_filter
-from clipy_qdrant.fusion import FusionConfig
+from clipy_qdrant.fusion import DEFAULT_W_LEXICAL, FusionConfig
 from clipy_qdrant.search import Searcher
 from clipy_qdrant.store import PointRecord, VectorStore, open_store
 
@@ -189,6 +189,7 @@ def test_grid_finds_the_known_best_settings(store: VectorStore, tmp_path: Path) 
         "method": "weighted",
         "w_text": 0.5,
         "w_image": 0.5,
+        "w_lexical": DEFAULT_W_LEXICAL,
     }
     assert data["sets"]["image"]["queries"] == 6
     assert data["primary_metric"] == "ndcg@10" and data["split"] == "all"
