@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import sys
 import time
@@ -54,7 +55,7 @@ from clipy_qdrant.eval.queries import (
     write_query_sets,
 )
 from clipy_qdrant.filters import Filter, Match, Range, matches
-from clipy_qdrant.fusion import FUSION_METHODS, FusionConfig
+from clipy_qdrant.fusion import DEFAULT_W_LEXICAL, FUSION_METHODS, FusionConfig
 from clipy_qdrant.search import Hit, QueryVectors, Searcher
 from clipy_qdrant.split import HELDOUT, SPLIT_FIELD, SPLIT_RULE, is_heldout
 from clipy_qdrant.store.base import IMAGE, PRODUCT_ID_KEY, VectorStore
@@ -63,12 +64,17 @@ from clipy_qdrant.store.base import IMAGE, PRODUCT_ID_KEY, VectorStore
 
 
 def weight_grid(
-    step: float = 0.1, methods: Sequence[str] = FUSION_METHODS, rrf_k: int = 60
+    step: float = 0.1,
+    methods: Sequence[str] = FUSION_METHODS,
+    rrf_k: int = 60,
+    lexical: Sequence[float] = (0.0, DEFAULT_W_LEXICAL),
 ) -> list[FusionConfig]:
-    """``w_image`` from 0 to 1 by ``step`` (``w_text = 1 - w_image``) for each method.
+    """``w_image`` from 0 to 1 by ``step`` (``w_text = 1 - w_image``) for each method and each
+    lexical weight of ``lexical``.
 
-    A weight of 0 drops a channel, so ``w_image=0`` is text vector only and ``w_image=1``
-    image vector only (for a text query: text against product images).
+    A weight of 0 drops a channel, so ``w_image=0`` with ``w_lexical=0`` is text vector only
+    and ``w_image=1`` with ``w_lexical=0`` image vector only (for a text query: text against
+    product images).
     """
     if not 0 < step <= 1:
         raise ConfigError(f"weight step must be within (0, 1] (got {step})")
@@ -78,9 +84,13 @@ def weight_grid(
     for method in methods:
         if method not in FUSION_METHODS:
             raise ConfigError(f"unknown fusion method {method!r}; use {', '.join(FUSION_METHODS)}")
+    for w in lexical:
+        if not (isinstance(w, int | float) and math.isfinite(w) and w >= 0):
+            raise ConfigError(f"lexical weights must be numbers >= 0 (got {w!r})")
     return [
-        FusionConfig.from_weights(method, w_image=round(i / n, 10), rrf_k=rrf_k)
+        FusionConfig.from_weights(method, w_image=round(i / n, 10), rrf_k=rrf_k, w_lexical=w)
         for method in methods
+        for w in dict.fromkeys(float(x) for x in lexical)
         for i in range(n + 1)
     ]
 
