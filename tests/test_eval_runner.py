@@ -160,11 +160,15 @@ def test_grid_finds_the_known_best_settings(store: VectorStore, tmp_path: Path) 
     # w_image 0 .. 0.4: the 12 B's fill the top 10 -> 0; from 0.5 on the 6 A's come first -> 1.
     assert wrong.tolist() == pytest.approx([0.0] * 5 + [1.0] * 6)
     best, value = run.sets["text-wrong"].best()
-    assert grid[best] == FusionConfig.from_weights(w_image=0.5) and value == pytest.approx(1.0)
+    assert grid[best] == FusionConfig.from_weights(
+        w_image=0.5, w_lexical=0
+    ) and value == pytest.approx(1.0)
 
     right = run.sets["text-right"].means()[weighted, ndcg]
     assert right.tolist() == pytest.approx([1.0] * 10 + [0.0])  # the tie at w_image = 1
-    assert grid[run.sets["text-right"].best()[0]] == FusionConfig.from_weights(w_image=0.0)
+    assert grid[run.sets["text-right"].best()[0]] == FusionConfig.from_weights(
+        w_image=0.0, w_lexical=0
+    )
     p1 = run.sets["text-right"].means()[weighted, run.metrics.index("precision@1")]
     assert p1.tolist() == pytest.approx([1.0] * 10 + [0.0])
 
@@ -175,7 +179,7 @@ def test_grid_finds_the_known_best_settings(store: VectorStore, tmp_path: Path) 
     assert image.mean_scores(weighted[-1])["precision@10"] == pytest.approx(0.5)
     assert image.mean_scores(weighted[-1])["recall@10"] == pytest.approx(1.0)
     # RRF with the image list alone (w_text = 0) also puts the A's first.
-    rrf_image_only = grid.index(FusionConfig.from_weights("rrf", w_image=1.0))
+    rrf_image_only = grid.index(FusionConfig.from_weights("rrf", w_image=1.0, w_lexical=0))
     assert image.means()[rrf_image_only, ndcg] == pytest.approx(1.0)
 
     # Outputs: table, JSON, CSV, PNG, and the leaderboard form.
