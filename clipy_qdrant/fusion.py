@@ -1,11 +1,14 @@
-"""Fusion of the two channels (``text`` and ``image`` vector scores) into one ranking.
+"""Fusion of the channels (``text`` and ``image`` vector scores, and the ``lexical`` BM25 score)
+into one ranking.
 
 Pure functions over candidate lists, no I/O, so that they can be checked against a
 brute-force reference:
 
-- ``weighted``: ``w_text * text_score + w_image * image_score`` on the true cosine scores.
-  The caller supplies both component scores for every candidate (the query layer fills in
-  the score of a product found by only one channel from its stored vector).
+- ``weighted``: ``w_text * text_score + w_image * image_score + w_lexical * lexical_score``
+  on the true cosine scores and the normalised BM25 (``bm25 / Σ idf·(k1+1)``, in [0, 1),
+  :func:`clipy_qdrant.lexical.normalise_bm25`). The caller supplies every component score
+  for every candidate (the query layer fills in the score of a product found by only some
+  channels from its stored vectors).
 - ``rrf``: weighted reciprocal-rank fusion with Qdrant's formula
   ``sum_i 1 / ((rank_i + 1) / w_i + k - 1)`` (rank 0-based; with ``w_i = 1`` this is
   ``1 / (rank_i + k)``), over each channel's candidate list.
@@ -27,18 +30,27 @@ from clipy_qdrant.errors import ConfigError
 FusionMethod = Literal["weighted", "rrf", "dbsf"]
 FUSION_METHODS: tuple[FusionMethod, ...] = ("weighted", "rrf", "dbsf")
 
+#: The lexical weight of a config that names none (the default config, and
+#: :meth:`FusionConfig.from_weights`), beside text and image at 0.5 each: chosen on
+#: validation-fold queries (docs/experiments.md, "Lexical channel in search"). A query
+#: without words, or a store without the lexical channel, does not use it.
+DEFAULT_W_LEXICAL = 0.5
+
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """How to fuse the ``text`` and ``image`` channels. Weights are finite and non-negative.
+    """How to fuse the channels. Weights are finite and non-negative; ``w_text`` or
+    ``w_image`` is positive. ``w_lexical`` weighs the lexical (BM25) channel, which a query
+    without words, or a store without the channel, does not have (its weight is then unused).
 
-    Build a config from user input with ``from_weights``, which fills in a missing weight.
+    Build a config from user input with ``from_weights``, which fills in missing weights.
     """
 
     method: FusionMethod = "weighted"
     w_text: float = 0.5
     w_image: float = 0.5
     rrf_k: int = 60
+    w_lexical: float = DEFAULT_W_LEXICAL
 
     def __post_init__(self) -> None:
         if self.method not in FUSION_METHODS:
@@ -54,6 +66,8 @@ class FusionConfig:
             raise ConfigError(
                 f"fusion weights must be >= 0 (got w_text={self.w_text}, w_image={self.w_image})"
             )
+        if not math.isfinite(self.w_lexical) or self.w_lexical < 0:
+            raise ConfigError(f"w_lexical must be a finite number >= 0 (got {self.w_lexical})")
         if self.w_text == 0 and self.w_image == 0:
             raise ConfigError("at least one of w_text and w_image must be > 0")
         if self.rrf_k < 1:
@@ -66,13 +80,16 @@ class FusionConfig:
         w_text: float | None = None,
         w_image: float | None = None,
         rrf_k: int = 60,
+        w_lexical: float | None = None,
     ) -> FusionConfig:
-        """The config for user-given weights, either of which may be missing.
+        """The config for user-given weights, any of which may be missing.
 
-        Neither given: 0.5 each. One given: it must be within [0, 1] and the other is
-        ``1 -`` it. Both given: any finite non-negative pair, not both 0.
+        ``w_text`` / ``w_image``: neither given: 0.5 each. One given: it must be within [0, 1]
+        and the other is ``1 -`` it. Both given: any finite non-negative pair, not both 0.
+        ``w_lexical`` is added on top (it does not enter ``1 -``); missing, it is
+        :data:`DEFAULT_W_LEXICAL`.
         """
-        for name, weight in (("w_text", w_text), ("w_image", w_image)):
+        for name, weight in (("w_text", w_text), ("w_image", w_image), ("w_lexical", w_lexical)):
             if weight is not None and (
                 isinstance(weight, bool) or not isinstance(weight, int | float)
             ):
@@ -89,11 +106,14 @@ class FusionConfig:
             w_text=float(w_text),
             w_image=float(w_image),
             rrf_k=rrf_k,
+            w_lexical=float(DEFAULT_W_LEXICAL if w_lexical is None else w_lexical),
         )
 
     @property
     def label(self) -> str:
         base = f"{self.method} w_text={self.w_text:g} w_image={self.w_image:g}"
+        if self.w_lexical > 0:
+            base += f" w_lexical={self.w_lexical:g}"
         return f"{base} k={self.rrf_k}" if self.method == "rrf" else base
 
 
@@ -113,14 +133,25 @@ def weighted_scores(
     image_scores: Mapping[str, float],
     w_text: float,
     w_image: float,
+    lexical_scores: Mapping[str, float] | None = None,
+    w_lexical: float = 0.0,
 ) -> dict[str, float]:
-    """``w_text * text + w_image * image`` for every id; both mappings must cover the same ids."""
-    if text_scores.keys() != image_scores.keys():
-        missing = set(text_scores) ^ set(image_scores)
-        raise ValueError(
-            f"weighted fusion needs both scores for every candidate; missing for {sorted(missing)[:5]}"
-        )
-    return {pid: w_text * text_scores[pid] + w_image * image_scores[pid] for pid in text_scores}
+    """``w_text * text + w_image * image (+ w_lexical * lexical)`` for every id; the mappings
+    must cover the same ids (``lexical_scores`` only when ``w_lexical`` is used)."""
+    lexical = lexical_scores if lexical_scores is not None and w_lexical else None
+    for other in (image_scores, lexical):
+        if other is not None and text_scores.keys() != other.keys():
+            missing = set(text_scores) ^ set(other)
+            raise ValueError(
+                "weighted fusion needs both scores (and the lexical one when it is weighed) "
+                f"for every candidate; missing for {sorted(missing)[:5]}"
+            )
+    if lexical is None:
+        return {pid: w_text * text_scores[pid] + w_image * image_scores[pid] for pid in text_scores}
+    return {
+        pid: w_text * text_scores[pid] + w_image * image_scores[pid] + w_lexical * lexical[pid]
+        for pid in text_scores
+    }
 
 
 def rrf_scores(

@@ -1,4 +1,5 @@
-"""A query's vectors: one unit vector per channel, and the query image decoder."""
+"""A query's vectors: one unit vector per dense channel, the lexical query of its (corrected)
+text, and the query image decoder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from PIL import Image
 
 from clipy_qdrant.encoders.images import decode_image, describe_source
 from clipy_qdrant.errors import InputError
+from clipy_qdrant.lexical import LexicalQuery
+from clipy_qdrant.spelling import Correction
 from clipy_qdrant.store.base import TEXT
 
 ImageInput = Image.Image | str | Path | bytes
@@ -19,11 +22,15 @@ ImageInput = Image.Image | str | Path | bytes
 class QueryVectors:
     """The query vector for each channel (unit length), and the weight ``c_q`` of the hubness
     correction on the image channel (set for a text query without an image, by
-    :meth:`~clipy_qdrant.search.Searcher.query_vectors`)."""
+    :meth:`~clipy_qdrant.search.Searcher.query_vectors`), the lexical query of the query text
+    (``None`` without a text or a lexical channel) and the spelling correction applied to the
+    text before it was encoded (``None`` when none was tried)."""
 
     text: np.ndarray
     image: np.ndarray
     image_hubness: float = 0.0
+    lexical: LexicalQuery | None = None
+    correction: Correction | None = None
 
     def __post_init__(self) -> None:
         self.text = _unit(self.text)

@@ -1,5 +1,5 @@
-"""The query layer: embed a text and/or image query, search both named vectors under the
-same filter, fuse the two channels, and explain every hit with both component scores.
+"""The query layer: correct and embed a text and/or image query, search every channel under
+the same filter, fuse them, and explain every hit with each channel's score.
 
 Channels. A product has a ``text`` vector (its text, embedded by the text tower) and an
 ``image`` vector (its image, by the image tower). A query has a vector for each channel:
@@ -7,18 +7,14 @@ the text query's embedding is searched against product ``text`` vectors and the 
 query's against product ``image`` vectors; a query with only one of them uses it for both
 channels (text→image is the cross-modal search the dual encoder is trained for).
 
-Exactness of ``weighted`` fusion. Each channel returns its ``depth`` best candidates; a
-product missing from one list gets its true score for that channel from its stored vector.
-A product in neither list scores at most ``w_text * last_text + w_image * last_image``
-(the threshold algorithm's bound), so when the k-th fused score reaches that bound the
-top-k is exactly the brute-force top-k; otherwise the lists are deepened and fused again.
-``rrf`` and ``dbsf`` are defined on the candidate lists of depth ``candidates``.
+Channels and fusion are :mod:`clipy_qdrant.retrieval`'s: the dense channels, the lexical
+(BM25) channel of the query's words, and the exact weighted, RRF and DBSF fusions over them.
 
-Pages. Results are ordered by fused score, ties by product id, so ``offset=10, k=10`` is
-items 10..19 of ``k=20`` for every fusion method (the candidate depth is
-``max(candidates, offset + k)`` either way). With ``diversity`` the fused top
-``max(candidates, offset + k)`` are re-ordered by MMR (:mod:`clipy_qdrant.browse`) and the page
-is cut from that order; pages agree with each other while ``offset + k <= candidates``.
+Spelling. On a store with the lexical channel, a query text is corrected against the catalog
+vocabulary (:mod:`clipy_qdrant.spelling`) before it is encoded and before its lexical query
+is built: every channel sees the corrected text. A catalog word or a code is never changed.
+:meth:`Searcher.search_page` returns the correction with the hits; ``as_typed=True`` searches
+the text as typed.
 
 More like this. ``like=PRODUCT_ID`` queries with the product's stored vectors (nothing is
 re-encoded): its text vector on the text channel and its image vector on the image channel,
@@ -35,7 +31,7 @@ of that channel is ``last_cosine - c_q * min(r)``, which keeps weighted fusion e
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -60,21 +56,14 @@ from clipy_qdrant.errors import (
     UnknownProductError,
 )
 from clipy_qdrant.filters import Filter, Match, parse_filter
-from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
+from clipy_qdrant.fusion import FusionConfig
 from clipy_qdrant.hubness import query_gate
+from clipy_qdrant.lexical_store import LexicalIndex
 from clipy_qdrant.query import ImageInput, QueryVectors, load_query_image
+from clipy_qdrant.retrieval import Hit, Retriever, public_payload
+from clipy_qdrant.spelling import Correction
 from clipy_qdrant.split import SPLIT_FIELD
-from clipy_qdrant.store.base import (
-    CONTENT_HASH_KEY,
-    HUBNESS_KEY,
-    IMAGE,
-    PRODUCT_ID_KEY,
-    TEXT,
-    THUMBNAIL_KEY,
-    ScoredPoint,
-    StoredPoint,
-    VectorStore,
-)
+from clipy_qdrant.store.base import IMAGE, PRODUCT_ID_KEY, TEXT, StoredPoint, VectorStore
 from clipy_qdrant.thumbnails import image_url_of
 
 __all__ = [
@@ -84,68 +73,29 @@ __all__ = [
     "ImageURL",
     "ProductImage",
     "QueryVectors",
+    "SearchResult",
     "Searcher",
     "load_query_image",
 ]
 
 
 @dataclass
-class Hit:
-    """One result: the fused score, both component scores and the product payload.
+class SearchResult:
+    """A page of hits and the spelling correction the query text got (``None``: no text, or
+    a store without the lexical channel; ``correction.changed`` tells whether it changed)."""
 
-    ``text_score`` is a cosine; ``image_score`` is the cosine minus ``image_penalty``, the
-    hubness correction of a text query (0 for image queries or with the correction off).
-    """
-
-    product_id: str
-    score: float
-    text_score: float
-    image_score: float
-    payload: dict[str, Any] = field(default_factory=dict)
-    image_penalty: float = 0.0
+    hits: list[Hit]
+    correction: Correction | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "product_id": self.product_id,
-            "score": self.score,
-            "text_score": self.text_score,
-            "image_score": self.image_score,
-            "image_penalty": self.image_penalty,
-            "payload": self.payload,
+            "hits": [h.to_dict() for h in self.hits],
+            "correction": self.correction.to_json() if self.correction is not None else None,
         }
 
 
-@dataclass
-class _Channels:
-    """Candidate lists of one query at one depth."""
-
-    depth: int
-    lists: dict[str, list[ScoredPoint]]
-
-    def complete(self, channel: str) -> bool:
-        """True when the channel returned every matching product (fewer than ``depth``)."""
-        return len(self.lists[channel]) < self.depth
-
-
-@dataclass
-class _QueryState:
-    """What one query has learnt so far, shared by every fusion config of a grid."""
-
-    scores: dict[str, dict[str, float]] = field(default_factory=lambda: {TEXT: {}, IMAGE: {}})
-    vectors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def absorb(self, channels: _Channels) -> None:
-        for channel, points in channels.lists.items():
-            known = self.scores[channel]
-            for p in points:
-                known.setdefault(p.product_id, p.score)
-                if p.payload is not None:
-                    self.payloads.setdefault(p.product_id, p.payload)
-
-
 class Searcher:
-    """Fused text/image search over a store. Build it once, query it many times."""
+    """Fused text/image/lexical search over a store. Build it once, query it many times."""
 
     def __init__(
         self,
@@ -155,10 +105,13 @@ class Searcher:
         candidates: int = 100,
         check_encoder: bool = True,
         hubness: float | None = None,
+        spelling: bool = True,
     ) -> None:
         """``hubness`` is beta, the strength of the hubness correction for text queries
         (``0`` turns it off); ``None`` takes the encoder's ``default_hubness`` (1.0 for
-        fashion-mini, where it is measured; 0 otherwise) when the store has hubness values."""
+        fashion-mini, where it is measured; 0 otherwise) when the store has hubness values.
+        ``spelling`` corrects query texts against the catalog vocabulary (on a store with the
+        lexical channel; a store without one has neither the channel nor the correction)."""
         if candidates < 1:
             raise ConfigError(f"candidates must be >= 1 (got {candidates})")
         if hubness is not None and not (np.isfinite(hubness) and hubness >= 0):
@@ -179,6 +132,17 @@ class Searcher:
             )
         self.hubness = float(hubness)
         self._indexed: dict[str, str] | None = None
+        #: The store's lexical channel (``None``: the store has none).
+        self.lexical = LexicalIndex.open(store)
+        self.spelling = spelling
+        self.retriever = Retriever(store, self.hubness_info)
+
+    def correct(self, text: str) -> Correction | None:
+        """The spelling correction of a query text (``None``: no lexical channel, or the
+        correction is off)."""
+        if self.lexical is None or not self.spelling:
+            return None
+        return self.lexical.correct(text)
 
     def indexed_fields(self) -> dict[str, str]:
         """The store's payload indexes ``{field: type}`` (read once): the fields that filters
@@ -192,21 +156,35 @@ class Searcher:
         return self.hubness * query_gate(text) if self.hubness > 0 else 0.0
 
     def query_vectors(
-        self, text: str | None, text_vec: np.ndarray | None, image_vec: np.ndarray | None
+        self,
+        text: str | None,
+        text_vec: np.ndarray | None,
+        image_vec: np.ndarray | None,
+        *,
+        as_typed: bool = False,
     ) -> QueryVectors:
         """The :class:`QueryVectors` of a query from its embedded text and/or image: a query
         with only one of them uses it for both channels, and a text-only query gets the
-        hubness correction that its length calls for."""
+        hubness correction that its length calls for. ``text`` is the query as typed: its
+        correction (unless ``as_typed``) gives the lexical query, as it gave ``text_vec`` in
+        :meth:`embed_many`."""
         if text_vec is None and image_vec is None:
             raise InputError("a query needs a text or an image vector")
         text_only = image_vec is None
         text_vec = image_vec if text_vec is None else text_vec
         image_vec = text_vec if image_vec is None else image_vec
         assert text_vec is not None and image_vec is not None  # checked above
+        correction = None
+        lexical = None
+        if text is not None and text.strip() and self.lexical is not None:
+            correction = None if as_typed else self.correct(text)
+            lexical = self.lexical.query(correction.corrected if correction else text)
         return QueryVectors(
             text=text_vec,
             image=image_vec,
             image_hubness=self.query_hubness(text) if text_only else 0.0,
+            lexical=lexical,
+            correction=correction,
         )
 
     # -- embedding -------------------------------------------------------------------------
@@ -216,14 +194,22 @@ class Searcher:
             raise ConfigError("this Searcher has no encoder; pass query vectors instead")
         return self.encoder
 
-    def embed(self, text: str | None = None, image: ImageInput | None = None) -> QueryVectors:
-        """Query vectors for a text, an image, or both."""
-        return self.embed_many([text], [image])[0]
+    def embed(
+        self, text: str | None = None, image: ImageInput | None = None, *, as_typed: bool = False
+    ) -> QueryVectors:
+        """Query vectors for a text, an image, or both (the text corrected unless
+        ``as_typed``)."""
+        return self.embed_many([text], [image], as_typed=as_typed)[0]
 
     def embed_many(
-        self, texts: Sequence[str | None], images: Sequence[ImageInput | None]
+        self,
+        texts: Sequence[str | None],
+        images: Sequence[ImageInput | None],
+        *,
+        as_typed: bool = False,
     ) -> list[QueryVectors]:
-        """Batched :meth:`embed` for parallel lists of texts and images (``None`` = absent)."""
+        """Batched :meth:`embed` for parallel lists of texts and images (``None`` = absent).
+        Each text is spelling-corrected (unless ``as_typed``) before it is encoded."""
         if len(texts) != len(images):
             raise ValueError("texts and images must have the same length")
         encoder = self._require_encoder()
@@ -232,11 +218,10 @@ class Searcher:
                 raise InputError(f"query {i + 1} has neither text nor image")
         text_idx = [i for i, t in enumerate(texts) if t is not None and str(t).strip()]
         image_idx = [i for i, im in enumerate(images) if im is not None]
-        text_vecs = (
-            encoder.encode_texts([str(texts[i]) for i in text_idx])
-            if text_idx
-            else np.empty((0, 0))
-        )
+        typed = {i: str(texts[i]) for i in text_idx}
+        corrections = {i: None if as_typed else self.correct(typed[i]) for i in text_idx}
+        encoded = [c.corrected if (c := corrections[i]) is not None else typed[i] for i in text_idx]
+        text_vecs = encoder.encode_texts(encoded) if text_idx else np.empty((0, 0))
         image_vecs = (
             encoder.encode_images([load_query_image(images[i]) for i in image_idx])  # type: ignore[arg-type]
             if image_idx
@@ -245,7 +230,8 @@ class Searcher:
         by_text = dict(zip(text_idx, text_vecs, strict=True))
         by_image = dict(zip(image_idx, image_vecs, strict=True))
         return [
-            self.query_vectors(texts[i], by_text.get(i), by_image.get(i)) for i in range(len(texts))
+            self.query_vectors(texts[i], by_text.get(i), by_image.get(i), as_typed=as_typed)
+            for i in range(len(texts))
         ]
 
     # -- searching -------------------------------------------------------------------------
@@ -262,22 +248,53 @@ class Searcher:
         fusion: FusionConfig | None = None,
         exclude: Collection[str] | None = None,
         diversity: float | None = None,
+        as_typed: bool = False,
     ) -> list[Hit]:
         """Embed the query and return the ``k`` best products under ``filters``, skipping the
-        first ``offset``.
+        first ``offset``: the hits of :meth:`search_page`.
 
         ``like`` is a stored product id to search like (see the module docstring; combines
         with ``text``, not with ``image``; raises ``UnknownProductError`` for an id not
         stored). ``diversity`` in [0, 1] re-orders the results by MMR (0: fused order).
+        ``as_typed`` searches the text without spelling correction.
         """
+        return self.search_page(
+            text,
+            image,
+            like=like,
+            filters=filters,
+            k=k,
+            offset=offset,
+            fusion=fusion,
+            exclude=exclude,
+            diversity=diversity,
+            as_typed=as_typed,
+        ).hits
+
+    def search_page(
+        self,
+        text: str | None = None,
+        image: ImageInput | None = None,
+        *,
+        like: str | None = None,
+        filters: Filter | Sequence[str] | None = None,
+        k: int = 10,
+        offset: int = 0,
+        fusion: FusionConfig | None = None,
+        exclude: Collection[str] | None = None,
+        diversity: float | None = None,
+        as_typed: bool = False,
+    ) -> SearchResult:
+        """:meth:`search`, returning the hits with the spelling correction the text got (to
+        show "showing results for …" and offer the search as typed)."""
         if like is not None:
             if image is not None:
                 raise ConfigError("a search is like a stored product or like an image, not both")
-            query = self.like_vectors(like, text)
+            query = self.like_vectors(like, text, as_typed=as_typed)
             exclude = {*(exclude or ()), str(like)}
         else:
-            query = self.embed(text, image)
-        return self.search_vectors(
+            query = self.embed(text, image, as_typed=as_typed)
+        hits = self.search_vectors(
             query,
             filters=filters,
             k=k,
@@ -286,15 +303,24 @@ class Searcher:
             exclude=exclude,
             diversity=diversity,
         )
+        return SearchResult(hits, query.correction)
 
-    def like_vectors(self, product_id: str, text: str | None = None) -> QueryVectors:
+    def like_vectors(
+        self, product_id: str, text: str | None = None, *, as_typed: bool = False
+    ) -> QueryVectors:
         """The query vectors of "more like ``product_id``": its stored text and image vectors,
-        or with ``text``, the text's embedding and the product's image vector."""
+        or with ``text``, the text's embedding (and lexical query) and the product's image
+        vector."""
         stored = self._stored_product(product_id, with_vectors=True)
-        text_vec = stored.vectors[TEXT]
         if text is not None and text.strip():
-            text_vec = self.embed(text).text
-        return QueryVectors(text=text_vec, image=stored.vectors[IMAGE])
+            embedded = self.embed(text, as_typed=as_typed)
+            return QueryVectors(
+                text=embedded.text,
+                image=stored.vectors[IMAGE],
+                lexical=embedded.lexical,
+                correction=embedded.correction,
+            )
+        return QueryVectors(text=stored.vectors[TEXT], image=stored.vectors[IMAGE])
 
     def search_vectors(
         self,
@@ -348,30 +374,7 @@ class Searcher:
         user_filter = _as_filter(filters)
         check_filter_fields(user_filter, self.indexed_fields())
         flt = _with_exclusions(user_filter, exclude)
-        # A channel that no config weighs is not searched (its scores are filled in for the
-        # hits only, from the stored vectors).
-        channels = tuple(
-            c
-            for c in (TEXT, IMAGE)
-            if any((cfg.w_text if c == TEXT else cfg.w_image) > 0 for cfg in configs)
-        )
-        base = self._retrieve(query, flt, max(self.candidates, k), channels)
-        deep = base
-        state = _QueryState()
-        state.absorb(base)
-        results = []
-        for cfg in configs:
-            if cfg.method == "weighted":
-                while True:
-                    ranked, exact = self._fuse_weighted(query, deep, cfg, k, state)
-                    if exact:
-                        break
-                    deep = self._retrieve(query, flt, deep.depth * 2, channels)
-                    state.absorb(deep)
-            else:
-                ranked = self._fuse_ranks(query, base, cfg, k, state)
-            results.append(self._hits(query, ranked, state))
-        return results
+        return self.retriever.run(query, configs, flt, k, self.candidates)
 
     # -- browsing --------------------------------------------------------------------------
 
@@ -422,7 +425,7 @@ class Searcher:
     def product(self, product_id: str) -> dict[str, Any]:
         """A stored product's metadata (its payload, with ``product_id``); raises
         ``UnknownProductError`` for an id not stored."""
-        return _public_payload(self._stored_product(product_id).payload)
+        return public_payload(self._stored_product(product_id).payload)
 
     def product_image(self, product_id: str) -> ProductImage | ImageURL:
         """A stored product's picture: its catalog image URL where the metadata has one, else
@@ -443,142 +446,6 @@ class Searcher:
         if not found:
             raise UnknownProductError(f"product {product_id!r} is not in store {self.store!r}")
         return found[0]
-
-    # -- internals -------------------------------------------------------------------------
-
-    def _retrieve(
-        self, query: QueryVectors, flt: Filter | None, depth: int, channels: Sequence[str]
-    ) -> _Channels:
-        lists = {
-            channel: self.store.search(channel, query.for_channel(channel), depth, flt)
-            if channel in channels
-            else []
-            for channel in (TEXT, IMAGE)
-        }
-        return _Channels(depth=depth, lists=lists)
-
-    def _component_scores(
-        self, query: QueryVectors, channel: str, ids: Collection[str], state: _QueryState
-    ) -> dict[str, float]:
-        """True cosine scores of ``ids`` on ``channel``: from a candidate list where known, else
-        from the stored vectors (fetched once per query, scored in one matrix product)."""
-        known = state.scores[channel]
-        missing = [pid for pid in ids if pid not in known]
-        if missing:
-            to_fetch = [pid for pid in missing if pid not in state.vectors]
-            if to_fetch:
-                for point in self.store.retrieve(to_fetch, with_payload=True, with_vectors=True):
-                    state.vectors[point.product_id] = point.vectors
-                    state.payloads.setdefault(point.product_id, point.payload)
-            matrix = np.stack([state.vectors[pid][channel] for pid in missing]).astype(np.float32)
-            matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-            for pid, score in zip(missing, matrix @ query.for_channel(channel), strict=True):
-                known[pid] = float(score)
-        return {pid: known[pid] for pid in ids}
-
-    def _penalties(
-        self, query: QueryVectors, ids: Collection[str], state: _QueryState
-    ) -> dict[str, float]:
-        """``c_q * r_i`` of the image channel for ``ids`` (payloads known from the lists or
-        fetched by :meth:`_component_scores`)."""
-        if query.image_hubness <= 0 or self.hubness_info is None:
-            return dict.fromkeys(ids, 0.0)
-        missing = self.hubness_info.minimum
-        return {
-            pid: query.image_hubness * float(state.payloads.get(pid, {}).get(HUBNESS_KEY, missing))
-            for pid in ids
-        }
-
-    def _channel_scores(
-        self, query: QueryVectors, channel: str, ids: Collection[str], state: _QueryState
-    ) -> dict[str, float]:
-        """The scores fusion sees: the cosine, minus the hubness penalty on the image channel."""
-        scores = self._component_scores(query, channel, ids, state)
-        if channel != IMAGE:
-            return scores
-        penalty = self._penalties(query, ids, state)
-        return {pid: score - penalty[pid] for pid, score in scores.items()}
-
-    def _channel_bound(self, query: QueryVectors, channels: _Channels, channel: str) -> float:
-        """An upper bound of the channel score of any product not in the channel's list."""
-        last = channels.lists[channel][-1].score
-        if channel == IMAGE and query.image_hubness > 0 and self.hubness_info is not None:
-            return last - query.image_hubness * self.hubness_info.minimum
-        return last
-
-    def _fuse_weighted(
-        self,
-        query: QueryVectors,
-        channels: _Channels,
-        cfg: FusionConfig,
-        k: int,
-        state: _QueryState,
-    ) -> tuple[list[tuple[str, float]], bool]:
-        weights = {TEXT: cfg.w_text, IMAGE: cfg.w_image}
-        active = [c for c in (TEXT, IMAGE) if weights[c] > 0]
-        candidates: set[str] = set()
-        for channel in active:
-            candidates.update(p.product_id for p in channels.lists[channel])
-        component = {c: self._channel_scores(query, c, candidates, state) for c in active}
-        for channel in (TEXT, IMAGE):  # a zero-weight channel contributes nothing to the rank
-            component.setdefault(channel, dict.fromkeys(candidates, 0.0))
-        fused = weighted_scores(component[TEXT], component[IMAGE], cfg.w_text, cfg.w_image)
-        ranked = top_k(fused, k)
-        if any(channels.complete(c) for c in active):
-            return ranked, True  # every matching product is a candidate
-        bound = sum(weights[c] * self._channel_bound(query, channels, c) for c in active)
-        exact = len(ranked) == k and ranked[-1][1] >= bound
-        return ranked, exact
-
-    def _fuse_ranks(
-        self,
-        query: QueryVectors,
-        channels: _Channels,
-        cfg: FusionConfig,
-        k: int,
-        state: _QueryState,
-    ) -> list[tuple[str, float]]:
-        text = [(p.product_id, p.score) for p in channels.lists[TEXT]]
-        image = [(p.product_id, p.score) for p in channels.lists[IMAGE]]
-        if query.image_hubness > 0 and image:
-            # The candidate list re-ranked by the corrected score (stable for ties).
-            corrected = self._channel_scores(query, IMAGE, [pid for pid, _ in image], state)
-            image = sorted(((pid, corrected[pid]) for pid, _ in image), key=lambda x: -x[1])
-        weights = (cfg.w_text, cfg.w_image)
-        if cfg.method == "rrf":
-            fused = rrf_scores(
-                [[pid for pid, _ in text], [pid for pid, _ in image]], weights, cfg.rrf_k
-            )
-        else:
-            fused = dbsf_scores([text, image], weights)
-        return top_k(fused, k)
-
-    def _hits(
-        self, query: QueryVectors, ranked: list[tuple[str, float]], state: _QueryState
-    ) -> list[Hit]:
-        ids = [pid for pid, _ in ranked]
-        text = self._component_scores(query, TEXT, ids, state)
-        image = self._component_scores(query, IMAGE, ids, state)
-        penalty = self._penalties(query, ids, state)
-        return [
-            Hit(
-                product_id=pid,
-                score=score,
-                text_score=text[pid],
-                image_score=image[pid] - penalty[pid],
-                payload=_public_payload(state.payloads.get(pid, {})),
-                image_penalty=penalty[pid],
-            )
-            for pid, score in ranked
-        ]
-
-
-def _public_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: value
-        for key, value in payload.items()
-        if key not in (CONTENT_HASH_KEY, HUBNESS_KEY, THUMBNAIL_KEY)
-    }
 
 
 def _as_filter(filters: Filter | Sequence[str] | None) -> Filter | None:

@@ -43,9 +43,11 @@ from clipy_qdrant.encoders.base import Encoder
 from clipy_qdrant.encoders.images import decode_image
 from clipy_qdrant.errors import ConfigError, EncoderError, InputError
 from clipy_qdrant.hubness import refresh_hubness
+from clipy_qdrant.lexical_store import LexicalWriter, refresh_vocabulary
 from clipy_qdrant.split import SPLIT_FIELD, split_of
 from clipy_qdrant.store.base import (
     IMAGE,
+    LEXICAL_TEXT_KEY,
     TEXT,
     FieldType,
     PointRecord,
@@ -368,6 +370,10 @@ def run_ingest(
             store.delete_collection()
         raise InputError(_no_usable_rows(report))
     writer.ensure_collection()
+    if store.has_lexical() and (report.stored or store.vocabulary() is None):
+        # The vocabulary's document frequencies must be the engine's: rebuilt from every
+        # stored text once the run is over.
+        refresh_vocabulary(store)
     if hubness and (report.stored or store.hubness_info() is None) and store.count() > 0:
         hubness_started = time.perf_counter()
         hub = refresh_hubness(store, progress=progress)
@@ -464,6 +470,7 @@ class _BatchWriter:
         self.indexed_fields = indexed_fields
         self.extra_payload = {NAME_FIELD_KEY: name_field} if name_field else {}
         self._collection_ready = False
+        self.lexical = LexicalWriter(store)
         #: product id -> where its first occurrence was (later ones are duplicates).
         self.first_seen: dict[str, str] = {}
 
@@ -618,6 +625,7 @@ class _BatchWriter:
     ) -> None:
         """Upsert encoded products (row ``j`` of the vectors is ``products[j]``), then store
         ``thumbnail(j)`` for each one whose metadata has no image URL."""
+        sparse = self.lexical.vectors([product.text for product in products])
         points = [
             PointRecord(
                 product_id=product.product_id,
@@ -625,9 +633,11 @@ class _BatchWriter:
                 payload={
                     **product.metadata,
                     SPLIT_FIELD: split_of(product.product_id),
+                    LEXICAL_TEXT_KEY: product.text,
                     **self.extra_payload,
                 },
                 content_hash=hashes[j],
+                lexical=sparse[j],
             )
             for j, product in enumerate(products)
         ]

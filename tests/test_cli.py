@@ -12,6 +12,7 @@ from fake_encoder import register_fake
 from PIL import Image
 from typer.testing import CliRunner
 
+from clipy_qdrant.fusion import DEFAULT_W_LEXICAL
 from ingest.cli import app
 
 COLOURS = {"Red": (220, 20, 20), "Blue": (20, 40, 220), "Green": (20, 160, 40), "Black": (5, 5, 5)}
@@ -126,7 +127,8 @@ def test_search_json_with_filters(store: Path) -> None:
         assert hit["payload"]["gender"] == "Men"
         assert hit["payload"]["articleType"] != "Watches"
         assert set(hit) == {
-            "product_id", "score", "text_score", "image_score", "image_penalty", "payload",
+            "product_id", "score", "text_score", "image_score", "lexical_score", "image_penalty",
+            "payload",
         }  # fmt: skip
         assert hit["image_penalty"] == 0.0  # a one-word query is not corrected
     assert hits[0]["payload"]["baseColour"] == "Red"
@@ -141,6 +143,8 @@ def test_search_hubness_correction_of_long_text_queries(store: Path) -> None:
         "--json",
         "--w-image",
         "1",
+        "--w-lexical",
+        "0",
     ]
     code, out, err = run(*query, "--hubness", "1.5")
     assert code == 0, err
@@ -155,13 +159,18 @@ def test_search_hubness_correction_of_long_text_queries(store: Path) -> None:
 
 
 def test_one_weight_implies_the_other(store: Path) -> None:
-    """``--w-image 0.25`` alone fuses with ``w_text = 0.75``."""
+    """``--w-image 0.25`` alone fuses with ``w_text = 0.75`` (and the default lexical weight,
+    which is outside that sum)."""
     code, out, err = run(
         "search", "red shoes", "--store", str(store), "--json", "--w-image", "0.25"
     )
     assert code == 0, err
     for hit in json.loads(out):
-        expected = 0.75 * hit["text_score"] + 0.25 * hit["image_score"]
+        expected = (
+            0.75 * hit["text_score"]
+            + 0.25 * hit["image_score"]
+            + DEFAULT_W_LEXICAL * hit["lexical_score"]
+        )
         assert hit["score"] == pytest.approx(expected, abs=1e-5)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from clipy_qdrant.errors import InputError
 from clipy_qdrant.eval.queries import (
+    QUERY_FILES,
     EvalQuery,
     QuerySetSizes,
     attribute_queries,
@@ -237,7 +238,8 @@ def test_make_and_write_query_sets(tmp_path: Path) -> None:
     sets = make_query_sets(
         catalog(), seed=0, sizes=QuerySetSizes(known_item=5, attribute=4, image=3, composed=2)
     )
-    assert list(sets) == ["known-item", "category", "attribute", "image", "composed"]
+    assert list(sets) == [*QUERY_FILES]
+    assert {"typo", "code", "brand"} <= set(sets)
     paths = write_query_sets(sets, tmp_path)
     assert [p.name for p in paths] == [f"{name}.jsonl" for name in sets]
     assert read_query_files(paths) == [q for qs in sets.values() for q in qs]

@@ -18,6 +18,7 @@ from clipy_qdrant.encoders import get_encoder
 from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
 from clipy_qdrant.errors import ConfigError, InputError
 from clipy_qdrant.eval.queries import (
+    QUERY_FILES,
     EvalQuery,
     make_query_sets,
     read_queries,
@@ -43,7 +44,7 @@ from clipy_qdrant.eval.runner import (
     weight_grid,
 )
 from clipy_qdrant.filters import filter_from_mapping, matches, parse_filter
-from clipy_qdrant.fusion import FusionConfig
+from clipy_qdrant.fusion import DEFAULT_W_LEXICAL, FusionConfig
 from clipy_qdrant.search import Searcher
 from clipy_qdrant.store import PointRecord, VectorStore, open_store
 
@@ -148,7 +149,7 @@ QUERIES = [
 
 def test_grid_finds_the_known_best_settings(store: VectorStore, tmp_path: Path) -> None:
     searcher = Searcher(store, TableEncoder())
-    grid = weight_grid(0.1)
+    grid = weight_grid(0.1, lexical=[0.0])  # the table encoder's stores have no lexical channel
     assert len(grid) == 33
     run = run_eval(searcher, QUERIES, grid, ks=[1, 10], split="all", show_progress=False)
     assert list(run.sets) == ["text-wrong", "text-right", "image"]
@@ -159,11 +160,15 @@ def test_grid_finds_the_known_best_settings(store: VectorStore, tmp_path: Path) 
     # w_image 0 .. 0.4: the 12 B's fill the top 10 -> 0; from 0.5 on the 6 A's come first -> 1.
     assert wrong.tolist() == pytest.approx([0.0] * 5 + [1.0] * 6)
     best, value = run.sets["text-wrong"].best()
-    assert grid[best] == FusionConfig.from_weights(w_image=0.5) and value == pytest.approx(1.0)
+    assert grid[best] == FusionConfig.from_weights(
+        w_image=0.5, w_lexical=0
+    ) and value == pytest.approx(1.0)
 
     right = run.sets["text-right"].means()[weighted, ndcg]
     assert right.tolist() == pytest.approx([1.0] * 10 + [0.0])  # the tie at w_image = 1
-    assert grid[run.sets["text-right"].best()[0]] == FusionConfig.from_weights(w_image=0.0)
+    assert grid[run.sets["text-right"].best()[0]] == FusionConfig.from_weights(
+        w_image=0.0, w_lexical=0
+    )
     p1 = run.sets["text-right"].means()[weighted, run.metrics.index("precision@1")]
     assert p1.tolist() == pytest.approx([1.0] * 10 + [0.0])
 
@@ -174,7 +179,7 @@ def test_grid_finds_the_known_best_settings(store: VectorStore, tmp_path: Path) 
     assert image.mean_scores(weighted[-1])["precision@10"] == pytest.approx(0.5)
     assert image.mean_scores(weighted[-1])["recall@10"] == pytest.approx(1.0)
     # RRF with the image list alone (w_text = 0) also puts the A's first.
-    rrf_image_only = grid.index(FusionConfig.from_weights("rrf", w_image=1.0))
+    rrf_image_only = grid.index(FusionConfig.from_weights("rrf", w_image=1.0, w_lexical=0))
     assert image.means()[rrf_image_only, ndcg] == pytest.approx(1.0)
 
     # Outputs: table, JSON, CSV, PNG, and the leaderboard form.
@@ -354,7 +359,9 @@ def test_parse_fusion_spec_and_grid() -> None:
     for bad in ["", "w_image", "weight=1", "w_image=x", "w_image=1.5", "method=max"]:
         with pytest.raises(ConfigError):
             parse_fusion_spec(bad)
-    grid = weight_grid(0.25, methods=["weighted"])
+    default = weight_grid(0.25, methods=["weighted"])
+    assert [c.w_lexical for c in default] == [0.0] * 5 + [DEFAULT_W_LEXICAL] * 5
+    grid = weight_grid(0.25, methods=["weighted"], lexical=[0])
     assert [c.w_image for c in grid] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert [c.w_text for c in grid] == [1.0, 0.75, 0.5, 0.25, 0.0]
     with pytest.raises(ConfigError):
@@ -442,7 +449,8 @@ def test_full_catalog_grid_run(catalog_store: CatalogStore, tmp_path: Path) -> N
 
 def test_make_query_files_from_the_store(store: VectorStore, tmp_path: Path) -> None:
     paths = make_query_files(store, tmp_path / "q", encoder=TableEncoder(), seed=1)
-    assert list(paths) == ["known-item", "category", "attribute", "image", "composed"]
+    assert list(paths) == list(QUERY_FILES)
+    assert {"typo", "code", "brand"} <= set(paths)
     queries = read_query_files(paths.values())
     # The encoder records a split rule, so queries are about held-out products only
     # (100, 105, 200, 205, 210); no product has a display name, so there are no known items.

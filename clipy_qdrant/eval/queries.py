@@ -512,10 +512,23 @@ class QuerySetSizes:
     attribute: int = 300
     image: int = 500
     composed: int = 200
+    typo: int = 300
+    code: int = 300
+    brand: int = 200
 
 
-#: File stem (``<stem>.jsonl``) of each generated kind.
-QUERY_FILES: tuple[str, ...] = ("known-item", "category", "attribute", "image", "composed")
+#: File stem (``<stem>.jsonl``) of each generated kind (the typo file holds one set per kind
+#: of edit: ``typo/transposition``, …, see :mod:`clipy_qdrant.eval.shopper_queries`).
+QUERY_FILES: tuple[str, ...] = (
+    "known-item",
+    "category",
+    "attribute",
+    "image",
+    "composed",
+    "typo",
+    "code",
+    "brand",
+)
 
 
 def make_query_sets(
@@ -526,8 +539,11 @@ def make_query_sets(
     heldout: HeldoutRule | None = None,
     sizes: QuerySetSizes | None = None,
 ) -> dict[str, list[EvalQuery]]:
-    """All five kinds of generated queries, keyed by file stem (see :data:`QUERY_FILES`);
+    """Every kind of generated query, keyed by file stem (see :data:`QUERY_FILES`);
     ``heldout`` picks the held-out products (default :func:`clipy_qdrant.split.is_heldout`)."""
+    # The shopper sets build on this module's generators: imported here, not at the top.
+    from clipy_qdrant.eval.shopper_queries import brand_queries, code_queries, typo_queries
+
     only, rule = heldout_only, heldout
     sizes = sizes or QuerySetSizes()
     if not products:
@@ -544,6 +560,9 @@ def make_query_sets(
         "composed": composed_queries(
             products, n=sizes.composed, seed=seed, heldout_only=only, heldout=rule
         ),
+        "typo": typo_queries(products, n=sizes.typo, seed=seed, heldout_only=only, heldout=rule),
+        "code": code_queries(products, n=sizes.code, seed=seed, heldout_only=only, heldout=rule),
+        "brand": brand_queries(products, n=sizes.brand, seed=seed, heldout_only=only, heldout=rule),
     }
 
 

@@ -59,9 +59,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _method_label(cfg: FusionConfig, configs: Sequence[FusionConfig]) -> str:
-    """The method name, with rrf_k when the grid holds several rrf_k values."""
+    """The method name, with rrf_k when the grid holds several rrf_k values and the lexical
+    weight when it holds several of those."""
     ks = {c.rrf_k for c in configs if c.method == "rrf"}
-    return f"rrf k={cfg.rrf_k}" if cfg.method == "rrf" and len(ks) > 1 else cfg.method
+    label = f"rrf k={cfg.rrf_k}" if cfg.method == "rrf" and len(ks) > 1 else cfg.method
+    if len({c.w_lexical for c in configs}) > 1:
+        label += f" lex={cfg.w_lexical:g}"
+    return label
 
 
 def _present(run: EvalRun, names: Sequence[str]) -> list[str]:
@@ -100,7 +104,11 @@ def _pooled(run: EvalRun, names: Sequence[str]) -> SetResult | None:
 
 def _find(configs: Sequence[FusionConfig], w_image_only: bool) -> int | None:
     for i, cfg in enumerate(configs):
-        if cfg.method == "weighted" and (cfg.w_text == 0 if w_image_only else cfg.w_image == 0):
+        if (
+            cfg.method == "weighted"
+            and cfg.w_lexical == 0
+            and (cfg.w_text == 0 if w_image_only else cfg.w_image == 0)
+        ):
             return i
     return None
 

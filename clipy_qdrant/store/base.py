@@ -16,6 +16,8 @@ import numpy as np
 
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.filters import Filter
+from clipy_qdrant.lexical import Bm25Params, SparseTerms
+from clipy_qdrant.spelling import Vocabulary
 from clipy_qdrant.store.meta import HubnessInfo
 from clipy_qdrant.store.options import CollectionOptions
 
@@ -26,6 +28,9 @@ VECTOR_NAMES: tuple[str, str] = (IMAGE, TEXT)
 #: Payload keys the store itself writes beside the product metadata.
 PRODUCT_ID_KEY = "product_id"
 CONTENT_HASH_KEY = "content_hash"
+#: Payload key of the product text the lexical channel indexes (kept so that the catalog
+#: vocabulary can be rebuilt from the store alone; never shown in results).
+LEXICAL_TEXT_KEY = "lexical_text"
 #: Payload key of a product's hubness (see :mod:`clipy_qdrant.hubness`), written after ingest.
 HUBNESS_KEY = "hubness"
 #: Payload key of a product's thumbnail on a qdrant-client store (base64, never indexed, left
@@ -52,6 +57,9 @@ class PointRecord:
     vectors: Mapping[str, np.ndarray]  # {"image": (dim,), "text": (dim,)} float32
     payload: Mapping[str, Any]  # product metadata (the store adds product_id / content_hash)
     content_hash: str = ""
+    #: The product text's BM25 document vector (:func:`clipy_qdrant.lexical.document_vector`);
+    #: ``None`` or empty: the product has no lexical vector.
+    lexical: SparseTerms | None = None
 
 
 @dataclass
@@ -81,6 +89,8 @@ class StoredPoint:
     product_id: str
     payload: dict[str, Any] = field(default_factory=dict)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The stored BM25 document vector (read with the vectors; ``None`` when it has none).
+    lexical: SparseTerms | None = None
 
 
 class VectorStore(Protocol):
@@ -118,6 +128,26 @@ class VectorStore(Protocol):
 
     def content_hashes(self, product_ids: Sequence[str]) -> dict[str, str]:
         """``{product_id: content_hash}`` for those of ``product_ids`` already stored."""
+
+    def has_lexical(self) -> bool:
+        """True when the collection holds the lexical (BM25 sparse) vector."""
+
+    def bm25_params(self) -> Bm25Params | None:
+        """The BM25 constants the lexical vectors were written with (``None``: none yet)."""
+
+    def set_bm25_params(self, params: Bm25Params) -> None:
+        """Record the BM25 constants before the first lexical vector is written."""
+
+    def vocabulary(self) -> Vocabulary | None:
+        """The catalog vocabulary recorded after the last ingest (``None``: none)."""
+
+    def save_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Record the catalog vocabulary (rebuilt from the stored texts after an ingest)."""
+
+    def search_lexical(
+        self, query: SparseTerms, limit: int, flt: Filter | None = None
+    ) -> list[ScoredPoint]:
+        """Best products by BM25 (sparse dot product with the engine's IDF), best first."""
 
     def search(
         self,

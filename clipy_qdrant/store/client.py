@@ -6,6 +6,7 @@ nothing extra shows up in searches or counts.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ import numpy as np
 
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Scalar
+from clipy_qdrant.lexical import LEXICAL, SparseTerms
 from clipy_qdrant.store.base import PRODUCT_ID_KEY, THUMBNAIL_KEY, Thumbnail, point_id
 from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import (
@@ -26,6 +28,8 @@ from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, UPSERT_BATCH, EnginePoint
 from clipy_qdrant.thumbnails import from_payload, to_payload
 
 META_KEY = "clipy"
+#: Collection metadata key of the catalog vocabulary (beside the clipy metadata).
+VOCABULARY_KEY = "clipy_vocabulary"
 
 
 def _payload_selector(payload: bool | list[str]) -> Any:
@@ -102,8 +106,17 @@ class ClientStore(QdrantStore):
     # -- engine calls -------------------------------------------------------------------
 
     def _create_collection(self, meta: StoreMeta) -> None:
+        from qdrant_client import models
+
+        # BM25: the stored weights are term frequencies; the engine applies the IDF.
+        sparse = (
+            {LEXICAL: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+            if meta.lexical
+            else None
+        )
         self._client.create_collection(
             self.collection,
+            sparse_vectors_config=sparse,
             metadata={META_KEY: meta.to_json()},
             **client_collection_kwargs(meta.options, meta.encoder.dim),
         )
@@ -139,14 +152,14 @@ class ClientStore(QdrantStore):
     def _upsert_points(self, points: Sequence[EnginePoint]) -> None:
         from qdrant_client import models
 
-        batch = [
-            models.PointStruct(
-                id=p.id,
-                vector={name: vec.tolist() for name, vec in p.vectors.items()},
-                payload=p.payload,
-            )
-            for p in points
-        ]
+        batch = []
+        for p in points:
+            vectors: dict[str, Any] = {name: vec.tolist() for name, vec in p.vectors.items()}
+            if p.lexical:
+                vectors[LEXICAL] = models.SparseVector(
+                    indices=list(p.lexical.indices), values=list(p.lexical.values)
+                )
+            batch.append(models.PointStruct(id=p.id, vector=vectors, payload=p.payload))
         self._client.upsert(self.collection, batch, wait=True)
 
     def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
@@ -185,6 +198,31 @@ class ClientStore(QdrantStore):
             limit=limit,
             with_payload=_payload_selector(payload),
         ).points
+
+    def _search_sparse(self, query: SparseTerms, limit: int, flt: Any) -> Sequence[Any]:
+        from qdrant_client import models
+
+        return self._client.query_points(
+            self.collection,
+            query=models.SparseVector(indices=list(query.indices), values=list(query.values)),
+            using=LEXICAL,
+            query_filter=flt,
+            limit=limit,
+            with_payload=[PRODUCT_ID_KEY],
+        ).points
+
+    def _read_vocabulary(self) -> dict[str, Any] | None:
+        info = self._client.get_collection(self.collection)
+        text = (info.config.metadata or {}).get(VOCABULARY_KEY)
+        data = json.loads(text) if isinstance(text, str) else None
+        return data if isinstance(data, dict) else None
+
+    def _write_vocabulary(self, data: dict[str, Any]) -> None:
+        # Collection metadata updates merge by key, so the clipy metadata stays; the
+        # vocabulary goes in as one JSON string, which a merge replaces whole.
+        self._client.update_collection(
+            self.collection, metadata={VOCABULARY_KEY: json.dumps(data, ensure_ascii=False)}
+        )
 
     def _retrieve(
         self, ids: list[str], *, payload: bool | list[str], with_vectors: bool

@@ -10,6 +10,7 @@ import numpy as np
 
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Scalar
+from clipy_qdrant.lexical import LEXICAL, SparseTerms
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     FIELD_TYPES,
@@ -102,12 +103,22 @@ def query_vector(vector: np.ndarray, dim: int, using: str) -> np.ndarray:
 def stored_point(record: Any, with_payload: bool, with_vectors: bool) -> StoredPoint:
     """An engine record (``.payload``, ``.vector``) as a :class:`StoredPoint`."""
     payload = dict(record.payload or {})
-    vectors = record.vector if with_vectors else None
+    vectors = dict((record.vector or {}) if with_vectors else {})
+    sparse = vectors.pop(LEXICAL, None)
     return StoredPoint(
         str(payload.get(PRODUCT_ID_KEY)),
         payload if with_payload else {},
-        {str(k): np.asarray(v, dtype=np.float32) for k, v in (vectors or {}).items()},
+        {str(k): np.asarray(v, dtype=np.float32) for k, v in vectors.items()},
+        sparse_terms(sparse) if sparse is not None else None,
     )
+
+
+def sparse_terms(vector: Any) -> SparseTerms:
+    """An engine's sparse vector (``.indices``, ``.values``) as :class:`SparseTerms`."""
+    pairs = sorted(
+        zip((int(i) for i in vector.indices), (float(v) for v in vector.values), strict=True)
+    )
+    return SparseTerms(tuple(i for i, _ in pairs), tuple(v for _, v in pairs))
 
 
 def match_parts(values: Sequence[Scalar]) -> list[tuple[str, Any]]:

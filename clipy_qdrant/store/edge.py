@@ -6,6 +6,7 @@ Layout of the store folder::
     <path>/clipy.pid    id of the process holding the shard open; removed when it closes
     <path>/shard/       the qdrant-edge shard (segments + WAL); locked by the process using it
     <path>/thumbnails.sqlite   product thumbnails (:class:`~clipy_qdrant.thumbnails.ThumbnailDB`)
+    <path>/vocabulary.json     catalog vocabulary (:class:`~clipy_qdrant.spelling.Vocabulary`)
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Scalar
-from clipy_qdrant.store.base import Thumbnail
+from clipy_qdrant.lexical import LEXICAL, SparseTerms
+from clipy_qdrant.store.base import PRODUCT_ID_KEY, Thumbnail
 from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import (
     CollectionOptions,
@@ -39,6 +41,7 @@ META_FILE = "clipy.json"
 PID_FILE = "clipy.pid"
 SHARD_DIR = "shard"
 THUMBNAIL_FILE = "thumbnails.sqlite"
+VOCABULARY_FILE = "vocabulary.json"
 
 #: Qdrant's default: below ~10 MB of vectors a scan beats the graph.
 DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
@@ -200,7 +203,9 @@ class EdgeStore(QdrantStore):
         self.path.mkdir(parents=True, exist_ok=True)
         # Metadata first: a shard is never left behind without knowing its encoder.
         _write_json_atomic(self.path / META_FILE, meta.to_json())
-        config = edge_config(meta.options, meta.encoder.dim, self.full_scan_threshold_kb)
+        config = edge_config(
+            meta.options, meta.encoder.dim, self.full_scan_threshold_kb, lexical=meta.lexical
+        )
         self._shard = qe.EdgeShard.create(str(self.path / SHARD_DIR), config)
         self._write_pid()
 
@@ -211,6 +216,7 @@ class EdgeStore(QdrantStore):
         self._release_shard()
         shutil.rmtree(self.path / SHARD_DIR, ignore_errors=True)
         (self.path / THUMBNAIL_FILE).unlink(missing_ok=True)
+        (self.path / VOCABULARY_FILE).unlink(missing_ok=True)
         (self.path / META_FILE).unlink(missing_ok=True)
 
     def _create_payload_indexes(self, fields: Mapping[str, str]) -> None:
@@ -231,7 +237,14 @@ class EdgeStore(QdrantStore):
     def _upsert_points(self, points: Sequence[EnginePoint]) -> None:
         import qdrant_edge as qe
 
-        batch = [qe.Point(p.id, p.vectors, p.payload) for p in points]  # type: ignore[arg-type]
+        batch = []
+        for p in points:
+            vectors: dict[str, Any] = dict(p.vectors)
+            if p.lexical:
+                vectors[LEXICAL] = qe.SparseVector(
+                    indices=list(p.lexical.indices), values=list(p.lexical.values)
+                )
+            batch.append(qe.Point(p.id, vectors, p.payload))
         self._shard.update(qe.UpdateOperation.upsert_points(batch))
 
     def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
@@ -261,6 +274,28 @@ class EdgeStore(QdrantStore):
             with_payload=payload,
         )
         return self._shard.search(request)
+
+    def _search_sparse(self, query: SparseTerms, limit: int, flt: Any) -> Sequence[Any]:
+        import qdrant_edge as qe
+
+        vector = qe.SparseVector(indices=list(query.indices), values=list(query.values))
+        request = qe.QueryRequest(
+            query=qe.Query.Nearest(vector, using=LEXICAL),
+            limit=limit,
+            filter=flt,
+            with_payload=[PRODUCT_ID_KEY],
+        )
+        return self._shard.query(request)
+
+    def _read_vocabulary(self) -> dict[str, Any] | None:
+        path = self.path / VOCABULARY_FILE
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else None
+
+    def _write_vocabulary(self, data: dict[str, Any]) -> None:
+        _write_json_atomic(self.path / VOCABULARY_FILE, data)
 
     def _retrieve(
         self, ids: list[str], *, payload: bool | list[str], with_vectors: bool

@@ -1,8 +1,9 @@
 """What a store remembers about its collection, and the check that a reader uses the same encoder.
 
 Every backend keeps one :class:`StoreMeta` beside (or inside) its collection as JSON: the
-encoder that wrote the vectors, the payload indexes created, and the record of the hubness
-values in the payloads. The JSON layout is versioned by :data:`META_VERSION`.
+encoder that wrote the vectors, the payload indexes created, the record of the hubness
+values in the payloads, and whether the collection holds the lexical (BM25 sparse) vector
+with the BM25 constants its vectors were written with. The JSON layout is versioned by :data:`META_VERSION`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clipy_qdrant.encoders.base import EncoderInfo
-from clipy_qdrant.errors import EncoderMismatchError, StoreError
+from clipy_qdrant.errors import ConfigError, EncoderMismatchError, StoreError
+from clipy_qdrant.lexical import Bm25Params
 from clipy_qdrant.store.options import CollectionOptions
 
 #: Version of the clipy metadata layout written beside (or into) a collection.
@@ -41,13 +43,18 @@ class HubnessInfo:
 @dataclass
 class StoreMeta:
     """What clipy remembers about a collection: the encoder that wrote it, its payload indexes
-    (``{field: type}``), the hubness record (``None`` when absent or stale) and the options it
-    was created with (a layout without them: the defaults)."""
+    (``{field: type}``), the hubness record (``None`` when absent or stale), the options it
+    was created with (a layout without them: the defaults), ``lexical``: whether the collection
+    was created with the lexical sparse vector (a collection created without it never gets
+    one), and ``bm25``: the constants of the stored lexical vectors (``None`` until the first
+    is written)."""
 
     encoder: EncoderInfo
     indexed_fields: dict[str, str] = field(default_factory=dict)
     hubness: HubnessInfo | None = None
     options: CollectionOptions = field(default_factory=CollectionOptions)
+    lexical: bool = False
+    bm25: Bm25Params | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -58,6 +65,8 @@ class StoreMeta:
         }
         if self.hubness is not None:
             data["hubness"] = self.hubness.to_json()
+        if self.lexical:
+            data["lexical"] = {"bm25": self.bm25.to_json() if self.bm25 is not None else None}
         return data
 
     @classmethod
@@ -66,13 +75,17 @@ class StoreMeta:
         try:
             enc = data["encoder"]
             hubness = data.get("hubness")
+            lexical = data.get("lexical")
+            bm25 = lexical.get("bm25") if isinstance(lexical, Mapping) else None
             return cls(
                 EncoderInfo(str(enc["name"]), int(enc["dim"])),
                 {str(k): str(v) for k, v in dict(data.get("indexed_fields") or {}).items()},
                 HubnessInfo.from_json(hubness) if hubness else None,
                 CollectionOptions.from_json(data.get("collection_options"), where),
+                lexical=isinstance(lexical, Mapping),
+                bm25=Bm25Params.from_json(bm25) if bm25 else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise StoreError(
                 f"store {where} has unreadable clipy metadata ({exc!r}); recreate it with --recreate"
             ) from None

@@ -187,10 +187,14 @@ def client_search_params(options: CollectionOptions, hnsw_ef: int, exact: bool) 
 # -- qdrant-edge (embedded) --------------------------------------------------------------------
 
 
-def edge_config(options: CollectionOptions, dim: int, full_scan_threshold_kb: int) -> Any:
-    """``qdrant_edge.EdgeConfig`` for a new shard (server-only options must be unset)."""
+def edge_config(
+    options: CollectionOptions, dim: int, full_scan_threshold_kb: int, *, lexical: bool = False
+) -> Any:
+    """``qdrant_edge.EdgeConfig`` for a new shard (server-only options must be unset); with
+    ``lexical``, the sparse BM25 vector too (stored term frequencies, IDF applied by the engine)."""
     import qdrant_edge as qe
 
+    from clipy_qdrant.lexical import LEXICAL
     from clipy_qdrant.store.base import VECTOR_NAMES
 
     vector = qe.EdgeVectorParams(
@@ -200,6 +204,8 @@ def edge_config(options: CollectionOptions, dim: int, full_scan_threshold_kb: in
     quantization = edge_quantization(options)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
+    if lexical:
+        kwargs["sparse_vectors"] = {LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
     return qe.EdgeConfig(
         vectors={name: vector for name in VECTOR_NAMES},
         hnsw_config=qe.HnswIndexConfig(

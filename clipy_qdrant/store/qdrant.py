@@ -26,6 +26,8 @@ import numpy as np
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Filter, Match, Range, Scalar
+from clipy_qdrant.lexical import Bm25Params, SparseTerms
+from clipy_qdrant.spelling import Vocabulary
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     PRODUCT_ID_KEY,
@@ -60,11 +62,13 @@ UPSERT_BATCH = 512
 
 @dataclass(frozen=True)
 class EnginePoint:
-    """One point ready for the engine: Qdrant id, checked float32 vectors, full payload."""
+    """One point ready for the engine: Qdrant id, checked float32 vectors, full payload, and
+    the lexical sparse vector (``None``: the point gets none; never empty)."""
 
     id: str
     vectors: dict[str, np.ndarray]
     payload: dict[str, Any]
+    lexical: SparseTerms | None = None
 
 
 class QdrantStore(ABC):
@@ -158,6 +162,19 @@ class QdrantStore(ABC):
     ) -> Sequence[Any]:
         """Nearest hits on vector ``using`` under engine filter ``flt``, best first; each
         with ``.score`` and ``.payload`` (``payload``: all of it, or those keys)."""
+
+    @abstractmethod
+    def _search_sparse(self, query: SparseTerms, limit: int, flt: Any) -> Sequence[Any]:
+        """Best hits by the lexical sparse vector (IDF-weighted dot product) under ``flt``,
+        best first; each with ``.score`` and ``.payload`` (the product id only)."""
+
+    @abstractmethod
+    def _read_vocabulary(self) -> dict[str, Any] | None:
+        """The recorded vocabulary JSON, ``None`` when there is none."""
+
+    @abstractmethod
+    def _write_vocabulary(self, data: dict[str, Any]) -> None:
+        """Record the vocabulary JSON with the collection (replacing the previous one)."""
 
     @abstractmethod
     def _retrieve(
@@ -289,7 +306,7 @@ class QdrantStore(ABC):
             self._check_requested_options(self._meta.options)
             meta = self._meta
         else:
-            meta = StoreMeta(encoder, {}, options=self.options)
+            meta = StoreMeta(encoder, {}, options=self.options, lexical=True)
             with self._engine("creating the collection"):
                 self._create_collection(meta)
             self._meta = meta
@@ -348,6 +365,48 @@ class QdrantStore(ABC):
             meta.hubness = info
             self._save_meta(meta)
 
+    def has_lexical(self) -> bool:
+        """True when the collection holds the lexical (BM25 sparse) vector: every collection
+        this version creates; a collection created before the lexical channel has none."""
+        return self._meta is not None and self._meta.lexical
+
+    def bm25_params(self) -> Bm25Params | None:
+        """The BM25 constants of the stored lexical vectors (``None``: none written yet)."""
+        return self._meta.bm25 if self._meta is not None else None
+
+    def set_bm25_params(self, params: Bm25Params) -> None:
+        """Record the BM25 constants; they are fixed once lexical vectors exist."""
+        meta = self._live_meta()
+        if not meta.lexical:
+            raise StoreError(f"store {self.where} has no lexical vector; re-ingest with --recreate")
+        if meta.bm25 is not None and meta.bm25 != params:
+            raise StoreError(
+                f"store {self.where}: lexical vectors were written with {meta.bm25}, not {params}"
+            )
+        if meta.bm25 is None:
+            meta.bm25 = params
+            self._save_meta(meta)
+
+    def vocabulary(self) -> Vocabulary | None:
+        """The catalog vocabulary recorded after the last ingest (``None``: none)."""
+        self._live_meta()
+        with self._engine("reading the vocabulary"):
+            data = self._read_vocabulary()
+        if data is None:
+            return None
+        try:
+            return Vocabulary.from_json(data)
+        except Exception as exc:
+            raise StoreError(
+                f"store {self.where}: unreadable vocabulary ({exc}); run `clipy ingest` again"
+            ) from None
+
+    def save_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Record the catalog vocabulary with the collection."""
+        self._live_meta()
+        with self._engine("saving the vocabulary"):
+            self._write_vocabulary(vocabulary.to_json())
+
     def build_index(self) -> None:
         """Build the HNSW graph after a bulk load (blocking). Exact search works before it."""
         self._live_meta()
@@ -368,10 +427,23 @@ class QdrantStore(ABC):
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         """Write the products (a product already stored is replaced)."""
-        dim = self._live_meta().encoder.dim
+        meta = self._live_meta()
+        dim = meta.encoder.dim
+        if meta.lexical and meta.bm25 is None and any(p.lexical for p in points):
+            raise StoreError(
+                f"store {self.where}: record the BM25 constants (set_bm25_params) before "
+                "writing lexical vectors"
+            )
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
-                EnginePoint(point_id(p.product_id), vectors_of(p, dim), payload_of(p))
+                EnginePoint(
+                    point_id(p.product_id),
+                    vectors_of(p, dim),
+                    payload_of(p),
+                    # An empty sparse vector is never written: qdrant-client's local mode
+                    # would count it in the IDF's N, qdrant-edge would not.
+                    p.lexical if meta.lexical and p.lexical else None,
+                )
                 for p in points[start : start + UPSERT_BATCH]
             ]
             with self._engine("upsert"):
@@ -442,6 +514,26 @@ class QdrantStore(ABC):
                 dict(h.payload or {}) if with_payload else None,
             )
             for h in hits
+        ]
+
+    def search_lexical(
+        self, query: SparseTerms, limit: int, flt: Filter | None = None
+    ) -> list[ScoredPoint]:
+        """Best products by BM25 under ``flt``, best first: the engine's IDF-weighted sparse
+        dot product of ``query`` (:func:`clipy_qdrant.lexical.query_vector`) with the stored
+        document vectors. Only products sharing a term with the query are returned; a store
+        without the lexical vector raises ``StoreError``."""
+        meta = self._live_meta()
+        if not meta.lexical:
+            raise StoreError(
+                f"store {self.where} has no lexical vector; re-ingest with --recreate to add it"
+            )
+        if limit <= 0 or not query:
+            return []
+        with self._engine("lexical search"):
+            hits = self._search_sparse(query, int(limit), self._engine_filter(flt))
+        return [
+            ScoredPoint(str((h.payload or {})[PRODUCT_ID_KEY]), float(h.score), None) for h in hits
         ]
 
     def retrieve(

@@ -114,6 +114,13 @@ def eval_run(
     methods: Annotated[
         str, typer.Option("--methods", help="Fusion methods to sweep.")
     ] = "weighted,rrf,dbsf",
+    lexical: Annotated[
+        str,
+        typer.Option(
+            "--w-lexical",
+            help="Lexical (BM25) weights to sweep, comma-separated (0: the vectors alone).",
+        ),
+    ] = "0,0.5",
     ks: KsOpt = "1,10",
     filters: Annotated[
         list[str] | None, typer.Option("--filter", "-f", help="Filter added to every query.")
@@ -143,7 +150,15 @@ def eval_run(
     with usage_errors():
         from clipy_qdrant.eval.runner import weight_grid
 
-        configs = weight_grid(step, [m.strip() for m in methods.split(",") if m.strip()])
+        try:
+            lexical_weights = [float(w) for w in lexical.split(",") if w.strip()]
+        except ValueError:
+            raise typer.BadParameter(
+                f"--w-lexical must be numbers separated by commas, got {lexical!r}"
+            ) from None
+        configs = weight_grid(
+            step, [m.strip() for m in methods.split(",") if m.strip()], lexical=lexical_weights
+        )
     with user_errors():
         from clipy_qdrant.eval.queries import read_query_files
         from clipy_qdrant.eval.report import format_run, run_to_json, write_run_outputs

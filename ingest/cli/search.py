@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -27,9 +28,12 @@ from ingest.cli.shell import (
 
 if TYPE_CHECKING:
     from clipy_qdrant.search import Hit, Searcher
+    from clipy_qdrant.spelling import Correction
 
 #: The keys a line of a ``--queries`` file may hold.
-BATCH_QUERY_KEYS = frozenset({"text", "image", "filters", "k", "w_text", "w_image", "fusion", "id"})
+BATCH_QUERY_KEYS = frozenset(
+    {"text", "image", "filters", "k", "w_text", "w_image", "w_lexical", "fusion", "id"}
+)
 
 
 @app.command()
@@ -68,6 +72,21 @@ def search(
             "weight is 1 minus it; default 0.5).",
         ),
     ] = None,
+    w_lexical: Annotated[
+        float | None,
+        typer.Option(
+            "--w-lexical",
+            min=0.0,
+            help="Weight of the lexical (BM25) channel, added to the text and image weights "
+            "(default: the engine's; 0 turns it off).",
+        ),
+    ] = None,
+    as_typed: Annotated[
+        bool,
+        typer.Option(
+            "--as-typed", help="Search the query text as typed, without spelling correction."
+        ),
+    ] = False,
     k: Annotated[int, typer.Option("-k", "--limit", min=1, help="Number of results.")] = 10,
     offset: Annotated[
         int, typer.Option("--offset", min=0, help="Skip this many results (paging).")
@@ -104,10 +123,14 @@ def search(
     Example: clipy search "red sneakers" --filter gender=Men --filter 'year>=2015' --w-image 0.7
 
     More like a product: clipy search --like 15970 "in red"
+
+    A misspelt query text is corrected against the catalog's words before searching; stderr
+    says so ("showing results for …") and --as-typed searches the text as typed. With --json
+    each hit then carries the correction (original, corrected, changes).
     """
     if text is None and image is None and queries is None and like is None:
         raise typer.BadParameter("give a query text, --image PATH, --like ID or --queries FILE")
-    config = fusion_config(fusion, w_text, w_image)
+    config = fusion_config(fusion, w_text, w_image, w_lexical)
     with user_errors():
         settings = build_settings(
             store=store,
@@ -126,10 +149,12 @@ def search(
                     fusion=fusion,
                     w_text=w_text,
                     w_image=w_image,
+                    w_lexical=w_lexical,
+                    as_typed=as_typed,
                     as_json=as_json,
                 )
                 return
-            hits = searcher.search(
+            result = searcher.search_page(
                 text,
                 image,
                 like=like,
@@ -138,13 +163,33 @@ def search(
                 offset=offset,
                 fusion=config,
                 diversity=diversity,
+                as_typed=as_typed,
             )
+            _announce(result.correction)
             if as_json:
-                typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
+                typer.echo(_hits_json(result.hits, result.correction))
             else:
-                _render_hits(hits)
+                _render_hits(result.hits)
         finally:
             vector_store.close()
+
+
+def _announce(correction: Correction | None, where: str = "") -> None:
+    """Tell stderr that the query was corrected, and how to search it as typed."""
+    if correction is None or not correction.changed:
+        return
+    typer.echo(
+        f"{where}showing results for {json.dumps(correction.corrected, ensure_ascii=False)}; "
+        f"search {json.dumps(correction.original, ensure_ascii=False)} as typed with --as-typed",
+        err=True,
+    )
+    sys.stderr.flush()
+
+
+def _hits_json(hits: list[Hit], correction: Correction | None) -> str:
+    """The hits as a JSON list; each carries the correction when the text was corrected."""
+    extra = {"correction": correction.to_json()} if correction and correction.changed else {}
+    return json.dumps([{**hit.to_dict(), **extra} for hit in hits], ensure_ascii=False)
 
 
 def _render_hits(hits: list[Hit]) -> None:
@@ -153,7 +198,7 @@ def _render_hits(hits: list[Hit]) -> None:
     if not hits:
         typer.echo("no results")
         return
-    typer.echo(f"{'#':>3}  {'score':>7}  {'text':>6}  {'image':>6}  {'id':<8}  name")
+    typer.echo(f"{'#':>3}  {'score':>7}  {'text':>6}  {'image':>6}  {'lex':>5}  {'id':<8}  name")
     for rank, hit in enumerate(hits, 1):
         # The ingest records which payload field holds the name (title, productDisplayName…).
         name_field = hit.payload.get(NAME_FIELD_KEY) or "productDisplayName"
@@ -165,7 +210,8 @@ def _render_hits(hits: list[Hit]) -> None:
         )
         typer.echo(
             f"{rank:>3}  {hit.score:7.4f}  {hit.text_score:6.3f}  {hit.image_score:6.3f}  "
-            f"{hit.product_id:<8}  {name}" + (f"  [{extras}]" if extras else "")
+            f"{hit.lexical_score:5.3f}  {hit.product_id:<8}  {name}"
+            + (f"  [{extras}]" if extras else "")
         )
 
 
@@ -224,18 +270,20 @@ def _search_batch(
     fusion: str,
     w_text: float | None,
     w_image: float | None,
+    w_lexical: float | None,
+    as_typed: bool,
     as_json: bool,
 ) -> None:
     """One output line per query line, in order; a line that fails gets an error object
     (``{"line": N, "error": "..."}``) in its place and the batch goes on. Each line's
-    ``fusion``, ``w_text`` and ``w_image`` replace the flags' for that line. Raises
-    ``InputError`` at the end, naming the first failure, when any line failed."""
+    ``fusion``, ``w_text``, ``w_image`` and ``w_lexical`` replace the flags' for that line.
+    Raises ``InputError`` at the end, naming the first failure, when any line failed."""
     from clipy_qdrant.fusion import FusionConfig
 
     parsed = list(_batch_queries(path))
     valid = [(n, q) for n, q in parsed if isinstance(q, dict)]
     base_dir = path.parent
-    vectors = _embed_lines(searcher, base_dir, valid)
+    vectors = _embed_lines(searcher, base_dir, valid, as_typed=as_typed)
     failures: list[tuple[int, str]] = []
     for number, query in parsed:
         try:
@@ -248,6 +296,7 @@ def _search_batch(
                 str(query.get("fusion", fusion)),
                 w_text=query.get("w_text", w_text),
                 w_image=query.get("w_image", w_image),
+                w_lexical=query.get("w_lexical", w_lexical),
             )
             filters = query.get("filters") or None
             if isinstance(filters, str):
@@ -263,8 +312,9 @@ def _search_batch(
             else:
                 typer.echo(f"== line {number}: error: {message}")
             continue
+        _announce(vector.correction, f"line {number}: ")
         if as_json:
-            typer.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False))
+            typer.echo(_hits_json(hits, vector.correction))
         else:
             typer.echo(f"== line {number}: {query.get('text') or query.get('image')}")
             _render_hits(hits)
@@ -277,7 +327,11 @@ def _search_batch(
 
 
 def _embed_lines(
-    searcher: Searcher, base_dir: Path, queries: list[tuple[int, dict[str, Any]]]
+    searcher: Searcher,
+    base_dir: Path,
+    queries: list[tuple[int, dict[str, Any]]],
+    *,
+    as_typed: bool = False,
 ) -> dict[int, Any]:
     """``{line: query vectors}`` for the valid lines, embedded in one batch; when the batch
     fails (e.g. one unreadable image), each line alone, so the failure stays on its line."""
@@ -293,14 +347,16 @@ def _embed_lines(
 
     try:
         vectors = searcher.embed_many(
-            [text_of(q) for _, q in queries], [image_of(q) for _, q in queries]
+            [text_of(q) for _, q in queries], [image_of(q) for _, q in queries], as_typed=as_typed
         )
         return {n: v for (n, _), v in zip(queries, vectors, strict=True)}
     except ClipyError:
         out: dict[int, Any] = {}
         for number, query in queries:
             try:
-                out[number] = searcher.embed_many([text_of(query)], [image_of(query)])[0]
+                out[number] = searcher.embed_many(
+                    [text_of(query)], [image_of(query)], as_typed=as_typed
+                )[0]
             except ClipyError as exc:
                 out[number] = exc
         return out
@@ -384,6 +440,7 @@ def info(
             options = vector_store.collection_options()
             details["collection_options"] = options.to_json() if options is not None else None
             layout = options.describe() if options is not None else "(empty store)"
+            details["lexical"] = _lexical_details(vector_store) if encoder_info else None
         finally:
             vector_store.close()
     if as_json:
@@ -411,3 +468,33 @@ def info(
             else "none (run clipy ingest to compute it)"
         )
     )
+    lex = details["lexical"]
+    typer.echo(
+        "lexical:        "
+        + (
+            f"BM25 over {lex['documents']} product texts, {lex['words']} words "
+            f"(avg_len {lex['bm25']['avg_len']:.2f}); spelling correction on"
+            if lex and lex["enabled"]
+            else "off: " + (lex["reason"] if lex else "empty store")
+        )
+    )
+
+
+def _lexical_details(vector_store: Any) -> dict[str, Any]:
+    """Whether the store has the lexical channel (BM25 + spelling) and its statistics."""
+    if not vector_store.has_lexical():
+        return {
+            "enabled": False,
+            "reason": "the store was created without the lexical vector; "
+            "re-ingest with --recreate to add it",
+        }
+    params = vector_store.bm25_params()
+    vocabulary = vector_store.vocabulary()
+    if params is None or vocabulary is None:
+        return {"enabled": False, "reason": "no vocabulary yet; run clipy ingest"}
+    return {
+        "enabled": True,
+        "bm25": params.to_json(),
+        "documents": vocabulary.documents,
+        "words": len(vocabulary),
+    }

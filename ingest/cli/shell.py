@@ -260,7 +260,11 @@ def open_searcher(settings: Settings, hubness: float | None = None) -> tuple[Vec
         raise
 
 
-def fusion_config(method: str, w_text: float | None, w_image: float | None) -> FusionConfig:
+def fusion_config(
+    method: str, w_text: float | None, w_image: float | None, w_lexical: float | None = None
+) -> FusionConfig:
     """The fusion the flags ask for (``FusionConfig.from_weights``): a bad value exits 2."""
     with usage_errors():
-        return FusionConfig.from_weights(method, w_text=w_text, w_image=w_image)
+        return FusionConfig.from_weights(
+            method, w_text=w_text, w_image=w_image, w_lexical=w_lexical
+        )

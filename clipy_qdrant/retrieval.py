@@ -1,0 +1,334 @@
+"""Per-channel retrieval and fusion of one query: the engine of :class:`~clipy_qdrant.search.Searcher`.
+
+Channels. ``text`` and ``image`` are the dense channels (cosine of the query's vector for
+that channel with the product's stored vector); ``lexical`` is BM25 of the query's words
+over the product text (:mod:`clipy_qdrant.lexical`), seen by fusion as the normalised score
+``bm25 / Σ idf·(k1+1)`` in ``[0, 1)``. Each channel's candidate list comes from the engine
+under the same filter.
+
+Exactness of ``weighted`` fusion (the threshold algorithm). Each channel returns its ``depth``
+best candidates; a product missing from one list gets its true score for that channel from
+its stored vectors (dense cosine, or BM25 of its stored sparse vector). A product in no list
+scores at most ``Σ w_c · bound_c``, where ``bound_c`` is the last score of channel ``c``'s
+list (minus ``c_q · min(r)`` on a hubness-corrected image channel; for the lexical channel
+its normalised score, and 0 when the list is shorter than ``depth``: every product holding a
+query word is then in it). When the k-th fused score reaches that bound the top-k is exactly
+the brute-force top-k; otherwise the lists are deepened and fused again. A dense list shorter
+than ``depth`` holds every product matching the filter, so its candidates are all of them.
+``rrf`` and ``dbsf`` are defined on the candidate lists of depth ``candidates``.
+
+Hubness correction. A text query searching product images (its ``image`` channel) scores
+``cos - c_q * r_i`` where ``r_i`` is the product's stored hubness and ``c_q`` the query's
+weight (:mod:`clipy_qdrant.hubness`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipy_qdrant.filters import Filter
+from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
+from clipy_qdrant.lexical import LEXICAL, SparseTerms
+from clipy_qdrant.query import QueryVectors
+from clipy_qdrant.store.base import (
+    CONTENT_HASH_KEY,
+    HUBNESS_KEY,
+    IMAGE,
+    LEXICAL_TEXT_KEY,
+    TEXT,
+    THUMBNAIL_KEY,
+    ScoredPoint,
+    VectorStore,
+)
+from clipy_qdrant.store.meta import HubnessInfo
+
+CHANNELS: tuple[str, str, str] = (TEXT, IMAGE, LEXICAL)
+
+
+@dataclass
+class Hit:
+    """One result: the fused score, each channel's score and the product payload.
+
+    ``text_score`` is a cosine; ``image_score`` is the cosine minus ``image_penalty``, the
+    hubness correction of a text query (0 for image queries or with the correction off);
+    ``lexical_score`` is the normalised BM25 of the (corrected) query text, in ``[0, 1)``
+    (0 without a query text or on a store without the lexical channel).
+    """
+
+    product_id: str
+    score: float
+    text_score: float
+    image_score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+    image_penalty: float = 0.0
+    lexical_score: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "product_id": self.product_id,
+            "score": self.score,
+            "text_score": self.text_score,
+            "image_score": self.image_score,
+            "lexical_score": self.lexical_score,
+            "image_penalty": self.image_penalty,
+            "payload": self.payload,
+        }
+
+
+def weight_of(cfg: FusionConfig, channel: str) -> float:
+    return {TEXT: cfg.w_text, IMAGE: cfg.w_image, LEXICAL: cfg.w_lexical}[channel]
+
+
+@dataclass
+class Channels:
+    """Candidate lists of one query at one depth (lexical scores normalised)."""
+
+    depth: int
+    lists: dict[str, list[ScoredPoint]]
+
+    def complete(self, channel: str) -> bool:
+        """True when the channel returned every product it can (fewer than ``depth``)."""
+        return len(self.lists[channel]) < self.depth
+
+
+@dataclass
+class QueryState:
+    """What one query has learnt so far, shared by every fusion config of a grid."""
+
+    scores: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {channel: {} for channel in CHANNELS}
+    )
+    vectors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    sparse: dict[str, SparseTerms | None] = field(default_factory=dict)
+    payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def absorb(self, channels: Channels) -> None:
+        for channel, points in channels.lists.items():
+            known = self.scores[channel]
+            for p in points:
+                known.setdefault(p.product_id, p.score)
+                if p.payload is not None:
+                    self.payloads.setdefault(p.product_id, p.payload)
+
+
+class Retriever:
+    """Searches a store's channels for one query and fuses them (see the module docstring)."""
+
+    def __init__(self, store: VectorStore, hubness_info: HubnessInfo | None) -> None:
+        self.store = store
+        self.hubness_info = hubness_info
+
+    def active(self, query: QueryVectors, cfg: FusionConfig) -> list[str]:
+        """The channels ``cfg`` weighs that the query has (no lexical channel without words)."""
+        return [c for c in CHANNELS if weight_of(cfg, c) > 0 and (c != LEXICAL or has_words(query))]
+
+    def run(
+        self,
+        query: QueryVectors,
+        configs: Sequence[FusionConfig],
+        flt: Filter | None,
+        k: int,
+        candidates: int,
+    ) -> list[list[Hit]]:
+        """One result list of ``k`` hits per config; the channels are retrieved once for all
+        (a channel that no config weighs is not searched: its scores are filled in for the
+        hits only)."""
+        searched = tuple(c for c in CHANNELS if any(c in self.active(query, g) for g in configs))
+        base = self.retrieve(query, flt, max(candidates, k), searched)
+        deep = base
+        state = QueryState()
+        state.absorb(base)
+        results = []
+        for cfg in configs:
+            if cfg.method == "weighted":
+                while True:
+                    ranked, exact = self.fuse_weighted(query, deep, cfg, k, state)
+                    if exact:
+                        break
+                    deep = self.retrieve(query, flt, deep.depth * 2, searched)
+                    state.absorb(deep)
+            else:
+                ranked = self.fuse_ranks(query, base, cfg, k, state)
+            results.append(self.hits(query, ranked, state))
+        return results
+
+    def retrieve(
+        self, query: QueryVectors, flt: Filter | None, depth: int, channels: Sequence[str]
+    ) -> Channels:
+        lists: dict[str, list[ScoredPoint]] = {}
+        for channel in CHANNELS:
+            if channel not in channels:
+                lists[channel] = []
+            elif channel == LEXICAL:
+                assert query.lexical is not None  # has_words
+                lq = query.lexical
+                raw = self.store.search_lexical(lq.vector, depth, flt)
+                lists[channel] = [
+                    ScoredPoint(p.product_id, lq.normalise(p.score), p.payload) for p in raw
+                ]
+            else:
+                lists[channel] = self.store.search(channel, query.for_channel(channel), depth, flt)
+        return Channels(depth=depth, lists=lists)
+
+    def _fetch(self, ids: Collection[str], state: QueryState) -> None:
+        """Stored vectors (dense and sparse) and payloads of ``ids`` not fetched yet."""
+        to_fetch = [pid for pid in ids if pid not in state.vectors]
+        if to_fetch:
+            for point in self.store.retrieve(to_fetch, with_payload=True, with_vectors=True):
+                state.vectors[point.product_id] = point.vectors
+                state.sparse[point.product_id] = point.lexical
+                state.payloads.setdefault(point.product_id, point.payload)
+
+    def component_scores(
+        self, query: QueryVectors, channel: str, ids: Collection[str], state: QueryState
+    ) -> dict[str, float]:
+        """True scores of ``ids`` on ``channel``: from a candidate list where known, else from
+        the stored vectors (fetched once per query; dense ones scored in one matrix product)."""
+        known = state.scores[channel]
+        missing = [pid for pid in ids if pid not in known]
+        if missing:
+            self._fetch(missing, state)
+            if channel == LEXICAL:
+                lq = query.lexical
+                for pid in missing:
+                    doc = state.sparse.get(pid)
+                    known[pid] = lq.normalise(lq.score(doc)) if lq is not None and doc else 0.0
+            else:
+                rows = [state.vectors[pid][channel] for pid in missing]
+                matrix = np.stack(rows).astype(np.float32)
+                matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+                for pid, score in zip(missing, matrix @ query.for_channel(channel), strict=True):
+                    known[pid] = float(score)
+        return {pid: known[pid] for pid in ids}
+
+    def penalties(
+        self, query: QueryVectors, ids: Collection[str], state: QueryState
+    ) -> dict[str, float]:
+        """``c_q * r_i`` of the image channel for ``ids`` (payloads known from the lists or
+        fetched by :meth:`component_scores`)."""
+        if query.image_hubness <= 0 or self.hubness_info is None:
+            return dict.fromkeys(ids, 0.0)
+        missing = self.hubness_info.minimum
+        return {
+            pid: query.image_hubness * float(state.payloads.get(pid, {}).get(HUBNESS_KEY, missing))
+            for pid in ids
+        }
+
+    def channel_scores(
+        self, query: QueryVectors, channel: str, ids: Collection[str], state: QueryState
+    ) -> dict[str, float]:
+        """The scores fusion sees: the cosine (minus the hubness penalty on the image channel)
+        or the normalised BM25."""
+        scores = self.component_scores(query, channel, ids, state)
+        if channel != IMAGE:
+            return scores
+        penalty = self.penalties(query, ids, state)
+        return {pid: score - penalty[pid] for pid, score in scores.items()}
+
+    def channel_bound(self, query: QueryVectors, channels: Channels, channel: str) -> float:
+        """An upper bound of the channel score of any product not in the channel's list."""
+        if channel == LEXICAL and channels.complete(channel):
+            return 0.0  # every product holding a query word is in the list
+        last = channels.lists[channel][-1].score
+        if channel == IMAGE and query.image_hubness > 0 and self.hubness_info is not None:
+            return last - query.image_hubness * self.hubness_info.minimum
+        return last
+
+    def fuse_weighted(
+        self,
+        query: QueryVectors,
+        channels: Channels,
+        cfg: FusionConfig,
+        k: int,
+        state: QueryState,
+    ) -> tuple[list[tuple[str, float]], bool]:
+        active = self.active(query, cfg)
+        candidates: set[str] = set()
+        for channel in active:
+            candidates.update(p.product_id for p in channels.lists[channel])
+        component = {c: self.channel_scores(query, c, candidates, state) for c in active}
+        for channel in CHANNELS:  # a zero-weight channel contributes nothing to the rank
+            component.setdefault(channel, dict.fromkeys(candidates, 0.0))
+        fused = weighted_scores(
+            component[TEXT],
+            component[IMAGE],
+            cfg.w_text,
+            cfg.w_image,
+            component[LEXICAL],
+            cfg.w_lexical if LEXICAL in active else 0.0,
+        )
+        ranked = top_k(fused, k)
+        if any(channels.complete(c) for c in active if c != LEXICAL):
+            return ranked, True  # every product matching the filter is a candidate
+        bound = sum(weight_of(cfg, c) * self.channel_bound(query, channels, c) for c in active)
+        exact = len(ranked) == k and ranked[-1][1] >= bound
+        return ranked, exact
+
+    def fuse_ranks(
+        self,
+        query: QueryVectors,
+        channels: Channels,
+        cfg: FusionConfig,
+        k: int,
+        state: QueryState,
+    ) -> list[tuple[str, float]]:
+        lists = {c: [(p.product_id, p.score) for p in channels.lists[c]] for c in CHANNELS}
+        image = lists[IMAGE]
+        if query.image_hubness > 0 and image:
+            # The candidate list re-ranked by the corrected score (stable for ties).
+            corrected = self.channel_scores(query, IMAGE, [pid for pid, _ in image], state)
+            lists[IMAGE] = sorted(((pid, corrected[pid]) for pid, _ in image), key=lambda x: -x[1])
+        active = self.active(query, cfg)
+        weights = [weight_of(cfg, c) if c in active else 0.0 for c in CHANNELS]
+        if cfg.method == "rrf":
+            ranked = [[pid for pid, _ in lists[c]] for c in CHANNELS]
+            fused = rrf_scores(ranked, weights, cfg.rrf_k)
+        else:
+            fused = dbsf_scores([lists[c] for c in CHANNELS], weights)
+        return top_k(fused, k)
+
+    def hits(
+        self, query: QueryVectors, ranked: list[tuple[str, float]], state: QueryState
+    ) -> list[Hit]:
+        ids = [pid for pid, _ in ranked]
+        text = self.component_scores(query, TEXT, ids, state)
+        image = self.component_scores(query, IMAGE, ids, state)
+        lexical = (
+            self.component_scores(query, LEXICAL, ids, state)
+            if has_words(query)
+            else dict.fromkeys(ids, 0.0)
+        )
+        penalty = self.penalties(query, ids, state)
+        return [
+            Hit(
+                product_id=pid,
+                score=score,
+                text_score=text[pid],
+                image_score=image[pid] - penalty[pid],
+                payload=public_payload(state.payloads.get(pid, {})),
+                image_penalty=penalty[pid],
+                lexical_score=lexical[pid],
+            )
+            for pid, score in ranked
+        ]
+
+
+def has_words(query: QueryVectors) -> bool:
+    """True when the query has a lexical query with at least one term."""
+    return query.lexical is not None and len(query.lexical.vector) > 0
+
+
+def public_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload without the store's own keys (hash, hubness, thumbnail, lexical text)."""
+    return {
+        key: value
+        for key, value in payload.items()
+        if key not in (CONTENT_HASH_KEY, HUBNESS_KEY, THUMBNAIL_KEY, LEXICAL_TEXT_KEY)
+    }
+
+
+__all__ = ["CHANNELS", "Channels", "Hit", "QueryState", "Retriever", "has_words", "public_payload"]
