@@ -512,6 +512,8 @@ class QuerySetSizes:
     attribute: int = 300
     image: int = 500
     composed: int = 200
+    #: Products of the shopper-photo sets (:mod:`clipy_qdrant.eval.photo_queries`).
+    photo: int = 500
 
 
 #: File stem (``<stem>.jsonl``) of each generated kind.
