@@ -201,9 +201,9 @@ def photo_rows(run: EvalRun) -> list[dict[str, Any]]:
     for perturbation, forms in perturbations.items():
         values: dict[str, float | None] = {}
         for form, metric, heading in PHOTO_COLUMNS:
-            result = forms.get(form)
-            if result is not None and metric in run.metrics:
-                values[heading] = _num(result.mean_scores(index)[metric])
+            part = forms.get(form)
+            if part is not None and metric in run.metrics:
+                values[heading] = _num(part.mean_scores(index)[metric])
         known = forms.get("known-item")
         rows.append(
             {
