@@ -306,7 +306,7 @@ def test_eval_shopper_photo_sets_from_the_catalog_images(
     jpegs = sorted((queries / "photo").rglob("*.jpg"))
     assert len(jpegs) == 3 * 9  # three held-out products, clean + 7 transforms + all
     code, stdout, err = run(
-        "eval", "run", str(queries / "photo.jsonl"), "--store", str(store), "--step", "0.5",
+        "eval", "run", str(queries / "photo" / "photo.jsonl"), "--store", str(store), "--step", "0.5",
         "--json",
     )  # fmt: skip
     assert code == 0, err

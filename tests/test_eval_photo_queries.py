@@ -120,7 +120,7 @@ def test_same_seed_same_files(tmp_path: Path) -> None:
     for rel in files_a:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     photo_queries(payloads(), load_images, tmp_path / "c", n=4, seed=6)
-    crop = Path("photo/crop")
+    crop = Path("crop")
     assert any(
         (tmp_path / "a" / crop / f.name).read_bytes() != f.read_bytes()
         for f in (tmp_path / "c" / crop).iterdir()
@@ -141,7 +141,8 @@ def test_products_without_an_image_are_left_out_and_none_is_an_error(tmp_path: P
 
 def test_run_reports_known_item_hits_and_type_precision(store: VectorStore, tmp_path: Path) -> None:
     paths = make_query_files(store, tmp_path / "q", seed=0, load_images=load_images)
-    assert paths["photo"] == tmp_path / "q" / "photo.jsonl"
+    assert paths["photo"] == tmp_path / "q" / "photo" / "photo.jsonl"
+    assert "photo" not in {p.stem for p in (tmp_path / "q").glob("*.jsonl")}
     queries = read_queries(paths["photo"])
     image_only = FusionConfig.from_weights(w_image=1.0)
     run = run_eval(

@@ -4,7 +4,7 @@ A shopper who looks for a product by its picture sends a photo or a screenshot, 
 catalog's packshot. :func:`photo_queries` takes held-out products' catalog images, applies
 each perturbation of :mod:`clipy_qdrant.eval.perturb` (``clean``, every single transform,
 ``all`` together), writes the results as real JPEG files beside the query file
-(``<out_dir>/photo/<perturbation>/<product id>.jpg``, quality :data:`FILE_QUALITY`, so the
+(``<out_dir>/<perturbation>/<product id>.jpg``, quality :data:`FILE_QUALITY`, so the
 ``jpeg`` subset is the only strong compression) and asks, for each image:
 
 - ``photo/<perturbation>/known-item``: find the product itself (relevant: its id; report
@@ -80,8 +80,8 @@ def photo_queries(
     heldout: HeldoutRule | None = None,
     perturbations: Sequence[str] = PERTURBATIONS,
 ) -> list[EvalQuery]:
-    """Write the perturbed images of ``n`` held-out products under ``<out_dir>/photo/`` and
-    return their queries (image paths relative to ``out_dir``, where the query file goes).
+    """Write the perturbed images of ``n`` held-out products under ``out_dir`` and return
+    their queries (image paths relative to ``out_dir``, where the query file goes).
 
     ``load_images`` gets the chosen ids and returns their catalog images; a product it
     returns no image for is left out. Raises :class:`InputError` when no chosen product has
@@ -101,7 +101,7 @@ def photo_queries(
     pairs = Counter((_clean(p.get("articleType")), _clean(p.get("baseColour"))) for p in products)
     out: list[EvalQuery] = []
     for perturbation in perturbations:
-        folder = out_dir / PHOTO / perturbation
+        folder = out_dir / perturbation
         folder.mkdir(parents=True, exist_ok=True)
         for p in chosen:
             pid = _pid(p)
@@ -109,7 +109,7 @@ def photo_queries(
             photo = shopper_photo(images[pid], perturbation, pid, seed)
             name = f"{pid}.jpg"
             photo.save(folder / name, format="JPEG", quality=FILE_QUALITY)
-            image = f"{PHOTO}/{perturbation}/{name}"
+            image = f"{perturbation}/{name}"
             out.append(
                 EvalQuery(
                     id=f"photo-{perturbation}-ki-{pid}",

@@ -257,17 +257,19 @@ def make_query_files(
     write ``<out_dir>/<kind>.jsonl``. ``heldout_only=None`` follows :func:`default_split` of
     ``encoder`` (held-out products when it was trained on part of the catalog). With
     ``load_images`` (the catalog's images by product id), also the shopper-photo sets:
-    ``<out_dir>/photo.jsonl`` and the perturbed images under ``<out_dir>/photo/``."""
+    ``<out_dir>/photo/photo.jsonl`` beside the perturbed images, in a folder of their own so
+    that ``<out_dir>/*.jsonl`` stays the five kinds above."""
     if heldout_only is None:
         heldout_only = default_split(encoder) == "heldout"
     products = catalog_products(store)
     sets = make_query_sets(products, seed=seed, heldout_only=heldout_only, sizes=sizes)
     paths = dict(zip(sets, write_query_sets(sets, out_dir), strict=True))
     if load_images is not None:
+        folder = Path(out_dir) / PHOTO
         photos = photo_queries(
-            products, load_images, out_dir, n=(sizes or QuerySetSizes()).photo, seed=seed
+            products, load_images, folder, n=(sizes or QuerySetSizes()).photo, seed=seed
         )
-        paths[PHOTO] = write_queries(photos, Path(out_dir) / f"{PHOTO}.jsonl")
+        paths[PHOTO] = write_queries(photos, folder / f"{PHOTO}.jsonl")
     return paths
 
 

@@ -95,7 +95,7 @@ def eval_make_queries(
         Path | None,
         typer.Option(
             "--catalog",
-            help="The ingested catalog: its images make the shopper-photo sets (photo.jsonl).",
+            help="The ingested catalog: its images make the shopper-photo sets (photo/photo.jsonl).",
         ),
     ] = None,
     photos: Annotated[
