@@ -16,6 +16,8 @@ Levers (``--levers``):
   (within ``FG_TOLERANCE``) connected to the border; it is painted white, the image is
   cropped to the bounding box of the rest (plus a 4 % margin), and the encoder pads it to a
   square as usual. Catalog images (already centred on white) barely change.
+- ``whiten``: query images only: the border-connected background painted white as in
+  ``fg``, without cropping; the gallery is ``base``'s (the catalog is on white already).
 - ``multiview``: query images only: the mean of the vectors of the image, its mirror image
   and its centre crop (85 % of each side), renormalised; the gallery is ``base``'s.
 - ``fg+multiview``: both.
@@ -54,8 +56,9 @@ FG_MARGIN = 0.04
 CENTRE_KEEP = 0.85
 
 
-def foreground(image: Image.Image) -> Image.Image:
-    """The product cropped to its bounding box on a white background (see the module doc)."""
+def foreground(image: Image.Image, crop: bool = True) -> Image.Image:
+    """The product cropped to its bounding box on a white background (see the module doc);
+    with ``crop=False`` only the background is painted white."""
     from scipy import ndimage
 
     rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
@@ -70,6 +73,8 @@ def foreground(image: Image.Image) -> Image.Image:
         return image.convert("RGB")
     out = rgb.copy()
     out[background] = 255
+    if not crop:
+        return Image.fromarray(out.astype(np.uint8), "RGB")
     rows, cols = np.flatnonzero(product.any(axis=1)), np.flatnonzero(product.any(axis=0))
     h, w = product.shape
     my, mx = round(FG_MARGIN * h), round(FG_MARGIN * w)
@@ -199,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     prep: dict[str, Callable[[Image.Image], Image.Image]] = {
         "base": lambda im: im,
         "fg": foreground,
+        "whiten": lambda im: foreground(im, crop=False),
     }
     views: dict[str, Callable[[Image.Image], Image.Image]] = {
         "mirror": ImageOps.mirror,
@@ -210,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     timing: dict[str, float] = {}
     suffix = f"{args.fold}-{args.n}-{args.seed}"
     for lever in levers:
-        pre = "fg" if lever.startswith("fg") else "base"
+        pre = lever.split("+")[0] if lever.split("+")[0] in prep else "base"
         multiview = lever.endswith("multiview")
         fn = prep[pre]
+        # Whitening is for queries only: the catalog's images are already on white.
+        gal_pre = "base" if pre == "whiten" else pre
         gal_inputs = cached(
-            f"image-{pre}", lambda fn=fn: encoder.image_inputs([fn(images[p]) for p in gallery])
+            f"image-{gal_pre}",
+            lambda fn=prep[gal_pre]: encoder.image_inputs([fn(images[p]) for p in gallery]),
         )
         gal = encoder.heads.image_vectors(gal_inputs)
         results[lever] = {}

@@ -32,7 +32,7 @@ from clipy_qdrant.training.contrastive import (
 from clipy_qdrant.training.evaluate import evaluate_tensors, evaluate_vectors
 from clipy_qdrant.training.features import cached_image_features, cached_text_features
 from clipy_qdrant.training.heads import head_tensors, save_heads, word_bag_matrix
-from clipy_qdrant.training.photo_views import photo_views
+from clipy_qdrant.training.photo_views import PhotoView, photo_views
 from clipy_qdrant.training.products import ProductLike
 from clipy_qdrant.training.products import clean as _clean
 
@@ -83,8 +83,17 @@ def _contrastive_data(
     text_index = {t: i for i, t in enumerate(unique_texts)}
     text_inputs = cached_text_features(unique_texts, cache_dir, threads=threads, progress=progress)
     caption_ids = [np.asarray([text_index[c] for c in caps], dtype=np.int64) for caps in captions]
+    # The word bag counts each product's captions once: photo views repeat them.
     bag = (
-        WordBag.build([c for caps in captions for c in caps], config.word_bag_min_count)
+        WordBag.build(
+            [
+                c
+                for i, caps in zip(train_rows, captions, strict=True)
+                if not isinstance(items[i], PhotoView)
+                for c in caps
+            ],
+            config.word_bag_min_count,
+        )
         if config.word_bag_min_count > 0
         else None
     )
