@@ -304,7 +304,7 @@ def test_eval_shopper_photo_sets_from_the_catalog_images(
     assert code == 0, err
     assert "photo" in err
     jpegs = sorted((queries / "photo").rglob("*.jpg"))
-    assert len(jpegs) == 3 * 9  # three held-out products, clean + 7 transforms + all
+    assert len(jpegs) == 3 * 10  # three held-out products, clean, 7 transforms, 2 composites
     code, stdout, err = run(
         "eval", "run", str(queries / "photo" / "photo.jsonl"), "--store", str(store), "--step", "0.5",
         "--json",
@@ -312,7 +312,7 @@ def test_eval_shopper_photo_sets_from_the_catalog_images(
     assert code == 0, err
     rows = {r["perturbation"]: r for r in json.loads(stdout)["photo"]}
     assert rows["clean"]["images"] == 3 and rows["clean"]["metrics"]["hit@10"] == 1.0
-    assert set(rows) >= {"crop", "rotate", "jpeg", "background", "all"}
+    assert set(rows) >= {"crop", "rotate", "jpeg", "background", "reshoot", "all"}
 
 
 def test_train_captions_are_product_names(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -158,6 +158,15 @@ def test_all_applies_every_transform() -> None:
     assert corner.min() < P.WHITE_LEVEL  # not on white any more
 
 
+def test_reshoot_is_rotation_crop_rescale_and_jpeg_in_that_order() -> None:
+    img = packshot()
+    rng = P.seed_for(0, P.RESHOOT, "1")
+    expected = P.jpeg(P.rescale(P.crop(P.rotate(img, rng), rng), rng))
+    out = P.shopper_photo(img, P.RESHOOT, "1")
+    assert np.array_equal(pixels(out), pixels(expected))
+    assert P.COMPOSITES[P.ALL] == tuple(P.TRANSFORMS)
+
+
 def test_unknown_perturbation_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown perturbation 'sepia'"):
         P.perturb(packshot(), "sepia", np.random.default_rng(0))

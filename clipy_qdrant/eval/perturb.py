@@ -5,8 +5,9 @@ the frame is cropped and slightly rotated, the picture is rescaled and JPEG-comp
 light shifts brightness, contrast and white balance, the product lies on a non-white surface
 and the shot is a little blurred. Each transform here does one of those things, with its
 strength drawn from a ``numpy.random.Generator``, so the same image and seed give the same
-pixels. :data:`PERTURBATIONS` names them; ``"all"`` applies every one in a fixed order and
-``"clean"`` none (the reference a perturbed subset is compared with).
+pixels. :data:`PERTURBATIONS` names them; ``"clean"`` applies none (the reference a
+perturbed subset is compared with), ``"reshoot"`` the light re-shot of issue #18 (rotation,
+crop, rescale, JPEG) and ``"all"`` every one, each composite in a fixed order.
 
 Only PIL and numpy: nothing here depends on an encoder or a store.
 """
@@ -176,9 +177,15 @@ TRANSFORMS: dict[str, Transform] = {
     "jpeg": jpeg,
 }
 CLEAN = "clean"
+RESHOOT = "reshoot"
 ALL = "all"
-#: The perturbation subsets: no change, each transform alone, and all of them together.
-PERTURBATIONS: tuple[str, ...] = (CLEAN, *TRANSFORMS, ALL)
+#: Composite perturbations: their transforms, applied in :data:`TRANSFORMS` order.
+COMPOSITES: dict[str, tuple[str, ...]] = {
+    RESHOOT: ("rotate", "crop", "rescale", "jpeg"),
+    ALL: tuple(TRANSFORMS),
+}
+#: The perturbation subsets: no change, each transform alone, and the composites.
+PERTURBATIONS: tuple[str, ...] = (CLEAN, *TRANSFORMS, *COMPOSITES)
 
 
 def seed_for(seed: int, perturbation: str, key: str) -> np.random.Generator:
@@ -192,9 +199,9 @@ def perturb(image: Image.Image, perturbation: str, rng: np.random.Generator) -> 
     """``image`` under one named perturbation (see :data:`PERTURBATIONS`), as RGB."""
     if perturbation == CLEAN:
         return _rgb(image).copy()
-    if perturbation == ALL:
-        for transform in TRANSFORMS.values():
-            image = transform(image, rng)
+    if perturbation in COMPOSITES:
+        for name in COMPOSITES[perturbation]:
+            image = TRANSFORMS[name](image, rng)
         return _rgb(image)
     try:
         transform = TRANSFORMS[perturbation]
@@ -213,10 +220,12 @@ def shopper_photo(image: Image.Image, perturbation: str, key: str, seed: int = 0
 __all__ = [
     "ALL",
     "CLEAN",
+    "COMPOSITES",
     "CROP_KEEP",
     "JPEG_QUALITY",
     "MAX_ROTATION",
     "PERTURBATIONS",
+    "RESHOOT",
     "TRANSFORMS",
     "background",
     "background_colour",
