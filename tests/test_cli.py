@@ -302,6 +302,28 @@ def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
     assert code == 2 and err.startswith("clipy: error: fusion setting 'w_image=2'")
 
 
+def test_eval_shopper_photo_sets_from_the_catalog_images(
+    store: Path, catalog: Path, tmp_path: Path
+) -> None:
+    queries = tmp_path / "queries"
+    code, _, err = run(
+        "eval", "make-queries", "--store", str(store), "--out", str(queries),
+        "--catalog", str(catalog / "styles.csv"), "--photos", "3",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "photo" in err
+    jpegs = sorted((queries / "photo").rglob("*.jpg"))
+    assert len(jpegs) == 3 * 10  # three held-out products, clean, 7 transforms, 2 composites
+    code, stdout, err = run(
+        "eval", "run", str(queries / "photo" / "photo.jsonl"), "--store", str(store), "--step", "0.5",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = {r["perturbation"]: r for r in json.loads(stdout)["photo"]}
+    assert rows["clean"]["images"] == 3 and rows["clean"]["metrics"]["hit@10"] == 1.0
+    assert set(rows) >= {"crop", "rotate", "jpeg", "background", "reshoot", "all"}
+
+
 def test_train_captions_are_product_names(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ingest embeds name + attributes by default, but training pairs images with the names
     (training adds attribute phrases itself); ``--text`` still overrides."""

@@ -3,6 +3,8 @@
 - :mod:`~clipy_qdrant.eval.metrics`: pure ranking metrics (P/R/nDCG/MRR/MAP/hit rate @k).
 - :mod:`~clipy_qdrant.eval.queries`: the JSONL query model and the query generators.
 - :mod:`~clipy_qdrant.eval.shopper_queries`: typo, product-code and brand query generators.
+- :mod:`~clipy_qdrant.eval.perturb`: shopper-photo perturbations of images (PIL + numpy).
+- :mod:`~clipy_qdrant.eval.photo_queries`: perturbed held-out images as query sets.
 - :mod:`~clipy_qdrant.eval.runner`: runs queries through the Searcher over a fusion grid.
 - :mod:`~clipy_qdrant.eval.ab`: paired bootstrap CI and randomization test.
 - :mod:`~clipy_qdrant.eval.report`: terminal table, JSON, per-query CSV, PNG plot.

@@ -515,6 +515,8 @@ class QuerySetSizes:
     typo: int = 300
     code: int = 300
     brand: int = 200
+    #: Products of the shopper-photo sets (:mod:`clipy_qdrant.eval.photo_queries`).
+    photo: int = 500
 
 
 #: File stem (``<stem>.jsonl``) of each generated kind (the typo file holds one set per kind

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from clipy_qdrant.eval.photo_queries import PHOTO
 from clipy_qdrant.eval.queries import KNOWN_ITEM
 from clipy_qdrant.eval.runner import ABRun, EvalRun, SetResult, config_key, image_share
 from clipy_qdrant.fusion import FusionConfig
@@ -171,6 +172,73 @@ def format_leaderboard(run: EvalRun) -> str:
     return "\n\n".join(out)
 
 
+# -- shopper photos ---------------------------------------------------------------------------
+
+#: Columns of the shopper-photo table: (query form, metric, column heading).
+PHOTO_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("known-item", "hit_rate@1", "hit@1"),
+    ("known-item", "hit_rate@10", "hit@10"),
+    ("known-item", "mrr@10", "MRR"),
+    ("articleType", "precision@10", "type P@10"),
+    ("articleType+colour", "precision@10", "type+colour P@10"),
+)
+
+
+def _photo_config(configs: Sequence[FusionConfig]) -> int:
+    """The engine's default setting (weighted, equal weights) when the grid has it, else the
+    image vector alone, else the first setting."""
+    default = FusionConfig()
+    for i, cfg in enumerate(configs):
+        if (cfg.method, cfg.w_text, cfg.w_image) == (default.method, 0.5, 0.5):
+            return i
+    found = _find(configs, True)
+    return 0 if found is None else found
+
+
+def photo_rows(run: EvalRun) -> list[dict[str, Any]]:
+    """One row per perturbation of the shopper-photo sets (``photo/<perturbation>/<form>``),
+    under one setting (:func:`_photo_config`): known-item hit@1, hit@10, MRR and the
+    articleType / articleType+colour P@10."""
+    index = _photo_config(run.configs)
+    perturbations: dict[str, dict[str, SetResult]] = {}
+    for name, result in run.sets.items():
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == PHOTO and result.query_ids:
+            perturbations.setdefault(parts[1], {})[parts[2]] = result
+    rows = []
+    for perturbation, forms in perturbations.items():
+        values: dict[str, float | None] = {}
+        for form, metric, heading in PHOTO_COLUMNS:
+            part = forms.get(form)
+            if part is not None and metric in run.metrics:
+                values[heading] = _num(part.mean_scores(index)[metric])
+        known = forms.get("known-item")
+        rows.append(
+            {
+                "perturbation": perturbation,
+                "images": len(known.query_ids) if known is not None else 0,
+                "config": config_key(run.configs[index]),
+                "metrics": values,
+            }
+        )
+    return rows
+
+
+def format_photo(run: EvalRun) -> str:
+    rows = photo_rows(run)
+    if not rows:
+        return ""
+    headings = [h for _, _, h in PHOTO_COLUMNS]
+    body = [
+        [r["perturbation"], str(r["images"]), *(_fmt(r["metrics"].get(h)) for h in headings)]
+        for r in rows
+    ]
+    label = run.configs[_photo_config(run.configs)].label
+    return f"Shopper photos (whole catalog searched; setting {label}):\n" + _table(
+        ["perturbation", "images", *headings], body
+    )
+
+
 # -- grid run --------------------------------------------------------------------------------
 
 
@@ -224,9 +292,9 @@ def format_run(run: EvalRun, metric: str | None = None) -> str:
     if body:
         out += ["", f"Best setting per query set (by {run.primary_metric}):"]
         out.append(_table(["set", "queries", "best setting", *summary], body))
-    board = format_leaderboard(run)
-    if board:
-        out += ["", board]
+    for extra in (format_leaderboard(run), format_photo(run)):
+        if extra:
+            out += ["", extra]
     return "\n".join(out) + "\n"
 
 
@@ -268,6 +336,7 @@ def run_to_json(run: EvalRun) -> dict[str, Any]:
         "seconds": round(run.seconds, 3),
         "sets": sets,
         "leaderboard": leaderboard(run),
+        "photo": photo_rows(run),
     }
 
 

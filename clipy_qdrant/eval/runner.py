@@ -47,11 +47,13 @@ from clipy_qdrant.eval.metrics import (
     pessimistic_order,
     score_query,
 )
+from clipy_qdrant.eval.photo_queries import PHOTO, ImageLoader, photo_queries
 from clipy_qdrant.eval.queries import (
     EvalQuery,
     Gallery,
     QuerySetSizes,
     make_query_sets,
+    write_queries,
     write_query_sets,
 )
 from clipy_qdrant.filters import Filter, Match, Range, matches
@@ -263,17 +265,26 @@ def make_query_files(
     seed: int = 0,
     heldout_only: bool | None = None,
     sizes: QuerySetSizes | None = None,
+    load_images: ImageLoader | None = None,
 ) -> dict[str, Path]:
     """``clipy eval make-queries``: generate the five query kinds from the store's payloads and
     write ``<out_dir>/<kind>.jsonl``. ``heldout_only=None`` follows :func:`default_split` of
-    ``encoder`` (held-out products when it was trained on part of the catalog)."""
+    ``encoder`` (held-out products when it was trained on part of the catalog). With
+    ``load_images`` (the catalog's images by product id), also the shopper-photo sets:
+    ``<out_dir>/photo/photo.jsonl`` beside the perturbed images, in a folder of their own so
+    that ``<out_dir>/*.jsonl`` stays the five kinds above."""
     if heldout_only is None:
         heldout_only = default_split(encoder) == "heldout"
-    sets = make_query_sets(
-        catalog_products(store), seed=seed, heldout_only=heldout_only, sizes=sizes
-    )
-    paths = write_query_sets(sets, out_dir)
-    return dict(zip(sets, paths, strict=True))
+    products = catalog_products(store)
+    sets = make_query_sets(products, seed=seed, heldout_only=heldout_only, sizes=sizes)
+    paths = dict(zip(sets, write_query_sets(sets, out_dir), strict=True))
+    if load_images is not None:
+        folder = Path(out_dir) / PHOTO
+        photos = photo_queries(
+            products, load_images, folder, n=(sizes or QuerySetSizes()).photo, seed=seed
+        )
+        paths[PHOTO] = write_queries(photos, folder / f"{PHOTO}.jsonl")
+    return paths
 
 
 # -- results ---------------------------------------------------------------------------------------

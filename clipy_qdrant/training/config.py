@@ -126,6 +126,14 @@ class TrainConfig:
     type_hidden: int = field(
         default=TYPE_HIDDEN, metadata=_opt("Hidden units of each type head member.", minimum=0)
     )
+    photo_views: int = field(
+        default=0,
+        metadata=_opt(
+            "Shopper-photo views (crop, rotation, JPEG) of each training image, trained as "
+            "extra rows with its captions and labels (0: none).",
+            minimum=0,
+        ),
+    )
     validation_fold: int | None = field(
         default=None,
         metadata=_opt(

@@ -33,6 +33,7 @@ from clipy_qdrant.training.contrastive import (
 from clipy_qdrant.training.evaluate import evaluate_tensors, evaluate_vectors
 from clipy_qdrant.training.features import cached_image_features, cached_text_features
 from clipy_qdrant.training.heads import head_tensors, save_heads, word_bag_matrix
+from clipy_qdrant.training.photo_views import PhotoView, photo_views
 from clipy_qdrant.training.products import ProductLike
 from clipy_qdrant.training.products import clean as _clean
 
@@ -83,8 +84,17 @@ def _contrastive_data(
     text_index = {t: i for i, t in enumerate(unique_texts)}
     text_inputs = cached_text_features(unique_texts, cache_dir, threads=threads, progress=progress)
     caption_ids = [np.asarray([text_index[c] for c in caps], dtype=np.int64) for caps in captions]
+    # The word bag counts each product's captions once: photo views repeat them.
     bag = (
-        WordBag.build([c for caps in captions for c in caps], config.word_bag_min_count)
+        WordBag.build(
+            [
+                c
+                for i, caps in zip(train_rows, captions, strict=True)
+                if not isinstance(items[i], PhotoView)
+                for c in caps
+            ],
+            config.word_bag_min_count,
+        )
         if config.word_bag_min_count > 0
         else None
     )
@@ -180,8 +190,16 @@ def train_fashion_encoder(
     # one (OpenMP workers busy-wait for cores other processes hold).
     torch.set_num_threads(threads or 1)
 
+    eval_fold = config.eval_fold
+    train_rows = np.flatnonzero(
+        [not is_heldout(p.product_id) and fold_of(p.product_id) != eval_fold for p in items]
+    )
+    # Shopper-photo views of the training images join the training rows (never the evaluated
+    # ones): the heads and classifiers see them, evaluation sees the catalog images only.
+    views = photo_views([items[i] for i in train_rows], config.photo_views, config.seed)
+    n_items = len(items)
     img_feats, colours = cached_image_features(
-        items,
+        [*items, *views],
         cache_dir,
         backbone=config.backbone,
         resolution=config.resolution,
@@ -189,11 +207,10 @@ def train_fashion_encoder(
         threads=threads,
         progress=progress,
     )
-    image_inputs = np.concatenate([img_feats, colours], axis=1).astype(np.float32)
-    eval_fold = config.eval_fold
-    train_rows = np.flatnonzero(
-        [not is_heldout(p.product_id) and fold_of(p.product_id) != eval_fold for p in items]
-    )
+    all_inputs = np.concatenate([img_feats, colours], axis=1).astype(np.float32)
+    image_inputs = all_inputs[:n_items]
+    fit_items: list[ProductLike] = [*items, *views]
+    fit_rows = np.concatenate([train_rows, n_items + np.arange(len(views))]).astype(np.int64)
     if len(train_rows) < 2:
         raise InputError(
             f"{len(items)} products leave {len(train_rows)} to train on (the others are held"
@@ -201,9 +218,10 @@ def train_fashion_encoder(
         )
     # The shared and appearance heads read the backbone features and the coarse histogram;
     # the colour heads read the whole descriptor.
-    shared_inputs = image_inputs[:, : img_feats.shape[1] + HISTOGRAM_DIM]
+    all_shared = all_inputs[:, : img_feats.shape[1] + HISTOGRAM_DIM]
+    shared_inputs = all_shared[:n_items]
     data, bag = _contrastive_data(
-        items, train_rows, shared_inputs, config, cache_dir, threads, progress
+        fit_items, fit_rows, all_shared, config, cache_dir, threads, progress
     )
     # Seeded after the features: building a tower (on a cold feature cache) draws from torch's
     # RNG, and the heads must not depend on what the cache held.
@@ -233,9 +251,9 @@ def train_fashion_encoder(
     colour_classes: list[str] = []
     if config.colour_heads:
         colour_tensors, colour_classes = train_colour_heads(
-            items,
-            train_rows,
-            image_inputs,
+            fit_items,
+            fit_rows,
+            all_inputs,
             bag,
             seed=config.seed,
             seeds=config.colour_seeds,
@@ -250,9 +268,9 @@ def train_fashion_encoder(
     type_classes: list[str] = []
     if config.type_head:
         type_tensors, type_classes = train_type_head(
-            items,
-            train_rows,
-            image_inputs,
+            fit_items,
+            fit_rows,
+            all_inputs,
             seed=config.seed,
             seeds=config.type_seeds,
             hidden=config.type_hidden,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -22,6 +23,11 @@ from ingest.cli.shell import (
     usage_errors,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from clipy_qdrant.eval.photo_queries import ImageLoader
 
 eval_app = typer.Typer(
     help="Measure search quality on query sets and A/B-test fusion settings.", no_args_is_help=True
@@ -59,6 +65,22 @@ def _ks(spec: str) -> tuple[int, ...]:
     return ks
 
 
+def _catalog_images(source: Path) -> ImageLoader:
+    """A loader of the catalog's images by product id (one pass over the catalog)."""
+    from ingest.readers import open_catalog
+
+    def load(ids: Collection[str]) -> dict[str, Image.Image]:
+        wanted, images = set(ids), {}
+        for product in open_catalog(source):
+            if product.product_id in wanted and product.has_image and not product.error:
+                images[product.product_id] = product.load_image()
+                if len(images) == len(wanted):
+                    break
+        return images
+
+    return load
+
+
 @eval_app.command("make-queries")
 def eval_make_queries(
     out: Annotated[Path, typer.Option("--out", help="Folder for the query files.")] = Path(
@@ -69,17 +91,29 @@ def eval_make_queries(
         bool,
         typer.Option("--all-products", help="Ask about every product, not only the held-out ones."),
     ] = False,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            "--catalog",
+            help="The ingested catalog: its images make the shopper-photo sets (photo/photo.jsonl).",
+        ),
+    ] = None,
+    photos: Annotated[
+        int, typer.Option("--photos", min=1, help="Held-out products in the shopper-photo sets.")
+    ] = 500,
     store: StoreOpt = None,
     qdrant_url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = None,
     encoder: EncoderOpt = None,
 ) -> None:
-    """Generate query sets (known-item, category, attribute, image, composed) from the store.
+    """Generate query sets (known-item, category, attribute, image, composed) from the store;
+    with --catalog also the shopper-photo sets (perturbed held-out images, written as JPEGs).
 
-    Example: clipy eval make-queries --out eval-queries
+    Example: clipy eval make-queries --out eval-queries --catalog ../shared/datasets/fashion-product-images-small
     """
     with user_errors():
+        from clipy_qdrant.eval.queries import QuerySetSizes
         from clipy_qdrant.eval.runner import make_query_files
 
         settings = build_settings(
@@ -97,6 +131,8 @@ def eval_make_queries(
                 encoder=searcher.encoder,
                 seed=seed,
                 heldout_only=False if all_products else None,
+                sizes=QuerySetSizes(photo=photos),
+                load_images=None if catalog is None else _catalog_images(catalog),
             )
         finally:
             vector_store.close()
