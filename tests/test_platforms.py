@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -507,13 +508,12 @@ def base_price(row: dict[str, Any]) -> float:
     return 10.0 + row["id"] % 50
 
 
-@pytest.mark.catalog
-def test_shopify_export_of_the_catalog(
-    tmp_path: Path, server: ScriptedServer, catalog_sample: list[dict[str, Any]]
-):
-    serve_catalog_images(server, catalog_sample)
+def shopify_catalog_export(path: Path, server: ScriptedServer, rows: list[dict[str, Any]]) -> Path:
+    """A Shopify product export of ``rows`` (three size variants each, images at positions
+    1..3 listed out of order, served by ``server``)."""
+    serve_catalog_images(server, rows)
     export: list[dict[str, Any]] = []
-    for row in catalog_sample:
+    for row in rows:
         url = server.url(f"/img/{row['id']}-")
         tags = ", ".join(
             t for t in (row["gender"], row["usage"], row["season"], row["baseColour"]) if t
@@ -543,7 +543,14 @@ def test_shopify_export_of_the_catalog(
                     }
                 )
             export.append(line)
-    path = write_export(tmp_path / "products_export.csv", SHOPIFY_HEADER, export)
+    return write_export(path, SHOPIFY_HEADER, export)
+
+
+@pytest.mark.catalog
+def test_shopify_export_of_the_catalog(
+    tmp_path: Path, server: ScriptedServer, catalog_sample: list[dict[str, Any]]
+):
+    path = shopify_catalog_export(tmp_path / "products_export.csv", server, catalog_sample)
     assert detect_platform(SHOPIFY_HEADER) == "shopify"
     catalog = read_shopify(path)
     assert catalog.issues == [] and catalog.total == CATALOG_PRODUCTS
@@ -585,13 +592,14 @@ def test_shopify_export_of_the_catalog(
     store.close()
 
 
-@pytest.mark.catalog
-def test_woocommerce_export_of_the_catalog(
-    tmp_path: Path, server: ScriptedServer, catalog_sample: list[dict[str, Any]]
-):
-    serve_catalog_images(server, catalog_sample)
+def woocommerce_catalog_export(
+    path: Path, server: ScriptedServer, rows: list[dict[str, Any]]
+) -> Path:
+    """A WooCommerce export of ``rows`` (a variable product with three variations each,
+    three image URLs served by ``server``)."""
+    serve_catalog_images(server, rows)
     export: list[dict[str, Any]] = []
-    for row in catalog_sample:
+    for row in rows:
         urls = [server.url(f"/img/{row['id']}-{k}.jpg") for k in (1, 2, 3)]
         export.append(
             {
@@ -623,7 +631,14 @@ def test_woocommerce_export_of_the_catalog(
                     "Attribute 1 value(s)": size,
                 }
             )
-    path = write_export(tmp_path / "wc-product-export.csv", WOO_HEADER, export)
+    return write_export(path, WOO_HEADER, export)
+
+
+@pytest.mark.catalog
+def test_woocommerce_export_of_the_catalog(
+    tmp_path: Path, server: ScriptedServer, catalog_sample: list[dict[str, Any]]
+):
+    path = woocommerce_catalog_export(tmp_path / "wc-product-export.csv", server, catalog_sample)
     catalog = read_woocommerce(path)
     assert catalog.issues == [] and catalog.total == CATALOG_PRODUCTS
     products = by_id(catalog)
@@ -644,3 +659,135 @@ def test_woocommerce_export_of_the_catalog(
     assert server.total_hits == CATALOG_PRODUCTS
     for product, row in zip(resolved, catalog_sample, strict=True):
         assert product.load_image().size == Image.open(io.BytesIO(row["image"]["bytes"])).size
+
+
+# --------------------------------------------------------------------------- clipy ingest, no flags
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from ingest.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _facet_counts(store: Path, field: str, *filters: str) -> dict[Any, int]:
+    args = ["facets", field, "--store", str(store), "--limit", "1000", "--json"]
+    for flt in filters:
+        args += ["-f", flt]
+    code, out, err = _cli(*args)
+    assert code == 0, err
+    return {c["value"]: c["count"] for c in json.loads(out)[field]}
+
+
+def _count(store: Path, *filters: str) -> int:
+    from clipy_qdrant.search import Searcher
+
+    opened = open_store(store)
+    try:
+        return Searcher(opened, hubness=0).count(list(filters))
+    finally:
+        opened.close()
+
+
+def _broken_rows(server: ScriptedServer) -> list[dict[str, Any]]:
+    """One more product whose only image URL answers 404."""
+    return [
+        {
+            "Handle": "broken-link",
+            "Title": "Product with a broken image link",
+            "Vendor": "Nobody",
+            "Type": "Socks",
+            "Variant Price": "5.00",
+            "Image Src": server.url("/img/missing.jpg"),
+            "Image Position": "1",
+        }
+    ]
+
+
+@pytest.mark.catalog
+def test_clipy_ingest_takes_a_shopify_export_with_no_flags(
+    tmp_path: Path, server: ScriptedServer, catalog_sample: list[dict[str, Any]]
+):
+    """Issue #22, acceptance 2: 300 catalog products as a Shopify export with image URLs on a
+    loopback server; `clipy ingest FILE` with no flags stores 300 products, vendor / type / tag
+    / price filters work, a broken URL is reported with its row, and a repeat run downloads and
+    stores nothing."""
+    from fake_encoder import register_fake
+
+    register_fake()
+    path = shopify_catalog_export(tmp_path / "products_export.csv", server, catalog_sample)
+    with path.open("a", newline="", encoding="utf-8") as fh:
+        csv.DictWriter(fh, fieldnames=SHOPIFY_HEADER).writerows(_broken_rows(server))
+    server.route("/img/missing.jpg", Reply(status=404))
+    store = tmp_path / "store"
+    report = tmp_path / "report.json"
+    code, _, err = _cli("ingest", str(path), "--store", str(store), "--encoder", "fake",
+                        "--report", str(report))  # fmt: skip
+    assert code == 0, err
+    issues = json.loads(report.read_text())["issues"]
+    broken = [i for i in issues if i.get("product_id") == "broken-link"]
+    assert len(broken) == 1 and "404" in broken[0]["reason"], issues
+    assert broken[0]["line"] is not None or broken[0]["row"] is not None, broken[0]
+    code, out, err = _cli("info", "--store", str(store), "--json")
+    assert code == 0 and json.loads(out)["products"] == CATALOG_PRODUCTS, err
+
+    vendors = {r["productDisplayName"].split()[0] for r in catalog_sample}
+    vendor = sorted(vendors)[0]
+    expected = sum(1 for r in catalog_sample if r["productDisplayName"].split()[0] == vendor)
+    assert sum(_facet_counts(store, "vendor", f"vendor={vendor}").values()) == expected
+    kind = catalog_sample[0]["articleType"]
+    assert _facet_counts(store, "product_type", f"product_type={kind}") == {
+        kind: sum(1 for r in catalog_sample if r["articleType"] == kind)
+    }
+    men = sum(1 for r in catalog_sample if r["gender"] == "Men")
+    women = sum(1 for r in catalog_sample if r["gender"] == "Women")
+    tag_counts = _facet_counts(store, "tags", "tags=Men,Women")
+    assert tag_counts["Men"] == men and tag_counts["Women"] == women
+    cheap = sum(1 for r in catalog_sample if base_price(r) < 20)
+    assert _count(store, "price_min<20") == cheap
+    assert _count(store, "price_max>=20", "price_min<20") == sum(
+        1 for r in catalog_sample if base_price(r) < 20 <= base_price(r) + 4.5
+    )
+    code, out, err = _cli("search", "shirt", "--store", str(store), "-f", f"vendor={vendor}",
+                          "-k", "5", "--json")  # fmt: skip
+    assert code == 0 and all(h["payload"]["vendor"] == vendor for h in json.loads(out)), err
+
+    hits_before = server.total_hits
+    code, _, err = _cli("ingest", str(path), "--store", str(store), "--encoder", "fake",
+                        "--report", str(report))  # fmt: skip
+    assert code == 0, err
+    # Only the broken URL (failures are not cached) is asked again; nothing new is stored.
+    assert server.total_hits == hits_before + 1
+    assert json.loads(report.read_text())["stored"] == 0
+
+
+@pytest.mark.catalog
+def test_clipy_ingest_takes_a_woocommerce_export_with_no_flags(
+    tmp_path: Path, server: ScriptedServer, catalog_sample: list[dict[str, Any]]
+):
+    """Issue #22, acceptance 3: the same for a WooCommerce export."""
+    from fake_encoder import register_fake
+
+    register_fake()
+    path = woocommerce_catalog_export(tmp_path / "wc-product-export.csv", server, catalog_sample)
+    store = tmp_path / "store"
+    report = tmp_path / "report.json"
+    code, _, err = _cli("ingest", str(path), "--store", str(store), "--encoder", "fake",
+                        "--report", str(report))  # fmt: skip
+    assert code == 0, err
+    code, out, err = _cli("info", "--store", str(store), "--json")
+    assert code == 0 and json.loads(out)["products"] == CATALOG_PRODUCTS, err
+    kind = catalog_sample[0]["articleType"]
+    leaves = _facet_counts(store, "category_leaves", f"category_leaves={kind}")
+    assert leaves[kind] == sum(1 for r in catalog_sample if r["articleType"] == kind)
+    cheap = sum(1 for r in catalog_sample if base_price(r) < 20)
+    assert _count(store, "price_min<20") == cheap
+    hits_before = server.total_hits
+    code, _, err = _cli("ingest", str(path), "--store", str(store), "--encoder", "fake",
+                        "--report", str(report))  # fmt: skip
+    assert code == 0, err
+    assert server.total_hits == hits_before
+    assert json.loads(report.read_text())["stored"] == 0
