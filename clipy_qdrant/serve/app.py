@@ -239,10 +239,10 @@ def create_app(searcher: Searcher, options: ServeOptions | None = None) -> FastA
             raise InputError("a search needs a text, an image or a product to search like")
         flt = request_filter(fields.filters, searcher.indexed_fields())
         fusion = FusionConfig.from_weights(
-            fields.fusion, w_text=fields.w_text, w_image=fields.w_image
+            fields.fusion, w_text=fields.w_text, w_image=fields.w_image, w_lexical=fields.w_lexical
         )
         start = time.perf_counter()
-        hits = searcher.search(
+        result = searcher.search_page(
             text,
             image,
             like=like,
@@ -251,7 +251,10 @@ def create_app(searcher: Searcher, options: ServeOptions | None = None) -> FastA
             offset=fields.offset,
             fusion=fusion,
             diversity=fields.diversity,
+            as_typed=fields.as_typed,
         )
+        hits = result.hits
+        correction = result.correction
         took_ms = (time.perf_counter() - start) * 1000
         total = searcher.count(flt)
         end = fields.offset + fields.k
@@ -265,6 +268,7 @@ def create_app(searcher: Searcher, options: ServeOptions | None = None) -> FastA
                     text_score=h.text_score,
                     image_score=h.image_score,
                     image_penalty=h.image_penalty,
+                    lexical_score=h.lexical_score,
                     image=image_path(h.product_id),
                     payload=h.payload,
                 )
@@ -275,6 +279,9 @@ def create_app(searcher: Searcher, options: ServeOptions | None = None) -> FastA
             total=total,
             next_offset=end if more else None,
             took_ms=round(took_ms, 3),
+            correction=correction.to_json()
+            if correction is not None and correction.changed
+            else None,
         )
 
     def checked_image(data: bytes) -> bytes:

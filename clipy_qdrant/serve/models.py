@@ -127,6 +127,14 @@ class SearchFields(BaseModel):
         "minus it (default 0.5 each).",
     )
     w_image: float | None = Field(default=None, description="Weight of the image channel.")
+    w_lexical: float | None = Field(
+        default=None,
+        description="Weight of the lexical (BM25) channel, outside the 1 - w rule (default 0.5; "
+        "0 turns it off).",
+    )
+    as_typed: bool = Field(
+        default=False, description="Search the text as typed, without spelling correction."
+    )
     fusion: FusionMethod = Field(default="weighted", description="weighted | rrf | dbsf")
     k: int = Field(default=10, ge=1, description="Results per page (at most the server's max_k).")
     offset: int = Field(default=0, ge=0, description="Results to skip (paging).")
@@ -170,6 +178,9 @@ class HitOut(BaseModel):
     text_score: float = Field(description="Cosine of the text channel.")
     image_score: float = Field(description="Cosine of the image channel minus image_penalty.")
     image_penalty: float = Field(description="Hubness correction of a text query (0 if none).")
+    lexical_score: float = Field(
+        default=0.0, description="Normalised BM25 score of the lexical channel (0 if none)."
+    )
     image: str = Field(description="Path of the product's picture on this server.")
     payload: dict[str, Any]
 
@@ -181,6 +192,11 @@ class SearchResponse(BaseModel):
     total: int = Field(description="Products matching the filters (the searched set).")
     next_offset: int | None = Field(description="Offset of the next page, null on the last.")
     took_ms: float = Field(description="Time spent answering the query (encode, search, fuse).")
+    correction: dict[str, Any] | None = Field(
+        default=None,
+        description='The spelling correction of the text when it changed: {"original", '
+        '"corrected", "changes"}; search again with as_typed to use the original.',
+    )
 
 
 class FacetValue(BaseModel):
