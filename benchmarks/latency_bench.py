@@ -44,7 +44,7 @@ def encode_queries(
 
 
 def end_to_end(searcher: Searcher, texts: list[str], images: list[bytes], k: int) -> dict[str, Any]:
-    fusion = FusionConfig()
+    fusion = FusionConfig(w_lexical=0)
     text_lat, _ = time_each(len(texts), lambda i: searcher.search(texts[i], k=k, fusion=fusion))
     image_lat, _ = time_each(
         len(images), lambda i: searcher.search(image=images[i], k=k, fusion=fusion)

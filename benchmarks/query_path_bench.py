@@ -47,7 +47,7 @@ images = [column[int(r)].as_py()["bytes"] for r in sorted(rows)]
 store = open_store(Path(store_path))
 info = store.encoder_info()
 searcher = Searcher(store, get_encoder(info.name))
-fusion = FusionConfig()
+fusion = FusionConfig(w_lexical=0)
 def timed(items, fn):
     fn(items[0])
     out = []

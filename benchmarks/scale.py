@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         store = EdgeStore(args.store)
         result["reopen_s"] = round(time.perf_counter() - opened, 2)
         searcher = Searcher(store, None, hubness=0.0)
-        fusion = FusionConfig()
+        fusion = FusionConfig(w_lexical=0)
         found: dict[str, list[list[str]]] = {m: [] for m in ("text", "filtered", "fused")}
         found["fused_filtered"] = []
         times: dict[str, list[float]] = {m: [] for m in found}

@@ -50,16 +50,20 @@ class Case:
 
 
 def cases() -> list[Case]:
+    """The dense channels against the FAISS oracle (``w_lexical`` 0: the lexical channel has
+    its own brute-force BM25 reference in tests/test_search_lexical.py)."""
     rows = [
-        Case("text-only (w_text=1)", "text", FusionConfig(w_text=1, w_image=0)),
+        Case("text-only (w_text=1)", "text", FusionConfig(w_text=1, w_image=0, w_lexical=0)),
         Case(
-            "image-only, hubness-corrected (w_image=1)", "text", FusionConfig(w_text=0, w_image=1)
+            "image-only, hubness-corrected (w_image=1)",
+            "text",
+            FusionConfig(w_text=0, w_image=1, w_lexical=0),
         ),
-        Case("text + filter, weighted 0.5/0.5", "text", FusionConfig(), filtered=True),
-        Case("text+image query, weighted 0.5/0.5", "text+image", FusionConfig()),
-        Case("weighted 0.5/0.5, hubness off", "text-plain", FusionConfig()),
-        Case("RRF (k=60)", "text", FusionConfig("rrf", 1, 1)),
-        Case("DBSF", "text", FusionConfig("dbsf", 1, 1)),
+        Case("text + filter, weighted 0.5/0.5", "text", FusionConfig(w_lexical=0), filtered=True),
+        Case("text+image query, weighted 0.5/0.5", "text+image", FusionConfig(w_lexical=0)),
+        Case("weighted 0.5/0.5, hubness off", "text-plain", FusionConfig(w_lexical=0)),
+        Case("RRF (k=60)", "text", FusionConfig("rrf", 1, 1, w_lexical=0)),
+        Case("DBSF", "text", FusionConfig("dbsf", 1, 1, w_lexical=0)),
     ]
     for w in WEIGHT_GRID:
         w_text, w_image = w, round(1 - w, 1)
@@ -69,7 +73,7 @@ def cases() -> list[Case]:
             Case(
                 f"weighted w_text={w_text:g}, hubness on",
                 "text",
-                FusionConfig(w_text=w_text, w_image=w_image),
+                FusionConfig(w_text=w_text, w_image=w_image, w_lexical=0),
             )
         )
     return rows
