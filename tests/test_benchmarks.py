@@ -57,6 +57,8 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
     cases = {row["case"]: row for row in result["search"]["cases"]}
     weighted = [name for name in cases if name.startswith("weighted w_text=")]
     assert len(weighted) == 11
+    like = cases.pop("more like this (like=product)")
+    assert like["edge"]["p50_ms"] > 0 and "no oracle" in like["note"]
     for name, row in cases.items():
         if "skipped" in row:
             continue
