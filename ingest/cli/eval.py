@@ -113,7 +113,7 @@ def eval_make_queries(
     Example: clipy eval make-queries --out eval-queries --catalog ../shared/datasets/fashion-product-images-small
     """
     with user_errors():
-        from clipy_qdrant.eval.queries import QuerySetSizes
+        from clipy_qdrant.eval.catalog_queries import QuerySetSizes
         from clipy_qdrant.eval.runner import make_query_files
 
         settings = build_settings(
