@@ -57,7 +57,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def main() -> int:
-    from clipy_qdrant.eval.queries import attribute_queries, known_item_queries
+    from clipy_qdrant.eval.catalog_queries import attribute_queries, known_item_queries
     from clipy_qdrant.eval.shopper_queries import typo_queries
     from clipy_qdrant.lexical import term_id
     from clipy_qdrant.spelling import SpellingCorrector, Vocabulary

@@ -228,7 +228,9 @@ def _more_like_this(searcher: Searcher, vectors: StoredVectors, k: int) -> dict[
     """Time ``Searcher.search(like=...)`` when the Searcher has it (no oracle: the meaning of
     "like" belongs to the Searcher)."""
     name = "more like this (like=product)"
-    if "like" not in inspect.signature(Searcher.search).parameters:
+    # ``search`` forwards its keyword arguments to ``search_page``, which declares them.
+    declared = getattr(Searcher, "search_page", Searcher.search)
+    if "like" not in inspect.signature(declared).parameters:
         reason = "skipped: Searcher.search has no `like` parameter in this checkout"
         print(f"search: {name}: {reason}", file=sys.stderr)
         return {"case": name, "skipped": reason}

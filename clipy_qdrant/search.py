@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -73,8 +73,10 @@ __all__ = [
     "ImageURL",
     "ProductImage",
     "QueryVectors",
+    "SearchOptions",
     "SearchResult",
     "Searcher",
+    "VectorSearchOptions",
     "load_query_image",
 ]
 
@@ -92,6 +94,25 @@ class SearchResult:
             "hits": [h.to_dict() for h in self.hits],
             "correction": self.correction.to_json() if self.correction is not None else None,
         }
+
+
+class VectorSearchOptions(TypedDict, total=False):
+    """The keyword arguments of :meth:`Searcher.search_vectors`: what to search and how."""
+
+    filters: Filter | Sequence[str] | None
+    k: int
+    offset: int
+    fusion: FusionConfig | None
+    exclude: Collection[str] | None
+    diversity: float | None
+
+
+class SearchOptions(VectorSearchOptions, total=False):
+    """The keyword arguments of :meth:`Searcher.search_page` and :meth:`Searcher.search`:
+    those of :meth:`Searcher.search_vectors`, and how to make the query vectors."""
+
+    like: str | None
+    as_typed: bool
 
 
 class Searcher:
@@ -240,36 +261,11 @@ class Searcher:
         self,
         text: str | None = None,
         image: ImageInput | None = None,
-        *,
-        like: str | None = None,
-        filters: Filter | Sequence[str] | None = None,
-        k: int = 10,
-        offset: int = 0,
-        fusion: FusionConfig | None = None,
-        exclude: Collection[str] | None = None,
-        diversity: float | None = None,
-        as_typed: bool = False,
+        **options: Unpack[SearchOptions],
     ) -> list[Hit]:
         """Embed the query and return the ``k`` best products under ``filters``, skipping the
-        first ``offset``: the hits of :meth:`search_page`.
-
-        ``like`` is a stored product id to search like (see the module docstring; combines
-        with ``text``, not with ``image``; raises ``UnknownProductError`` for an id not
-        stored). ``diversity`` in [0, 1] re-orders the results by MMR (0: fused order).
-        ``as_typed`` searches the text without spelling correction.
-        """
-        return self.search_page(
-            text,
-            image,
-            like=like,
-            filters=filters,
-            k=k,
-            offset=offset,
-            fusion=fusion,
-            exclude=exclude,
-            diversity=diversity,
-            as_typed=as_typed,
-        ).hits
+        first ``offset``: the hits of :meth:`search_page`, which takes the same arguments."""
+        return self.search_page(text, image, **options).hits
 
     def search_page(
         self,
@@ -277,33 +273,25 @@ class Searcher:
         image: ImageInput | None = None,
         *,
         like: str | None = None,
-        filters: Filter | Sequence[str] | None = None,
-        k: int = 10,
-        offset: int = 0,
-        fusion: FusionConfig | None = None,
-        exclude: Collection[str] | None = None,
-        diversity: float | None = None,
         as_typed: bool = False,
+        **options: Unpack[VectorSearchOptions],
     ) -> SearchResult:
         """:meth:`search`, returning the hits with the spelling correction the text got (to
-        show "showing results for …" and offer the search as typed)."""
+        show "showing results for …" and offer the search as typed).
+
+        ``like`` is a stored product id to search like (see the module docstring; combines
+        with ``text``, not with ``image``; raises ``UnknownProductError`` for an id not
+        stored). ``as_typed`` searches the text without spelling correction. The other
+        arguments are those of :meth:`search_vectors`.
+        """
         if like is not None:
             if image is not None:
                 raise ConfigError("a search is like a stored product or like an image, not both")
             query = self.like_vectors(like, text, as_typed=as_typed)
-            exclude = {*(exclude or ()), str(like)}
+            options["exclude"] = {*(options.get("exclude") or ()), str(like)}
         else:
             query = self.embed(text, image, as_typed=as_typed)
-        hits = self.search_vectors(
-            query,
-            filters=filters,
-            k=k,
-            offset=offset,
-            fusion=fusion,
-            exclude=exclude,
-            diversity=diversity,
-        )
-        return SearchResult(hits, query.correction)
+        return SearchResult(self.search_vectors(query, **options), query.correction)
 
     def like_vectors(
         self, product_id: str, text: str | None = None, *, as_typed: bool = False
@@ -333,8 +321,9 @@ class Searcher:
         exclude: Collection[str] | None = None,
         diversity: float | None = None,
     ) -> list[Hit]:
-        """Search with precomputed query vectors (``offset`` and ``diversity`` as in
-        :meth:`search`)."""
+        """Search with precomputed query vectors: the ``k`` best products under ``filters``
+        (and not in ``exclude``), skipping the first ``offset``. ``diversity`` in [0, 1]
+        re-orders the results by MMR (0: fused order)."""
         if offset < 0:
             raise ConfigError(f"offset must be >= 0 (got {offset})")
         check_diversity(diversity)

@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.model) != len(args.fold):
         parser.error("give one --fold per --model")
 
-    import clipy_qdrant.eval.queries as queries
+    import clipy_qdrant.eval.catalog_queries as queries
     from clipy_qdrant.encoders.fashion import load_fashion_encoder
+    from clipy_qdrant.eval.queries import EvalQuery
     from clipy_qdrant.training.features import cached_image_features
     from ingest.readers import NAME_TEXT_TEMPLATE, open_catalog
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = np.flatnonzero(fold_of == fold)
         gallery = images[rows]
 
-        def relevance(qs: list[queries.EvalQuery], rows: np.ndarray = rows) -> np.ndarray:
+        def relevance(qs: list[EvalQuery], rows: np.ndarray = rows) -> np.ndarray:
             return np.asarray(
                 [
                     [

@@ -48,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="experiments-out/hubness.json")
     args = parser.parse_args(argv)
 
-    import clipy_qdrant.eval.queries as queries
+    import clipy_qdrant.eval.catalog_queries as queries
     from clipy_qdrant.encoders.fashion import (
         DEFAULT_MODEL_DIR,
         load_fashion_encoder,
     )
+    from clipy_qdrant.eval.queries import EvalQuery
     from clipy_qdrant.training.features import cached_image_features
     from ingest.readers import NAME_TEXT_TEMPLATE, open_catalog
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     q_known = encode([q.text or "" for q in known])
     target = np.asarray([position[(q.relevant_ids or ("",))[0]] for q in known])
 
-    def relevance(qs: list[queries.EvalQuery]) -> np.ndarray:
+    def relevance(qs: list[EvalQuery]) -> np.ndarray:
         return np.asarray(
             [
                 [
@@ -129,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     q_attr, rel_attr = encode([q.text or "" for q in attribute]), relevance(attribute)
     field = np.asarray([next(iter(q.relevant_rule or {"": 0})) for q in category])
 
-    def gate(qs: list[queries.EvalQuery]) -> np.ndarray:
+    def gate(qs: list[EvalQuery]) -> np.ndarray:
         words = np.asarray([len((q.text or "").split()) for q in qs], np.float32)
         return np.clip((words - 2) / 2, 0, 1)
 
     def score(beta: float, gated: bool) -> dict[str, float]:
-        def c(qs: list[queries.EvalQuery]) -> np.ndarray:
+        def c(qs: list[EvalQuery]) -> np.ndarray:
             return beta * (gate(qs) if gated else np.ones(len(qs), np.float32))
 
         s = q_known @ images.T - c(known)[:, None] * hub

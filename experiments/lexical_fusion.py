@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from clipy_qdrant.encoders import get_encoder
-from clipy_qdrant.eval.queries import QuerySetSizes, make_query_sets
+from clipy_qdrant.eval.catalog_queries import QuerySetSizes, make_query_sets
 from clipy_qdrant.eval.runner import catalog_products, run_eval
 from clipy_qdrant.filters import Filter, Match
 from clipy_qdrant.fusion import FusionConfig

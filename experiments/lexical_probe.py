@@ -149,7 +149,7 @@ def _edge(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clipy_qdrant.eval.queries import attribute_queries, known_item_queries
+    from clipy_qdrant.eval.catalog_queries import attribute_queries, known_item_queries
     from clipy_qdrant.eval.shopper_queries import brand_queries, code_queries, typo_queries
     from clipy_qdrant.lexical import Bm25Reference
     from clipy_qdrant.spelling import SpellingCorrector, Vocabulary

@@ -49,7 +49,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from clipy_qdrant.errors import ConfigError
-from ingest.readers import Catalog
+from ingest.catalog import Catalog
 from ingest.records import Product
 
 #: Folder name of the image cache inside a store folder.

@@ -55,6 +55,7 @@ from clipy_qdrant.store.base import (
     VectorStore,
 )
 from clipy_qdrant.thumbnails import image_url_of, make_thumbnail
+from ingest.field_types import conform_value, infer_indexed_fields
 from ingest.records import Product
 from ingest.report import (
     BAD_ROW,
@@ -68,7 +69,7 @@ from ingest.report import (
     IngestReport,
     Issue,
 )
-from ingest.schema import NAME_FIELD_KEY, SAMPLE_ROWS, conform_value, infer_indexed_fields
+from ingest.schema import NAME_FIELD_KEY, SAMPLE_ROWS
 
 #: Products looked at to infer which payload fields get an index.
 INFER_SAMPLE = SAMPLE_ROWS

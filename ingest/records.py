@@ -12,6 +12,16 @@ from PIL import Image
 from clipy_qdrant.encoders.images import decode_image
 
 
+def place(source: str | None, line: int | None, row: int | None) -> str:
+    """Where an input row is, for messages: ``styles.csv line 7`` (a text file's line),
+    ``train.parquet row 5`` (a row number), or just the source (``input`` when unnamed)."""
+    if line is not None:
+        return f"{source or 'input'} line {line}"
+    if row is not None:
+        return f"{source or 'input'} row {row}"
+    return source or "input"
+
+
 @dataclass
 class Product:
     """One catalog row: id, metadata (payload), the text to embed and a way to load its image.
@@ -70,9 +80,4 @@ class Product:
 
     def where(self) -> str:
         """``styles.csv line 7`` / ``train.parquet row 5`` (or just the source) for messages."""
-        parts = [self.source or "input"]
-        if self.line is not None:
-            parts.append(f"line {self.line}")
-        elif self.row is not None:
-            parts.append(f"row {self.row}")
-        return " ".join(parts)
+        return place(self.source, self.line, self.row)

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.records import place
+
 #: Skip reasons (keys of ``IngestReport.skipped``).
 BAD_ROW = "bad_row"
 NO_ID = "no_id"
@@ -41,11 +43,7 @@ class Issue:
     field: str | None = None
 
     def where(self) -> str:
-        parts = [self.source or "input"]
-        if self.line is not None:
-            parts.append(f"line {self.line}")
-        elif self.row is not None:
-            parts.append(f"row {self.row}")
+        parts = [place(self.source, self.line, self.row)]
         if self.product_id:
             parts.append(f"(id {self.product_id})")
         if self.field is not None:

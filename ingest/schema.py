@@ -13,14 +13,13 @@
   the image folder rule applies (``{id}.jpg`` in ``images/`` beside the file);
 - the **text** to embed: the name, then the descriptive attributes, ``{name}, {a} {b} …``. An
   attribute is a text column of few distinct short values (the rule of a keyword index,
-  :func:`infer_indexed_fields`) or a short text column named for a role below, other than the
-  id, name and image; one whose value another
-  attribute with more values determines (``subCategory`` by ``articleType``) is left out as
-  redundant. Attributes are ordered by role, as a phrase reads (who, occasion, season, type,
+  :func:`~ingest.field_types.infer_indexed_fields`) or a short text column named for a role
+  below, other than the id, name and image; one whose value another attribute with more values
+  determines (``subCategory`` by ``articleType``) is left out as redundant. Attributes are ordered by role, as a phrase reads (who, occasion, season, type,
   colour, material), then the others in column order. For the fashion catalog this gives
   ``{productDisplayName}, {gender} {usage} {season} {articleType} {baseColour}``;
-- the **filterable fields** and their index types: :func:`infer_indexed_fields` over the
-  sample's products.
+- the **filterable fields** and their index types:
+  :func:`~ingest.field_types.infer_indexed_fields` over the sample's products.
 
 Every choice can be given instead (``id_column``, ``name_column``, ``image_column``,
 ``text_template``, ``image_pattern``). :func:`describe_catalog` renders the choices, the field
@@ -34,11 +33,15 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from clipy_qdrant.store.base import FieldType
-    from ingest.records import Product
+from ingest.field_types import (
+    KEYWORD_MAX_DISTINCT,
+    KEYWORD_MAX_MEAN_LENGTH,
+    few_distinct,
+    infer_indexed_fields,
+    value_kind,
+)
 
 #: Payload key naming the payload field that holds a product's display name (``title``…);
 #: ingest writes it on every stored product, result rendering reads it.
@@ -46,12 +49,6 @@ NAME_FIELD_KEY = "name_field"
 
 #: Rows looked at to detect a schema (and products looked at to infer payload indexes).
 SAMPLE_ROWS = 2000
-
-#: A string field is a keyword (filterable) field if it has at most this many distinct values…
-KEYWORD_MAX_DISTINCT = 1000
-#: …and at most this share of its sampled values are distinct, and its values are short.
-KEYWORD_MAX_DISTINCT_RATIO = 0.5
-KEYWORD_MAX_MEAN_LENGTH = 40
 
 #: An attribute is redundant when another one with more values determines it in at least this
 #: share of the rows holding both, over at least this many rows per determining value.
@@ -216,12 +213,7 @@ class _Column:
 
     def is_keyword(self) -> bool:
         """Few distinct short text values: filterable, and a descriptive attribute."""
-        n_distinct = len(self.distinct)
-        return (
-            self.is_short_text()
-            and n_distinct <= KEYWORD_MAX_DISTINCT
-            and (n_distinct <= KEYWORD_MAX_DISTINCT_RATIO * self.present or n_distinct <= 2)
-        )
+        return self.is_short_text() and few_distinct(len(self.distinct), self.present)
 
 
 def _columns(header: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, _Column]:
@@ -423,86 +415,6 @@ def _implies(
     return agreeing >= IMPLIED_MIN_SHARE * both
 
 
-# --------------------------------------------------------------------------- payload indexes
-
-
-def infer_indexed_fields(products: Iterable[Product]) -> dict[str, FieldType]:
-    """Payload fields worth an index, from a sample of products.
-
-    Integer fields -> ``integer``, float fields -> ``float``, boolean -> ``bool``; string fields
-    with few distinct short values (see ``KEYWORD_*``) -> ``keyword``. Fields with mixed types,
-    lists or objects get no index.
-    """
-    kinds: dict[str, set[str]] = {}
-    distinct: dict[str, set[str]] = {}
-    counts: Counter[str] = Counter()
-    lengths: Counter[str] = Counter()
-    for product in products:
-        for key, value in product.metadata.items():
-            kind = (
-                "bool"
-                if isinstance(value, bool)
-                else "integer"
-                if isinstance(value, int)
-                else "float"
-                if isinstance(value, float)
-                else "keyword"
-                if isinstance(value, str)
-                else "other"
-            )
-            kinds.setdefault(key, set()).add(kind)
-            if kind == "keyword":
-                values = distinct.setdefault(key, set())
-                if len(values) <= KEYWORD_MAX_DISTINCT:
-                    values.add(value)
-                counts[key] += 1
-                lengths[key] += len(value)
-    fields: dict[str, FieldType] = {}
-    for key, found in sorted(kinds.items()):
-        if found == {"integer"}:
-            fields[key] = "integer"
-        elif found <= {"integer", "float"}:
-            fields[key] = "float"
-        elif found == {"bool"}:
-            fields[key] = "bool"
-        elif found == {"keyword"}:
-            n_distinct, n = len(distinct[key]), counts[key]
-            if (
-                n_distinct <= KEYWORD_MAX_DISTINCT
-                and (n_distinct <= KEYWORD_MAX_DISTINCT_RATIO * n or n_distinct <= 2)
-                and lengths[key] / n <= KEYWORD_MAX_MEAN_LENGTH
-            ):
-                fields[key] = "keyword"
-    return fields
-
-
-def conform_value(value: Any, kind: str) -> tuple[Any, str | None]:
-    """``(value as the index type kind wants, None)`` or ``(None, reason)``: ints and whole
-    floats fit ``integer``, numbers ``float``, strings (or lists of them) ``keyword`` and
-    ``text``, booleans ``bool``."""
-    if kind == "integer" and not isinstance(value, bool):
-        if isinstance(value, int):
-            return value, None
-        if isinstance(value, float) and value.is_integer():
-            return int(value), None
-        return None, f"{value!r} is not an integer"
-    if kind == "float" and not isinstance(value, bool):
-        if isinstance(value, int | float):
-            return float(value), None
-        return None, f"{value!r} is not a number"
-    if kind in ("keyword", "text"):
-        if isinstance(value, str) or (
-            isinstance(value, list) and all(isinstance(v, str) for v in value)
-        ):
-            return value, None
-        return None, f"{value!r} is not text"
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value, None
-        return None, f"{value!r} is not true or false"
-    return None, f"{value!r} is not {kind}"
-
-
 # --------------------------------------------------------------------------- explanation
 
 
@@ -573,20 +485,7 @@ def describe_catalog(catalog: Any, *, examples: int = 3) -> CatalogDescription:
     kinds: dict[str, set[str]] = {}
     for product in sample:
         for key, value in product.metadata.items():
-            kind = (
-                "bool"
-                if isinstance(value, bool)
-                else "integer"
-                if isinstance(value, int)
-                else "float"
-                if isinstance(value, float)
-                else "text"
-                if isinstance(value, str)
-                else "list"
-                if isinstance(value, list)
-                else "object"
-            )
-            kinds.setdefault(key, set()).add(kind)
+            kinds.setdefault(key, set()).add(value_kind(value))
     schema = getattr(catalog, "schema", None)
     if schema is None:
         from clipy_qdrant.errors import ConfigError

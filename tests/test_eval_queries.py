@@ -10,9 +10,8 @@ from random import Random
 import pytest
 
 from clipy_qdrant.errors import InputError
-from clipy_qdrant.eval.queries import (
+from clipy_qdrant.eval.catalog_queries import (
     QUERY_FILES,
-    EvalQuery,
     QuerySetSizes,
     attribute_queries,
     category_queries,
@@ -21,6 +20,9 @@ from clipy_qdrant.eval.queries import (
     known_item_queries,
     make_query_sets,
     phrase_attributes,
+)
+from clipy_qdrant.eval.queries import (
+    EvalQuery,
     read_queries,
     read_query_files,
     write_queries,

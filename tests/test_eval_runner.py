@@ -17,14 +17,8 @@ from PIL import Image
 from clipy_qdrant.encoders import get_encoder
 from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
 from clipy_qdrant.errors import ConfigError, InputError
-from clipy_qdrant.eval.queries import (
-    QUERY_FILES,
-    EvalQuery,
-    make_query_sets,
-    read_queries,
-    read_query_files,
-    write_query_sets,
-)
+from clipy_qdrant.eval.catalog_queries import QUERY_FILES, make_query_sets
+from clipy_qdrant.eval.queries import EvalQuery, read_queries, read_query_files, write_query_sets
 from clipy_qdrant.eval.report import (
     format_ab,
     format_run,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from clipy_qdrant.eval.queries import attribute_queries
+from clipy_qdrant.eval.catalog_queries import attribute_queries
 from clipy_qdrant.eval.shopper_queries import (
     EDIT_KINDS,
     brand_queries,

@@ -19,6 +19,7 @@ from clipy_qdrant.config import Settings
 from clipy_qdrant.errors import ConfigError
 from clipy_qdrant.filters import Filter, Match, Range
 from clipy_qdrant.store import open_store
+from ingest.catalog import Catalog
 from ingest.fetch import ImageFetcher, ImageURLCatalog
 from ingest.pipeline import BAD_ROW, run_ingest
 from ingest.platforms import (
@@ -31,7 +32,6 @@ from ingest.platforms import (
     read_woocommerce,
     split_terms,
 )
-from ingest.readers import Catalog
 
 SHOPIFY_HEADER = [
     "Handle",

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.split import SPLIT_FIELD
 from clipy_qdrant.store import PointRecord, VectorStore, open_store, point_id
-from clipy_qdrant.store.qdrant import EnginePoint
+from clipy_qdrant.store.engine import EnginePoint
 from clipy_qdrant.store.verify import _check_point, _Findings, verify_store
 from ingest.cli import app
 from ingest.pipeline import run_ingest

@@ -1,7 +1,9 @@
 """Evaluation: query sets, ranking metrics, weight grids and A/B tests of fusion settings.
 
 - :mod:`~clipy_qdrant.eval.metrics`: pure ranking metrics (P/R/nDCG/MRR/MAP/hit rate @k).
-- :mod:`~clipy_qdrant.eval.queries`: the JSONL query model and the query generators.
+- :mod:`~clipy_qdrant.eval.queries`: the query model and its JSONL files.
+- :mod:`~clipy_qdrant.eval.catalog_queries`: known-item, category, attribute, image and
+  composed query generators over the catalog payloads.
 - :mod:`~clipy_qdrant.eval.shopper_queries`: typo, product-code and brand query generators.
 - :mod:`~clipy_qdrant.eval.perturb`: shopper-photo perturbations of images (PIL + numpy).
 - :mod:`~clipy_qdrant.eval.photo_queries`: perturbed held-out images as query sets.
@@ -16,13 +18,14 @@ search layers, so import them from their modules.
 from __future__ import annotations
 
 from clipy_qdrant.eval.ab import ABReport, ABResult, ab_compare, ab_test
+from clipy_qdrant.eval.catalog_queries import make_query_sets
 from clipy_qdrant.eval.metrics import (
     PRIMARY_METRIC,
     evaluate_per_query,
     evaluate_rankings,
     score_query,
 )
-from clipy_qdrant.eval.queries import EvalQuery, make_query_sets, read_queries, write_queries
+from clipy_qdrant.eval.queries import EvalQuery, read_queries, write_queries
 
 __all__ = [
     "PRIMARY_METRIC",

@@ -31,8 +31,9 @@ from typing import Any
 from PIL import Image
 
 from clipy_qdrant.errors import InputError
+from clipy_qdrant.eval.catalog_queries import HeldoutRule, _clean, _pid, _pool
 from clipy_qdrant.eval.perturb import PERTURBATIONS, shopper_photo
-from clipy_qdrant.eval.queries import EvalQuery, HeldoutRule, _clean, _pid, _pool
+from clipy_qdrant.eval.queries import EvalQuery
 
 PHOTO = "photo"
 #: Query forms asked of every perturbed image (the last part of the set name).

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from clipy_qdrant.eval.catalog_queries import KNOWN_ITEM
 from clipy_qdrant.eval.photo_queries import PHOTO
-from clipy_qdrant.eval.queries import KNOWN_ITEM
 from clipy_qdrant.eval.runner import ABRun, EvalRun, SetResult, config_key, image_share
 from clipy_qdrant.fusion import FusionConfig
 

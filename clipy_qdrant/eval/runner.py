@@ -38,6 +38,7 @@ import numpy as np
 from clipy_qdrant.encoders.base import Encoder
 from clipy_qdrant.errors import ConfigError, InputError
 from clipy_qdrant.eval.ab import ABReport, ab_compare
+from clipy_qdrant.eval.catalog_queries import QuerySetSizes, make_query_sets
 from clipy_qdrant.eval.grid import (
     config_key,
     image_share,
@@ -52,14 +53,7 @@ from clipy_qdrant.eval.metrics import (
     score_query,
 )
 from clipy_qdrant.eval.photo_queries import PHOTO, ImageLoader, photo_queries
-from clipy_qdrant.eval.queries import (
-    EvalQuery,
-    Gallery,
-    QuerySetSizes,
-    make_query_sets,
-    write_queries,
-    write_query_sets,
-)
+from clipy_qdrant.eval.queries import EvalQuery, Gallery, write_queries, write_query_sets
 from clipy_qdrant.filters import Filter, Match, Range, matches
 from clipy_qdrant.fusion import FusionConfig
 from clipy_qdrant.search import Hit, QueryVectors, Searcher

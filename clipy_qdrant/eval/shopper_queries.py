@@ -1,11 +1,12 @@
 """Query sets as shoppers type them: attribute phrases with typos, product codes, brand names.
 
-Same shape as the generators of :mod:`clipy_qdrant.eval.queries` (catalog payloads in, a seed,
-``heldout_only`` / ``heldout`` for the held-out rule; same payloads and seed, same queries):
+Same shape as the generators of :mod:`clipy_qdrant.eval.catalog_queries` (catalog payloads in,
+a seed, ``heldout_only`` / ``heldout`` for the held-out rule; same payloads and seed, same
+queries):
 
 - :func:`typo_queries`: the attribute phrases of
-  :func:`~clipy_qdrant.eval.queries.attribute_queries` (same ``n``, ``seed`` and split, so the
-  ``attribute`` set is their clean baseline) with their longest word misspelt, once per kind
+  :func:`~clipy_qdrant.eval.catalog_queries.attribute_queries` (same ``n``, ``seed`` and split,
+  so the ``attribute`` set is their clean baseline) with their longest word misspelt, once per kind
   of edit (sets ``typo/transposition``, ``typo/deletion``, ``typo/insertion``,
   ``typo/substitution``) and once with two edits of random kinds (``typo/2-edits``). A
   misspelling that gives a catalog word ("shirts" → "shirt") is redrawn: a typo is a word
@@ -28,8 +29,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from clipy_qdrant.eval.queries import (
-    EvalQuery,
+from clipy_qdrant.eval.catalog_queries import (
     HeldoutRule,
     _clean,
     _gallery,
@@ -37,6 +37,7 @@ from clipy_qdrant.eval.queries import (
     _pool,
     attribute_queries,
 )
+from clipy_qdrant.eval.queries import EvalQuery
 from clipy_qdrant.lexical import normalise_text, tokenize
 
 TYPO = "typo"

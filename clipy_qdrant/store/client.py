@@ -12,19 +12,18 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from clipy_qdrant.errors import StoreError
-from clipy_qdrant.filters import Scalar
+from clipy_qdrant.filters import Range, Scalar
 from clipy_qdrant.lexical import LEXICAL, SparseTerms
 from clipy_qdrant.store.base import PRODUCT_ID_KEY, THUMBNAIL_KEY, Thumbnail, point_id
+from clipy_qdrant.store.engine import Conditions, EnginePoint, EngineSearch
 from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import (
     CollectionOptions,
     client_collection_kwargs,
     client_search_params,
 )
-from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, UPSERT_BATCH, EnginePoint, QdrantStore
+from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, UPSERT_BATCH, QdrantStore
 from clipy_qdrant.thumbnails import from_payload, to_payload
 
 META_KEY = "clipy"
@@ -176,27 +175,18 @@ class ClientStore(QdrantStore):
                 self.collection, operations[start : start + _OPERATIONS_PER_CALL], wait=True
             )
 
-    def _search(
-        self,
-        using: str,
-        query: np.ndarray,
-        limit: int,
-        flt: Any,
-        *,
-        payload: bool | list[str],
-        exact: bool,
-    ) -> Sequence[Any]:
+    def _search(self, search: EngineSearch) -> Sequence[Any]:
         return self._client.query_points(
             self.collection,
-            query=query.tolist(),
-            using=using,
-            query_filter=flt,
+            query=search.query.tolist(),
+            using=search.using,
+            query_filter=search.filter,
             # Local mode is always exact and warns about search params, so send none there.
             search_params=None
             if self.local
-            else client_search_params(self.options, self.hnsw_ef, exact),
-            limit=limit,
-            with_payload=_payload_selector(payload),
+            else client_search_params(self.options, self.hnsw_ef, search.exact),
+            limit=search.limit,
+            with_payload=_payload_selector(search.payload),
         ).points
 
     def _search_sparse(self, query: SparseTerms, limit: int, flt: Any) -> Sequence[Any]:
@@ -275,15 +265,12 @@ class ClientStore(QdrantStore):
 
     # -- thumbnails (base64 in the payload, key ``thumbnail``, never indexed) ---------------
 
-    def put_thumbnails(self, thumbnails: Mapping[str, Thumbnail]) -> None:
-        """Store ``{product_id: thumbnail}`` in the payload; a point is rewritten only when its
-        stored thumbnail was made from other content."""
+    def _write_thumbnails(self, thumbnails: Mapping[str, Thumbnail]) -> None:
+        """A point is rewritten only when its stored thumbnail was made from other content."""
         from qdrant_client import models
 
-        if not thumbnails:
-            return
-        self._live_meta()
         ids = list(thumbnails)
+        # The read of the stored hashes fails as every read does ("retrieve failed").
         with self._engine("retrieve"):
             records = self._client.retrieve(
                 self.collection,
@@ -307,22 +294,18 @@ class ClientStore(QdrantStore):
             if pid in stored and stored[pid] != thumb.content_hash
         ]
         for start in range(0, len(operations), UPSERT_BATCH):
-            with self._engine("writing thumbnails"):
-                self._client.batch_update_points(
-                    self.collection, operations[start : start + UPSERT_BATCH], wait=True
-                )
+            self._client.batch_update_points(
+                self.collection, operations[start : start + UPSERT_BATCH], wait=True
+            )
 
-    def thumbnail(self, product_id: str) -> Thumbnail | None:
-        """The stored thumbnail of a product; ``None`` when it has none."""
+    def _read_thumbnail(self, product_id: str) -> Thumbnail | None:
         from qdrant_client import models
 
-        self._live_meta()
-        with self._engine("retrieve"):
-            records = self._client.retrieve(
-                self.collection,
-                [point_id(product_id)],
-                with_payload=models.PayloadSelectorInclude(include=[THUMBNAIL_KEY]),
-            )
+        records = self._client.retrieve(
+            self.collection,
+            [point_id(product_id)],
+            with_payload=models.PayloadSelectorInclude(include=[THUMBNAIL_KEY]),
+        )
         if not records or not records[0].payload:
             return None
         return from_payload(records[0].payload.get(THUMBNAIL_KEY))
@@ -339,25 +322,14 @@ class ClientStore(QdrantStore):
 
         return models.FieldCondition(key=key, match=models.MatchAny(any=values))
 
-    def _match_range(
-        self,
-        key: str,
-        *,
-        gt: float | None = None,
-        gte: float | None = None,
-        lt: float | None = None,
-        lte: float | None = None,
-    ) -> Any:
+    def _match_range(self, cond: Range) -> Any:
         from qdrant_client import models
 
-        return models.FieldCondition(key=key, range=models.Range(gt=gt, gte=gte, lt=lt, lte=lte))
+        bounds = models.Range(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+        return models.FieldCondition(key=cond.field, range=bounds)
 
     def _bool_filter(
-        self,
-        *,
-        must: list[Any] | None = None,
-        must_not: list[Any] | None = None,
-        should: list[Any] | None = None,
+        self, *, must: Conditions = None, must_not: Conditions = None, should: Conditions = None
     ) -> Any:
         from qdrant_client import models
 

@@ -21,12 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from clipy_qdrant.errors import StoreError
-from clipy_qdrant.filters import Scalar
+from clipy_qdrant.filters import Range, Scalar
 from clipy_qdrant.lexical import LEXICAL, SparseTerms
 from clipy_qdrant.store.base import PRODUCT_ID_KEY, Thumbnail
+from clipy_qdrant.store.engine import Conditions, EnginePoint, EngineSearch
 from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import (
     CollectionOptions,
@@ -34,7 +33,7 @@ from clipy_qdrant.store.options import (
     edge_search_params,
     refuse_server_only,
 )
-from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, EnginePoint, QdrantStore
+from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF, QdrantStore
 from clipy_qdrant.thumbnails import ThumbnailDB
 
 META_FILE = "clipy.json"
@@ -254,24 +253,15 @@ class EdgeStore(QdrantStore):
             point_ids: list[int | uuid.UUID | str] = list(ids)
             self._shard.update(qe.UpdateOperation.set_payload(point_ids, {key: value}))
 
-    def _search(
-        self,
-        using: str,
-        query: np.ndarray,
-        limit: int,
-        flt: Any,
-        *,
-        payload: bool | list[str],
-        exact: bool,
-    ) -> Sequence[Any]:
+    def _search(self, search: EngineSearch) -> Sequence[Any]:
         import qdrant_edge as qe
 
         request = qe.SearchRequest(
-            query=qe.Query.Nearest(query, using=using),  # type: ignore[arg-type]
-            limit=limit,
-            filter=flt,
-            params=edge_search_params(self.options, self.hnsw_ef, exact),
-            with_payload=payload,
+            query=qe.Query.Nearest(search.query, using=search.using),  # type: ignore[arg-type]
+            limit=search.limit,
+            filter=search.filter,
+            params=edge_search_params(self.options, self.hnsw_ef, search.exact),
+            with_payload=search.payload,
         )
         return self._shard.search(request)
 
@@ -363,20 +353,15 @@ class EdgeStore(QdrantStore):
     # -- thumbnails (a sqlite file beside the shard) ------------------------------------------
 
     def _thumbnail_db(self) -> ThumbnailDB:
-        self._live_meta()
         if self._thumbnails is None:
             self._thumbnails = ThumbnailDB(self.path / THUMBNAIL_FILE)
         return self._thumbnails
 
-    def put_thumbnails(self, thumbnails: Mapping[str, Thumbnail]) -> None:
-        """Store ``{product_id: thumbnail}``; an unchanged content hash rewrites nothing."""
-        if thumbnails:
-            self._thumbnail_db().put(thumbnails)
+    def _write_thumbnails(self, thumbnails: Mapping[str, Thumbnail]) -> None:
+        self._thumbnail_db().put(thumbnails)
 
-    def thumbnail(self, product_id: str) -> Thumbnail | None:
-        """The stored thumbnail of a product; ``None`` when it has none."""
+    def _read_thumbnail(self, product_id: str) -> Thumbnail | None:
         if not (self.path / THUMBNAIL_FILE).exists():
-            self._live_meta()
             return None
         return self._thumbnail_db().get(product_id)
 
@@ -392,25 +377,14 @@ class EdgeStore(QdrantStore):
 
         return qe.FieldCondition(key, match=qe.MatchAny(values))
 
-    def _match_range(
-        self,
-        key: str,
-        *,
-        gt: float | None = None,
-        gte: float | None = None,
-        lt: float | None = None,
-        lte: float | None = None,
-    ) -> Any:
+    def _match_range(self, cond: Range) -> Any:
         import qdrant_edge as qe
 
-        return qe.FieldCondition(key, range=qe.RangeFloat(gt=gt, gte=gte, lt=lt, lte=lte))
+        bounds = qe.RangeFloat(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+        return qe.FieldCondition(cond.field, range=bounds)
 
     def _bool_filter(
-        self,
-        *,
-        must: list[Any] | None = None,
-        must_not: list[Any] | None = None,
-        should: list[Any] | None = None,
+        self, *, must: Conditions = None, must_not: Conditions = None, should: Conditions = None
     ) -> Any:
         import qdrant_edge as qe
 

@@ -5,8 +5,8 @@ checks, the collection-creation flow and encoder check, payload and vector conve
 :mod:`~clipy_qdrant.store.convert`), the walk over clipy's filter model, the scroll loop and
 every read/write's plumbing. A backend
 (:class:`~clipy_qdrant.store.edge.EdgeStore`, :class:`~clipy_qdrant.store.client.ClientStore`)
-subclasses it and supplies only the engine calls: the abstract ``_``-methods below, which
-take and return the engine's own objects and raise whatever the engine raises;
+subclasses it and supplies only the engine calls (:class:`~clipy_qdrant.store.engine.EngineCalls`),
+which take and return the engine's own objects and raise whatever the engine raises;
 :meth:`QdrantStore._engine` turns that into a one-line :class:`StoreError`.
 
 Records and hits coming back from either engine are read through the attributes both share:
@@ -15,17 +15,16 @@ Records and hits coming back from either engine are read through the attributes 
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
 
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import StoreError
-from clipy_qdrant.filters import Filter, Match, Range, Scalar
+from clipy_qdrant.filters import Filter
 from clipy_qdrant.lexical import Bm25Params, SparseTerms
 from clipy_qdrant.spelling import Vocabulary
 from clipy_qdrant.store.base import (
@@ -35,19 +34,20 @@ from clipy_qdrant.store.base import (
     PointRecord,
     ScoredPoint,
     StoredPoint,
+    Thumbnail,
     point_id,
 )
 from clipy_qdrant.store.convert import (
     FACET_FETCH,
     checked_field_types,
     group_by_value,
-    match_parts,
     payload_of,
     query_vector,
     sorted_facet,
     stored_point,
     vectors_of,
 )
+from clipy_qdrant.store.engine import EngineCalls, EnginePoint, EngineSearch
 from clipy_qdrant.store.meta import HubnessInfo, StoreMeta, check_same_encoder
 from clipy_qdrant.store.options import CollectionOptions
 
@@ -60,18 +60,7 @@ DEFAULT_HNSW_EF = 256
 UPSERT_BATCH = 512
 
 
-@dataclass(frozen=True)
-class EnginePoint:
-    """One point ready for the engine: Qdrant id, checked float32 vectors, full payload, and
-    the lexical sparse vector (``None``: the point gets none; never empty)."""
-
-    id: str
-    vectors: dict[str, np.ndarray]
-    payload: dict[str, Any]
-    lexical: SparseTerms | None = None
-
-
-class QdrantStore(ABC):
+class QdrantStore(EngineCalls):
     """A :class:`~clipy_qdrant.store.base.VectorStore` on a Qdrant engine.
 
     ``options`` (:class:`~clipy_qdrant.store.options.CollectionOptions`: shards, storage,
@@ -119,127 +108,6 @@ class QdrantStore(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- engine calls: each backend implements these with its engine's own types ---------
-
-    @abstractmethod
-    def _create_collection(self, meta: StoreMeta) -> None:
-        """Create an empty collection for ``meta.encoder`` and record ``meta`` with it."""
-
-    @abstractmethod
-    def _write_meta(self, meta: StoreMeta) -> None:
-        """Replace the recorded metadata of the existing collection with ``meta``."""
-
-    @abstractmethod
-    def _drop_collection(self) -> None:
-        """Remove the collection and its metadata, if there is one."""
-
-    @abstractmethod
-    def _create_payload_indexes(self, fields: Mapping[str, str]) -> None:
-        """Create a payload index ``{field: type}`` for each entry."""
-
-    @abstractmethod
-    def _read_indexed_fields(self) -> dict[str, str]:
-        """The payload indexes the engine reports, as ``{field: FieldType name}``."""
-
-    @abstractmethod
-    def _upsert_points(self, points: Sequence[EnginePoint]) -> None:
-        """Write (insert or replace) one batch of points."""
-
-    @abstractmethod
-    def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
-        """For each ``(value, point ids)`` set payload ``key`` to ``value`` on those points."""
-
-    @abstractmethod
-    def _search(
-        self,
-        using: str,
-        query: np.ndarray,
-        limit: int,
-        flt: Any,
-        *,
-        payload: bool | list[str],
-        exact: bool,
-    ) -> Sequence[Any]:
-        """Nearest hits on vector ``using`` under engine filter ``flt``, best first; each
-        with ``.score`` and ``.payload`` (``payload``: all of it, or those keys)."""
-
-    @abstractmethod
-    def _search_sparse(self, query: SparseTerms, limit: int, flt: Any) -> Sequence[Any]:
-        """Best hits by the lexical sparse vector (IDF-weighted dot product) under ``flt``,
-        best first; each with ``.score`` and ``.payload`` (the product id only)."""
-
-    @abstractmethod
-    def _read_vocabulary(self) -> dict[str, Any] | None:
-        """The recorded vocabulary JSON, ``None`` when there is none."""
-
-    @abstractmethod
-    def _write_vocabulary(self, data: dict[str, Any]) -> None:
-        """Record the vocabulary JSON with the collection (replacing the previous one)."""
-
-    @abstractmethod
-    def _retrieve(
-        self, ids: list[str], *, payload: bool | list[str], with_vectors: bool
-    ) -> Sequence[Any]:
-        """Records (``.id``, ``.payload``, ``.vector``) of those point ids that exist."""
-
-    @abstractmethod
-    def _scroll_page(self, offset: Any, limit: int, *, with_vectors: bool) -> tuple[list[Any], Any]:
-        """One page of records (full payload) from ``offset`` (``None``: the start), and the
-        next page's offset (``None`` after the last page)."""
-
-    @abstractmethod
-    def _count(self, flt: Any) -> int:
-        """Exact number of points matching engine filter ``flt`` (``None``: all)."""
-
-    @abstractmethod
-    def _facet(self, key: str, flt: Any, limit: int) -> Sequence[Any]:
-        """Exact value counts of payload field ``key`` (hits with ``.value`` and ``.count``)."""
-
-    @abstractmethod
-    def _build_index(self) -> None:
-        """Block until the HNSW graph covers every stored vector."""
-
-    @abstractmethod
-    def _close_engine(self) -> None:
-        """Flush and release the engine (locks, connections)."""
-
-    # Filter leaves: the engine's condition objects. The walk over clipy's filter model is
-    # :meth:`_engine_filter`.
-
-    @abstractmethod
-    def _match_value(self, key: str, value: Scalar) -> Any:
-        """Condition: payload ``key`` equals ``value`` (a string, int or bool)."""
-
-    @abstractmethod
-    def _match_any(self, key: str, values: list[Any]) -> Any:
-        """Condition: payload ``key`` equals one of ``values`` (all strings or all ints)."""
-
-    @abstractmethod
-    def _match_range(
-        self,
-        key: str,
-        *,
-        gt: float | None = None,
-        gte: float | None = None,
-        lt: float | None = None,
-        lte: float | None = None,
-    ) -> Any:
-        """Condition: numeric payload ``key`` within the bounds (unset bounds are open)."""
-
-    @abstractmethod
-    def _bool_filter(
-        self,
-        *,
-        must: list[Any] | None = None,
-        must_not: list[Any] | None = None,
-        should: list[Any] | None = None,
-    ) -> Any:
-        """The engine's filter: all of ``must``, none of ``must_not``, one of ``should``."""
-
-    def _failure_hint(self) -> str:
-        """Appended to engine failures (e.g. how to start a server); empty by default."""
-        return ""
-
     # -- plumbing ---------------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -269,28 +137,6 @@ class QdrantStore(ABC):
     def _save_meta(self, meta: StoreMeta) -> None:
         with self._engine("saving clipy metadata"):
             self._write_meta(meta)
-
-    def _engine_filter(self, flt: Filter | None) -> Any:
-        """clipy's filter as the engine's (``None`` for no filter)."""
-        if not flt:
-            return None
-        return self._bool_filter(
-            must=[self._condition(c) for c in flt.must] or None,
-            must_not=[self._condition(c) for c in flt.must_not] or None,
-        )
-
-    def _condition(self, cond: Match | Range) -> Any:
-        if isinstance(cond, Range):
-            return self._match_range(cond.field, gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
-        parts = []
-        for kind, value in match_parts(cond.values):
-            if kind == "equal":
-                parts.append(self._match_range(cond.field, gte=value, lte=value))
-            elif kind == "any":
-                parts.append(self._match_any(cond.field, value))
-            else:
-                parts.append(self._match_value(cond.field, value))
-        return parts[0] if len(parts) == 1 else self._bool_filter(should=parts)
 
     # -- collection -------------------------------------------------------------------------
 
@@ -499,13 +345,15 @@ class QdrantStore(ABC):
             return []
         with self._engine("search"):
             hits = self._search(
-                using,
-                query,
-                int(limit),
-                self._engine_filter(flt),
-                # The product id lives in the payload, so it is always read.
-                payload=True if with_payload else [PRODUCT_ID_KEY],
-                exact=exact,
+                EngineSearch(
+                    using,
+                    query,
+                    int(limit),
+                    self._engine_filter(flt),
+                    # The product id lives in the payload, so it is always read.
+                    payload=True if with_payload else [PRODUCT_ID_KEY],
+                    exact=exact,
+                )
             )
         return [
             ScoredPoint(
@@ -592,6 +440,21 @@ class QdrantStore(ABC):
         with self._engine(f"facet on {key!r}"):
             hits = self._facet(key, engine_filter, max(limit, FACET_FETCH))
         return sorted_facet([(h.value, h.count) for h in hits], limit)
+
+    def put_thumbnails(self, thumbnails: Mapping[str, Thumbnail]) -> None:
+        """Store ``{product_id: thumbnail}``; a product whose stored thumbnail has the same
+        content hash is left untouched."""
+        if not thumbnails:
+            return
+        self._live_meta()
+        with self._engine("writing thumbnails"):
+            self._write_thumbnails(thumbnails)
+
+    def thumbnail(self, product_id: str) -> Thumbnail | None:
+        """The stored thumbnail of a product; ``None`` when it has none."""
+        self._live_meta()
+        with self._engine("retrieve"):
+            return self._read_thumbnail(product_id)
 
     def count(self, flt: Filter | None = None) -> int:
         """Number of stored products matching ``flt`` (0 when there is no collection)."""

@@ -17,9 +17,9 @@ from ingest.cli.shell import (
     StoreOpt,
     UrlOpt,
     app,
-    build_settings,
     echo_err,
-    open_searcher,
+    opened_searcher,
+    store_settings,
     usage_errors,
     user_errors,
 )
@@ -113,20 +113,13 @@ def eval_make_queries(
     Example: clipy eval make-queries --out eval-queries --catalog ../shared/datasets/fashion-product-images-small
     """
     with user_errors():
-        from clipy_qdrant.eval.queries import QuerySetSizes
+        from clipy_qdrant.eval.catalog_queries import QuerySetSizes
         from clipy_qdrant.eval.runner import make_query_files
 
-        settings = build_settings(
-            store=store,
-            qdrant_url=qdrant_url,
-            api_key=api_key,
-            collection=collection,
-            encoder=encoder,
-        )
-        vector_store, searcher = open_searcher(settings)
-        try:
+        settings = store_settings(store, qdrant_url, api_key, collection, encoder)
+        with opened_searcher(settings) as searcher:
             paths = make_query_files(
-                vector_store,
+                searcher.store,
                 out,
                 encoder=searcher.encoder,
                 seed=seed,
@@ -134,8 +127,6 @@ def eval_make_queries(
                 sizes=QuerySetSizes(photo=photos),
                 load_images=None if catalog is None else _catalog_images(catalog),
             )
-        finally:
-            vector_store.close()
     for kind, path in paths.items():
         echo_err(f"clipy: {kind}: {path}")
 
@@ -201,16 +192,9 @@ def eval_run(
         from clipy_qdrant.eval.runner import run_eval
         from clipy_qdrant.filters import parse_filter
 
-        settings = build_settings(
-            store=store,
-            qdrant_url=qdrant_url,
-            api_key=api_key,
-            collection=collection,
-            encoder=encoder,
-        )
+        settings = store_settings(store, qdrant_url, api_key, collection, encoder)
         parsed = read_query_files(queries)
-        vector_store, searcher = open_searcher(settings, hubness)
-        try:
+        with opened_searcher(settings, hubness) as searcher:
             run = run_eval(
                 searcher,
                 parsed,
@@ -219,8 +203,6 @@ def eval_run(
                 split=_split(split),
                 filters=parse_filter(filters),
             )
-        finally:
-            vector_store.close()
         if out is not None:
             for kind, path in write_run_outputs(run, out).items():
                 echo_err(f"clipy: {kind}: {path}")
@@ -272,22 +254,13 @@ def eval_ab(
         from clipy_qdrant.eval.runner import run_ab
         from clipy_qdrant.filters import parse_filter
 
-        settings = build_settings(
-            store=store,
-            qdrant_url=qdrant_url,
-            api_key=api_key,
-            collection=collection,
-            encoder=encoder,
-        )
+        settings = store_settings(store, qdrant_url, api_key, collection, encoder)
         parsed = read_query_files(queries)
-        vector_store, searcher = open_searcher(settings, hubness)
-        try:
+        with opened_searcher(settings, hubness) as searcher:
             result = run_ab(
                 searcher, parsed, config_a, config_b, ks=cutoffs, split=_split(split),
                 filters=parse_filter(filters), confidence=confidence, seed=seed,
             )  # fmt: skip
-        finally:
-            vector_store.close()
         if csv_path is not None:
             write_per_query_csv(result.run, csv_path)
     if as_json:

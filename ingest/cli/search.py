@@ -19,10 +19,10 @@ from ingest.cli.shell import (
     StoreOpt,
     UrlOpt,
     app,
-    build_settings,
     fusion_config,
-    open_configured_store,
-    open_searcher,
+    opened_searcher,
+    opened_store,
+    store_settings,
     user_errors,
 )
 
@@ -132,15 +132,8 @@ def search(
         raise typer.BadParameter("give a query text, --image PATH, --like ID or --queries FILE")
     config = fusion_config(fusion, w_text, w_image, w_lexical)
     with user_errors():
-        settings = build_settings(
-            store=store,
-            qdrant_url=qdrant_url,
-            api_key=api_key,
-            collection=collection,
-            encoder=encoder,
-        )
-        vector_store, searcher = open_searcher(settings, hubness)
-        try:
+        settings = store_settings(store, qdrant_url, api_key, collection, encoder)
+        with opened_searcher(settings, hubness) as searcher:
             if queries is not None:
                 _search_batch(
                     searcher,
@@ -170,8 +163,6 @@ def search(
                 typer.echo(_hits_json(result.hits, result.correction))
             else:
                 _render_hits(result.hits)
-        finally:
-            vector_store.close()
 
 
 def _announce(correction: Correction | None, where: str = "") -> None:
@@ -388,14 +379,9 @@ def facets(
     with user_errors():
         from clipy_qdrant.search import Searcher
 
-        settings = build_settings(
-            store=store, qdrant_url=qdrant_url, api_key=api_key, collection=collection
-        )
-        vector_store = open_configured_store(settings)
-        try:
+        settings = store_settings(store, qdrant_url, api_key, collection)
+        with opened_store(settings) as vector_store:
             counts = Searcher(vector_store, hubness=0).facets(field or None, filters or None, limit)
-        finally:
-            vector_store.close()
     if as_json:
         data = {name: [c.to_dict() for c in values] for name, values in counts.items()}
         typer.echo(json.dumps(data, ensure_ascii=False))
@@ -420,11 +406,8 @@ def info(
     Example: clipy info --json
     """
     with user_errors():
-        settings = build_settings(
-            store=store, qdrant_url=qdrant_url, api_key=api_key, collection=collection
-        )
-        vector_store = open_configured_store(settings)
-        try:
+        settings = store_settings(store, qdrant_url, api_key, collection)
+        with opened_store(settings) as vector_store:
             encoder_info = vector_store.encoder_info()
             details: dict[str, Any] = {
                 "store": settings.qdrant_url or str(settings.store),
@@ -441,8 +424,6 @@ def info(
             details["collection_options"] = options.to_json() if options is not None else None
             layout = options.describe() if options is not None else "(empty store)"
             details["lexical"] = _lexical_details(vector_store) if encoder_info else None
-        finally:
-            vector_store.close()
     if as_json:
         typer.echo(json.dumps(details))
         return

@@ -24,9 +24,9 @@ from ingest.cli.shell import (
     StoreOpt,
     UrlOpt,
     app,
-    build_settings,
     echo_err,
     open_searcher,
+    store_settings,
     user_errors,
 )
 
@@ -98,13 +98,7 @@ def serve(
 
     with user_errors():
         _check_address(host, port)
-        settings = build_settings(
-            store=store,
-            qdrant_url=qdrant_url,
-            api_key=api_key,
-            collection=collection,
-            encoder=encoder,
-        )
+        settings = store_settings(store, qdrant_url, api_key, collection, encoder)
         vector_store, searcher = open_searcher(settings, hubness)
     try:
         with user_errors():

@@ -220,6 +220,20 @@ def build_settings(**flags: Any) -> Settings:
         raise ConfigError(f"bad setting (a flag or a CLIPY_* variable): {problems}") from None
 
 
+def store_settings(
+    store: Path | None,
+    qdrant_url: str | None,
+    api_key: str | None,
+    collection: str | None,
+    encoder: str | None = None,
+) -> Settings:
+    """The settings of the store flags (``--store``, ``--qdrant-url``, ``--api-key``,
+    ``--collection``, ``--encoder``) a command was given, as :func:`build_settings` makes them."""
+    return build_settings(
+        store=store, qdrant_url=qdrant_url, api_key=api_key, collection=collection, encoder=encoder
+    )
+
+
 def open_configured_store(settings: Settings) -> VectorStore:
     """The store the settings name: a Qdrant server when ``qdrant_url`` is set, else embedded."""
     from clipy_qdrant.store import open_store
@@ -258,6 +272,27 @@ def open_searcher(settings: Settings, hubness: float | None = None) -> tuple[Vec
     except BaseException:
         vector_store.close()
         raise
+
+
+@contextlib.contextmanager
+def opened_store(settings: Settings) -> Iterator[VectorStore]:
+    """The store the settings name, open for the block and closed after it."""
+    vector_store = open_configured_store(settings)
+    try:
+        yield vector_store
+    finally:
+        vector_store.close()
+
+
+@contextlib.contextmanager
+def opened_searcher(settings: Settings, hubness: float | None = None) -> Iterator[Searcher]:
+    """A searcher over the store the settings name (:func:`open_searcher`), for the block;
+    the store is closed after it."""
+    vector_store, searcher = open_searcher(settings, hubness)
+    try:
+        yield searcher
+    finally:
+        vector_store.close()
 
 
 def fusion_config(

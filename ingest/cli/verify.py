@@ -15,11 +15,11 @@ from ingest.cli.shell import (
     StoreOpt,
     UrlOpt,
     app,
-    build_settings,
     echo_err,
     encoder_spec,
     load_encoder,
-    open_configured_store,
+    opened_store,
+    store_settings,
     user_errors,
 )
 
@@ -45,21 +45,12 @@ def verify(
     from clipy_qdrant.store.verify import verify_store
 
     with user_errors():
-        settings = build_settings(
-            store=store,
-            qdrant_url=qdrant_url,
-            api_key=api_key,
-            collection=collection,
-            encoder=encoder,
-        )
-        vector_store = open_configured_store(settings)
-        try:
+        settings = store_settings(store, qdrant_url, api_key, collection, encoder)
+        with opened_store(settings) as vector_store:
             wanted = load_encoder(settings.encoder).info if settings.encoder else None
             if wanted is None and vector_store.encoder_info() is not None:
                 wanted = load_encoder(encoder_spec(settings, vector_store)).info
             report = verify_store(vector_store, wanted)
-        finally:
-            vector_store.close()
         if as_json:
             typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
         else:

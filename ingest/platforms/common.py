@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from clipy_qdrant.errors import ConfigError, InputError
 from clipy_qdrant.store.base import FieldType
+from ingest.catalog import Catalog
 from ingest.fetch import check_url
-from ingest.readers import Catalog, render_template, template_fields
 from ingest.records import Product
+from ingest.values import render_template, template_fields
 
 Platform = Literal["shopify", "woocommerce"]
 
@@ -159,7 +160,7 @@ class Draft:
 class PlatformCatalog(Catalog):
     """The products of a platform export, in file order; iterate for :class:`Product` records.
 
-    A :class:`ingest.readers.Catalog` like the others (``source``, ``total``, ``limit``).
+    A :class:`ingest.catalog.Catalog` like the others (``source``, ``total``, ``limit``).
     ``issues`` lists every :class:`RowIssue`; iterating yields them as products with ``error``
     set, after the products. ``total`` counts both, so the pipeline's progress bar is exact.
     """
