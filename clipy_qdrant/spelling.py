@@ -2,7 +2,7 @@
 
 :class:`Vocabulary` holds the words of the stored product texts (tokenized as the lexical
 channel does, :func:`clipy_qdrant.lexical.tokenize`) with their document frequencies, the
-number of texts and of tokens; it is saved as JSON beside the collection and also gives the
+number of texts and of tokens, and the number of texts holding each pair of words; it is saved as JSON beside the collection and also gives the
 lexical channel its IDFs and BM25 ``avg_len``.
 
 :class:`SpellingCorrector` corrects a query word by word:
@@ -18,8 +18,17 @@ lexical channel its IDFs and BM25 ``avg_len``.
   (a transposition costs one delete on each side). Each meeting is checked with the
   optimal-string-alignment Damerau–Levenshtein distance (a transposition of neighbours
   counts 1);
-- the replacement is the candidate with the least distance, then the highest document
-  frequency, then the first in alphabetical order, so the result is deterministic;
+- the query's other catalog words are the context: the vocabulary also counts how many texts
+  hold each pair of words, and each candidate ``c`` scores ``log df(c) + Σ log P(w | c)``
+  over the context words ``w``, with ``P(w | c) = (pair(c, w) + μ·df(w)/N) / (df(c) + μ)``
+  (Dirichlet-smoothed towards the word's catalog rate, :data:`CONTEXT_SMOOTHING`, so a rare
+  candidate sharing one text with the context gains nothing). The best one-edit candidate
+  wins unless a two-edit one scores :data:`CONTEXT_EDIT_PENALTY` higher ("sirts" beside
+  "women" is "skirts", beside "men" "shirts"; measured in docs/experiments.md,
+  "Context-aware spelling correction");
+- without context (a one-word query, or a vocabulary without pair counts) the replacement
+  is the candidate with the least distance, then the highest document frequency; ties go to
+  the first in alphabetical order, so the result is deterministic;
 - a word with no candidate within its budget stays as it is.
 
 The rest of the query (other words, spacing, punctuation) is kept; a replacement takes the
@@ -30,9 +39,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +51,18 @@ from clipy_qdrant.errors import InputError, StoreError
 from clipy_qdrant.lexical import DEFAULT_B, DEFAULT_K1, Bm25Params, idf, tokenize
 
 VOCABULARY_FORMAT = "clipy-vocabulary"
-VOCABULARY_VERSION = 1
+VOCABULARY_VERSION = 2
+#: Versions :meth:`Vocabulary.from_json` reads (version 1 has no word-pair counts).
+_READABLE_VERSIONS = (1, 2)
 #: The most edits a correction makes to one word.
 MAX_DISTANCE = 2
+#: How much higher (natural log) a two-edit candidate's context score must be than the best
+#: one-edit candidate's to replace it (chosen on validation typos, docs/experiments.md).
+CONTEXT_EDIT_PENALTY = 6.0
+#: Dirichlet prior mass of a candidate's context likelihood (the ``μ`` of the module doc).
+CONTEXT_SMOOTHING = 1000.0
+#: Fewest texts holding a word pair for :meth:`Vocabulary.from_texts` to keep its count.
+MIN_PAIR_TEXTS = 2
 #: Words of shoppers' queries that product texts rarely contain: never "corrected".
 QUERY_WORDS: frozenset[str] = frozenset(
     {
@@ -156,33 +175,48 @@ def _deletes(word: str, depth: int) -> set[str]:
     return out
 
 
+def _pair_key(a: str, b: str) -> str:
+    # Tokens hold no space, so "a b" names the unordered pair unambiguously.
+    return f"{a} {b}" if a < b else f"{b} {a}"
+
+
 @dataclass
 class Vocabulary:
     """The catalog's words: document frequency of each token, number of texts (those with at
-    least one token, as the lexical channel's IDF counts them) and of tokens."""
+    least one token, as the lexical channel's IDF counts them) and of tokens, and ``pairs``:
+    the number of texts holding each pair of distinct words (key ``"a b"``, ``a < b``), the
+    spelling corrector's context."""
 
     frequencies: dict[str, int] = field(default_factory=dict)
     documents: int = 0
     tokens: int = 0
+    pairs: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> Vocabulary:
-        """The vocabulary of ``texts`` (each text counts once per distinct word)."""
+        """The vocabulary of ``texts`` (each text counts once per distinct word). Word pairs
+        held by fewer than :data:`MIN_PAIR_TEXTS` texts are left out: on the catalog they
+        are half of the pairs and change no measured correction."""
         vocabulary = cls()
         vocabulary.add_texts(texts)
+        vocabulary.pairs = {k: n for k, n in vocabulary.pairs.items() if n >= MIN_PAIR_TEXTS}
         return vocabulary
 
     def add_texts(self, texts: Iterable[str]) -> None:
         """Count more texts in (a text that replaces a stored one needs a rebuild instead)."""
         counts: Counter[str] = Counter(self.frequencies)
+        pairs: Counter[str] = Counter(self.pairs)
         for text in texts:
             words = tokenize(text)
             if not words:
                 continue  # no lexical vector either: outside the IDF's N
-            counts.update(set(words))
+            distinct = sorted(set(words))
+            counts.update(distinct)
+            pairs.update(f"{a} {b}" for a, b in itertools.combinations(distinct, 2))
             self.documents += 1
             self.tokens += len(words)
         self.frequencies = dict(counts)
+        self.pairs = dict(pairs)
 
     def __contains__(self, word: object) -> bool:
         return isinstance(word, str) and word in self.frequencies
@@ -193,6 +227,10 @@ class Vocabulary:
     def frequency(self, word: str) -> int:
         """Number of texts holding ``word`` (0 if none)."""
         return self.frequencies.get(word, 0)
+
+    def cooccurrence(self, a: str, b: str) -> int:
+        """Number of texts holding both ``a`` and ``b`` (0 if none)."""
+        return self.pairs.get(_pair_key(a, b), 0)
 
     @property
     def avg_len(self) -> float:
@@ -214,18 +252,22 @@ class Vocabulary:
             "documents": self.documents,
             "tokens": self.tokens,
             "frequencies": dict(sorted(self.frequencies.items())),
+            "pairs": dict(sorted(self.pairs.items())),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Vocabulary:
-        if data.get("format") != VOCABULARY_FORMAT or data.get("version") != VOCABULARY_VERSION:
+        """Read :meth:`to_json`'s layout (version 1, without pair counts, too: its corrector
+        ranks without context until the next ingest rebuilds the vocabulary)."""
+        if data.get("format") != VOCABULARY_FORMAT or data.get("version") not in _READABLE_VERSIONS:
             raise InputError(
                 f"not a {VOCABULARY_FORMAT} version {VOCABULARY_VERSION} file "
                 f"(format {data.get('format')!r}, version {data.get('version')!r})"
             )
         try:
             freqs = {str(w): int(c) for w, c in dict(data["frequencies"]).items()}
-            return cls(freqs, int(data["documents"]), int(data["tokens"]))
+            pairs = {str(k): int(c) for k, c in dict(data.get("pairs") or {}).items()}
+            return cls(freqs, int(data["documents"]), int(data["tokens"]), pairs)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed vocabulary: {exc}") from None
 
@@ -291,6 +333,8 @@ class SpellingCorrector:
 
     ``min_frequency`` keeps rarer catalog words out of the candidates (they stay known
     words, never changed); ``protected`` are words never changed besides the catalog's.
+    ``edit_penalty`` and ``smoothing``: the context ranking's :data:`CONTEXT_EDIT_PENALTY`
+    and :data:`CONTEXT_SMOOTHING`.
     """
 
     def __init__(
@@ -299,9 +343,13 @@ class SpellingCorrector:
         *,
         min_frequency: int = 1,
         protected: Iterable[str] = QUERY_WORDS,
+        edit_penalty: float = CONTEXT_EDIT_PENALTY,
+        smoothing: float = CONTEXT_SMOOTHING,
     ) -> None:
         self.vocabulary = vocabulary
         self.protected = frozenset(protected)
+        self.edit_penalty = edit_penalty
+        self.smoothing = smoothing
         index: dict[str, list[str]] = {}
         for word, freq in vocabulary.frequencies.items():
             if freq < min_frequency or is_code_like(word) or max_edits(len(word)) == 0:
@@ -331,13 +379,60 @@ class SpellingCorrector:
                     best = ranked
         return best
 
-    def suggest(self, word: str) -> str | None:
-        """The catalog word to replace ``word`` (a folded token) by, or ``None`` to keep it."""
+    def context_score(self, candidate: str, context: Sequence[str]) -> float:
+        """``log df(c) + Σ log P(w | c)`` over the context words (see the module doc)."""
+        vocabulary = self.vocabulary
+        df = vocabulary.frequency(candidate)
+        rate = self.smoothing / vocabulary.documents
+        return math.log(df) + sum(
+            math.log(
+                (vocabulary.cooccurrence(candidate, w) + rate * vocabulary.frequency(w))
+                / (df + self.smoothing)
+            )
+            for w in context
+        )
+
+    def _best_in_context(
+        self, word: str, depth: int, limit: int, context: Sequence[str], floor: float
+    ) -> tuple[float, str] | None:
+        """The best (-score, word) within ``limit`` edits whose context score beats ``floor``.
+        The context term is never positive, so a candidate whose ``log df`` is at most
+        ``floor`` is passed over before its edit distance is computed."""
+        best: tuple[float, str] | None = None
+        seen: set[str] = set()
+        for key in (word, *_deletes(word, depth)):
+            for candidate in self._index.get(key, ()):
+                if candidate in seen:
+                    continue
+                seen.add(candidate)
+                if math.log(self.vocabulary.frequency(candidate)) <= floor:
+                    continue
+                if damerau_levenshtein(word, candidate, limit) > limit:
+                    continue
+                score = self.context_score(candidate, context)
+                ranked = (-score, candidate)
+                if score > floor and (best is None or ranked < best):
+                    best = ranked
+        return best
+
+    def suggest(self, word: str, context: Sequence[str] = ()) -> str | None:
+        """The catalog word to replace ``word`` (a folded token) by, or ``None`` to keep it;
+        ``context``: the query's other catalog words (folded)."""
         if word in self.vocabulary or word in self.protected or is_code_like(word):
             return None
         budget = max_edits(len(word))
         if budget == 0:
             return None
+        context = [w for w in context if w != word and w in self.vocabulary]
+        if context and self.vocabulary.pairs:
+            near = self._best_in_context(word, 1, 1, context, -math.inf)
+            if budget == 1:
+                return None if near is None else near[1]
+            # A two-edit candidate replaces the best one-edit one only by a clear margin.
+            floor = -math.inf if near is None else -near[0] + self.edit_penalty
+            far = self._best_in_context(word, budget, budget, context, floor)
+            best_in_context = far or near
+            return None if best_in_context is None else best_in_context[1]
         # One edit first: most typos are one edit away, and a one-edit candidate always beats
         # a two-edit one, so the larger search runs only when the first finds nothing.
         best = self._best(word, 1, 1)
@@ -350,14 +445,19 @@ class SpellingCorrector:
         pieces: list[str] = []
         changes: list[tuple[str, str]] = []
         end = 0
-        for match in _WORD.finditer(query):
+        words = [(match, tokenize(match.group())) for match in _WORD.finditer(query)]
+        context = [
+            folded[0]
+            for _, folded in words
+            if len(folded) == 1 and folded[0] in self.vocabulary and folded[0] not in self.protected
+        ]
+        for match, folded in words:
             typed = match.group()
             pieces.append(query[end : match.start()])
             end = match.end()
-            folded = tokenize(typed)
             replacement = None
             if len(folded) == 1 and not is_code_like(typed):
-                replacement = self.suggest(folded[0])
+                replacement = self.suggest(folded[0], context)
             if replacement is None:
                 pieces.append(typed)
                 continue
@@ -370,6 +470,8 @@ class SpellingCorrector:
 
 
 __all__ = [
+    "CONTEXT_EDIT_PENALTY",
+    "CONTEXT_SMOOTHING",
     "MAX_DISTANCE",
     "QUERY_WORDS",
     "Correction",

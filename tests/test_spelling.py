@@ -211,3 +211,53 @@ def test_one_edit_of_a_long_catalog_word_gives_a_catalog_word_within_one_edit(
     else:
         assert fixed in vocab
         assert damerau_levenshtein(typo, fixed) <= damerau_levenshtein(typo, word) <= 1
+
+
+def test_vocabulary_counts_word_pairs_and_reads_version_1() -> None:
+    vocab = Vocabulary.from_texts(["red shoes", "Red Shoes men", "blue shoes"])
+    # Pairs held by one text only ("blue shoes", "men …") are left out.
+    assert vocab.pairs == {"red shoes": 2}
+    assert vocab.cooccurrence("shoes", "red") == vocab.cooccurrence("red", "shoes") == 2
+    assert vocab.cooccurrence("blue", "shoes") == 0
+    data = vocab.to_json()
+    assert data["version"] == 2 and Vocabulary.from_json(data) == vocab
+    # A vocabulary written before pair counts existed reads without them.
+    old = {k: v for k, v in data.items() if k != "pairs"} | {"version": 1}
+    assert Vocabulary.from_json(old) == Vocabulary(vocab.frequencies, 3, 7)
+
+
+def _context_catalog() -> Vocabulary:
+    """ "shirts" beside "men" (1,200 texts), "skirts" beside "women" (800), "sandals" beside
+    "women" (1,000) and two texts of "garden snails"."""
+    texts = (
+        ["men shirts"] * 1200
+        + ["women skirts"] * 800
+        + ["women sandals"] * 1000
+        + ["garden snails"] * 2
+    )
+    return Vocabulary.from_texts(texts)
+
+
+def test_context_picks_the_candidate_that_goes_with_the_other_words() -> None:
+    corrector = SpellingCorrector(_context_catalog())
+    # "sirts" is one edit from "shirts" and from "skirts".
+    assert corrector.correct("sirts").corrected == "shirts"  # no context: the more frequent
+    assert corrector.correct("women sirts").corrected == "women skirts"
+    assert corrector.correct("men sirts").corrected == "men shirts"
+    assert corrector.suggest("sirts", ["women"]) == "skirts"
+    # Without pair counts (a version 1 vocabulary) the frequency decides, context or not.
+    vocab = _context_catalog()
+    plain = SpellingCorrector(Vocabulary(vocab.frequencies, vocab.documents, vocab.tokens))
+    assert plain.correct("women sirts").corrected == "women shirts"
+
+
+def test_a_two_edit_candidate_wins_only_by_a_clear_context_margin() -> None:
+    corrector = SpellingCorrector(_context_catalog())
+    # "snadls": one edit from the rare "snails", two from "sandals".
+    assert damerau_levenshtein("snadls", "snails") == 1
+    assert damerau_levenshtein("snadls", "sandals") == 2
+    assert corrector.correct("snadls").corrected == "snails"
+    assert corrector.correct("women snadls").corrected == "women sandals"
+    assert corrector.correct("garden snadls").corrected == "garden snails"
+    # A known word and a code stay whatever the context.
+    assert corrector.correct("women snails CH2586").corrected == "women snails CH2586"

@@ -97,10 +97,16 @@ class VectorStore(Protocol):
     """What the query layer, ingest and evaluation need from Qdrant."""
 
     def ensure_collection(
-        self, encoder: EncoderInfo, indexed_fields: Mapping[str, FieldType] | None = None
+        self,
+        encoder: EncoderInfo,
+        indexed_fields: Mapping[str, FieldType] | None = None,
+        *,
+        lexical: bool | None = None,
     ) -> None:
         """Create the collection for ``encoder`` if absent (and the payload indexes), else check
-        that it was written by the same encoder: raise ``EncoderMismatchError`` if not."""
+        that it was written by the same encoder: raise ``EncoderMismatchError`` if not.
+        ``lexical``: with (default) or without the lexical sparse vector; given explicitly, an
+        existing collection created the other way raises ``StoreError``."""
 
     def delete_collection(self) -> None:
         """Remove the collection and everything in it (``--recreate``)."""

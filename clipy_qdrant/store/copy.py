@@ -1,20 +1,23 @@
 """Move a store to another backend without re-embedding: points, metadata and thumbnails.
 
-:func:`copy_store` reads every point of the source (both named vectors and the whole
-payload: product metadata, the ingest content hash, hubness values) in pages and writes them
-to the target in batches, then each product's thumbnail through the store's own thumbnail
-calls (a sqlite file beside an embedded store, a payload key on a server), so thumbnails move
-between any two backends. The target collection is created with the source's encoder,
-payload indexes and layout, and the hubness record follows, so a search on the target
-behaves as on the source.
+:func:`copy_store` reads every point of the source (both dense named vectors, the lexical
+BM25 sparse vector and the whole payload: product metadata and text, the ingest content hash,
+hubness values) in pages and writes them to the target in batches, then each product's
+thumbnail through the store's own thumbnail calls (a sqlite file beside an embedded store, a
+payload key on a server), so thumbnails move between any two backends. The target collection
+is created with the source's encoder, payload indexes, layout and lexical channel (with or
+without the sparse vector, and the BM25 constants its vectors were written with); the
+hubness record and the catalog vocabulary (spelling correction, the lexical IDFs) follow a
+complete copy, so a search on the target, its corrections included, behaves as on the
+source.
 
 Between two embedded stores, into an empty target with the source's layout, the shard moves
 first as a qdrant-edge snapshot (segments with their HNSW graphs: no rebuild, ~26x faster
 on a 20k-product store, docs/scaling.md); the point pass then only confirms and copies the
 thumbnails.
 
-A point whose copy already matches on the target (same payload, vectors within
-:data:`VECTOR_TOLERANCE`, same thumbnail) is skipped, so an interrupted copy resumes where it
+A point whose copy already matches on the target (same payload, dense and sparse vectors
+within :data:`VECTOR_TOLERANCE`, same thumbnail) is skipped, so an interrupted copy resumes where it
 stopped. The copy ends with a verification pass that compares every source point and
 thumbnail with the target's and the point counts; :class:`CopyReport` names any mismatch.
 """
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from clipy_qdrant.errors import StoreError
+from clipy_qdrant.lexical import SparseTerms
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     PRODUCT_ID_KEY,
@@ -71,7 +75,7 @@ class CopyReport:
     snapshot: bool = False
     #: Source products whose target copy (point or thumbnail) is absent or differs.
     mismatched: list[str] = field(default_factory=list)
-    #: Metadata that differs (encoder, payload indexes, hubness record).
+    #: Metadata that differs (encoder, payload indexes, hubness record, lexical channel).
     meta_problems: list[str] = field(default_factory=list)
 
     @property
@@ -121,9 +125,22 @@ class CopyReport:
         }
 
 
+def same_sparse(a: SparseTerms | None, b: SparseTerms | None) -> bool:
+    """The same sparse vector: the same term ids, weights within :data:`VECTOR_TOLERANCE`
+    (``None`` and an empty vector are the same: neither is stored)."""
+    if not a or not b:
+        return not a and not b
+    if a.indices != b.indices:
+        return False
+    return bool(np.max(np.abs(np.subtract(a.values, b.values))) <= VECTOR_TOLERANCE)
+
+
 def same_point(a: StoredPoint, b: StoredPoint) -> bool:
-    """Same payload and the same named vectors (each within :data:`VECTOR_TOLERANCE`)."""
+    """Same payload, the same named vectors (each within :data:`VECTOR_TOLERANCE`) and the
+    same lexical sparse vector."""
     if a.payload != b.payload or set(a.vectors) != set(b.vectors):
+        return False
+    if not same_sparse(a.lexical, b.lexical):
         return False
     return all(
         a.vectors[name].shape == b.vectors[name].shape
@@ -141,6 +158,7 @@ def _record(point: StoredPoint) -> PointRecord:
         point.vectors,
         payload,
         str(point.payload.get(CONTENT_HASH_KEY, "")),
+        point.lexical,
     )
 
 
@@ -204,7 +222,14 @@ def _snapshot_copy(
         return False
     if options is not None and options != layout:
         return False
-    meta = StoreMeta(encoder, source.indexed_fields(), None, layout)
+    meta = StoreMeta(
+        encoder,
+        source.indexed_fields(),
+        None,
+        layout,
+        lexical=source.has_lexical(),
+        bm25=source.bm25_params(),
+    )
     target.path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".clipy-copy-", dir=target.path.parent) as tmp:
         archive = Path(tmp) / "shard.tar"
@@ -230,7 +255,13 @@ def _prepare_target(
     fields: Mapping[str, Any] = {
         k: v for k, v in source.indexed_fields().items() if k != PRODUCT_ID_KEY
     }
-    target.ensure_collection(encoder, fields)
+    # The lexical channel mirrors the source's: a target collection created here gets the
+    # sparse vector only when the source has it, and the BM25 constants are recorded before
+    # the first sparse vector is written (an existing target with others raises).
+    target.ensure_collection(encoder, fields, lexical=source.has_lexical())
+    params = source.bm25_params()
+    if params is not None:
+        target.set_bm25_params(params)
 
 
 def _check_meta(source: VectorStore, target: VectorStore) -> list[str]:
@@ -246,6 +277,17 @@ def _check_meta(source: VectorStore, target: VectorStore) -> list[str]:
     if source.hubness_info() != target.hubness_info():
         problems.append(
             f"hubness record {target.hubness_info()} is not the source's {source.hubness_info()}"
+        )
+    if source.has_lexical() != target.has_lexical():
+        have = "has" if target.has_lexical() else "has no"
+        problems.append(f"the target {have} lexical (BM25) vector, unlike the source")
+    if source.bm25_params() != target.bm25_params():
+        problems.append(
+            f"BM25 constants {target.bm25_params()} are not the source's {source.bm25_params()}"
+        )
+    if source.vocabulary() != target.vocabulary():
+        problems.append(
+            "the catalog vocabulary (spelling correction, BM25 IDFs) differs from the source's"
         )
     return problems
 
@@ -320,6 +362,9 @@ def copy_store(
         bar.close()
     if report.complete:
         target.set_hubness_info(source.hubness_info())
+        vocabulary = source.vocabulary()
+        if vocabulary is not None and target.vocabulary() != vocabulary:
+            target.save_vocabulary(vocabulary)
         if build_index:
             target.build_index()
         if verify:
@@ -332,9 +377,10 @@ def copy_store(
 
 
 def verify_copy(source: VectorStore, target: VectorStore, *, batch: int = 512) -> CopyReport:
-    """Compare ``target`` with ``source`` without writing: every point (payload, vectors
-    within :data:`VECTOR_TOLERANCE`) and thumbnail, the point counts and the metadata
-    (encoder, payload indexes, hubness record). The report names what differs."""
+    """Compare ``target`` with ``source`` without writing: every point (payload, dense and
+    sparse vectors within :data:`VECTOR_TOLERANCE`) and thumbnail, the point counts and the
+    metadata (encoder, payload indexes, hubness record, lexical vector, BM25 constants,
+    vocabulary). The report names what differs."""
     started = time.perf_counter()
     report = CopyReport(source=repr(source), target=repr(target), complete=True, verified=True)
     if source.encoder_info() is None:

@@ -141,18 +141,34 @@ class QdrantStore(EngineCalls):
     # -- collection -------------------------------------------------------------------------
 
     def ensure_collection(
-        self, encoder: EncoderInfo, indexed_fields: Mapping[str, FieldType] | None = None
+        self,
+        encoder: EncoderInfo,
+        indexed_fields: Mapping[str, FieldType] | None = None,
+        *,
+        lexical: bool | None = None,
     ) -> None:
         """Create the collection for ``encoder`` (and the payload indexes) if absent, else check
-        that it was written by the same encoder: ``EncoderMismatchError`` if not."""
+        that it was written by the same encoder: ``EncoderMismatchError`` if not.
+
+        ``lexical``: create the collection with (``True``, the default for ``None``) or
+        without the lexical sparse vector; given explicitly, an existing collection created
+        the other way raises ``StoreError`` (a copy must mirror its source)."""
         self._check_open()
         fields = checked_field_types(indexed_fields)
         if self._meta is not None:
             check_same_encoder(self.where, self._meta, encoder)
             self._check_requested_options(self._meta.options)
             meta = self._meta
+            if lexical is not None and lexical != meta.lexical:
+                have, want = ("with", "without") if meta.lexical else ("without", "with")
+                raise StoreError(
+                    f"store {self.where} was created {have} the lexical (BM25) vector, not "
+                    f"{want} it; use a new store or delete its collection"
+                )
         else:
-            meta = StoreMeta(encoder, {}, options=self.options, lexical=True)
+            meta = StoreMeta(
+                encoder, {}, options=self.options, lexical=True if lexical is None else lexical
+            )
             with self._engine("creating the collection"):
                 self._create_collection(meta)
             self._meta = meta

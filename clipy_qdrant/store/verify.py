@@ -11,6 +11,10 @@ lists what is wrong, one line per problem kind, each naming up to a few products
   int, or an integer field holding ``"2012a"``, is a problem: the engine skips such values,
   so a filter on the field silently misses the product);
 - when the hubness record is present, every product carries a numeric hubness value;
+- in a store with the lexical (BM25) vector, every product whose stored text has a word
+  holds a sparse vector, and it is the BM25 document vector of that text under the recorded
+  constants; lexical vectors need recorded BM25 constants, and product texts a vocabulary
+  (the spelling corrector's and the IDFs');
 - the HNSW graph covers every vector (embedded store: ``EdgeShard.info()`` counts indexed
   vectors; a server: the collection status is green; qdrant-client's local mode has no
   graph, which is not a problem).
@@ -28,9 +32,11 @@ from typing import Any
 import numpy as np
 
 from clipy_qdrant.encoders.base import EncoderInfo
+from clipy_qdrant.lexical import Bm25Params, SparseTerms, document_vector, tokenize
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     HUBNESS_KEY,
+    LEXICAL_TEXT_KEY,
     PRODUCT_ID_KEY,
     VECTOR_NAMES,
     VectorStore,
@@ -43,6 +49,9 @@ NORM_TOLERANCE = 1e-3
 GRAPH_MIN_BYTES = 1024
 #: Products named per problem kind in a message (the count is always given).
 SHOWN = 3
+#: A stored BM25 weight may differ from the one recomputed from the text by this much (the
+#: embedded engine keeps float32 weights).
+SPARSE_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -147,6 +156,29 @@ def _check_point(
             findings.add("have no hubness value although the store records one", product_id)
 
 
+def _check_lexical(
+    product_id: str,
+    text: Any,
+    lexical: SparseTerms | None,
+    params: Bm25Params | None,
+    findings: _Findings,
+) -> bool:
+    """Check one product's sparse vector against its stored text; whether the product has
+    product text with a word (it then needs a vocabulary)."""
+    words = isinstance(text, str) and bool(tokenize(text))
+    if words and not lexical:
+        findings.add("have product text but no lexical vector", product_id)
+    elif lexical and params is not None:
+        want = document_vector(text if isinstance(text, str) else "", params)
+        if want.indices != lexical.indices or any(
+            abs(a - b) > SPARSE_TOLERANCE for a, b in zip(want.values, lexical.values, strict=True)
+        ):
+            findings.add(
+                "have a lexical vector that is not the BM25 vector of their text", product_id
+            )
+    return words
+
+
 def _index_state(
     store: VectorStore, points: int, encoder: EncoderInfo | None
 ) -> tuple[str | None, str | None]:
@@ -218,6 +250,8 @@ def verify_store(store: VectorStore, encoder: EncoderInfo | None = None) -> Veri
     findings = _Findings()
     seen: dict[str, int] = defaultdict(int)
     hubness = store.hubness_info() is not None
+    lexical, params = store.has_lexical(), store.bm25_params()
+    texts = sparse = 0
     for point in store.scroll(with_vectors=True):
         report.points += 1
         product_id = point.product_id
@@ -234,10 +268,25 @@ def verify_store(store: VectorStore, encoder: EncoderInfo | None = None) -> Veri
             findings,
             hubness=hubness,
         )
+        if lexical:
+            sparse += bool(point.lexical)
+            texts += _check_lexical(
+                product_id, point.payload.get(LEXICAL_TEXT_KEY), point.lexical, params, findings
+            )
     for product_id, times in seen.items():
         if times > 1:
             findings.add("are stored more than once", product_id)
     report.problems.extend(findings.lines())
+    if sparse and params is None:
+        report.problems.append(
+            f"{sparse} lexical vector(s) are stored but no BM25 constants are recorded; "
+            "re-ingest with --recreate"
+        )
+    if texts and store.vocabulary() is None:
+        report.problems.append(
+            "the store has product texts but no vocabulary (spelling correction and the "
+            "lexical channel are off); run `clipy ingest` again"
+        )
     counted = store.count()
     if counted != report.points:
         report.problems.append(f"count() says {counted} products but {report.points} were read")

@@ -69,8 +69,10 @@ def copy(
     hnsw_m: HnswMOpt = None,
     hnsw_ef_construct: HnswEfConstructOpt = None,
 ) -> None:
-    """Copy every product (both vectors, payload, hubness values), the store's metadata and
-    its thumbnails from SOURCE to TARGET, then verify the copy; nothing is re-embedded.
+    """Copy every product (both dense vectors, the lexical BM25 vector, payload, hubness
+    values), the store's metadata (encoder, indexes, layout, BM25 constants, the vocabulary
+    of spelling correction) and its thumbnails from SOURCE to TARGET, then verify the copy;
+    nothing is re-embedded.
 
     Resumable: products already copied unchanged are skipped. Layout flags (--shards,
     --replicas, --quantization, ...) apply to a target collection the copy creates (default:

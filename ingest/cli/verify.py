@@ -35,8 +35,9 @@ def verify(
     collection: CollectionOpt = None,
     encoder: EncoderOpt = None,
 ) -> None:
-    """Check every stored product (both vectors finite and unit length, content hash, payload
-    values fit their index types), the payload indexes, the encoder and the HNSW index.
+    """Check every stored product (both vectors finite and unit length, the BM25 vector of
+    its text, content hash, payload values fit their index types), the payload indexes, the
+    vocabulary, the encoder and the HNSW index.
 
     Exit status 0 when the store is sound, 1 with one line per problem otherwise.
 
