@@ -44,6 +44,7 @@ from clipy_qdrant.encoders.images import decode_image
 from clipy_qdrant.errors import ConfigError, EncoderError, InputError
 from clipy_qdrant.hubness import refresh_hubness
 from clipy_qdrant.lexical_store import LexicalWriter, refresh_vocabulary
+from clipy_qdrant.spelling import Vocabulary
 from clipy_qdrant.split import SPLIT_FIELD, split_of
 from clipy_qdrant.store.base import (
     IMAGE,
@@ -228,7 +229,8 @@ def run_ingest(
             store.delete_collection()
         raise InputError(_no_usable_rows(report))
     writer.ensure_collection()
-    if store.has_lexical() and (report.stored or store.vocabulary() is None):
+    vocabulary = store.vocabulary() if store.has_lexical() else None
+    if store.has_lexical() and (report.stored or vocabulary is None or not vocabulary.documents):
         # The vocabulary's document frequencies must be the engine's: rebuilt from every
         # stored text once the run is over.
         refresh_vocabulary(store)
@@ -501,9 +503,12 @@ class _BatchWriter:
         ]
         if points:
             if not self._marked_stale:
-                # Hubness values depend on every stored text: stale from the first write
-                # until run_ingest recomputes them (an interrupted run leaves them stale).
+                # Hubness values and the vocabulary depend on every stored text: stale from
+                # the first write until run_ingest recomputes them, so a run killed after
+                # its last write leaves them marked stale and its resume rebuilds them.
                 self.store.set_hubness_info(None)
+                if self.store.has_lexical():
+                    self.store.save_vocabulary(Vocabulary())
                 self._marked_stale = True
             self.store.upsert(points)
             self.report.stored += len(points)

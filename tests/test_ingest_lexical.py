@@ -177,3 +177,35 @@ def test_cli_reports_the_correction_and_searches_as_typed(tmp_path: Path) -> Non
     info = runner.invoke(app, ["info", "--store", str(store), "--json"])
     lexical = json.loads(info.stdout)["lexical"]
     assert lexical["enabled"] and lexical["documents"] == len(NAMES)
+
+
+def test_an_ingest_stopped_after_its_last_write_leaves_the_vocabulary_stale_and_resume_rebuilds_it(
+    store: VectorStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that dies between its last upsert and the vocabulary rebuild must not leave the
+    previous catalog's words behind: its resume stores nothing new (content hashes match),
+    so the stale mark written with the first upsert is what makes it rebuild them."""
+    from clipy_qdrant.store.verify import verify_store
+
+    encoder = FakeEncoder()
+    run_ingest(open_catalog(write_catalog(tmp_path, NAMES)), store, encoder, progress=False)
+    renamed = [*NAMES]
+    renamed[0] = "Nike Men Orange Trail Shoes"
+    changed = open_catalog(write_catalog(tmp_path, renamed))
+
+    def killed(_store: VectorStore) -> None:
+        raise KeyboardInterrupt("killed before the vocabulary rebuild")
+
+    monkeypatch.setattr("ingest.pipeline.refresh_vocabulary", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(changed, store, encoder, progress=False)
+    stale = store.vocabulary()
+    assert stale is not None and stale.documents == 0  # marked stale, not the old words
+    assert any("vocabulary is marked stale" in p for p in verify_store(store).problems)
+    monkeypatch.undo()
+
+    resumed = run_ingest(changed, store, encoder, progress=False)
+    assert resumed.stored == 0
+    vocabulary = store.vocabulary()
+    assert vocabulary is not None and "trail" in vocabulary and "running" not in vocabulary
+    assert vocabulary == Vocabulary.from_texts(text for text, _ in _stored(store).values())

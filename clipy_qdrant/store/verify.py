@@ -282,10 +282,16 @@ def verify_store(store: VectorStore, encoder: EncoderInfo | None = None) -> Veri
             f"{sparse} lexical vector(s) are stored but no BM25 constants are recorded; "
             "re-ingest with --recreate"
         )
-    if texts and store.vocabulary() is None:
+    vocabulary = store.vocabulary()
+    if texts and vocabulary is None:
         report.problems.append(
             "the store has product texts but no vocabulary (spelling correction and the "
             "lexical channel are off); run `clipy ingest` again"
+        )
+    elif texts and vocabulary is not None and not vocabulary.documents:
+        report.problems.append(
+            "the vocabulary is marked stale (an ingest stopped before rebuilding it; "
+            "spelling correction and the lexical channel are off); run `clipy ingest` again"
         )
     counted = store.count()
     if counted != report.points:
