@@ -63,6 +63,53 @@ def read_base(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]],
     return np.stack(texts), np.stack(images), payloads, encoder, fields
 
 
+class MemorySampler:
+    """Peak resident memory of this process, sampled every ``interval`` s from
+    ``/proc/self/status``: anonymous (heap: what must fit in RAM) and file-backed (pages of
+    the memory-mapped store files, which the kernel drops under memory pressure) apart.
+    ``ru_maxrss`` counts both together."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        import threading
+
+        self.interval = interval
+        self.peak = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        try:
+            lines = Path("/proc/self/status").read_text().splitlines()
+        except OSError:  # not Linux: only ru_maxrss is reported
+            return
+        for line in lines:
+            key, _, value = line.partition(":")
+            if key in self.peak:
+                self.peak[key] = max(self.peak[key], int(value.split()[0]) * 1024)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> MemorySampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def report(self) -> dict[str, float]:
+        """Peaks in GB (10^9 B)."""
+        return {
+            "peak_rss_gb": round(self.peak["VmRSS"] / 1e9, 2),
+            "peak_anon_gb": round(self.peak["RssAnon"] / 1e9, 2),
+            "peak_file_gb": round(self.peak["RssFile"] / 1e9, 2),
+        }
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
@@ -213,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--quantization", choices=["none", "int8", "binary"], default="int8")
     parser.add_argument("--oversampling", type=float, default=2.0)
+    parser.add_argument(
+        "--on-disk", action="store_true", help="original vectors memory-mapped on disk"
+    )
     parser.add_argument("--noise", type=float, default=0.5)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
@@ -225,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also time copying the built store: scroll-and-upsert vs shard snapshot",
     )
     parser.add_argument("--out", type=Path, default=Path("bench-out/scale.json"))
+    parser.add_argument("--progress", action="store_true", help="print upsert progress to stderr")
     args = parser.parse_args(argv)
     if args.thumbnails:
         from clipy_qdrant.config import get_settings
@@ -242,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     from clipy_qdrant.store.options import CollectionOptions
 
     base_t, base_i, payloads, encoder, fields = read_base(args.base)
-    options = CollectionOptions(quantization=args.quantization, oversampling=args.oversampling)
+    options = CollectionOptions(
+        quantization=args.quantization, oversampling=args.oversampling, on_disk=args.on_disk
+    )
     shutil.rmtree(args.store, ignore_errors=True)
     result: dict[str, Any] = {
         "n": args.n,
@@ -256,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- build ------------------------------------------------------------------------------
     started = time.perf_counter()
-    with EdgeStore(args.store, options=options) as store:
+    with MemorySampler() as memory, EdgeStore(args.store, options=options) as store:
         store.ensure_collection(encoder, fields)
         for start, idx, t, i in synthetic_chunks(args.n, base_t, base_i, args.noise, args.seed):
             store.upsert(
@@ -269,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
                     for j in range(len(idx))
                 ]
             )
+            if args.progress and (start // CHUNK) % 25 == 0:
+                print(f"upserted {start + len(idx):,} / {args.n:,}", file=sys.stderr, flush=True)
         result["upsert_s"] = round(time.perf_counter() - started, 1)
+        memory.sample()
+        result["after_upsert"] = memory.report()
         index_started = time.perf_counter()
         store.build_index()
         result["index_s"] = round(time.perf_counter() - index_started, 1)
@@ -277,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     result["peak_rss_after_build_mb"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )
+    result["build_memory"] = memory.report()
     parts = disk_breakdown(args.store)
     result["disk_bytes"] = parts
     result["disk_total_mb"] = round(sum(parts.values()) / 1e6, 1)
