@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                     for j in range(len(idx))
                 ]
             )
-            if args.progress and (start // CHUNK) % 25 == 0:
+            if args.progress and (start // CHUNK) % max(1, args.n // CHUNK // 10) == 0:
                 print(f"upserted {start + len(idx):,} / {args.n:,}", file=sys.stderr, flush=True)
         result["upsert_s"] = round(time.perf_counter() - started, 1)
         memory.sample()

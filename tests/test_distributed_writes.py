@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fake_encoder import FakeEncoder
-from test_distributed import assert_same_store, issues
+from test_distributed import assert_same_lexical, assert_same_store, issues, lexical_of
 from test_ingest import good_rows, jpeg, write_csv
 
 from clipy_qdrant.errors import EncoderError, StoreError
@@ -105,26 +105,6 @@ def mixed_catalog(root: Path) -> Path:
     (images / "30.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg at all")
     (images / "33.jpg").write_bytes(jpeg((200, 0, 200), size=(300, 400), fmt="PNG"))
     return write_csv(root, rows)
-
-
-def lexical_of(store: VectorStore) -> dict[str, Any]:
-    return {
-        p.product_id: None if p.lexical is None else (list(p.lexical.indices), p.lexical.values)
-        for p in store.scroll(with_vectors=True)
-    }
-
-
-def assert_same_lexical(a: VectorStore, b: VectorStore) -> None:
-    assert a.bm25_params() == b.bm25_params() is not None
-    left, right = lexical_of(a), lexical_of(b)
-    assert left.keys() == right.keys()
-    for pid, terms in left.items():
-        assert terms is not None and right[pid] is not None, pid
-        assert terms[0] == right[pid][0], pid
-        np.testing.assert_allclose(terms[1], right[pid][1], rtol=1e-6)
-    vocabulary_a, vocabulary_b = a.vocabulary(), b.vocabulary()
-    assert vocabulary_a is not None and vocabulary_b is not None
-    assert vocabulary_a.to_json() == vocabulary_b.to_json()
 
 
 def plain_ingest(styles: Path) -> tuple[ClientStore, IngestReport]:
@@ -256,3 +236,37 @@ def test_encoder_failures_on_writing_workers_are_reported_once(tmp_path: Path) -
 
     with pytest.raises(EncoderError, match="cannot load the encoder on a Ray worker"):
         worker_ingest(styles, ClientStore(":memory:"), factory=broken)
+
+
+def test_real_ray_actors_write_into_a_store_they_open_themselves(tmp_path: Path) -> None:
+    """Real Ray workers (a local Ray started by the run): the actor opens the target by
+    itself and writes every product there. The target is an embedded store in a folder only
+    the actor opens (standing in for a server, which this test tier has none of), created
+    beforehand with the BM25 constants the driver fixes; the driver's own store, an
+    in-memory one, only sees the bookkeeping."""
+    from clipy_qdrant.lexical import Bm25Params
+    from clipy_qdrant.store.edge import EdgeStore
+    from ingest.distributed import run_ray_ingest
+
+    styles = mixed_catalog(tmp_path)
+    first_batch = [p.text for p in open_catalog(styles)][:4]
+    with EdgeStore(tmp_path / "target") as target:
+        target.ensure_collection(FakeEncoder(32).info)
+        target.set_bm25_params(Bm25Params.for_texts(first_batch))
+    driver_store = ClientStore(":memory:")
+    report = run_ray_ingest(
+        open_catalog(styles), driver_store, functools.partial(FakeEncoder, 32),
+        RayOptions(actors=1, batch_size=5), encoder=FakeEncoder(),
+        worker_store=functools.partial(EdgeStore, tmp_path / "target"),
+        batch_size=4, progress=False, hubness=False,
+    )  # fmt: skip
+    assert report.stored == 15 and len(report.issues) == 4
+    assert driver_store.count() == 0
+    with EdgeStore(tmp_path / "plain") as plain_store, EdgeStore(tmp_path / "target") as target:
+        run_ingest(
+            open_catalog(styles), plain_store, FakeEncoder(), batch_size=4, progress=False,
+            hubness=False,
+        )  # fmt: skip
+        assert target.bm25_params() == plain_store.bm25_params()
+        assert_same_store(plain_store, target)
+        assert lexical_of(target) == lexical_of(plain_store)
