@@ -12,8 +12,16 @@ its text and image vectors (``--noise``: the expected norm of the noise; the vec
 renormalised) and copies its payload. The generator is seeded per chunk, so the exact oracle
 regenerates the same vectors instead of holding them in memory while the store is built.
 
-Measured: write and HNSW build time, peak RSS of the process after the build (before the
-oracle runs), disk by component (vectors, quantized vectors, HNSW links, payload, ...), and
+Memory stays bounded at any N: the vectors are generated and written ``CHUNK`` products at
+a time (the points of one chunk are the only Python objects), and the oracle regenerates
+them chunk by chunk. The 1,000,000-product run:
+
+    python benchmarks/scale.py --base base --n 1000000 --quantization int8 --progress \
+        --store /tmp/scale-1m --out bench-out/scale-1m.json
+
+Measured: write and HNSW build time, peak memory during the build (``ru_maxrss``, and
+sampled anonymous / file-backed / locked peaks: see :class:`MemorySampler`), disk by
+component (vectors, quantized vectors, HNSW links, payload, ...), and
 over ``--queries`` queries (a real product's vectors plus noise): p50 / p99 latency and
 recall@10 against exact search, for one channel unfiltered, one channel filtered on the
 product's article type, and the two channels fused (weighted, as ``clipy search`` does).
@@ -66,14 +74,15 @@ def read_base(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]],
 class MemorySampler:
     """Peak resident memory of this process, sampled every ``interval`` s from
     ``/proc/self/status``: anonymous (heap: what must fit in RAM) and file-backed (pages of
-    the memory-mapped store files, which the kernel drops under memory pressure) apart.
-    ``ru_maxrss`` counts both together."""
+    the memory-mapped store files, which the kernel drops under memory pressure unless they
+    are locked: ``VmLck``) apart. ``ru_maxrss`` counts both together, and also peaks
+    shorter than the interval."""
 
-    def __init__(self, interval: float = 0.5) -> None:
+    def __init__(self, interval: float = 0.05) -> None:
         import threading
 
         self.interval = interval
-        self.peak = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
+        self.peak = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0, "VmLck": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -107,6 +116,7 @@ class MemorySampler:
             "peak_rss_gb": round(self.peak["VmRSS"] / 1e9, 2),
             "peak_anon_gb": round(self.peak["RssAnon"] / 1e9, 2),
             "peak_file_gb": round(self.peak["RssFile"] / 1e9, 2),
+            "peak_locked_gb": round(self.peak["VmLck"] / 1e9, 2),
         }
 
 
