@@ -71,44 +71,60 @@ def read_base(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]],
     return np.stack(texts), np.stack(images), payloads, encoder, fields
 
 
+#: The sampling loop of :class:`MemorySampler`, run in a child process: peaks of the watched
+#: process's ``/proc/PID/status`` fields until its stdin closes, then the peaks as JSON.
+_SAMPLER = """
+import json, select, sys
+pid, interval, keys = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
+peak = dict.fromkeys(keys, 0)
+while True:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in peak:
+                    peak[key] = max(peak[key], int(value.split()[0]) * 1024)
+    except OSError:
+        break
+    if select.select([sys.stdin], [], [], interval)[0] and not sys.stdin.read(1):
+        break
+print(json.dumps(peak))
+"""
+
+
 class MemorySampler:
     """Peak resident memory of this process, sampled every ``interval`` s from
-    ``/proc/self/status``: anonymous (heap: what must fit in RAM) and file-backed (pages of
-    the memory-mapped store files, which the kernel drops under memory pressure unless they
-    are locked: ``VmLck``) apart. ``ru_maxrss`` counts both together, and also peaks
-    shorter than the interval."""
+    ``/proc/PID/status`` by a child process (the engine's calls hold the GIL, so a thread
+    here would not run during the HNSW build): anonymous (heap: what must fit in RAM),
+    file-backed (pages of the memory-mapped store files, which the kernel drops under memory
+    pressure unless they are locked: ``VmLck``) and their sum. ``ru_maxrss`` is the sum's
+    exact high-water mark; the sampled ones can miss a peak shorter than the interval.
+    Off Linux nothing is sampled and every peak reads 0."""
+
+    KEYS = ("VmRSS", "RssAnon", "RssFile", "VmLck")
 
     def __init__(self, interval: float = 0.05) -> None:
-        import threading
-
         self.interval = interval
-        self.peak = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0, "VmLck": 0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> None:
-        try:
-            lines = Path("/proc/self/status").read_text().splitlines()
-        except OSError:  # not Linux: only ru_maxrss is reported
-            return
-        for line in lines:
-            key, _, value = line.partition(":")
-            if key in self.peak:
-                self.peak[key] = max(self.peak[key], int(value.split()[0]) * 1024)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
+        self.peak = dict.fromkeys(self.KEYS, 0)
+        self._child: Any = None
 
     def __enter__(self) -> MemorySampler:
-        self.sample()
-        self._thread.start()
+        import subprocess
+
+        if Path(f"/proc/{os.getpid()}/status").exists():
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", _SAMPLER, str(os.getpid()), str(self.interval), *self.KEYS],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
+        if self._child is not None:
+            out, _ = self._child.communicate(timeout=60)
+            self.peak.update(json.loads(out))
+            self._child = None
 
     def report(self) -> dict[str, float]:
         """Peaks in GB (10^9 B)."""
@@ -335,8 +351,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.progress and (start // CHUNK) % max(1, args.n // CHUNK // 10) == 0:
                 print(f"upserted {start + len(idx):,} / {args.n:,}", file=sys.stderr, flush=True)
         result["upsert_s"] = round(time.perf_counter() - started, 1)
-        memory.sample()
-        result["after_upsert"] = memory.report()
         index_started = time.perf_counter()
         store.build_index()
         result["index_s"] = round(time.perf_counter() - index_started, 1)

@@ -20,8 +20,9 @@ checks, the report, thumbnails, hubness and the HNSW build are those of the plai
 
 Either way the driver keeps the report, the progress bar and the resumable skip, and before
 the first product is sent it marks the hubness values stale and fixes the BM25 constants
-(from the first batch's texts, as the plain pipeline does), so every writer writes lexical
-vectors with the same constants. The vocabulary, hubness and HNSW build run on the driver
+from the texts of the first batch to encode, so every writer writes lexical vectors with the
+same constants. (The plain pipeline takes those of its first written batch: the same texts
+unless one of those products fails to decode or encode.) The vocabulary, hubness and HNSW build run on the driver
 at the end, as in the plain ingest.
 
 A window is checked (files read, hashed, looked up in the store) before its encoding starts,
@@ -172,7 +173,9 @@ class WorkerWriter:
 
 class EncodeActor:
     """Ray Data callable class: loads the encoder once, then decodes, encodes and makes
-    thumbnails for each batch of rows (``id``, ``text``, ``image``, ``thumb``)."""
+    thumbnails for each batch of rows (``id``, ``text``, ``image``, ``thumb``). With a
+    ``target`` it also opens the store once and writes each batch there itself (the rows
+    then carry ``hash`` and the pickled ``payload`` too), returning outcomes without vectors."""
 
     def __init__(self, factory: EncoderFactory, target: WorkerTarget | None = None) -> None:
         # A failure is sent back with the first batch (as ``fatal``) rather than raised: the
