@@ -12,8 +12,16 @@ its text and image vectors (``--noise``: the expected norm of the noise; the vec
 renormalised) and copies its payload. The generator is seeded per chunk, so the exact oracle
 regenerates the same vectors instead of holding them in memory while the store is built.
 
-Measured: write and HNSW build time, peak RSS of the process after the build (before the
-oracle runs), disk by component (vectors, quantized vectors, HNSW links, payload, ...), and
+Memory stays bounded at any N: the vectors are generated and written ``CHUNK`` products at
+a time (the points of one chunk are the only Python objects), and the oracle regenerates
+them chunk by chunk. The 1,000,000-product run:
+
+    python benchmarks/scale.py --base base --n 1000000 --quantization int8 --progress \
+        --store /tmp/scale-1m --out bench-out/scale-1m.json
+
+Measured: write and HNSW build time, peak memory during the build (``ru_maxrss``, and
+sampled anonymous / file-backed / locked peaks: see :class:`MemorySampler`), disk by
+component (vectors, quantized vectors, HNSW links, payload, ...), and
 over ``--queries`` queries (a real product's vectors plus noise): p50 / p99 latency and
 recall@10 against exact search, for one channel unfiltered, one channel filtered on the
 product's article type, and the two channels fused (weighted, as ``clipy search`` does).
@@ -61,6 +69,71 @@ def read_base(path: Path) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]],
             images.append(point.vectors["image"])
             payloads.append({k: v for k, v in point.payload.items() if k not in _DROPPED_KEYS})
     return np.stack(texts), np.stack(images), payloads, encoder, fields
+
+
+#: The sampling loop of :class:`MemorySampler`, run in a child process: peaks of the watched
+#: process's ``/proc/PID/status`` fields until its stdin closes, then the peaks as JSON.
+_SAMPLER = """
+import json, select, sys
+pid, interval, keys = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
+peak = dict.fromkeys(keys, 0)
+while True:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in peak:
+                    peak[key] = max(peak[key], int(value.split()[0]) * 1024)
+    except OSError:
+        break
+    if select.select([sys.stdin], [], [], interval)[0] and not sys.stdin.read(1):
+        break
+print(json.dumps(peak))
+"""
+
+
+class MemorySampler:
+    """Peak resident memory of this process, sampled every ``interval`` s from
+    ``/proc/PID/status`` by a child process (the engine's calls hold the GIL, so a thread
+    here would not run during the HNSW build): anonymous (heap: what must fit in RAM),
+    file-backed (pages of the memory-mapped store files, which the kernel drops under memory
+    pressure unless they are locked: ``VmLck``) and their sum. ``ru_maxrss`` is the sum's
+    exact high-water mark; the sampled ones can miss a peak shorter than the interval.
+    Off Linux nothing is sampled and every peak reads 0."""
+
+    KEYS = ("VmRSS", "RssAnon", "RssFile", "VmLck")
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak = dict.fromkeys(self.KEYS, 0)
+        self._child: Any = None
+
+    def __enter__(self) -> MemorySampler:
+        import subprocess
+
+        if Path(f"/proc/{os.getpid()}/status").exists():
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", _SAMPLER, str(os.getpid()), str(self.interval), *self.KEYS],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._child is not None:
+            out, _ = self._child.communicate(timeout=60)
+            self.peak.update(json.loads(out))
+            self._child = None
+
+    def report(self) -> dict[str, float]:
+        """Peaks in GB (10^9 B)."""
+        return {
+            "peak_rss_gb": round(self.peak["VmRSS"] / 1e9, 2),
+            "peak_anon_gb": round(self.peak["RssAnon"] / 1e9, 2),
+            "peak_file_gb": round(self.peak["RssFile"] / 1e9, 2),
+            "peak_locked_gb": round(self.peak["VmLck"] / 1e9, 2),
+        }
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -213,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--quantization", choices=["none", "int8", "binary"], default="int8")
     parser.add_argument("--oversampling", type=float, default=2.0)
+    parser.add_argument(
+        "--on-disk", action="store_true", help="original vectors memory-mapped on disk"
+    )
     parser.add_argument("--noise", type=float, default=0.5)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
@@ -225,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also time copying the built store: scroll-and-upsert vs shard snapshot",
     )
     parser.add_argument("--out", type=Path, default=Path("bench-out/scale.json"))
+    parser.add_argument("--progress", action="store_true", help="print upsert progress to stderr")
     args = parser.parse_args(argv)
     if args.thumbnails:
         from clipy_qdrant.config import get_settings
@@ -242,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     from clipy_qdrant.store.options import CollectionOptions
 
     base_t, base_i, payloads, encoder, fields = read_base(args.base)
-    options = CollectionOptions(quantization=args.quantization, oversampling=args.oversampling)
+    options = CollectionOptions(
+        quantization=args.quantization, oversampling=args.oversampling, on_disk=args.on_disk
+    )
     shutil.rmtree(args.store, ignore_errors=True)
     result: dict[str, Any] = {
         "n": args.n,
@@ -256,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- build ------------------------------------------------------------------------------
     started = time.perf_counter()
-    with EdgeStore(args.store, options=options) as store:
+    with MemorySampler() as memory, EdgeStore(args.store, options=options) as store:
         store.ensure_collection(encoder, fields)
         for start, idx, t, i in synthetic_chunks(args.n, base_t, base_i, args.noise, args.seed):
             store.upsert(
@@ -269,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                     for j in range(len(idx))
                 ]
             )
+            if args.progress and (start // CHUNK) % max(1, args.n // CHUNK // 10) == 0:
+                print(f"upserted {start + len(idx):,} / {args.n:,}", file=sys.stderr, flush=True)
         result["upsert_s"] = round(time.perf_counter() - started, 1)
         index_started = time.perf_counter()
         store.build_index()
@@ -277,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     result["peak_rss_after_build_mb"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )
+    result["build_memory"] = memory.report()
     parts = disk_breakdown(args.store)
     result["disk_bytes"] = parts
     result["disk_total_mb"] = round(sum(parts.values()) / 1e6, 1)

@@ -43,6 +43,7 @@ from clipy_qdrant.encoders.base import Encoder
 from clipy_qdrant.encoders.images import decode_image
 from clipy_qdrant.errors import ConfigError, EncoderError, InputError
 from clipy_qdrant.hubness import refresh_hubness
+from clipy_qdrant.lexical import Bm25Params
 from clipy_qdrant.lexical_store import LexicalWriter, refresh_vocabulary
 from clipy_qdrant.spelling import Vocabulary
 from clipy_qdrant.split import SPLIT_FIELD, split_of
@@ -475,6 +476,36 @@ class _BatchWriter:
             lambda j: make_thumbnail(images[keep[j]], hashes[keep[j]]),
         )
 
+    def payload(self, product: Product) -> dict[str, Any]:
+        """The stored payload of a product: its metadata, its split, the text the lexical
+        channel indexes and the display-name field."""
+        return {
+            **product.metadata,
+            SPLIT_FIELD: split_of(product.product_id),
+            LEXICAL_TEXT_KEY: product.text,
+            **self.extra_payload,
+        }
+
+    def _mark_stale(self) -> None:
+        if not self._marked_stale:
+            # Hubness values and the vocabulary depend on every stored text: stale from the
+            # first write until run_ingest recomputes them, so a run killed after its last
+            # write leaves them marked stale and its resume rebuilds them.
+            self.store.set_hubness_info(None)
+            if self.store.has_lexical():
+                self.store.save_vocabulary(Vocabulary())
+            self._marked_stale = True
+
+    def begin_writes(self, texts: Sequence[str]) -> Bm25Params | None:
+        """Get the store ready for writers other than this one (Ray workers): mark the
+        hubness values stale and fix the BM25 constants (those the store records, else
+        ``avg_len`` of ``texts``, recorded now). Returns the constants to write lexical
+        vectors with; ``None`` for a store without the lexical vector."""
+        self.ensure_collection()
+        self._mark_stale()
+        self.lexical.vectors(texts)
+        return self.store.bm25_params() if self.store.has_lexical() else None
+
     def store_encoded(
         self,
         products: Sequence[Product],
@@ -490,26 +521,14 @@ class _BatchWriter:
             PointRecord(
                 product_id=product.product_id,
                 vectors={IMAGE: image_vectors[j], TEXT: text_vectors[j]},
-                payload={
-                    **product.metadata,
-                    SPLIT_FIELD: split_of(product.product_id),
-                    LEXICAL_TEXT_KEY: product.text,
-                    **self.extra_payload,
-                },
+                payload=self.payload(product),
                 content_hash=hashes[j],
                 lexical=sparse[j],
             )
             for j, product in enumerate(products)
         ]
         if points:
-            if not self._marked_stale:
-                # Hubness values and the vocabulary depend on every stored text: stale from
-                # the first write until run_ingest recomputes them, so a run killed after
-                # its last write leaves them marked stale and its resume rebuilds them.
-                self.store.set_hubness_info(None)
-                if self.store.has_lexical():
-                    self.store.save_vocabulary(Vocabulary())
-                self._marked_stale = True
+            self._mark_stale()
             self.store.upsert(points)
             self.report.stored += len(points)
             if self.thumbnails:

@@ -1,6 +1,7 @@
 """Ingest on Ray (``ingest.distributed``) in Ray's local mode, against the plain pipeline: the
-same store (ids, vectors, payloads, thumbnails) and the same report, bad rows reported once,
-a killed driver resumed by a re-run, and the CLI's ``--ray`` options.
+same store (ids, vectors, payloads, thumbnails, lexical vectors) and the same report, bad rows
+reported once, a killed driver resumed by a re-run, and the CLI's ``--ray`` options. The server
+tier (``CLIPY_TEST_QDRANT_URL``) runs the CLI into a Qdrant server, where the actors write.
 
 The fake encoder reaches the Ray workers by value (``ray.cloudpickle.register_pickle_by_value``):
 the workers cannot import the tests folder.
@@ -19,6 +20,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import fake_encoder
 import numpy as np
@@ -133,6 +135,28 @@ def assert_same_store(a: VectorStore, b: VectorStore, without_thumbnail: int = 0
     assert missing <= without_thumbnail
 
 
+def lexical_of(store: VectorStore) -> dict[str, Any]:
+    """id -> (term ids, weights) of every stored lexical vector."""
+    return {
+        p.product_id: None if p.lexical is None else (list(p.lexical.indices), p.lexical.values)
+        for p in store.scroll(with_vectors=True)
+    }
+
+
+def assert_same_lexical(a: VectorStore, b: VectorStore) -> None:
+    """Same BM25 constants, lexical vectors (ids exact, weights within 1e-6) and vocabulary."""
+    assert a.bm25_params() == b.bm25_params() is not None
+    left, right = lexical_of(a), lexical_of(b)
+    assert left.keys() == right.keys()
+    for pid, terms in left.items():
+        assert terms is not None and right[pid] is not None, pid
+        assert terms[0] == right[pid][0], pid
+        np.testing.assert_allclose(terms[1], right[pid][1], rtol=1e-6)
+    vocabulary_a, vocabulary_b = a.vocabulary(), b.vocabulary()
+    assert vocabulary_a is not None and vocabulary_b is not None
+    assert vocabulary_a.to_json() == vocabulary_b.to_json()
+
+
 def issues(report: IngestReport) -> list[tuple[int | None, str, str, str | None]]:
     return [(i.line, i.kind, i.product_id, i.file) for i in report.issues]
 
@@ -154,6 +178,7 @@ def test_ray_ingest_equals_the_plain_ingest_and_reports_bad_rows_once(
             report_path=tmp_path / "report.json",
         )  # fmt: skip
         assert_same_store(plain_store, ray_store)
+        assert_same_lexical(plain_store, ray_store)
         assert report.completed and report.read == plain.read == 26
         assert report.stored == plain.stored == 21
         assert report.skipped == plain.skipped == {
@@ -328,7 +353,7 @@ def test_cli_ingest_on_ray_takes_its_options_and_equals_the_plain_cli(
         "--ray", "--ray-actors", "1", "--ray-batch-size", "5", "--report", str(tmp_path / "r.json"),
     )  # fmt: skip
     assert code == 0, err
-    assert "on Ray (local, 1 actor)" in err and "stored 21 products" in err
+    assert "on Ray (local, 1 actor, the driver writes)" in err and "stored 21 products" in err
     assert "skipped 5" in err and "Traceback" not in err
     code, _, err = cli(
         "ingest", str(styles), "--store", str(tmp_path / "plain"), "--encoder", "fake",
@@ -354,3 +379,47 @@ def test_cli_ray_without_ray_installed_is_one_line_saying_how_to_install_it(
     assert code == 1 and out == ""
     assert err.strip() == "clipy: error: --ray needs Ray: pip install 'clipy-qdrant[ray]'"
     assert not (tmp_path / "s").exists()
+
+
+# -- server tier -------------------------------------------------------------------------------
+
+
+@pytest.mark.server
+@needs_ray
+def test_cli_ray_ingest_into_a_server_is_written_by_the_actors_and_equals_the_plain_one(
+    tmp_path: Path, local_ray: None
+) -> None:
+    import uuid
+
+    url = os.environ["CLIPY_TEST_QDRANT_URL"]
+    names = {mode: f"clipy_test_ray_{mode}_{uuid.uuid4().hex[:8]}" for mode in ("ray", "plain")}
+    register_fake()
+    styles = bad_catalog(tmp_path)
+    common = ("--qdrant-url", url, "--encoder", "fake", "--report", str(tmp_path / "r.json"))
+    try:
+        code, _, err = cli(
+            "ingest", str(styles), *common, "--collection", names["ray"],
+            "--ray", "--ray-actors", "1", "--ray-batch-size", "5",
+        )  # fmt: skip
+        assert code == 0, err
+        assert "on Ray (local, 1 actor, the actors write)" in err
+        assert "stored 21 products" in err and "skipped 5" in err and "Traceback" not in err
+        code, _, err = cli("ingest", str(styles), *common, "--collection", names["plain"])
+        assert code == 0, err
+        with (
+            closing(open_store(url=url, collection=names["plain"])) as plain,
+            closing(open_store(url=url, collection=names["ray"])) as on_ray,
+        ):
+            assert_same_store(plain, on_ray)
+            assert_same_lexical(plain, on_ray)
+            assert on_ray.hubness_info() == plain.hubness_info() is not None
+        # A re-run finds every product stored unchanged.
+        code, _, err = cli(
+            "ingest", str(styles), *common, "--collection", names["ray"], "--ray",
+        )  # fmt: skip
+        assert code == 0, err
+        assert "stored 0 products, unchanged 21" in err, err
+    finally:
+        for name in names.values():
+            with closing(open_store(url=url, collection=name)) as store:
+                store.delete_collection()

@@ -258,12 +258,26 @@ def ingest(
                 import functools
 
                 from clipy_qdrant.encoders import get_encoder
+                from clipy_qdrant.store import open_store
                 from ingest.distributed import run_ray_ingest
 
+                # A server is written by the actors themselves; the embedded store (one
+                # process holds its folder) and the in-memory one by the driver.
+                worker_store = (
+                    functools.partial(
+                        open_store,
+                        url=settings.qdrant_url,
+                        api_key=settings.api_key,
+                        collection=settings.collection,
+                    )
+                    if settings.qdrant_url and settings.qdrant_url != ":memory:"
+                    else None
+                )
                 echo_err(
                     f"clipy: ingesting {source} with encoder {spec} on Ray "
                     f"({ray_options.address}, {ray_options.actors} "
-                    f"actor{'s' if ray_options.actors != 1 else ''})"
+                    f"actor{'s' if ray_options.actors != 1 else ''}, "
+                    f"{'the actors write' if worker_store else 'the driver writes'})"
                 )
                 result = run_ray_ingest(
                     catalog,
@@ -271,6 +285,7 @@ def ingest(
                     functools.partial(get_encoder, spec),
                     ray_options,
                     encoder=load_encoder(spec),
+                    worker_store=worker_store,
                     **options,
                 )
             if not no_index and not result.index_built:
