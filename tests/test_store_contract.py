@@ -176,6 +176,8 @@ def test_hits_carry_payload_or_not(loaded, catalog) -> None:
     assert keys[0].payload == {PRODUCT_ID_KEY: ids[3], "gender": payloads[3]["gender"]}
     only_id = loaded.search(IMAGE, q, 3, with_payload=[], exact=True)
     assert only_id[0].payload == {PRODUCT_ID_KEY: ids[3]}
+    (record,) = loaded.retrieve([ids[3]], with_payload=["gender"])
+    assert record.payload == {PRODUCT_ID_KEY: ids[3], "gender": payloads[3]["gender"]}
 
 
 def test_search_restricted_to_product_ids_scores_each_of_them(loaded, catalog) -> None:

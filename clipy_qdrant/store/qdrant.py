@@ -98,11 +98,11 @@ class QdrantStore(ABC):
         #: The collection's metadata; ``None`` while there is no collection.
         self._meta: StoreMeta | None = None
         self._closed = False
-        #: The product id of each point id seen (a point id is a function of its product id,
-        #: :func:`point_id`, so an entry never goes stale): hits that need nothing but their
-        #: product id are read without their payload, which the engine would otherwise load.
-        #: At most one entry per stored product.
-        self._product_of: dict[str, str] = {}
+        #: The product id of each point id seen, keyed by the id as the engine returns it (a
+        #: point id is a function of its product id, :func:`point_id`, so an entry never goes
+        #: stale): hits that need nothing but their product id are read without their payload,
+        #: which the engine would otherwise load. At most one entry per stored product.
+        self._product_of: dict[Any, str] = {}
 
     @property
     def options(self) -> CollectionOptions:
@@ -527,20 +527,22 @@ class QdrantStore(ABC):
         for h in hits:
             data = dict(h.payload or {})
             product = str(data[PRODUCT_ID_KEY])
-            self._product_of[str(h.id)] = product
+            self._product_of[h.id] = product
             points.append(ScoredPoint(product, float(h.score), data))
         return points
 
     def _product_ids(self, hits: Sequence[Any]) -> list[str | None]:
-        """The product id of each hit (``.id``: its point id) from :attr:`_product_of`, reading
-        the product id payload of the points not seen yet (``None``: a point deleted since)."""
-        keys = [str(h.id) for h in hits]
-        unseen = [key for key in keys if key not in self._product_of]
+        """The product id of each hit (``.id``: its point id, as the engine returns it) from
+        :attr:`_product_of`, reading the product id payload of the points not seen yet
+        (``None``: a point deleted since)."""
+        known = self._product_of
+        keys = [h.id for h in hits]
+        unseen = [key for key in keys if key not in known]
         if unseen:
             for record in self._retrieve(unseen, payload=[PRODUCT_ID_KEY], with_vectors=False):
                 if record.payload and PRODUCT_ID_KEY in record.payload:
-                    self._product_of[str(record.id)] = str(record.payload[PRODUCT_ID_KEY])
-        return [self._product_of.get(key) for key in keys]
+                    known[record.id] = str(record.payload[PRODUCT_ID_KEY])
+        return [known.get(key) for key in keys]
 
     def search_lexical(
         self, query: SparseTerms, limit: int, flt: Filter | None = None
