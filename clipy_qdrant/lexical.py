@@ -39,6 +39,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -230,9 +231,10 @@ class LexicalQuery:
             idfs.setdefault(term_id(term), idf(document_frequency(term), documents))
         return cls(text, query_vector(text), idfs, k1)
 
-    @property
+    @cached_property
     def bound(self) -> float:
-        """The score no product reaches: ``Σ idf·(k1+1)``."""
+        """The score no product reaches: ``Σ idf·(k1+1)`` (computed once: :meth:`normalise`
+        divides every hit's score by it)."""
         return max_bm25(self.idfs.values(), self.k1)
 
     def score(self, document: SparseTerms | Mapping[int, float]) -> float:
