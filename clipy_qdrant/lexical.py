@@ -205,9 +205,9 @@ class LexicalQuery:
     """A query of the lexical channel: the sparse vector sent to the engine, the IDF of each
     of its terms over the collection and the normalisation divisor (:func:`max_bm25`).
 
-    :meth:`score` gives a product's BM25 from its stored document vector, so a product that
-    only the dense channels found still gets its true lexical score in exact weighted fusion
-    (as the dense channels do from stored vectors). The IDFs come from the collection's
+    :meth:`score` gives a product's BM25 from its stored document vector, as the engine
+    computes it (exact weighted fusion asks the engine for the lexical score of a product
+    that only the dense channels found). The IDFs come from the collection's
     statistics (``document_frequency``, ``documents``: the stored vocabulary's), which equal
     the engine's as long as the vocabulary is rebuilt from the stored texts after ingest.
     """
