@@ -7,8 +7,8 @@ brute-force reference:
 - ``weighted``: ``w_text * text_score + w_image * image_score + w_lexical * lexical_score``
   on the true cosine scores and the normalised BM25 (``bm25 / Σ idf·(k1+1)``, in [0, 1),
   :func:`clipy_qdrant.lexical.normalise_bm25`). The caller supplies every component score
-  for every candidate (the query layer fills in the score of a product found by only some
-  channels from its stored vectors).
+  for every candidate (the query layer scores a product found by only some channels on the
+  others with engine queries restricted to such products).
 - ``rrf``: weighted reciprocal-rank fusion with Qdrant's formula
   ``sum_i 1 / ((rank_i + 1) / w_i + k - 1)`` (rank 0-based; with ``w_i = 1`` this is
   ``1 / (rank_i + k)``), over each channel's candidate list.

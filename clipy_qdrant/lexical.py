@@ -39,6 +39,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -204,9 +205,9 @@ class LexicalQuery:
     """A query of the lexical channel: the sparse vector sent to the engine, the IDF of each
     of its terms over the collection and the normalisation divisor (:func:`max_bm25`).
 
-    :meth:`score` gives a product's BM25 from its stored document vector, so a product that
-    only the dense channels found still gets its true lexical score in exact weighted fusion
-    (as the dense channels do from stored vectors). The IDFs come from the collection's
+    :meth:`score` gives a product's BM25 from its stored document vector, as the engine
+    computes it (exact weighted fusion asks the engine for the lexical score of a product
+    that only the dense channels found). The IDFs come from the collection's
     statistics (``document_frequency``, ``documents``: the stored vocabulary's), which equal
     the engine's as long as the vocabulary is rebuilt from the stored texts after ingest.
     """
@@ -230,9 +231,10 @@ class LexicalQuery:
             idfs.setdefault(term_id(term), idf(document_frequency(term), documents))
         return cls(text, query_vector(text), idfs, k1)
 
-    @property
+    @cached_property
     def bound(self) -> float:
-        """The score no product reaches: ``Σ idf·(k1+1)``."""
+        """The score no product reaches: ``Σ idf·(k1+1)`` (computed once: :meth:`normalise`
+        divides every hit's score by it)."""
         return max_bm25(self.idfs.values(), self.k1)
 
     def score(self, document: SparseTerms | Mapping[int, float]) -> float:

@@ -7,8 +7,10 @@ over the product text (:mod:`clipy_qdrant.lexical`), seen by fusion as the norma
 under the same filter.
 
 Exactness of ``weighted`` fusion (the threshold algorithm). Each channel returns its ``depth``
-best candidates; a product missing from one list gets its true score for that channel from
-its stored vectors (dense cosine, or BM25 of its stored sparse vector). A product in no list
+best candidates; the products missing from one channel's list get their true scores for that
+channel from one more engine query of that channel restricted to them (an exact search under
+a product-id filter, limit = their number: the cosine of their stored vectors, or the BM25
+of their stored sparse vectors, a product holding no query word scoring 0). A product in no list
 scores at most ``Σ w_c · bound_c``, where ``bound_c`` is the last score of channel ``c``'s
 list (minus ``c_q · min(r)`` on a hubness-corrected image channel; for the lexical channel
 its normalised score, and 0 when the list is shorter than ``depth``: every product holding a
@@ -16,6 +18,10 @@ query word is then in it). When the k-th fused score reaches that bound the top-
 the brute-force top-k; otherwise the lists are deepened and fused again. A dense list shorter
 than ``depth`` holds every product matching the filter, so its candidates are all of them.
 ``rrf`` and ``dbsf`` are defined on the candidate lists of depth ``candidates``.
+
+Payloads. The channel queries return the product id (and on a hubness-corrected image
+channel, the product's hubness) only; the payloads of the final hits are read with one
+``retrieve``.
 
 Hubness correction. A text query searching product images (its ``image`` channel) scores
 ``cos - c_q * r_i`` where ``r_i`` is the product's stored hubness and ``c_q`` the query's
@@ -28,17 +34,17 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from clipy_qdrant.filters import Filter
+from clipy_qdrant.errors import StoreError
+from clipy_qdrant.filters import Filter, Match
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
-from clipy_qdrant.lexical import LEXICAL, SparseTerms
+from clipy_qdrant.lexical import LEXICAL
 from clipy_qdrant.query import QueryVectors
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     HUBNESS_KEY,
     IMAGE,
     LEXICAL_TEXT_KEY,
+    PRODUCT_ID_KEY,
     TEXT,
     THUMBNAIL_KEY,
     ScoredPoint,
@@ -97,13 +103,14 @@ class Channels:
 
 @dataclass
 class QueryState:
-    """What one query has learnt so far, shared by every fusion config of a grid."""
+    """What one query has learnt so far, shared by every fusion config of a grid: each
+    channel's known scores, the channels whose list held every product it can (a product
+    missing from such a lexical list holds no query word) and the payloads read for hits."""
 
     scores: dict[str, dict[str, float]] = field(
         default_factory=lambda: {channel: {} for channel in CHANNELS}
     )
-    vectors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    sparse: dict[str, SparseTerms | None] = field(default_factory=dict)
+    complete: set[str] = field(default_factory=set)
     payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def absorb(self, channels: Channels) -> None:
@@ -111,8 +118,8 @@ class QueryState:
             known = self.scores[channel]
             for p in points:
                 known.setdefault(p.product_id, p.score)
-                if p.payload is not None:
-                    self.payloads.setdefault(p.product_id, p.payload)
+            if channels.complete(channel):
+                self.complete.add(channel)
 
 
 class Retriever:
@@ -121,6 +128,9 @@ class Retriever:
     def __init__(self, store: VectorStore, hubness_info: HubnessInfo | None) -> None:
         self.store = store
         self.hubness_info = hubness_info
+        #: Each product's hubness, read from its payload once: like ``hubness_info``, the
+        #: values are taken as fixed while this retriever lives.
+        self._hubness: dict[str, float] = {}
 
     def active(self, query: QueryVectors, cfg: FusionConfig) -> list[str]:
         """The channels ``cfg`` weighs that the query has (no lexical channel without words)."""
@@ -168,55 +178,77 @@ class Retriever:
                 lq = query.lexical
                 raw = self.store.search_lexical(lq.vector, depth, flt)
                 lists[channel] = [
-                    ScoredPoint(p.product_id, lq.normalise(p.score), p.payload) for p in raw
+                    ScoredPoint(p.product_id, lq.normalise(p.score), None) for p in raw
                 ]
             else:
-                lists[channel] = self.store.search(channel, query.for_channel(channel), depth, flt)
+                lists[channel] = self.store.search(
+                    channel, query.for_channel(channel), depth, flt, with_payload=False
+                )
         return Channels(depth=depth, lists=lists)
-
-    def _fetch(self, ids: Collection[str], state: QueryState) -> None:
-        """Stored vectors (dense and sparse) and payloads of ``ids`` not fetched yet."""
-        to_fetch = [pid for pid in ids if pid not in state.vectors]
-        if to_fetch:
-            for point in self.store.retrieve(to_fetch, with_payload=True, with_vectors=True):
-                state.vectors[point.product_id] = point.vectors
-                state.sparse[point.product_id] = point.lexical
-                state.payloads.setdefault(point.product_id, point.payload)
 
     def component_scores(
         self, query: QueryVectors, channel: str, ids: Collection[str], state: QueryState
     ) -> dict[str, float]:
         """True scores of ``ids`` on ``channel``: from a candidate list where known, else from
-        the stored vectors (fetched once per query; dense ones scored in one matrix product)."""
+        one engine query restricted to the missing ones (:meth:`missing_scores`)."""
         known = state.scores[channel]
         missing = [pid for pid in ids if pid not in known]
         if missing:
-            self._fetch(missing, state)
-            if channel == LEXICAL:
-                lq = query.lexical
-                for pid in missing:
-                    doc = state.sparse.get(pid)
-                    known[pid] = lq.normalise(lq.score(doc)) if lq is not None and doc else 0.0
-            else:
-                rows = [state.vectors[pid][channel] for pid in missing]
-                matrix = np.stack(rows).astype(np.float32)
-                matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-                for pid, score in zip(missing, matrix @ query.for_channel(channel), strict=True):
-                    known[pid] = float(score)
+            self.missing_scores(query, channel, missing, state)
         return {pid: known[pid] for pid in ids}
 
-    def penalties(
-        self, query: QueryVectors, ids: Collection[str], state: QueryState
-    ) -> dict[str, float]:
-        """``c_q * r_i`` of the image channel for ``ids`` (payloads known from the lists or
-        fetched by :meth:`component_scores`)."""
+    def missing_scores(
+        self, query: QueryVectors, channel: str, missing: Sequence[str], state: QueryState
+    ) -> None:
+        """Score ``missing`` on ``channel`` with one exact engine query under a filter on their
+        product ids (limit: their number). A product the lexical query does not return holds
+        none of its words and scores 0; a lexical list that held every product it could
+        leaves nothing to ask for."""
+        known = state.scores[channel]
+        restrict = Filter(must=(Match(PRODUCT_ID_KEY, tuple(missing)),))
+        if channel == LEXICAL:
+            lq = query.lexical
+            if lq is not None and len(lq.vector) > 0 and LEXICAL not in state.complete:
+                for p in self.store.search_lexical(lq.vector, len(missing), restrict):
+                    known[p.product_id] = lq.normalise(p.score)
+            for pid in missing:
+                known.setdefault(pid, 0.0)
+            return
+        points = self.store.search(
+            channel,
+            query.for_channel(channel),
+            len(missing),
+            restrict,
+            with_payload=False,
+            exact=True,
+        )
+        for p in points:
+            known[p.product_id] = p.score
+        lost = [pid for pid in missing if pid not in known]
+        if lost:
+            raise StoreError(
+                f"store {self.store!r}: {len(lost)} candidate product(s) have no {channel} "
+                f"vector, e.g. {lost[:3]}; was the store changed during the search?"
+            )
+
+    def penalties(self, query: QueryVectors, ids: Collection[str]) -> dict[str, float]:
+        """``c_q * r_i`` of the image channel for ``ids`` (a product without a hubness value
+        gets the store's smallest)."""
         if query.image_hubness <= 0 or self.hubness_info is None:
             return dict.fromkeys(ids, 0.0)
-        missing = self.hubness_info.minimum
-        return {
-            pid: query.image_hubness * float(state.payloads.get(pid, {}).get(HUBNESS_KEY, missing))
-            for pid in ids
-        }
+        hubness = self.hubness_of(ids)
+        return {pid: query.image_hubness * hubness[pid] for pid in ids}
+
+    def hubness_of(self, ids: Collection[str]) -> dict[str, float]:
+        """The stored hubness ``r_i`` of ``ids``, the payloads of those not read yet read in
+        one ``retrieve`` (the store's smallest for a product without one)."""
+        assert self.hubness_info is not None
+        lowest = self.hubness_info.minimum
+        unread = [pid for pid in ids if pid not in self._hubness]
+        if unread:
+            for point in self.store.retrieve(unread, with_payload=[HUBNESS_KEY]):
+                self._hubness[point.product_id] = float(point.payload.get(HUBNESS_KEY, lowest))
+        return {pid: self._hubness.get(pid, lowest) for pid in ids}
 
     def channel_scores(
         self, query: QueryVectors, channel: str, ids: Collection[str], state: QueryState
@@ -226,7 +258,7 @@ class Retriever:
         scores = self.component_scores(query, channel, ids, state)
         if channel != IMAGE:
             return scores
-        penalty = self.penalties(query, ids, state)
+        penalty = self.penalties(query, ids)
         return {pid: score - penalty[pid] for pid, score in scores.items()}
 
     def channel_bound(self, query: QueryVectors, channels: Channels, channel: str) -> float:
@@ -302,7 +334,10 @@ class Retriever:
             if has_words(query)
             else dict.fromkeys(ids, 0.0)
         )
-        penalty = self.penalties(query, ids, state)
+        penalty = self.penalties(query, ids)
+        unread = [pid for pid in ids if pid not in state.payloads]
+        for point in self.store.retrieve(unread, with_payload=True) if unread else ():
+            state.payloads[point.product_id] = point.payload
         return [
             Hit(
                 product_id=pid,

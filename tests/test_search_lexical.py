@@ -207,6 +207,40 @@ def test_rank_fusions_over_three_lists_equal_reference(
         assert_same_topk([(h.product_id, h.score) for h in hits], top_k(fused, K))
 
 
+def test_fusion_reads_no_vectors_and_the_payloads_of_the_hits_only(
+    store, catalog, oracle, reference, monkeypatch
+) -> None:
+    """Candidates missing from a channel's list are scored by the engine (no stored vectors
+    read into Python), the channel queries read no payload, and one retrieve reads the
+    payloads of the final hits; the result stays the brute-force one."""
+    searcher = Searcher(store, candidates=CANDIDATES)
+    query = _query(searcher, catalog, "classic blue jeans cotton")
+    cfg = FusionConfig("weighted", 0.5, 0.5, w_lexical=0.5)
+    searches: list[object] = []
+    retrieves: list[tuple[int, object, bool]] = []
+    search, retrieve = store.search, store.retrieve
+
+    def spy_search(*args, **kwargs):
+        searches.append(kwargs.get("with_payload", True))
+        return search(*args, **kwargs)
+
+    def spy_retrieve(ids, **kwargs):
+        retrieves.append(
+            (len(ids), kwargs.get("with_payload", True), kwargs.get("with_vectors", False))
+        )
+        return retrieve(ids, **kwargs)
+
+    monkeypatch.setattr(store, "search", spy_search)
+    monkeypatch.setattr(store, "retrieve", spy_retrieve)
+    hits = searcher.search_vectors(query, k=K, fusion=cfg)
+    assert_same_topk(
+        [(h.product_id, h.score) for h in hits], _expected(oracle, reference, query, None, cfg)
+    )
+    assert all(h.payload["product_id"] == h.product_id for h in hits)
+    assert len(searches) >= 3 and all(payload is False for payload in searches)
+    assert retrieves == [(K, True, False)]
+
+
 def test_misspelt_query_is_corrected_for_every_channel(store, catalog) -> None:
     searcher = Searcher(store, candidates=CANDIDATES)
     _, vectors, _, _ = catalog

@@ -169,6 +169,29 @@ def test_hits_carry_payload_or_not(loaded, catalog) -> None:
     bare = loaded.search(IMAGE, q, 3, with_payload=False, exact=True)
     assert [h.product_id for h in bare] == [h.product_id for h in with_payload]
     assert all(h.payload is None for h in bare)
+    keys = loaded.search(IMAGE, q, 3, with_payload=["gender", "nosuchkey"], exact=True)
+    assert [(h.product_id, h.score) for h in keys] == [
+        (h.product_id, h.score) for h in with_payload
+    ]
+    assert keys[0].payload == {PRODUCT_ID_KEY: ids[3], "gender": payloads[3]["gender"]}
+    only_id = loaded.search(IMAGE, q, 3, with_payload=[], exact=True)
+    assert only_id[0].payload == {PRODUCT_ID_KEY: ids[3]}
+    (record,) = loaded.retrieve([ids[3]], with_payload=["gender"])
+    assert record.payload == {PRODUCT_ID_KEY: ids[3], "gender": payloads[3]["gender"]}
+
+
+def test_search_restricted_to_product_ids_scores_each_of_them(loaded, catalog) -> None:
+    """A product-id filter with limit = their number returns every one of them with its exact
+    score (how exact fusion scores candidates missing from a channel's list)."""
+    ids, vectors, _, oracle = catalog
+    some = [ids[i] for i in range(5, 400, 7)]
+    q = queries(vectors, 1, seed=3)[0]
+    want = oracle.scores(TEXT, q)
+    flt = Filter(must=(Match(PRODUCT_ID_KEY, tuple(some)),))
+    hits = loaded.search(TEXT, q, len(some), flt, with_payload=[], exact=True)
+    assert sorted(h.product_id for h in hits) == sorted(some)
+    for h in hits:
+        assert h.score == pytest.approx(want[h.product_id], abs=1e-5)
 
 
 _values = st.sampled_from

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import ConfigError, StoreError
-from clipy_qdrant.store import PointRecord
+from clipy_qdrant.filters import Filter, Match
+from clipy_qdrant.store import PRODUCT_ID_KEY, PointRecord
 from clipy_qdrant.store.client import ClientStore
 from clipy_qdrant.store.edge import META_FILE, EdgeStore
 from clipy_qdrant.store.meta import StoreMeta
@@ -159,6 +160,17 @@ def test_embedded_store_with_quantization_searches_and_remembers_options(
             hits = store.search("image", np.asarray(p.vectors["image"]), 3)
             assert hits[0].product_id == p.product_id  # rescoring ranks the exact match first
             assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+        # Exact fusion scores candidates with an exact search restricted to their ids: with
+        # rescoring, those are the original vectors' cosines.
+        some = points[100:140]
+        query = np.asarray(points[7].vectors["text"], np.float32)
+        restrict = Filter(must=(Match(PRODUCT_ID_KEY, tuple(p.product_id for p in some)),))
+        hits = store.search("image", query, len(some), restrict, with_payload=False, exact=True)
+        assert len(hits) == len(some)
+        for hit in hits:
+            image = np.asarray(some[int(hit.product_id[1:]) - 100].vectors["image"])
+            cosine = float(image @ query / np.linalg.norm(image) / np.linalg.norm(query))
+            assert hit.score == pytest.approx(cosine, abs=1e-5)
     meta = json.loads((tmp_path / "s" / META_FILE).read_text())
     assert meta["collection_options"]["quantization"] == quantization
 

@@ -162,15 +162,22 @@ class VectorStore(Protocol):
         limit: int,
         flt: Filter | None = None,
         *,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
         exact: bool = False,
     ) -> list[ScoredPoint]:
-        """Nearest products by cosine on the named vector, best first, restricted by ``flt``."""
+        """Nearest products by cosine on the named vector, best first, restricted by ``flt``.
+        ``with_payload``: the whole payload, none (``payload`` is ``None``), or those keys and
+        the product id. ``exact`` scans the matching products instead of walking the graph."""
 
     def retrieve(
-        self, product_ids: Sequence[str], *, with_payload: bool = True, with_vectors: bool = False
+        self,
+        product_ids: Sequence[str],
+        *,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool = False,
     ) -> list[StoredPoint]:
-        """Stored points for those ids that exist (order not guaranteed)."""
+        """Stored points for those ids that exist (order not guaranteed). ``with_payload``: the
+        whole payload, none, or those keys (and the product id)."""
 
     def scroll(
         self, *, with_vectors: bool = False, batch_size: int = 1000

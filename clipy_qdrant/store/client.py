@@ -198,7 +198,7 @@ class ClientStore(QdrantStore):
             using=LEXICAL,
             query_filter=flt,
             limit=limit,
-            with_payload=[PRODUCT_ID_KEY],
+            with_payload=False,
         ).points
 
     def _read_vocabulary(self) -> dict[str, Any] | None:

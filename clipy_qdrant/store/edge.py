@@ -24,7 +24,7 @@ from typing import Any
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Range, Scalar
 from clipy_qdrant.lexical import LEXICAL, SparseTerms
-from clipy_qdrant.store.base import PRODUCT_ID_KEY, Thumbnail
+from clipy_qdrant.store.base import Thumbnail
 from clipy_qdrant.store.engine import Conditions, EnginePoint, EngineSearch
 from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import (
@@ -273,7 +273,7 @@ class EdgeStore(QdrantStore):
             query=qe.Query.Nearest(vector, using=LEXICAL),
             limit=limit,
             filter=flt,
-            with_payload=[PRODUCT_ID_KEY],
+            with_payload=False,
         )
         return self._shard.query(request)
 

@@ -42,7 +42,8 @@ class EnginePoint:
 class EngineSearch:
     """One nearest-neighbour search for the engine: vector ``using`` queried with ``query``
     (checked float32) for ``limit`` hits under the engine's filter ``filter`` (``None``: none);
-    ``payload`` is all of it (``True``) or those keys; ``exact`` skips the HNSW graph."""
+    ``payload`` is all of it (``True``), none (``False``) or those keys; ``exact`` skips the
+    HNSW graph."""
 
     using: str
     query: np.ndarray
@@ -85,7 +86,8 @@ class EngineCalls(ABC):
 
     @abstractmethod
     def _search(self, search: EngineSearch) -> Sequence[Any]:
-        """The nearest hits of ``search``, best first; each with ``.score`` and ``.payload``."""
+        """The nearest hits of ``search``, best first; each with ``.id`` (the point id),
+        ``.score`` and ``.payload``."""
 
     @abstractmethod
     def _search_sparse(self, query: SparseTerms, limit: int, flt: Any) -> Sequence[Any]:

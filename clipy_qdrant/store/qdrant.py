@@ -60,6 +60,14 @@ DEFAULT_HNSW_EF = 256
 UPSERT_BATCH = 512
 
 
+def _payload_request(with_payload: bool | Sequence[str]) -> bool | list[str]:
+    """What to ask the engine for: the whole payload (``True``), none (``False``), or the
+    listed keys with the product id."""
+    if isinstance(with_payload, bool):
+        return with_payload
+    return [PRODUCT_ID_KEY, *(k for k in with_payload if k != PRODUCT_ID_KEY)]
+
+
 class QdrantStore(EngineCalls):
     """A :class:`~clipy_qdrant.store.base.VectorStore` on a Qdrant engine.
 
@@ -79,6 +87,11 @@ class QdrantStore(EngineCalls):
         #: The collection's metadata; ``None`` while there is no collection.
         self._meta: StoreMeta | None = None
         self._closed = False
+        #: The product id of each point id seen, keyed by the id as the engine returns it (a
+        #: point id is a function of its product id, :func:`point_id`, so an entry never goes
+        #: stale): hits that need nothing but their product id are read without their payload,
+        #: which the engine would otherwise load. At most one entry per stored product.
+        self._product_of: dict[Any, str] = {}
 
     @property
     def options(self) -> CollectionOptions:
@@ -351,34 +364,48 @@ class QdrantStore(EngineCalls):
         limit: int,
         flt: Filter | None = None,
         *,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
         exact: bool = False,
     ) -> list[ScoredPoint]:
-        """Nearest products by cosine on the named vector, best first, restricted by ``flt``."""
+        """Nearest products by cosine on the named vector, best first, restricted by ``flt``.
+        ``with_payload``: the whole payload, none, or those keys (and the product id)."""
         meta = self._live_meta()
         query = query_vector(vector, meta.encoder.dim, using)
         if limit <= 0:
             return []
+        payload = _payload_request(with_payload)
         with self._engine("search"):
             hits = self._search(
                 EngineSearch(
-                    using,
-                    query,
-                    int(limit),
-                    self._engine_filter(flt),
-                    # The product id lives in the payload, so it is always read.
-                    payload=True if with_payload else [PRODUCT_ID_KEY],
-                    exact=exact,
+                    using, query, int(limit), self._engine_filter(flt), payload=payload, exact=exact
                 )
             )
-        return [
-            ScoredPoint(
-                str((h.payload or {})[PRODUCT_ID_KEY]),
-                float(h.score),
-                dict(h.payload or {}) if with_payload else None,
-            )
-            for h in hits
-        ]
+            if payload is False:
+                return [
+                    ScoredPoint(product, float(h.score), None)
+                    for h, product in zip(hits, self._product_ids(hits), strict=True)
+                    if product is not None
+                ]
+        points = []
+        for h in hits:
+            data = dict(h.payload or {})
+            product = str(data[PRODUCT_ID_KEY])
+            self._product_of[h.id] = product
+            points.append(ScoredPoint(product, float(h.score), data))
+        return points
+
+    def _product_ids(self, hits: Sequence[Any]) -> list[str | None]:
+        """The product id of each hit (``.id``: its point id, as the engine returns it) from
+        :attr:`_product_of`, reading the product id payload of the points not seen yet
+        (``None``: a point deleted since)."""
+        known = self._product_of
+        keys = [h.id for h in hits]
+        unseen = [key for key in keys if key not in known]
+        if unseen:
+            for record in self._retrieve(unseen, payload=[PRODUCT_ID_KEY], with_vectors=False):
+                if record.payload and PRODUCT_ID_KEY in record.payload:
+                    known[record.id] = str(record.payload[PRODUCT_ID_KEY])
+        return [known.get(key) for key in keys]
 
     def search_lexical(
         self, query: SparseTerms, limit: int, flt: Filter | None = None
@@ -396,24 +423,32 @@ class QdrantStore(EngineCalls):
             return []
         with self._engine("lexical search"):
             hits = self._search_sparse(query, int(limit), self._engine_filter(flt))
-        return [
-            ScoredPoint(str((h.payload or {})[PRODUCT_ID_KEY]), float(h.score), None) for h in hits
-        ]
+            return [
+                ScoredPoint(product, float(h.score), None)
+                for h, product in zip(hits, self._product_ids(hits), strict=True)
+                if product is not None
+            ]
 
     def retrieve(
-        self, product_ids: Sequence[str], *, with_payload: bool = True, with_vectors: bool = False
+        self,
+        product_ids: Sequence[str],
+        *,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool = False,
     ) -> list[StoredPoint]:
-        """Stored points for those ids that exist (order not guaranteed)."""
+        """Stored points for those ids that exist (order not guaranteed). ``with_payload``: the
+        whole payload, none, or those keys (and the product id)."""
         self._live_meta()
         if not product_ids:
             return []
+        payload = _payload_request(with_payload)
         with self._engine("retrieve"):
             records = self._retrieve(
                 [point_id(p) for p in product_ids],
-                payload=True if with_payload else [PRODUCT_ID_KEY],
+                payload=[PRODUCT_ID_KEY] if payload is False else payload,
                 with_vectors=with_vectors,
             )
-        return [stored_point(r, with_payload, with_vectors) for r in records]
+        return [stored_point(r, payload is not False, with_vectors) for r in records]
 
     def content_hashes(self, product_ids: Sequence[str]) -> dict[str, str]:
         """``{product_id: content_hash}`` for those of ``product_ids`` already stored."""
