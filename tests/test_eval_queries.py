@@ -11,7 +11,9 @@ import pytest
 
 from clipy_qdrant.errors import InputError
 from clipy_qdrant.eval.catalog_queries import (
+    KNOWN_ITEM,
     QUERY_FILES,
+    SAME_NAME,
     QuerySetSizes,
     attribute_queries,
     category_queries,
@@ -20,6 +22,7 @@ from clipy_qdrant.eval.catalog_queries import (
     known_item_queries,
     make_query_sets,
     phrase_attributes,
+    same_name_queries,
 )
 from clipy_qdrant.eval.queries import (
     EvalQuery,
@@ -257,7 +260,7 @@ def test_a_heldout_predicate_picks_the_products_queries_are_about() -> None:
         heldout=fold_1,
         sizes=QuerySetSizes(known_item=500, attribute=1000, image=500, composed=500),
     )
-    known = [q.relevant_ids[0] for q in sets["known-item"] if q.relevant_ids]
+    known = [q.relevant_ids[0] for q in sets["known-item"] if q.set == KNOWN_ITEM]
     assert len(known) == 24 and all(int(pid) % 5 == 1 for pid in known)
     subjects = [q.image_product for q in sets["image"] + sets["composed"]]
     assert subjects and all(pid is not None and int(pid) % 5 == 1 for pid in subjects)
@@ -271,3 +274,25 @@ def test_a_heldout_predicate_picks_the_products_queries_are_about() -> None:
     )
     # heldout_only=False ignores the predicate: every product may be asked about.
     assert len(known_item_queries(products, n=500, heldout_only=False, heldout=fold_1)) == 120
+
+
+def test_same_name_queries_count_every_product_of_that_exact_name_relevant() -> None:
+    products = catalog()
+    # Products 1 and 121 share product 10's name; 11 has a name that only contains it.
+    products.append(
+        {**products[3], "product_id": "121", "productDisplayName": "Brand10 Blue Kurta"}
+    )
+    products[1]["productDisplayName"] = "Brand10 Blue Kurta"
+    products[11]["productDisplayName"] = "Brand10 Blue Kurta Set"
+    products[10]["productDisplayName"] = "Brand10 Blue Kurta"
+    known = known_item_queries(products, n=24)
+    same = same_name_queries(products, known)
+    assert [q.text for q in same] == [q.text for q in known]
+    assert {q.set for q in same} == {SAME_NAME}
+    by_text = {q.text: q for q in same}
+    assert by_text["Brand10 Blue Kurta"].relevant_ids == ("1", "10", "121")
+    for q, k in zip(same, known, strict=True):
+        assert k.relevant_ids[0] in q.relevant_ids and q.gallery == "all"
+    sets = make_query_sets(products)
+    assert [q.set for q in sets["known-item"]].count(KNOWN_ITEM) == len(known)
+    assert [q for q in sets["known-item"] if q.set == SAME_NAME] == same

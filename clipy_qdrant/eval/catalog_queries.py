@@ -31,6 +31,9 @@ from clipy_qdrant.store.base import PRODUCT_ID_KEY
 HeldoutRule = Callable[[str], bool]
 
 KNOWN_ITEM = "known-item"
+#: The known-item names scored with every product of exactly that name relevant (the
+#: leaderboard's relevance, and "ties between products sharing a name aside").
+SAME_NAME = "known-item/same-name"
 CATEGORY_FIELDS: tuple[str, ...] = ("articleType", "subCategory", "masterCategory", "baseColour")
 ATTRIBUTE = "attribute"
 IMAGE_TYPE = "image/articleType"
@@ -86,6 +89,29 @@ def known_item_queries(
             gallery="all",
         )
         for p in chosen
+    ]
+
+
+def same_name_queries(
+    products: Sequence[Mapping[str, Any]], known_item: Sequence[EvalQuery]
+) -> list[EvalQuery]:
+    """The known-item queries again, each relevant to every catalog product whose display
+    name is exactly the query's: a name shared by several products cannot tell them apart,
+    so this set measures finding the name, and :data:`KNOWN_ITEM` finding the one product."""
+    by_name: dict[str, list[str]] = {}
+    for p in products:
+        name = _clean(p.get("productDisplayName"))
+        if name:
+            by_name.setdefault(name, []).append(_pid(p))
+    return [
+        EvalQuery(
+            id=f"same-name-{query.id.removeprefix('ki-')}",
+            set=SAME_NAME,
+            text=query.text,
+            relevant_ids=tuple(sorted(by_name.get(query.text or "", query.relevant_ids))),
+            gallery="all",
+        )
+        for query in known_item
     ]
 
 
@@ -344,10 +370,11 @@ def make_query_sets(
     sizes = sizes or QuerySetSizes()
     if not products:
         raise InputError("the store has no products to make queries from; ingest the catalog first")
+    known_item = known_item_queries(
+        products, n=sizes.known_item, seed=seed, heldout_only=only, heldout=rule
+    )
     return {
-        "known-item": known_item_queries(
-            products, n=sizes.known_item, seed=seed, heldout_only=only, heldout=rule
-        ),
+        "known-item": known_item + same_name_queries(products, known_item),
         "category": category_queries(products, heldout_only=only, heldout=rule),
         "attribute": attribute_queries(
             products, n=sizes.attribute, seed=seed, heldout_only=only, heldout=rule
@@ -370,6 +397,7 @@ __all__ = [
     "IMAGE_TYPE_COLOUR",
     "KNOWN_ITEM",
     "QUERY_FILES",
+    "SAME_NAME",
     "HeldoutRule",
     "QuerySetSizes",
     "attribute_queries",
@@ -379,4 +407,5 @@ __all__ = [
     "known_item_queries",
     "make_query_sets",
     "phrase_attributes",
+    "same_name_queries",
 ]
