@@ -14,7 +14,7 @@ from corpus import GOOD, write_csv, write_good_images
 from fake_encoder import FakeEncoder, register_fake
 
 from clipy_qdrant.errors import StoreError
-from clipy_qdrant.store import open_store
+from clipy_qdrant.store import open_store, point_id
 from clipy_qdrant.store.manifest import MANIFEST_FILE, checksummed
 from ingest.pipeline import run_ingest
 from ingest.readers import open_catalog
@@ -104,3 +104,26 @@ def test_a_damaged_id_tracker_is_one_clear_error(store: Path, damage: str) -> No
     assert f"store file {target} is damaged" in message
     assert "restore the store from a copy or re-ingest" in message
     assert "\n" not in message
+
+
+def test_a_write_that_bypasses_the_manifest_raises_no_false_alarm(store: Path) -> None:
+    """A process that writes the shard without keeping the manifest (a clipy without it, a
+    direct engine call) changes the WAL: the manifest no longer applies, nothing is checked,
+    and the next close records the shard as it is."""
+    import qdrant_edge as qe
+
+    recorded = (store / MANIFEST_FILE).read_bytes()
+    opened = open_store(store)
+    try:
+        shard = opened._shard  # type: ignore[attr-defined]
+        ids: list[int | str] = [point_id(str(GOOD[0]["id"]))]
+        shard.update(qe.UpdateOperation.set_payload(ids, {"gender": "Unisex"}))
+        shard.optimize()
+    finally:
+        opened.close()
+    assert (store / MANIFEST_FILE).read_bytes() == recorded  # stale: the write went around it
+    with open_store(store) as reopened:  # type: ignore[attr-defined]
+        assert reopened.count() == len(GOOD)
+    assert (store / MANIFEST_FILE).read_bytes() != recorded
+    with open_store(store) as reopened:  # type: ignore[attr-defined]
+        assert reopened.count() == len(GOOD)

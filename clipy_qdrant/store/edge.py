@@ -157,7 +157,7 @@ class EdgeStore(QdrantStore):
     def _load_shard(self) -> Any:
         import qdrant_edge as qe
 
-        self._check_manifest()
+        current = self._check_manifest()
         try:
             shard = qe.EdgeShard.load(str(self.path / SHARD_DIR))
         except BaseException as exc:
@@ -167,21 +167,24 @@ class EdgeStore(QdrantStore):
                 raise self._locked_error() from None
             raise StoreError(f"store {self.path} cannot be opened: {exc}") from None
         self._write_pid()
-        # A store without a manifest (killed while writing, or older) gets one when it closes.
-        self._write_manifest = not manifest.has_manifest(self.path)
+        # A store without a current manifest (killed while writing, written by a clipy that
+        # does not keep one) gets one when it closes.
+        self._write_manifest = not current
         return shard
 
-    def _check_manifest(self) -> None:
+    def _check_manifest(self) -> bool:
         """Refuse a shard whose files differ from the manifest of its last clean close,
-        before the engine reads them (some damage makes the engine abort the process)."""
-        damage = manifest.check_manifest(self.path, self.path / SHARD_DIR)
+        before the engine reads them (some damage makes the engine abort the process).
+        Returns whether the manifest is current."""
+        check = manifest.check_manifest(self.path, self.path / SHARD_DIR)
+        damage = check.damage
         if damage is None:
-            return
+            return check.current
         holder = self._pid_holder()
         if holder is not None and holder != os.getpid() and _process_alive(holder):
             # Another process holds the shard and may be writing it: the engine's lock
             # error names that process, rather than a false alarm about damage.
-            return
+            return False
         raise StoreError(
             f"store file {damage.path} is damaged ({damage.reason}); restore the store "
             "from a copy or re-ingest it with --recreate"

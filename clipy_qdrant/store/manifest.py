@@ -13,7 +13,9 @@ one clear error instead, :class:`~clipy_qdrant.store.edge.EdgeStore` keeps
   manifest, and the next open checks nothing and resumes (no false alarm); its next clean
   close writes a fresh one;
 - checked before the engine loads the shard: every listed file must exist with its size
-  (any truncation or extension), and the files in :func:`checksummed` must have their CRC-32.
+  (any truncation or extension), and the files in :func:`checksummed` must have their CRC-32;
+  unless the WAL has changed since (a write by a process that does not keep the manifest):
+  then the manifest no longer applies, nothing is checked and the next close writes one.
 
 JSON files (the engine parses them, and rewrites ``segment.json`` with another key order on
 every load), journals (applied and removed when the engine loads) and the WAL (the engine
@@ -73,11 +75,7 @@ def _engine_files(shard: Path) -> list[Path]:
     segments = shard / "segments"
     if not segments.is_dir():
         return []
-    return sorted(
-        p
-        for p in segments.rglob("*")
-        if p.is_file() and not _transient(p.name)
-    )
+    return sorted(p for p in segments.rglob("*") if p.is_file() and not _transient(p.name))
 
 
 def _crc32(path: Path) -> int:
@@ -88,17 +86,30 @@ def _crc32(path: Path) -> int:
     return crc
 
 
+def _wal_state(shard: Path) -> dict[str, list[int]]:
+    """Name, size and modification time of each WAL file: every write to the shard goes
+    through the WAL first, and sessions that only read leave it untouched."""
+    wal = shard / "wal"
+    if not wal.is_dir():
+        return {}
+    out: dict[str, list[int]] = {}
+    for path in sorted(wal.iterdir()):
+        info = path.stat()
+        out[path.name] = [info.st_size, info.st_mtime_ns]
+    return out
+
+
 def write_manifest(store: Path, shard: Path) -> None:
     """Record the closed shard's files; a failure to write only means no check next time."""
-    files: dict[str, list[int]] = {}
-    for path in _engine_files(shard):
-        relative = path.relative_to(shard)
-        entry = [path.stat().st_size]
-        if checksummed(relative):
-            entry.append(_crc32(path))
-        files[relative.as_posix()] = entry
-    data = {"version": _VERSION, "files": files}
     with contextlib.suppress(OSError):
+        files: dict[str, list[int]] = {}
+        for path in _engine_files(shard):
+            relative = path.relative_to(shard)
+            entry = [path.stat().st_size]
+            if checksummed(relative):
+                entry.append(_crc32(path))
+            files[relative.as_posix()] = entry
+        data = {"version": _VERSION, "wal": _wal_state(shard), "files": files}
         fd, tmp = tempfile.mkstemp(prefix=".clipy-", suffix=".json", dir=store)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -116,10 +127,6 @@ def remove_manifest(store: Path) -> None:
     (store / MANIFEST_FILE).unlink(missing_ok=True)
 
 
-def has_manifest(store: Path) -> bool:
-    return (store / MANIFEST_FILE).is_file()
-
-
 @dataclass(frozen=True)
 class Damage:
     """A file that differs from the manifest: its path and what differs."""
@@ -128,31 +135,50 @@ class Damage:
     reason: str
 
 
-def check_manifest(store: Path, shard: Path) -> Damage | None:
-    """The first listed file that is missing or differs from the manifest; ``None`` when all
-    match or there is no (readable) manifest to check against."""
+@dataclass(frozen=True)
+class Check:
+    """``current``: the manifest describes the shard's last write (there is one, readable, and
+    the WAL is as it recorded; otherwise nothing is checked and the next close writes one).
+    ``damage``: the first listed file that is missing or differs."""
+
+    current: bool
+    damage: Damage | None = None
+
+
+def check_manifest(store: Path, shard: Path) -> Check:
+    """Compare the shard's files with the manifest of its last clean close.
+
+    A WAL that differs from the manifest's means the shard was written by a process that does
+    not keep the manifest (a clipy without it, or a direct engine call), or the WAL itself was
+    damaged (the engine recovers from that): the manifest no longer applies, so nothing is
+    reported, rather than a false alarm about files that were written on purpose."""
     try:
         data = json.loads((store / MANIFEST_FILE).read_text(encoding="utf-8"))
         files = data["files"] if data.get("version") == _VERSION else None
+        wal = data["wal"]
+        if not isinstance(files, dict) or wal != _wal_state(shard):
+            return Check(current=False)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
-    if not isinstance(files, dict):
-        return None
+        return Check(current=False)
     for relative, entry in files.items():
         path = shard / relative
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            return Damage(path, "missing")
+            return Check(True, Damage(path, "missing"))
         except OSError as exc:
-            return Damage(path, f"unreadable: {exc.strerror or exc}")
+            return Check(True, Damage(path, f"unreadable: {exc.strerror or exc}"))
         if size != entry[0]:
-            return Damage(path, f"{size:,} bytes, {entry[0]:,} when the store was closed")
+            return Check(
+                True, Damage(path, f"{size:,} bytes, {entry[0]:,} when the store was closed")
+            )
         if len(entry) > 1:
             try:
                 crc = _crc32(path)
             except OSError as exc:
-                return Damage(path, f"unreadable: {exc.strerror or exc}")
+                return Check(True, Damage(path, f"unreadable: {exc.strerror or exc}"))
             if crc != entry[1]:
-                return Damage(path, "its content differs from when the store was closed")
-    return None
+                return Check(
+                    True, Damage(path, "its content differs from when the store was closed")
+                )
+    return Check(current=True)
