@@ -165,8 +165,10 @@ def kill_points(catalog: Catalog, seed: int) -> list[tuple[str, float]]:
                 points.append((phase, rng.uniform(0.0, timings["index"] - timings["hubness"])))
             elif phase == "index":
                 points.append((phase, rng.uniform(0.0, 0.9 * (timings["end"] - timings["index"]))))
-            else:  # the last moments: the store being flushed and closed, the process exiting
-                points.append((phase, rng.uniform(0.0, timings["end"] - timings["closing"])))
+            else:  # the last moments: the store being flushed and closed, its manifest written
+                points.append(
+                    (phase, rng.uniform(0.0, 0.4 * (timings["end"] - timings["closing"])))
+                )
     assert len(points) == KILLS
     rng.shuffle(points)
     return points
@@ -394,6 +396,27 @@ def test_truncated_segment_file_is_named(damaged: Path, catalog: Catalog, target
         f"error: clipy: error: store file {file} is damaged ({size // 2:,} bytes, {size:,} when "
         "the store was closed); restore the store from a copy or re-ingest it with --recreate"
     )
+
+
+def test_a_store_whose_creation_was_cut_short_resumes(catalog: Catalog, tmp_path: Path) -> None:
+    """What a kill inside the engine's shard creation leaves (seen at an ``open`` kill point):
+    ``clipy.json`` and a shard folder with no config and no segment. A search says there is no
+    collection yet; the same ingest creates it and completes."""
+    store = tmp_path / "store"
+    (store / "shard" / "segments").mkdir(parents=True)
+    (store / "shard" / "wal").mkdir()
+    (store / "shard" / ".atomicwrite0").mkdir()
+    (store / "shard" / ".atomicwrite0" / "tmpfile.tmp").write_text('{"vectors":')
+    shutil.copy(catalog.clean / "clipy.json", store / "clipy.json")
+    result = clipy_run("search", "red shirt", "--store", str(store))
+    assert result.returncode == 1
+    expected = f"clipy: error: store {store} has no collection yet; run `clipy ingest` first"
+    assert result.stderr.strip() == expected, result.stderr
+    resume = subprocess.run(
+        ingest_args(catalog, store, tmp_path / "r.json"), capture_output=True, env=child_env()
+    )
+    assert resume.returncode == 0, resume.stderr[-2000:]
+    assert_same_store(snapshot(store), snapshot(catalog.clean))
 
 
 def test_an_engine_panic_on_a_store_without_manifest_ends_in_one_line(damaged: Path) -> None:

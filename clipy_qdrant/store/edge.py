@@ -113,9 +113,10 @@ class EdgeStore(QdrantStore):
         self._write_manifest = False
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is a file, not a folder; choose another --store")
-        # A collection is the metadata file and the shard together; metadata alone (a creation
-        # cut short) is overwritten by the next ensure_collection.
-        if (self.path / META_FILE).exists() and (self.path / SHARD_DIR).exists():
+        # A collection is the metadata file and the shard together; metadata alone, or with a
+        # shard the engine never finished creating (a creation cut short), is overwritten by
+        # the next ensure_collection.
+        if (self.path / META_FILE).exists() and self._shard_created():
             meta = self._read_meta()
             self._shard = self._load_shard()
             self._meta = meta
@@ -171,6 +172,17 @@ class EdgeStore(QdrantStore):
         # does not keep one) gets one when it closes.
         self._write_manifest = not current
         return shard
+
+    def _shard_created(self) -> bool:
+        """Whether the shard folder holds a shard. ``EdgeShard.create`` makes the folder, then
+        writes its config and first segment: a process killed in between leaves a folder that
+        the engine refuses to load ("edge config is not provided and no segments were
+        loaded") and that holds no product."""
+        shard = self.path / SHARD_DIR
+        if (shard / "edge_config.json").exists():
+            return True
+        segments = shard / "segments"
+        return segments.is_dir() and any(segments.iterdir())
 
     def _check_manifest(self) -> bool:
         """Refuse a shard whose files differ from the manifest of its last clean close,
@@ -245,11 +257,13 @@ class EdgeStore(QdrantStore):
     def _create_collection(self, meta: StoreMeta) -> None:
         import qdrant_edge as qe
 
-        if (self.path / SHARD_DIR).exists():
+        if self._shard_created():
             raise StoreError(
                 f"store {self.path} has a shard but no {META_FILE}; delete the folder "
                 "or use --recreate"
             )
+        # A shard folder the engine never finished creating holds nothing: start it again.
+        shutil.rmtree(self.path / SHARD_DIR, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
         self._mark_written()
         # Metadata first: a shard is never left behind without knowing its encoder.
