@@ -278,9 +278,9 @@ class EdgeStore(QdrantStore):
         _write_json_atomic(self.path / META_FILE, meta.to_json())
 
     def _drop_collection(self) -> None:
+        self._write_manifest = False  # nothing to record: the shard is deleted
         self._release_shard()
         manifest.remove_manifest(self.path)
-        self._write_manifest = False
         shutil.rmtree(self.path / SHARD_DIR, ignore_errors=True)
         (self.path / THUMBNAIL_FILE).unlink(missing_ok=True)
         (self.path / VOCABULARY_FILE).unlink(missing_ok=True)
