@@ -116,10 +116,11 @@ class EdgeStore(QdrantStore):
         # A collection is the metadata file and the shard together; metadata alone, or with a
         # shard the engine never finished creating (a creation cut short), is overwritten by
         # the next ensure_collection.
-        if (self.path / META_FILE).exists() and self._shard_created():
+        if (self.path / META_FILE).exists() and (self.path / SHARD_DIR).exists():
             meta = self._read_meta()
-            self._shard = self._load_shard()
-            self._meta = meta
+            if self._shard_created():
+                self._shard = self._load_shard()
+                self._meta = meta
 
     def __repr__(self) -> str:
         return f"EdgeStore({str(self.path)!r})"
