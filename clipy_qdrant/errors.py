@@ -37,3 +37,9 @@ class UnknownProductError(ClipyError):
 
 class UnknownFieldError(FilterError):
     """A filter or facet names a payload field that the store does not index."""
+
+
+def is_engine_panic(exc: BaseException) -> bool:
+    """A Rust panic inside an engine binding (qdrant-edge), raised as pyo3's
+    ``PanicException``: a ``BaseException``, so ``except Exception`` lets it through."""
+    return type(exc).__name__ == "PanicException"

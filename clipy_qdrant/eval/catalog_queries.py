@@ -108,7 +108,7 @@ def same_name_queries(
             id=f"same-name-{query.id.removeprefix('ki-')}",
             set=SAME_NAME,
             text=query.text,
-            relevant_ids=tuple(sorted(by_name.get(query.text or "", query.relevant_ids))),
+            relevant_ids=tuple(sorted(by_name.get(query.text or "", query.relevant_ids or ()))),
             gallery="all",
         )
         for query in known_item

@@ -5,6 +5,8 @@ Layout of the store folder::
     <path>/clipy.json   encoder (name, dim), payload indexes, hubness record; written atomically
     <path>/clipy.pid    id of the process holding the shard open; removed when it closes
     <path>/shard/       the qdrant-edge shard (segments + WAL); locked by the process using it
+    <path>/shard-manifest.json   sizes and checksums of the shard's files at the last clean
+                        close (:mod:`~clipy_qdrant.store.manifest`); absent while being written
     <path>/thumbnails.sqlite   product thumbnails (:class:`~clipy_qdrant.thumbnails.ThumbnailDB`)
     <path>/vocabulary.json     catalog vocabulary (:class:`~clipy_qdrant.spelling.Vocabulary`)
 """
@@ -21,9 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from clipy_qdrant.errors import StoreError
+from clipy_qdrant.errors import StoreError, is_engine_panic
 from clipy_qdrant.filters import Range, Scalar
 from clipy_qdrant.lexical import LEXICAL, SparseTerms
+from clipy_qdrant.store import manifest
 from clipy_qdrant.store.base import Thumbnail
 from clipy_qdrant.store.engine import Conditions, EnginePoint, EngineSearch
 from clipy_qdrant.store.meta import StoreMeta
@@ -69,6 +72,16 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 class EdgeStore(QdrantStore):
     """:class:`~clipy_qdrant.store.base.VectorStore` on qdrant-edge in folder ``path``.
 
@@ -95,14 +108,18 @@ class EdgeStore(QdrantStore):
         self.full_scan_threshold_kb = full_scan_threshold_kb
         self._shard: Any = None
         self._thumbnails: ThumbnailDB | None = None
+        #: Whether the shard's manifest must be written when it closes (see ``_mark_written``).
+        self._write_manifest = False
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is a file, not a folder; choose another --store")
-        # A collection is the metadata file and the shard together; metadata alone (a creation
-        # cut short) is overwritten by the next ensure_collection.
+        # A collection is the metadata file and the shard together; metadata alone, or with a
+        # shard the engine never finished creating (a creation cut short), is overwritten by
+        # the next ensure_collection.
         if (self.path / META_FILE).exists() and (self.path / SHARD_DIR).exists():
             meta = self._read_meta()
-            self._shard = self._load_shard()
-            self._meta = meta
+            if self._shard_created():
+                self._shard = self._load_shard()
+                self._meta = meta
 
     def __repr__(self) -> str:
         return f"EdgeStore({str(self.path)!r})"
@@ -141,14 +158,57 @@ class EdgeStore(QdrantStore):
     def _load_shard(self) -> Any:
         import qdrant_edge as qe
 
+        current = self._check_manifest()
         try:
             shard = qe.EdgeShard.load(str(self.path / SHARD_DIR))
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not is_engine_panic(exc):
+                raise
             if "WouldBlock" in str(exc):
                 raise self._locked_error() from None
             raise StoreError(f"store {self.path} cannot be opened: {exc}") from None
         self._write_pid()
+        # A store without a current manifest (killed while writing, written by a clipy that
+        # does not keep one) gets one when it closes.
+        self._write_manifest = not current
         return shard
+
+    def _shard_created(self) -> bool:
+        """Whether the shard folder holds a shard. ``EdgeShard.create`` makes the folder, then
+        writes its config and first segment: a process killed in between leaves a folder that
+        the engine refuses to load ("edge config is not provided and no segments were
+        loaded") and that holds no product."""
+        shard = self.path / SHARD_DIR
+        if (shard / "edge_config.json").exists():
+            return True
+        segments = shard / "segments"
+        return segments.is_dir() and any(segments.iterdir())
+
+    def _check_manifest(self) -> bool:
+        """Refuse a shard whose files differ from the manifest of its last clean close,
+        before the engine reads them (some damage makes the engine abort the process).
+        Returns whether the manifest is current."""
+        check = manifest.check_manifest(self.path, self.path / SHARD_DIR)
+        damage = check.damage
+        if damage is None:
+            return check.current
+        holder = self._pid_holder()
+        if holder is not None and holder != os.getpid() and _process_alive(holder):
+            # Another process holds the shard and may be writing it: the engine's lock
+            # error names that process, rather than a false alarm about damage.
+            return False
+        raise StoreError(
+            f"store file {damage.path} is damaged ({damage.reason}); restore the store "
+            "from a copy or re-ingest it with --recreate"
+        )
+
+    def _mark_written(self) -> None:
+        """Called before every write to the shard: its manifest no longer holds, so it is
+        removed (a kill from now on leaves no manifest to raise a false alarm) and written
+        again when the shard closes."""
+        if not self._write_manifest:
+            manifest.remove_manifest(self.path)
+            self._write_manifest = True
 
     def _locked_error(self) -> StoreError:
         """The error for a shard whose lock another open holds, naming the holder if known."""
@@ -185,6 +245,9 @@ class EdgeStore(QdrantStore):
         try:
             shard.flush()
             shard.close()
+            if self._write_manifest:
+                manifest.write_manifest(self.path, self.path / SHARD_DIR)
+                self._write_manifest = False
         finally:
             if self._pid_holder() == os.getpid():
                 (self.path / PID_FILE).unlink(missing_ok=True)
@@ -194,12 +257,15 @@ class EdgeStore(QdrantStore):
     def _create_collection(self, meta: StoreMeta) -> None:
         import qdrant_edge as qe
 
-        if (self.path / SHARD_DIR).exists():
+        if self._shard_created():
             raise StoreError(
                 f"store {self.path} has a shard but no {META_FILE}; delete the folder "
                 "or use --recreate"
             )
+        # A shard folder the engine never finished creating holds nothing: start it again.
+        shutil.rmtree(self.path / SHARD_DIR, ignore_errors=True)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._mark_written()
         # Metadata first: a shard is never left behind without knowing its encoder.
         _write_json_atomic(self.path / META_FILE, meta.to_json())
         config = edge_config(
@@ -212,7 +278,9 @@ class EdgeStore(QdrantStore):
         _write_json_atomic(self.path / META_FILE, meta.to_json())
 
     def _drop_collection(self) -> None:
+        self._write_manifest = False  # nothing to record: the shard is deleted
         self._release_shard()
+        manifest.remove_manifest(self.path)
         shutil.rmtree(self.path / SHARD_DIR, ignore_errors=True)
         (self.path / THUMBNAIL_FILE).unlink(missing_ok=True)
         (self.path / VOCABULARY_FILE).unlink(missing_ok=True)
@@ -221,6 +289,7 @@ class EdgeStore(QdrantStore):
     def _create_payload_indexes(self, fields: Mapping[str, str]) -> None:
         import qdrant_edge as qe
 
+        self._mark_written()
         for name, kind in fields.items():
             schema = getattr(qe.PayloadSchemaType, _SCHEMA_NAMES[kind])
             self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
@@ -236,6 +305,7 @@ class EdgeStore(QdrantStore):
     def _upsert_points(self, points: Sequence[EnginePoint]) -> None:
         import qdrant_edge as qe
 
+        self._mark_written()
         batch = []
         for p in points:
             vectors: dict[str, Any] = dict(p.vectors)
@@ -249,6 +319,7 @@ class EdgeStore(QdrantStore):
     def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
         import qdrant_edge as qe
 
+        self._mark_written()
         for value, ids in targets:
             point_ids: list[int | uuid.UUID | str] = list(ids)
             self._shard.update(qe.UpdateOperation.set_payload(point_ids, {key: value}))
@@ -313,6 +384,7 @@ class EdgeStore(QdrantStore):
         return list(self._shard.facet(request).hits)
 
     def _build_index(self) -> None:
+        self._mark_written()
         self._shard.optimize()
 
     def _close_engine(self) -> None:
@@ -343,6 +415,7 @@ class EdgeStore(QdrantStore):
                 f"store {self.path} already has a collection; restore into a new folder"
             )
         self.path.mkdir(parents=True, exist_ok=True)
+        self._mark_written()
         # Metadata first, as at creation: a shard is never left without its encoder.
         _write_json_atomic(self.path / META_FILE, meta.to_json())
         with self._engine("restoring a snapshot"):

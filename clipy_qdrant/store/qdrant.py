@@ -23,7 +23,7 @@ from typing import Any, Self
 import numpy as np
 
 from clipy_qdrant.encoders.base import EncoderInfo
-from clipy_qdrant.errors import StoreError
+from clipy_qdrant.errors import StoreError, is_engine_panic
 from clipy_qdrant.filters import Filter
 from clipy_qdrant.lexical import Bm25Params, SparseTerms
 from clipy_qdrant.spelling import Vocabulary
@@ -142,7 +142,9 @@ class QdrantStore(EngineCalls):
             yield
         except StoreError:
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not is_engine_panic(exc):
+                raise
             raise StoreError(
                 f"store {self.where}: {what} failed: {exc}{self._failure_hint()}"
             ) from None
