@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from clipy_qdrant.lexical import Bm25Params, LexicalQuery, SparseTerms, document_vector
 from clipy_qdrant.spelling import Correction, SpellingCorrector, Vocabulary
-from clipy_qdrant.store.base import LEXICAL_TEXT_KEY, VectorStore
+from clipy_qdrant.split import SPLIT_FIELD
+from clipy_qdrant.store.base import LEXICAL_TEXT_KEY, PRODUCT_ID_KEY, VectorStore
 
 
 class LexicalWriter:
@@ -48,12 +49,28 @@ class LexicalWriter:
 
 
 def refresh_vocabulary(store: VectorStore) -> Vocabulary | None:
-    """Rebuild and record the vocabulary of every stored product text (``None``, and nothing
-    recorded, for a store without the lexical vector)."""
+    """Rebuild and record the vocabulary of every stored product text, with the words of the
+    products' keyword field values that no text holds as known words (a query naming a
+    category is never "corrected" away from it). ``None``, and nothing recorded, for a store
+    without the lexical vector."""
     if not store.has_lexical():
         return None
-    texts = (str(p.payload.get(LEXICAL_TEXT_KEY, "")) for p in store.scroll())
+    keywords = [
+        name
+        for name, kind in store.indexed_fields().items()
+        if kind == "keyword" and name not in (PRODUCT_ID_KEY, SPLIT_FIELD)
+    ]
+    texts: list[str] = []
+    values: list[str] = []
+    for point in store.scroll():
+        payload = point.payload or {}
+        texts.append(str(payload.get(LEXICAL_TEXT_KEY, "")))
+        for name in keywords:
+            value = payload.get(name)
+            items = value if isinstance(value, list) else [value]
+            values.extend(v for v in items if isinstance(v, str))
     vocabulary = Vocabulary.from_texts(texts)
+    vocabulary.add_known(values)
     store.save_vocabulary(vocabulary)
     return vocabulary
 

@@ -185,12 +185,16 @@ class Vocabulary:
     """The catalog's words: document frequency of each token, number of texts (those with at
     least one token, as the lexical channel's IDF counts them) and of tokens, and ``pairs``:
     the number of texts holding each pair of distinct words (key ``"a b"``, ``a < b``), the
-    spelling corrector's context."""
+    spelling corrector's context; ``known``: catalog words found only outside the texts (in
+    the products' filterable field values, e.g. a category "Topwear"), with the number of
+    products holding each. Known words are never corrected; they take no part in BM25 or in
+    the ranking of corrections."""
 
     frequencies: dict[str, int] = field(default_factory=dict)
     documents: int = 0
     tokens: int = 0
     pairs: dict[str, int] = field(default_factory=dict)
+    known: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> Vocabulary:
@@ -218,8 +222,20 @@ class Vocabulary:
         self.frequencies = dict(counts)
         self.pairs = dict(pairs)
 
+    def add_known(self, values: Iterable[str]) -> None:
+        """Count the words of field values (one count per value) that no text holds as
+        :attr:`known` words."""
+        counts: Counter[str] = Counter(self.known)
+        for value in values:
+            counts.update(w for w in set(tokenize(value)) if w not in self.frequencies)
+        self.known = {w: n for w, n in counts.items() if w not in self.frequencies}
+
     def __contains__(self, word: object) -> bool:
-        return isinstance(word, str) and word in self.frequencies
+        return isinstance(word, str) and (word in self.frequencies or word in self.known)
+
+    def in_texts(self, word: str) -> bool:
+        """True when a product text holds ``word`` (a known word outside the texts: False)."""
+        return word in self.frequencies
 
     def __len__(self) -> int:
         return len(self.frequencies)
@@ -253,6 +269,7 @@ class Vocabulary:
             "tokens": self.tokens,
             "frequencies": dict(sorted(self.frequencies.items())),
             "pairs": dict(sorted(self.pairs.items())),
+            "known": dict(sorted(self.known.items())),
         }
 
     @classmethod
@@ -267,7 +284,8 @@ class Vocabulary:
         try:
             freqs = {str(w): int(c) for w, c in dict(data["frequencies"]).items()}
             pairs = {str(k): int(c) for k, c in dict(data.get("pairs") or {}).items()}
-            return cls(freqs, int(data["documents"]), int(data["tokens"]), pairs)
+            known = {str(k): int(c) for k, c in dict(data.get("known") or {}).items()}
+            return cls(freqs, int(data["documents"]), int(data["tokens"]), pairs, known)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed vocabulary: {exc}") from None
 
@@ -423,7 +441,7 @@ class SpellingCorrector:
         budget = max_edits(len(word))
         if budget == 0:
             return None
-        context = [w for w in context if w != word and w in self.vocabulary]
+        context = [w for w in context if w != word and self.vocabulary.in_texts(w)]
         if context and self.vocabulary.pairs:
             near = self._best_in_context(word, 1, 1, context, -math.inf)
             if budget == 1:
@@ -449,7 +467,9 @@ class SpellingCorrector:
         context = [
             folded[0]
             for _, folded in words
-            if len(folded) == 1 and folded[0] in self.vocabulary and folded[0] not in self.protected
+            if len(folded) == 1
+            and self.vocabulary.in_texts(folded[0])
+            and folded[0] not in self.protected
         ]
         for match, folded in words:
             typed = match.group()

@@ -209,3 +209,36 @@ def test_an_ingest_stopped_after_its_last_write_leaves_the_vocabulary_stale_and_
     vocabulary = store.vocabulary()
     assert vocabulary is not None and "trail" in vocabulary and "running" not in vocabulary
     assert vocabulary == Vocabulary.from_texts(text for text, _ in _stored(store).values())
+
+
+def test_field_values_outside_the_texts_are_known_words_never_corrected(
+    store: VectorStore, tmp_path: Path
+) -> None:
+    """A category value that no product text holds ("Topwear", "Apparel") is still a catalog
+    word: a query naming it keeps it, while a typo of a text word is still corrected."""
+    styles = write_catalog(tmp_path, NAMES)
+    rows = list(csv.DictReader(styles.open()))
+    for i, row in enumerate(rows):
+        row["masterCategory"] = "Apparel" if i % 2 else "Accessories"
+        row["subCategory"] = "Topwear" if i % 3 else "Sporting Goods"
+    with styles.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    catalog = open_catalog(styles, text_template="{productDisplayName}")
+    run_ingest(catalog, store, FakeEncoder(), progress=False)
+    assert {"masterCategory", "subCategory"} <= set(store.indexed_fields())
+    vocabulary = store.vocabulary()
+    assert vocabulary is not None
+    assert {"apparel", "topwear", "sporting", "goods"} <= set(vocabulary.known)
+    assert "apparel" not in vocabulary.frequencies  # not in any text: no BM25 weight
+    texts = [text for text, _ in _stored(store).values()]
+    assert vocabulary.frequencies == Vocabulary.from_texts(texts).frequencies
+    searcher = Searcher(store, FakeEncoder())
+    for query in ("Apparel", "Topwear", "Sporting Goods", "red Topwear"):
+        correction = searcher.correct(query)
+        assert correction is not None and not correction.changed, query
+    correction = searcher.correct("blue sneakres")
+    assert correction is not None and correction.corrected == "blue sneakers"
+    # The known words survive the JSON round trip the store keeps them in.
+    assert Vocabulary.from_json(vocabulary.to_json()) == vocabulary

@@ -261,3 +261,16 @@ def test_a_two_edit_candidate_wins_only_by_a_clear_context_margin() -> None:
     assert corrector.correct("garden snadls").corrected == "garden snails"
     # A known word and a code stay whatever the context.
     assert corrector.correct("women snails CH2586").corrected == "women snails CH2586"
+
+
+def test_known_field_words_are_never_corrected_to_a_near_text_word() -> None:
+    texts = ["Ajanta Tower Clock", "Spring Goods Box", "Tower Fan"] * 3
+    plain = SpellingCorrector(Vocabulary.from_texts(texts))
+    assert plain.correct("Topwear").corrected == "Tower"  # what an unknown word gets
+    vocabulary = Vocabulary.from_texts(texts)
+    vocabulary.add_known(["Topwear", "Sporting Goods", "Tower"])
+    assert vocabulary.known == {"topwear": 1, "sporting": 1}  # text words stay text words
+    corrector = SpellingCorrector(vocabulary)
+    for query in ("Topwear", "Sporting Goods", "topwear tower"):
+        assert not corrector.correct(query).changed, query
+    assert corrector.correct("Towre Fan").corrected == "Tower Fan"
