@@ -274,6 +274,16 @@ def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:
         "metric_vs_weight.png",
         "table.txt",
     }
+    with (out / "per_query.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    keys = [
+        tuple(
+            r[k] for k in ("set", "query_id", "method", "w_text", "w_image", "w_lexical", "rrf_k")
+        )
+        for r in rows
+    ]
+    assert len(set(keys)) == len(keys)  # each (query, setting) once: the lexical weight included
+    assert {r["w_lexical"] for r in rows} == {"0", "0.5"}
 
     code, stdout, err = run(
         "eval", "ab", str(queries / "category.jsonl"), "--store", str(store),

@@ -346,7 +346,8 @@ def write_per_query_csv(run: EvalRun, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["set", "query_id", "method", "w_text", "w_image", "rrf_k", *run.metrics])
+        header = ["set", "query_id", "method", "w_text", "w_image", "w_lexical", "rrf_k"]
+        writer.writerow([*header, *run.metrics])
         for result in run.sets.values():
             for c, cfg in enumerate(run.configs):
                 for q, qid in enumerate(result.query_ids):
@@ -357,6 +358,7 @@ def write_per_query_csv(run: EvalRun, path: str | Path) -> Path:
                             cfg.method,
                             f"{cfg.w_text:g}",
                             f"{cfg.w_image:g}",
+                            f"{cfg.w_lexical:g}",
                             cfg.rrf_k if cfg.method == "rrf" else "",
                             *(f"{v:.6g}" for v in result.scores[c, q]),
                         ]
