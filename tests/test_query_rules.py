@@ -157,7 +157,18 @@ def test_http_api_reports_the_rule(searcher: Searcher) -> None:
     assert words["rule"] is None and words["weights"]["w_text"] == 0.5
 
 
-def test_cli_json_and_stderr_report_the_rule(tmp_path: Path) -> None:
+def test_http_api_follows_the_server_setting(store: VectorStore) -> None:
+    off = Searcher(store, FakeEncoder(), candidates=8, code_queries=False)
+    client = TestClient(create_app(off, ServeOptions()))
+    body = client.post("/v1/search", json={"text": "A166", "k": 3}).json()
+    assert body["rule"] is None and body["weights"]["w_text"] == 0.5
+    on = client.post("/v1/search", json={"text": "A166", "k": 3, "code_rule": True}).json()
+    assert on["rule"]["name"] == CODE_ONLY
+
+
+def test_cli_json_and_stderr_report_the_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     register_fake()
     build_store(N, tmp_path / "store", catalog=_catalog()).close()
     runner = CliRunner()
@@ -172,3 +183,8 @@ def test_cli_json_and_stderr_report_the_rule(tmp_path: Path) -> None:
     off = runner.invoke(app, [*args, "--no-code-rule"])
     assert off.exit_code == 0, off.output
     assert all("rule" not in h for h in json.loads(off.stdout)) and "code_only" not in off.stderr
+    # The setting (what ``clipy eval`` runs under) turns it off too.
+    monkeypatch.setenv("CLIPY_CODE_QUERIES", "0")
+    env_off = runner.invoke(app, args)
+    assert env_off.exit_code == 0, env_off.output
+    assert all("rule" not in h for h in json.loads(env_off.stdout))

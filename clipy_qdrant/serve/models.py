@@ -135,10 +135,11 @@ class SearchFields(BaseModel):
     as_typed: bool = Field(
         default=False, description="Search the text as typed, without spelling correction."
     )
-    code_rule: bool = Field(
-        default=True,
+    code_rule: bool | None = Field(
+        default=None,
         description="Search a query that is only a product code without the text channel "
-        "where the catalog holds the code (the response's rule says when it did).",
+        "where the catalog holds the code (the response's rule says when it did); null: the "
+        "server's setting (CLIPY_CODE_QUERIES, on by default).",
     )
     fusion: FusionMethod = Field(default="weighted", description="weighted | rrf | dbsf")
     k: int = Field(default=10, ge=1, description="Results per page (at most the server's max_k).")
