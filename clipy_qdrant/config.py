@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     catalog: Path = DEFAULT_CATALOG
     #: Where derived artefacts (ONNX exports of the frozen towers) are cached.
     cache_dir: Path = Path.home() / ".cache" / "clipy"
+    #: Search a query that is a code and nothing else without the text channel where the
+    #: catalog holds the code (:mod:`clipy_qdrant.query_rules`); ``CLIPY_CODE_QUERIES=0`` turns
+    #: the rule off (to A/B it with ``clipy eval``).
+    code_queries: bool = True
     #: Server URL for the server test tier; unset means that tier is skipped with a reason.
     test_qdrant_url: str | None = None
 

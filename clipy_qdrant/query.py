@@ -23,14 +23,17 @@ class QueryVectors:
     """The query vector for each channel (unit length), and the weight ``c_q`` of the hubness
     correction on the image channel (set for a text query without an image, by
     :meth:`~clipy_qdrant.search.Searcher.query_vectors`), the lexical query of the query text
-    (``None`` without a text or a lexical channel) and the spelling correction applied to the
-    text before it was encoded (``None`` when none was tried)."""
+    (``None`` without a text or a lexical channel), the spelling correction applied to the
+    text before it was encoded (``None`` when none was tried) and whether the (corrected)
+    text is a code and nothing else (:func:`~clipy_qdrant.spelling.is_code_query`; set only
+    where the lexical channel can answer it)."""
 
     text: np.ndarray
     image: np.ndarray
     image_hubness: float = 0.0
     lexical: LexicalQuery | None = None
     correction: Correction | None = None
+    code_only: bool = False
 
     def __post_init__(self) -> None:
         self.text = _unit(self.text)

@@ -16,6 +16,10 @@ is built: every channel sees the corrected text. A catalog word or a code is nev
 :meth:`Searcher.search_page` returns the correction with the hits; ``as_typed=True`` searches
 the text as typed.
 
+Query rules. A query that is a code and nothing else is searched without the text channel
+where the lexical channel holds the code (:mod:`clipy_qdrant.query_rules`); the result says
+which weights were used and why (``SearchResult.fusion`` and ``SearchResult.rule``).
+
 More like this. ``like=PRODUCT_ID`` queries with the product's stored vectors (nothing is
 re-encoded): its text vector on the text channel and its image vector on the image channel,
 the product itself excluded. With a query text as well ("like this, but in red") the text's
@@ -60,8 +64,9 @@ from clipy_qdrant.fusion import FusionConfig
 from clipy_qdrant.hubness import query_gate
 from clipy_qdrant.lexical_store import LexicalIndex
 from clipy_qdrant.query import ImageInput, QueryVectors, load_query_image
+from clipy_qdrant.query_rules import QueryRule, code_only_fusion, code_rule_applies, fusion_weights
 from clipy_qdrant.retrieval import Hit, Retriever, public_payload
-from clipy_qdrant.spelling import Correction
+from clipy_qdrant.spelling import Correction, is_code_query
 from clipy_qdrant.split import SPLIT_FIELD
 from clipy_qdrant.store.base import IMAGE, PRODUCT_ID_KEY, TEXT, StoredPoint, VectorStore
 from clipy_qdrant.thumbnails import image_url_of
@@ -84,15 +89,21 @@ __all__ = [
 @dataclass
 class SearchResult:
     """A page of hits and the spelling correction the query text got (``None``: no text, or
-    a store without the lexical channel; ``correction.changed`` tells whether it changed)."""
+    a store without the lexical channel; ``correction.changed`` tells whether it changed),
+    the fusion config the search used, and the query rule that set it (``None``: the weights
+    asked for were used)."""
 
     hits: list[Hit]
     correction: Correction | None = None
+    fusion: FusionConfig | None = None
+    rule: QueryRule | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "hits": [h.to_dict() for h in self.hits],
             "correction": self.correction.to_json() if self.correction is not None else None,
+            "weights": fusion_weights(self.fusion) if self.fusion is not None else None,
+            "rule": self.rule.to_json() if self.rule is not None else None,
         }
 
 
@@ -105,6 +116,7 @@ class VectorSearchOptions(TypedDict, total=False):
     fusion: FusionConfig | None
     exclude: Collection[str] | None
     diversity: float | None
+    code_queries: bool | None
 
 
 class SearchOptions(VectorSearchOptions, total=False):
@@ -127,12 +139,14 @@ class Searcher:
         check_encoder: bool = True,
         hubness: float | None = None,
         spelling: bool = True,
+        code_queries: bool = True,
     ) -> None:
         """``hubness`` is beta, the strength of the hubness correction for text queries
         (``0`` turns it off); ``None`` takes the encoder's ``default_hubness`` (1.0 for
         fashion-mini, where it is measured; 0 otherwise) when the store has hubness values.
         ``spelling`` corrects query texts against the catalog vocabulary (on a store with the
-        lexical channel; a store without one has neither the channel nor the correction)."""
+        lexical channel; a store without one has neither the channel nor the correction).
+        ``code_queries`` applies the code-only rule (:mod:`clipy_qdrant.query_rules`)."""
         if candidates < 1:
             raise ConfigError(f"candidates must be >= 1 (got {candidates})")
         if hubness is not None and not (np.isfinite(hubness) and hubness >= 0):
@@ -156,6 +170,7 @@ class Searcher:
         #: The store's lexical channel (``None``: the store has none).
         self.lexical = LexicalIndex.open(store)
         self.spelling = spelling
+        self.code_queries = code_queries
         self.retriever = Retriever(store, self.hubness_info)
 
     def correct(self, text: str) -> Correction | None:
@@ -197,15 +212,19 @@ class Searcher:
         assert text_vec is not None and image_vec is not None  # checked above
         correction = None
         lexical = None
+        code_only = False
         if text is not None and text.strip() and self.lexical is not None:
             correction = None if as_typed else self.correct(text)
-            lexical = self.lexical.query(correction.corrected if correction else text)
+            searched = correction.corrected if correction else text
+            lexical = self.lexical.query(searched)
+            code_only = len(lexical.vector) > 0 and is_code_query(searched)
         return QueryVectors(
             text=text_vec,
             image=image_vec,
             image_hubness=self.query_hubness(text) if text_only else 0.0,
             lexical=lexical,
             correction=correction,
+            code_only=code_only,
         )
 
     # -- embedding -------------------------------------------------------------------------
@@ -291,7 +310,7 @@ class Searcher:
             options["exclude"] = {*(options.get("exclude") or ()), str(like)}
         else:
             query = self.embed(text, image, as_typed=as_typed)
-        return SearchResult(self.search_vectors(query, **options), query.correction)
+        return self.search_vectors_page(query, **options)
 
     def like_vectors(
         self, product_id: str, text: str | None = None, *, as_typed: bool = False
@@ -307,10 +326,17 @@ class Searcher:
                 image=stored.vectors[IMAGE],
                 lexical=embedded.lexical,
                 correction=embedded.correction,
+                code_only=embedded.code_only,
             )
         return QueryVectors(text=stored.vectors[TEXT], image=stored.vectors[IMAGE])
 
     def search_vectors(
+        self, query: QueryVectors, **options: Unpack[VectorSearchOptions]
+    ) -> list[Hit]:
+        """Search with precomputed query vectors: the hits of :meth:`search_vectors_page`."""
+        return self.search_vectors_page(query, **options).hits
+
+    def search_vectors_page(
         self,
         query: QueryVectors,
         *,
@@ -320,18 +346,23 @@ class Searcher:
         fusion: FusionConfig | None = None,
         exclude: Collection[str] | None = None,
         diversity: float | None = None,
-    ) -> list[Hit]:
+        code_queries: bool | None = None,
+    ) -> SearchResult:
         """Search with precomputed query vectors: the ``k`` best products under ``filters``
-        (and not in ``exclude``), skipping the first ``offset``. ``diversity`` in [0, 1]
-        re-orders the results by MMR (0: fused order)."""
+        (and not in ``exclude``), skipping the first ``offset``, with the query's correction,
+        the fusion used and the rule that set it. ``diversity`` in [0, 1] re-orders the
+        results by MMR (0: fused order). ``code_queries`` turns the code-only rule on or off
+        for this search (``None``: the searcher's setting)."""
         if offset < 0:
             raise ConfigError(f"offset must be >= 0 (got {offset})")
         check_diversity(diversity)
         total = offset + k
         depth = max(self.candidates, total) if diversity else total
-        hits = self.search_grid(
-            query, [fusion or FusionConfig()], filters=filters, k=depth, exclude=exclude
-        )[0]
+        asked = fusion or FusionConfig()
+        grid, rules = self.search_grid_rules(
+            query, [asked], filters=filters, k=depth, exclude=exclude, code_queries=code_queries
+        )
+        hits, rule = grid[0], rules[0]
         if diversity and hits:
             ids = [h.product_id for h in hits]
             stored = {
@@ -346,7 +377,12 @@ class Searcher:
             by_id = {h.product_id: h for h in hits}
             picks = mmr([(h.product_id, h.score) for h in hits], rows, diversity, total)
             hits = [by_id[pid] for pid, _ in picks]
-        return hits[offset:total]
+        return SearchResult(
+            hits[offset:total],
+            query.correction,
+            fusion=rule.fusion if rule is not None else asked,
+            rule=rule,
+        )
 
     def search_grid(
         self,
@@ -357,13 +393,56 @@ class Searcher:
         k: int = 10,
         exclude: Collection[str] | None = None,
     ) -> list[list[Hit]]:
-        """One result list per fusion config; the channels are retrieved once for all."""
+        """One result list per fusion config; the channels are retrieved once for all (each
+        config as the query rules set it, :meth:`search_grid_rules`)."""
+        return self.search_grid_rules(query, configs, filters=filters, k=k, exclude=exclude)[0]
+
+    def search_grid_rules(
+        self,
+        query: QueryVectors,
+        configs: Sequence[FusionConfig],
+        *,
+        filters: Filter | Sequence[str] | None = None,
+        k: int = 10,
+        exclude: Collection[str] | None = None,
+        code_queries: bool | None = None,
+    ) -> tuple[list[list[Hit]], list[QueryRule | None]]:
+        """:meth:`search_grid`, with the rule that set each config's weights (``None``: the
+        config as given); ``code_queries`` as in :meth:`search_vectors_page`."""
         if k < 1:
             raise ConfigError(f"k must be >= 1 (got {k})")
         user_filter = _as_filter(filters)
         check_filter_fields(user_filter, self.indexed_fields())
         flt = _with_exclusions(user_filter, exclude)
-        return self.retriever.run(query, configs, flt, k, self.candidates)
+        rules = self.query_rules(query, configs, flt, code_queries=code_queries)
+        used = [
+            rule.fusion if rule is not None else cfg
+            for cfg, rule in zip(configs, rules, strict=True)
+        ]
+        return self.retriever.run(query, used, flt, k, self.candidates), rules
+
+    def query_rules(
+        self,
+        query: QueryVectors,
+        configs: Sequence[FusionConfig],
+        flt: Filter | None,
+        *,
+        code_queries: bool | None = None,
+    ) -> list[QueryRule | None]:
+        """The rule that sets each config's weights for ``query`` (``None``: none does): the
+        code-only rule where the query is a code, the rule is on, and the lexical channel
+        returns a product under ``flt`` (one engine query, asked only then)."""
+        rules: list[QueryRule | None] = [None] * len(configs)
+        lq = query.lexical
+        on = self.code_queries if code_queries is None else code_queries
+        if not (on and query.code_only and lq is not None):
+            return rules
+        applies = [code_rule_applies(cfg) for cfg in configs]
+        if not any(applies) or not self.store.search_lexical(lq.vector, 1, flt):
+            return rules
+        return [
+            code_only_fusion(cfg) if a else None for cfg, a in zip(configs, applies, strict=True)
+        ]
 
     # -- browsing --------------------------------------------------------------------------
 

@@ -140,6 +140,13 @@ def is_code_like(word: str) -> bool:
     return any(a.islower() and b.isupper() for a, b in itertools.pairwise(word))
 
 
+def is_code_query(text: str) -> bool:
+    """Whether ``text`` is a code and nothing else: it has a word and every word of it is
+    code-like (:func:`is_code_like`, the rule that keeps a word from being corrected)."""
+    words = _WORD.findall(text)
+    return bool(words) and all(is_code_like(word) for word in words)
+
+
 def damerau_levenshtein(a: str, b: str, limit: int = MAX_DISTANCE) -> int:
     """Optimal-string-alignment distance of ``a`` and ``b`` (insert, delete, substitute, swap
     two neighbours: 1 each); any distance above ``limit`` is returned as ``limit + 1``."""
@@ -499,5 +506,6 @@ __all__ = [
     "Vocabulary",
     "damerau_levenshtein",
     "is_code_like",
+    "is_code_query",
     "max_edits",
 ]

@@ -53,6 +53,7 @@ from clipy_qdrant.errors import (
     UnknownProductError,
 )
 from clipy_qdrant.fusion import FUSION_METHODS, FusionConfig, FusionMethod
+from clipy_qdrant.query_rules import fusion_weights
 from clipy_qdrant.search import Searcher
 from clipy_qdrant.serve.images import IMAGE_FORMATS, check_image, decode_base64_image
 from clipy_qdrant.serve.limits import BodyLimit
@@ -252,6 +253,7 @@ def create_app(searcher: Searcher, options: ServeOptions | None = None) -> FastA
             fusion=fusion,
             diversity=fields.diversity,
             as_typed=fields.as_typed,
+            code_queries=fields.code_rule,
         )
         hits = result.hits
         correction = result.correction
@@ -282,6 +284,8 @@ def create_app(searcher: Searcher, options: ServeOptions | None = None) -> FastA
             correction=correction.to_json()
             if correction is not None and correction.changed
             else None,
+            weights=fusion_weights(result.fusion) if result.fusion is not None else None,
+            rule=result.rule.to_json() if result.rule is not None else None,
         )
 
     def checked_image(data: bytes) -> bytes:

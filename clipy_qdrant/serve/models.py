@@ -135,6 +135,12 @@ class SearchFields(BaseModel):
     as_typed: bool = Field(
         default=False, description="Search the text as typed, without spelling correction."
     )
+    code_rule: bool | None = Field(
+        default=None,
+        description="Search a query that is only a product code without the text channel "
+        "where the catalog holds the code (the response's rule says when it did); null: the "
+        "server's setting (CLIPY_CODE_QUERIES, on by default).",
+    )
     fusion: FusionMethod = Field(default="weighted", description="weighted | rrf | dbsf")
     k: int = Field(default=10, ge=1, description="Results per page (at most the server's max_k).")
     offset: int = Field(default=0, ge=0, description="Results to skip (paging).")
@@ -196,6 +202,16 @@ class SearchResponse(BaseModel):
         default=None,
         description='The spelling correction of the text when it changed: {"original", '
         '"corrected", "changes"}; search again with as_typed to use the original.',
+    )
+    weights: dict[str, Any] | None = Field(
+        default=None,
+        description='The fusion the search used: {"method", "w_text", "w_image", "w_lexical"} '
+        "(those asked for unless a rule set them).",
+    )
+    rule: dict[str, Any] | None = Field(
+        default=None,
+        description='The query rule that set the weights, null if none: {"name", "reason", '
+        '"weights"}; search again with code_rule false to use the weights asked for.',
     )
 
 

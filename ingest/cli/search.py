@@ -27,6 +27,7 @@ from ingest.cli.shell import (
 )
 
 if TYPE_CHECKING:
+    from clipy_qdrant.query_rules import QueryRule
     from clipy_qdrant.search import Hit, Searcher
     from clipy_qdrant.spelling import Correction
 
@@ -87,6 +88,14 @@ def search(
             "--as-typed", help="Search the query text as typed, without spelling correction."
         ),
     ] = False,
+    code_rule: Annotated[
+        bool,
+        typer.Option(
+            "--code-rule/--no-code-rule",
+            help="Search a query that is only a product code without the text channel where "
+            "the catalog holds the code (default on; CLIPY_CODE_QUERIES=0 turns it off).",
+        ),
+    ] = True,
     k: Annotated[int, typer.Option("-k", "--limit", min=1, help="Number of results.")] = 10,
     offset: Annotated[
         int, typer.Option("--offset", min=0, help="Skip this many results (paging).")
@@ -127,6 +136,10 @@ def search(
     A misspelt query text is corrected against the catalog's words before searching; stderr
     says so ("showing results for …") and --as-typed searches the text as typed. With --json
     each hit then carries the correction (original, corrected, changes).
+
+    A query that is only a product code ("A166") is searched without the text channel where
+    the catalog holds the code; stderr says so, --json hits carry the rule and the weights
+    used, and --no-code-rule searches it with the weights asked for.
     """
     if text is None and image is None and queries is None and like is None:
         raise typer.BadParameter("give a query text, --image PATH, --like ID or --queries FILE")
@@ -134,6 +147,8 @@ def search(
     with user_errors():
         settings = store_settings(store, qdrant_url, api_key, collection, encoder)
         with opened_searcher(settings, hubness) as searcher:
+            if not code_rule:
+                searcher.code_queries = False
             if queries is not None:
                 _search_batch(
                     searcher,
@@ -159,8 +174,9 @@ def search(
                 as_typed=as_typed,
             )
             _announce(result.correction)
+            _announce_rule(result.rule)
             if as_json:
-                typer.echo(_hits_json(result.hits, result.correction))
+                typer.echo(_hits_json(result.hits, result.correction, result.rule))
             else:
                 _render_hits(result.hits)
 
@@ -177,9 +193,30 @@ def _announce(correction: Correction | None, where: str = "") -> None:
     sys.stderr.flush()
 
 
-def _hits_json(hits: list[Hit], correction: Correction | None) -> str:
-    """The hits as a JSON list; each carries the correction when the text was corrected."""
-    extra = {"correction": correction.to_json()} if correction and correction.changed else {}
+def _announce_rule(rule: QueryRule | None, where: str = "") -> None:
+    """Tell stderr that a query rule set the fusion weights, and how to turn it off."""
+    if rule is None:
+        return
+    weights = rule.fusion
+    typer.echo(
+        f"{where}{rule.name}: searched with w_text {weights.w_text:g}, w_image "
+        f"{weights.w_image:g}, w_lexical {weights.w_lexical:g} ({rule.reason}); "
+        "--no-code-rule searches with the weights asked for",
+        err=True,
+    )
+    sys.stderr.flush()
+
+
+def _hits_json(
+    hits: list[Hit], correction: Correction | None, rule: QueryRule | None = None
+) -> str:
+    """The hits as a JSON list; each carries the correction when the text was corrected and
+    the query rule (with the weights used) when one set the weights."""
+    extra: dict[str, Any] = (
+        {"correction": correction.to_json()} if correction and correction.changed else {}
+    )
+    if rule is not None:
+        extra["rule"] = rule.to_json()
     return json.dumps([{**hit.to_dict(), **extra} for hit in hits], ensure_ascii=False)
 
 
@@ -292,7 +329,7 @@ def _search_batch(
             filters = query.get("filters") or None
             if isinstance(filters, str):
                 filters = [filters]
-            hits = searcher.search_vectors(
+            result = searcher.search_vectors_page(
                 vector, filters=filters, k=int(query.get("k", default_k)), fusion=config
             )
         except ClipyError as exc:
@@ -304,11 +341,12 @@ def _search_batch(
                 typer.echo(f"== line {number}: error: {message}")
             continue
         _announce(vector.correction, f"line {number}: ")
+        _announce_rule(result.rule, f"line {number}: ")
         if as_json:
-            typer.echo(_hits_json(hits, vector.correction))
+            typer.echo(_hits_json(result.hits, vector.correction, result.rule))
         else:
             typer.echo(f"== line {number}: {query.get('text') or query.get('image')}")
-            _render_hits(hits)
+            _render_hits(result.hits)
     if failures:
         number, message = failures[0]
         more = (

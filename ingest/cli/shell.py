@@ -268,7 +268,10 @@ def open_searcher(settings: Settings, hubness: float | None = None) -> tuple[Vec
     vector_store = open_configured_store(settings)
     try:
         encoder = load_encoder(encoder_spec(settings, vector_store))
-        return vector_store, Searcher(vector_store, encoder, hubness=hubness)
+        searcher = Searcher(
+            vector_store, encoder, hubness=hubness, code_queries=settings.code_queries
+        )
+        return vector_store, searcher
     except BaseException:
         vector_store.close()
         raise
