@@ -3,11 +3,12 @@
 Text queries (product display names of four words or more, so the query gate is 1) are
 encoded once; each tree then runs them with the query vectors given through
 :meth:`~clipy_qdrant.search.Searcher.search_vectors` in three settings: ``image corrected``
-(weighted 0/1), ``weighted 0.5/0.5 corrected`` and ``default`` (the engine's default fusion,
-lexical channel on), the hubness correction at the encoder's default strength. Per query it
-records the time, the rounds of channel lists (the threshold algorithm's deepening), the
-deepest list and whether a low-hubness image list was searched
-(:meth:`~clipy_qdrant.retrieval.Retriever.with_low_hub`; a tree without it never does). Each tree runs in its own child process with the tree first on ``PYTHONPATH``;
+(weighted 0/1, lexical off), ``weighted 0.5/0.5 corrected`` (lexical off) and ``default``
+(the engine's default fusion, lexical channel on), the hubness correction at the encoder's
+default strength. Per query it records the time, the rounds of channel lists (the
+threshold algorithm's deepening), the deepest list and whether a low-hubness image list was
+searched (:meth:`~clipy_qdrant.retrieval.Retriever.with_low_hub`; a tree without it never
+does). Each tree runs in its own child process with the tree first on ``PYTHONPATH``;
 trees take turns round after round; the first tree's hits are the reference the others must
 equal (ids in order, scores within ``--tolerance``).
 
@@ -67,9 +68,9 @@ def child(store_path: Path, queries_file: Path, out_file: Path) -> None:
     depths: list[int] = []
     original = retriever.retrieve
 
-    def counted(query: Any, flt: Any, depth: int, channels: Any) -> Any:
+    def counted(query: Any, flt: Any, depth: int, channels: Any, **kwargs: Any) -> Any:
         depths.append(depth)
-        return original(query, flt, depth, channels)
+        return original(query, flt, depth, channels, **kwargs)
 
     retriever.retrieve = counted  # type: ignore[method-assign]
     lows: list[int] = []
@@ -82,8 +83,8 @@ def child(store_path: Path, queries_file: Path, out_file: Path) -> None:
 
         retriever.with_low_hub = counted_low
     fusions = {
-        "image corrected": FusionConfig("weighted", 0.0, 1.0),
-        "weighted 0.5/0.5 corrected": FusionConfig("weighted", 0.5, 0.5),
+        "image corrected": FusionConfig("weighted", 0.0, 1.0, w_lexical=0.0),
+        "weighted 0.5/0.5 corrected": FusionConfig("weighted", 0.5, 0.5, w_lexical=0.0),
         "default": None,
     }
     for q in queries[:5]:  # warm-up
