@@ -1,7 +1,7 @@
 """Hubness-corrected weighted search, side by side for source trees: latency, rounds and depth.
 
-Text queries (product display names of four words or more, so the query gate is 1) are
-encoded once; each tree then runs them with the query vectors given through
+Text queries of four words or more (so the query gate is 1): product display names, or with
+``--kind phrases`` attribute phrases ("Men Black Casual Shoes"), encoded once; each tree then runs them with the query vectors given through
 :meth:`~clipy_qdrant.search.Searcher.search_vectors` in three settings: ``image corrected``
 (weighted 0/1, lexical off), ``weighted 0.5/0.5 corrected`` (lexical off) and ``default``
 (the engine's default fusion, lexical channel on), the hubness correction at the encoder's
@@ -13,7 +13,7 @@ trees take turns round after round; the first tree's hits are the reference the 
 equal (ids in order, scores within ``--tolerance``).
 
     python benchmarks/hubness_bound_bench.py --store STORE --tree new=. --tree old=DIR \
-        [--queries 300] [--rounds 2] [--out scratch/hubness-bound]
+        [--queries 300] [--kind names|phrases] [--rounds 2] [--out scratch/hubness-bound]
 """
 
 from __future__ import annotations
@@ -32,22 +32,27 @@ from typing import Any
 SETTINGS = ("image corrected", "weighted 0.5/0.5 corrected", "default")
 
 
-def make_queries(store_path: Path, n: int, seed: int = 0) -> list[str]:
-    """``n`` distinct product display names of four words or more."""
+#: Payload fields of an attribute phrase ("Men Black Casual Shoes"): four words or more.
+PHRASE_FIELDS = ("gender", "baseColour", "usage", "articleType")
+
+
+def make_queries(store_path: Path, n: int, kind: str = "names", seed: int = 0) -> list[str]:
+    """``n`` distinct queries of four words or more: product display names (``names``) or
+    attribute phrases (``phrases``) of the stored products."""
     from clipy_qdrant.store import open_store
+
+    def text(payload: dict[str, Any]) -> str:
+        if kind == "names":
+            return str(payload.get("productDisplayName", ""))
+        values = [payload.get(f) for f in PHRASE_FIELDS]
+        return " ".join(str(v) for v in values) if all(values) else ""
 
     store = open_store(store_path)
     try:
-        names = sorted(
-            {
-                str(p.payload["productDisplayName"])
-                for p in store.scroll()
-                if len(str(p.payload.get("productDisplayName", "")).split()) >= 4
-            }
-        )
+        found = sorted({t for p in store.scroll() if len((t := text(p.payload)).split()) >= 4})
     finally:
         store.close()
-    return random.Random(seed).sample(names, min(n, len(names)))
+    return random.Random(seed).sample(found, min(n, len(found)))
 
 
 def child(store_path: Path, queries_file: Path, out_file: Path) -> None:
@@ -126,6 +131,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--tree", action="append", required=True, help="LABEL=DIR, repeatable")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--kind", choices=("names", "phrases"), default="names")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tolerance", type=float, default=1e-6)
     parser.add_argument("--out", type=Path, default=Path("scratch/hubness-bound"))
@@ -134,7 +140,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out.resolve()
     queries_file = out / "queries.json"
-    queries_file.write_text(json.dumps(make_queries(args.store, args.queries)), encoding="utf-8")
+    queries_file.write_text(
+        json.dumps(make_queries(args.store, args.queries, args.kind)), encoding="utf-8"
+    )
     load = [os.getloadavg()[0]]
     data: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
     for r in range(args.rounds):
@@ -183,6 +191,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_average_1min": [round(x, 2) for x in load],
         "queries": args.queries,
+        "kind": args.kind,
         "rounds": args.rounds,
         "queries_differing_from_" + labels[0]: equal,
     }
