@@ -20,13 +20,16 @@ than ``depth`` holds every product matching the filter, so its candidates are al
 ``rrf`` and ``dbsf`` are defined on the candidate lists of depth ``candidates``.
 
 Low-hubness list. With the store's low-hubness threshold ``t`` recorded (``HubnessInfo.low``)
-a hubness-corrected image channel also searches the products of hubness below ``t`` (a
-second image list of the same depth, under the query's filter and ``hubness < t``). A
-product in neither list either has ``r ≥ t`` and a cosine at most the main list's last
-(``last - c_q · t``), or ``r < t`` and a cosine at most the low list's last (``last_low -
-c_q · min(r)``); the image bound is the larger of the two, and ``last - c_q · t`` alone when
-the low list holds every low-hubness product. Far tighter than ``last - c_q · min(r)``, it
-ends the deepening rounds earlier; the top-k is the same.
+a hubness-corrected image channel whose first bound (from ``min(r)``) leaves the top-k open
+also searches the products of hubness below ``t``: a second image list of the same depth,
+an exact search under the query's filter and ``hubness < t`` (a float payload index), kept
+for the deeper rounds. A product in neither list either has ``r ≥ t`` and a cosine at most
+the main list's last (``last - c_q · t``), or ``r < t`` and a cosine at most the low list's
+last (``last_low - c_q · min(r)``); the image bound is the larger of the two, and ``last -
+c_q · t`` alone when the low list holds every low-hubness product. Far tighter than ``last
+- c_q · min(r)``, it ends the deepening rounds earlier; the top-k is the same. It relies on
+every product with an image vector holding its hubness value, which a valid record
+guarantees (an ingest marks the record stale before its first write).
 
 Payloads. The channel queries return the product id (and on a hubness-corrected image
 channel, the product's hubness) only; the payloads of the final hits are read with one
@@ -173,7 +176,9 @@ class Retriever:
                     ranked, exact = self.fuse_weighted(query, deep, cfg, k, state)
                     if exact:
                         break
-                    if deep.low_hub is None and IMAGE in searched and self.low_threshold(query):
+                    low_open = self.low_threshold(query) is not None
+                    low_open = low_open and IMAGE in self.active(query, cfg)
+                    if deep.low_hub is None and low_open:
                         deep = self.with_low_hub(query, flt, deep)
                     else:
                         low = deep.low_hub is not None
