@@ -37,12 +37,17 @@ DEFAULT_TOP = 10
 MAX_BANK = 50_000
 #: Decimals kept in the payload (1e-4 of a cosine is far below any ranking difference).
 DECIMALS = 4
+#: Quantile of the values taken as the low-hubness threshold (``HubnessInfo.low``): the
+#: fraction of products the query layer's second image list searches.
+LOW_QUANTILE = 0.1
 _WORD = re.compile(r"\w+")
 
 __all__ = [
     "DEFAULT_TOP",
+    "LOW_QUANTILE",
     "MAX_BANK",
     "bank_of",
+    "hubness_info_of",
     "hubness_values",
     "query_gate",
     "refresh_hubness",
@@ -101,6 +106,9 @@ def refresh_hubness(
     """Compute every stored product's hubness over the store's own texts, write it into the
     payloads and record it; ``None`` (and nothing written) for an empty store.
 
+    The ``hubness`` payload field gets a float index (the query layer's low-hubness list
+    filters on it) and the record the low-hubness threshold (:func:`hubness_info_of`).
+
     Two passes over the store: the first collects the distinct text vectors (the bank, at
     most ``max_bank``), the second scores the image vectors ``block`` at a time. The values
     are written after the scroll, never during it. Memory holds the distinct text vectors,
@@ -143,8 +151,18 @@ def refresh_hubness(
     if not values:
         return None
     store.set_payload(HUBNESS_KEY, values)
-    info = HubnessInfo(
-        top=min(top, len(bank)), bank=len(bank), points=len(values), minimum=min(values.values())
-    )
+    encoder = store.encoder_info()
+    if encoder is not None and store.indexed_fields().get(HUBNESS_KEY) != "float":
+        store.ensure_collection(encoder, {HUBNESS_KEY: "float"})
+    info = hubness_info_of(list(values.values()), top=min(top, len(bank)), bank=len(bank))
     store.set_hubness_info(info)
     return info
+
+
+def hubness_info_of(values: list[float], *, top: int, bank: int) -> HubnessInfo:
+    """The record of ``values`` (non-empty): their number, smallest value and low-hubness
+    threshold, the ``LOW_QUANTILE`` quantile (one of the values: the query layer's filter
+    ``hubness < low`` and its bound compare the stored values themselves)."""
+    ordered = sorted(values)
+    low = ordered[int(LOW_QUANTILE * (len(ordered) - 1))]
+    return HubnessInfo(top=top, bank=bank, points=len(values), minimum=ordered[0], low=low)

@@ -19,6 +19,18 @@ the brute-force top-k; otherwise the lists are deepened and fused again. A dense
 than ``depth`` holds every product matching the filter, so its candidates are all of them.
 ``rrf`` and ``dbsf`` are defined on the candidate lists of depth ``candidates``.
 
+Low-hubness list. With the store's low-hubness threshold ``t`` recorded (``HubnessInfo.low``)
+a hubness-corrected image channel whose first bound (from ``min(r)``) leaves the top-k open
+also searches the products of hubness below ``t``: a second image list of the same depth,
+an exact search under the query's filter and ``hubness < t`` (a float payload index), kept
+for the deeper rounds. A product in neither list either has ``r ≥ t`` and a cosine at most
+the main list's last (``last - c_q · t``), or ``r < t`` and a cosine at most the low list's
+last (``last_low - c_q · min(r)``); the image bound is the larger of the two, and ``last -
+c_q · t`` alone when the low list holds every low-hubness product. Far tighter than ``last
+- c_q · min(r)``, it ends the deepening rounds earlier; the top-k is the same. It relies on
+every product with an image vector holding its hubness value, which a valid record
+guarantees (an ingest marks the record stale before its first write).
+
 Payloads. The channel queries return the product id (and on a hubness-corrected image
 channel, the product's hubness) only; the payloads of the final hits are read with one
 ``retrieve``.
@@ -35,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clipy_qdrant.errors import StoreError
-from clipy_qdrant.filters import Filter, Match
+from clipy_qdrant.filters import Filter, Match, Range
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
 from clipy_qdrant.lexical import LEXICAL
 from clipy_qdrant.query import QueryVectors
@@ -91,10 +103,12 @@ def weight_of(cfg: FusionConfig, channel: str) -> float:
 
 @dataclass
 class Channels:
-    """Candidate lists of one query at one depth (lexical scores normalised)."""
+    """Candidate lists of one query at one depth (lexical scores normalised); ``low_hub`` is
+    the low-hubness image list (``None`` when not searched, see the module docstring)."""
 
     depth: int
     lists: dict[str, list[ScoredPoint]]
+    low_hub: list[ScoredPoint] | None = None
 
     def complete(self, channel: str) -> bool:
         """True when the channel returned every product it can (fewer than ``depth``)."""
@@ -120,6 +134,9 @@ class QueryState:
                 known.setdefault(p.product_id, p.score)
             if channels.complete(channel):
                 self.complete.add(channel)
+        known = self.scores[IMAGE]
+        for p in channels.low_hub or ():
+            known.setdefault(p.product_id, p.score)
 
 
 class Retriever:
@@ -159,7 +176,13 @@ class Retriever:
                     ranked, exact = self.fuse_weighted(query, deep, cfg, k, state)
                     if exact:
                         break
-                    deep = self.retrieve(query, flt, deep.depth * 2, searched)
+                    low_open = self.low_threshold(query) is not None
+                    low_open = low_open and IMAGE in self.active(query, cfg)
+                    if deep.low_hub is None and low_open:
+                        deep = self.with_low_hub(query, flt, deep)
+                    else:
+                        low = deep.low_hub is not None
+                        deep = self.retrieve(query, flt, deep.depth * 2, searched, low_hub=low)
                     state.absorb(deep)
             else:
                 ranked = self.fuse_ranks(query, base, cfg, k, state)
@@ -167,8 +190,16 @@ class Retriever:
         return results
 
     def retrieve(
-        self, query: QueryVectors, flt: Filter | None, depth: int, channels: Sequence[str]
+        self,
+        query: QueryVectors,
+        flt: Filter | None,
+        depth: int,
+        channels: Sequence[str],
+        *,
+        low_hub: bool = False,
     ) -> Channels:
+        """Each of ``channels``' lists of ``depth`` candidates (and with ``low_hub`` the
+        low-hubness image list, :meth:`with_low_hub`)."""
         lists: dict[str, list[ScoredPoint]] = {}
         for channel in CHANNELS:
             if channel not in channels:
@@ -184,7 +215,36 @@ class Retriever:
                 lists[channel] = self.store.search(
                     channel, query.for_channel(channel), depth, flt, with_payload=False
                 )
-        return Channels(depth=depth, lists=lists)
+        found = Channels(depth=depth, lists=lists)
+        if low_hub and IMAGE in channels and self.low_threshold(query) is not None:
+            return self.with_low_hub(query, flt, found)
+        return found
+
+    def with_low_hub(self, query: QueryVectors, flt: Filter | None, channels: Channels) -> Channels:
+        """``channels`` with the low-hubness image list of the same depth: the products under
+        ``flt`` whose hubness is below the store's threshold, best cosine first. It is an
+        exact search (the float index on ``hubness`` selects the band, a small fraction of
+        the store, and every product in it is scored), asked for only when the bound with
+        the smallest hubness alone leaves the top-k open."""
+        low = self.low_threshold(query)
+        assert low is not None
+        low_filter = Filter(must=(Range(HUBNESS_KEY, lt=low),)).and_(flt)
+        low_hub = self.store.search(
+            IMAGE,
+            query.for_channel(IMAGE),
+            channels.depth,
+            low_filter,
+            with_payload=False,
+            exact=True,
+        )
+        return Channels(depth=channels.depth, lists=channels.lists, low_hub=low_hub)
+
+    def low_threshold(self, query: QueryVectors) -> float | None:
+        """The low-hubness threshold for a hubness-corrected query (``None``: no second list,
+        with the correction off or a store that records none)."""
+        if query.image_hubness <= 0 or self.hubness_info is None:
+            return None
+        return self.hubness_info.low
 
     def component_scores(
         self, query: QueryVectors, channel: str, ids: Collection[str], state: QueryState
@@ -266,9 +326,15 @@ class Retriever:
         if channel == LEXICAL and channels.complete(channel):
             return 0.0  # every product holding a query word is in the list
         last = channels.lists[channel][-1].score
-        if channel == IMAGE and query.image_hubness > 0 and self.hubness_info is not None:
-            return last - query.image_hubness * self.hubness_info.minimum
-        return last
+        if channel != IMAGE or query.image_hubness <= 0 or self.hubness_info is None:
+            return last
+        c_q, lowest, low = query.image_hubness, self.hubness_info.minimum, self.hubness_info.low
+        low_hub = channels.low_hub
+        if low is None or low_hub is None:
+            return last - c_q * lowest
+        if len(low_hub) < channels.depth:
+            return last - c_q * low  # every product of hubness below ``low`` is a candidate
+        return max(min(low_hub[-1].score, last) - c_q * lowest, last - c_q * low)
 
     def fuse_weighted(
         self,
@@ -282,6 +348,8 @@ class Retriever:
         candidates: set[str] = set()
         for channel in active:
             candidates.update(p.product_id for p in channels.lists[channel])
+        if IMAGE in active and channels.low_hub:
+            candidates.update(p.product_id for p in channels.low_hub)
         component = {c: self.channel_scores(query, c, candidates, state) for c in active}
         for channel in CHANNELS:  # a zero-weight channel contributes nothing to the rank
             component.setdefault(channel, dict.fromkeys(candidates, 0.0))

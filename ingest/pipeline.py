@@ -151,7 +151,8 @@ def run_ingest(
     create with the collection (default: inferred from the first products, see
     :func:`infer_indexed_fields`). ``build_index`` builds the HNSW graph at the end when
     anything was written; ``hubness`` first recomputes every product's hubness value
-    (:mod:`clipy_qdrant.hubness`) when anything was written or the values are stale. Bad rows
+    (:mod:`clipy_qdrant.hubness`) when anything was written or the values are stale (or were
+    recorded without the low-hubness threshold). Bad rows
     and unreadable images are skipped and reported, and values that do not fit their field's
     type are reported and left out of the payload; a store written by another encoder raises
     ``EncoderMismatchError`` before anything is written. The JSON report goes to
@@ -235,7 +236,10 @@ def run_ingest(
         # The vocabulary's document frequencies must be the engine's: rebuilt from every
         # stored text once the run is over.
         refresh_vocabulary(store)
-    if hubness and (report.stored or store.hubness_info() is None) and store.count() > 0:
+    hub_info = store.hubness_info()
+    # A record without the low-hubness threshold (an older clipy wrote it) is refreshed too.
+    hub_stale = hub_info is None or hub_info.low is None
+    if hubness and (report.stored or hub_stale) and store.count() > 0:
         hubness_started = time.perf_counter()
         hub = refresh_hubness(store, progress=progress)
         report.hubness_points = hub.points if hub is not None else 0

@@ -102,6 +102,9 @@ def test_info_text_shows_each_indexed_field_with_its_type(store: Path) -> None:
     assert code == 0
     fields_line = next(line for line in out.splitlines() if line.startswith("indexed fields:"))
     assert "year (integer)" in fields_line and "baseColour (keyword)" in fields_line
+    assert "hubness (float)" in fields_line  # the low-hubness list filters on it
+    hubness_line = next(line for line in out.splitlines() if line.startswith("hubness:"))
+    assert "low-hubness band below" in hubness_line
 
 
 def test_info_reports_store(store: Path) -> None:
@@ -113,6 +116,7 @@ def test_info_reports_store(store: Path) -> None:
     assert info["indexed_fields"]["year"] == "integer"
     assert info["indexed_fields"]["baseColour"] == "keyword"
     assert info["hubness"]["points"] == 24 and info["hubness"]["top"] == 10
+    assert info["hubness"]["minimum"] <= info["hubness"]["low"]
 
 
 def test_search_json_with_filters(store: Path) -> None:
@@ -252,6 +256,35 @@ def test_reingest_stores_nothing_new(store: Path, catalog: Path, tmp_path: Path)
     assert code == 0, err
     assert json.loads(report.read_text())["unchanged"] == 24, err
     assert json.loads(report.read_text())["stored"] == 0
+
+
+def test_a_record_without_the_low_threshold_is_reported_and_refreshed_by_ingest(
+    store: Path, catalog: Path, tmp_path: Path
+) -> None:
+    """A store whose hubness record has no low-hubness threshold (an older clipy wrote it):
+    `clipy info` says so, and `clipy ingest` with nothing new records it."""
+    import dataclasses
+    import shutil
+
+    from clipy_qdrant.store import open_store
+
+    copy = tmp_path / "old"
+    shutil.copytree(store, copy)
+    s = open_store(copy)
+    info = s.hubness_info()
+    assert info is not None and info.low is not None
+    s.set_hubness_info(dataclasses.replace(info, low=None))
+    s.close()
+    code, out, _ = run("info", "--store", str(copy))
+    assert code == 0 and "no low-hubness band" in out
+    report = tmp_path / "r.json"
+    code, _, err = run(
+        "ingest", str(catalog / "styles.csv"), "--store", str(copy), "--report", str(report)
+    )
+    assert code == 0, err
+    assert json.loads(report.read_text())["stored"] == 0
+    assert json.loads(report.read_text())["hubness_points"] == 24
+    assert json.loads(run("info", "--store", str(copy), "--json")[1])["hubness"] == info.to_json()
 
 
 def test_eval_make_queries_run_and_ab(store: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ query layer's corrected text→image ranking against a brute-force oracle."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +16,23 @@ from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
 from clipy_qdrant.errors import ConfigError
 from clipy_qdrant.filters import Filter, matches, parse_filter
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k
-from clipy_qdrant.hubness import bank_of, hubness_values, query_gate, refresh_hubness
+from clipy_qdrant.hubness import (
+    LOW_QUANTILE,
+    bank_of,
+    hubness_values,
+    query_gate,
+    refresh_hubness,
+)
 from clipy_qdrant.search import QueryVectors, Searcher
-from clipy_qdrant.store import HUBNESS_KEY, IMAGE, TEXT, PointRecord, VectorStore, open_store
+from clipy_qdrant.store import (
+    HUBNESS_KEY,
+    IMAGE,
+    TEXT,
+    HubnessInfo,
+    PointRecord,
+    VectorStore,
+    open_store,
+)
 
 N, DIM, K, TOP = 500, 24, 10, 10
 CANDIDATES = 15
@@ -140,6 +155,11 @@ def test_refresh_writes_every_value_and_the_record(store, products, reference) -
     assert info is not None
     assert (info.top, info.points, info.bank) == (TOP, N, N - 40)
     assert info.minimum == pytest.approx(min(reference.values()), abs=1e-6)
+    # the low-hubness threshold: the LOW_QUANTILE quantile of the stored values, indexed
+    stored_values = sorted(p.payload[HUBNESS_KEY] for p in store.scroll())
+    assert info.low == stored_values[int(LOW_QUANTILE * (N - 1))]
+    assert info.minimum < info.low
+    assert store.indexed_fields()[HUBNESS_KEY] == "float"
     stored = {p.product_id: p.payload for p in store.scroll()}
     for pid, payload in zip(ids, payloads, strict=True):
         assert stored[pid][HUBNESS_KEY] == pytest.approx(reference[pid], abs=2e-4)
@@ -299,3 +319,94 @@ def test_searcher_hubness_settings(store, products, tmp_path) -> None:
             Searcher(bare, hubness=1.0)
     finally:
         bare.close()
+
+
+# --------------------------------------------------------------------------- low-hubness bound
+
+
+def test_hubness_record_json_with_and_without_the_low_threshold() -> None:
+    info = HubnessInfo(top=10, bank=50, points=7, minimum=0.125, low=0.25)
+    assert HubnessInfo.from_json(info.to_json()) == info
+    old = {"top": 10, "bank": 50, "points": 7, "minimum": 0.125}  # written without ``low``
+    assert HubnessInfo.from_json(old) == dataclasses.replace(info, low=None)
+    assert "low" not in HubnessInfo.from_json(old).to_json()
+
+
+def _traced(searcher: Searcher) -> dict[str, list]:
+    """Wrap the retriever to record the low-hubness lists it asks for and the channels each
+    weighted fusion sees."""
+    retriever = searcher.retriever
+    trace: dict[str, list] = {"low": [], "fused": []}
+    with_low, fuse = retriever.with_low_hub, retriever.fuse_weighted
+
+    def low(*args, **kwargs):
+        trace["low"].append(args)
+        return with_low(*args, **kwargs)
+
+    def fused(query, channels, cfg, k, state):
+        trace["fused"].append(channels)
+        return fuse(query, channels, cfg, k, state)
+
+    retriever.with_low_hub = low  # type: ignore[method-assign]
+    retriever.fuse_weighted = fused  # type: ignore[method-assign]
+    return trace
+
+
+@pytest.mark.parametrize("filter_name", list(FILTERS))
+def test_low_hubness_bound_equals_the_oracle_on_many_queries(
+    store, oracle, reference, products, filter_name
+) -> None:
+    """Many strongly corrected queries: the low-hubness list is searched for some of them,
+    and every top-k equals the brute-force one, as with the bound from the smallest hubness
+    alone (a record without the threshold)."""
+    _, vectors, _ = products
+    rng = np.random.default_rng(11)
+    flt = FILTERS[filter_name]
+    configs = [FusionConfig("weighted", 0.0, 1.0), FusionConfig("weighted", 0.5, 0.5)]
+    searcher = Searcher(store, candidates=CANDIDATES, hubness=1.0)
+    trace = _traced(searcher)
+    fallback = Searcher(store, candidates=CANDIDATES, hubness=1.0)
+    info = fallback.retriever.hubness_info
+    assert info is not None and info.low is not None
+    fallback.retriever.hubness_info = dataclasses.replace(info, low=None)
+    fallback_trace = _traced(fallback)
+    for _ in range(30):
+        q = vectors[TEXT][int(rng.integers(N))] + 0.5 * rng.standard_normal(DIM)
+        query = QueryVectors(text=q, image=q, image_hubness=float(rng.choice([1.0, 2.0, 4.0])))
+        got = searcher.search_grid(query, configs, filters=flt, k=K)
+        old = fallback.search_grid(query, configs, filters=flt, k=K)
+        for cfg, hits, old_hits in zip(configs, got, old, strict=True):
+            want = _expected(oracle, reference, query, flt, cfg)
+            assert_same_topk([(h.product_id, h.score) for h in hits], want, tol=3e-4)
+            assert [h.product_id for h in hits] == [h.product_id for h in old_hits]
+    assert len(trace["low"]) >= 5  # the new bound is exercised
+    assert not fallback_trace["low"]  # no threshold recorded: the bound from the minimum
+
+
+def test_a_product_found_only_by_the_low_hubness_list_is_in_the_top_k(
+    store, oracle, reference, products
+) -> None:
+    """With a strong correction a low-hubness product of modest cosine wins; the top-k holds
+    one found in the low-hubness list but in neither main list, and equals the oracle."""
+    _, vectors, _ = products
+    info = store.hubness_info()
+    assert info is not None and info.low is not None
+    rng = np.random.default_rng(3)
+    cfg = FusionConfig("weighted", 0.0, 1.0)
+    found_only_there = 0
+    for _ in range(40):
+        searcher = Searcher(store, candidates=CANDIDATES, hubness=1.0)
+        trace = _traced(searcher)
+        q = vectors[TEXT][int(rng.integers(N))] + 0.5 * rng.standard_normal(DIM)
+        query = QueryVectors(text=q, image=q, image_hubness=4.0)
+        hits = searcher.search_vectors(query, k=K, fusion=cfg)
+        want = _expected(oracle, reference, query, None, cfg)
+        assert_same_topk([(h.product_id, h.score) for h in hits], want, tol=3e-4)
+        last = trace["fused"][-1]
+        if last.low_hub is None:
+            continue
+        main = {p.product_id for points in last.lists.values() for p in points}
+        low = {p.product_id for p in last.low_hub}
+        assert all(reference[pid] < info.low for pid in low)
+        found_only_there += any(h.product_id in low - main for h in hits)
+    assert found_only_there > 0

@@ -25,19 +25,41 @@ META_VERSION = 1
 class HubnessInfo:
     """Collection-level record of the hubness values written into the payloads: each is the
     mean of the product image's ``top`` highest cosines with ``bank`` distinct product text
-    vectors of the store; ``minimum`` is the smallest value (the query layer's bound)."""
+    vectors of the store; ``minimum`` is the smallest value (the query layer's bound).
+
+    ``low`` is the threshold of the low-hubness band (a quantile of the values, with the
+    ``hubness`` payload field indexed as float): the query layer searches the products with
+    a value below it as a second image list, which tightens the bound of the products in
+    neither list. ``None`` (a record written without it): the bound uses ``minimum`` alone.
+    """
 
     top: int
     bank: int
     points: int
     minimum: float
+    low: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"top": self.top, "bank": self.bank, "points": self.points, "minimum": self.minimum}
+        data: dict[str, Any] = {
+            "top": self.top,
+            "bank": self.bank,
+            "points": self.points,
+            "minimum": self.minimum,
+        }
+        if self.low is not None:
+            data["low"] = self.low
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HubnessInfo:
-        return cls(int(data["top"]), int(data["bank"]), int(data["points"]), float(data["minimum"]))
+        low = data.get("low")
+        return cls(
+            int(data["top"]),
+            int(data["bank"]),
+            int(data["points"]),
+            float(data["minimum"]),
+            None if low is None else float(low),
+        )
 
 
 @dataclass

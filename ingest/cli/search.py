@@ -482,7 +482,13 @@ def info(
         "hubness:        "
         + (
             f"{hub['points']} products, mean top-{hub['top']} cosine with {hub['bank']} "
-            f"distinct texts (min {hub['minimum']})"
+            f"distinct texts (min {hub['minimum']}, "
+            + (
+                f"low-hubness band below {hub['low']})"
+                if hub.get("low") is not None
+                else "no low-hubness band: corrected search uses the looser bound; "
+                "run clipy ingest to record it)"
+            )
             if hub
             else "none (run clipy ingest to compute it)"
         )
