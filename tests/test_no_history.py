@@ -13,31 +13,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Phrases that narrate (case-insensitive, matched across line breaks and repeated spaces).
-#: Each is unambiguous: none has a present-tense, descriptive reading.
-NARRATION: tuple[str, ...] = (
-    "head of before",
-    "heads of before",
-    "heads before (",
-    "the heads before",
-    "the previous heads",
-    "the previous encoder",
-    "the previous model",
-    "previous machine",
-    "previous session",
-    "earlier session",
-    "in earlier sessions",
-    "this session",
-    "on a slower machine",
-    "this machine is faster",
-    "this session's machine",
-    "not built into search yet",
-    "not yet shipped",
-    "before the colour heads",
-    "before the type block",
-    "before the hubness correction",
-    "the first version of this card",
-    "earlier that day",
+#: Phrases that narrate (tests/data/narration_phrases.txt; case-insensitive, matched across
+#: line breaks and repeated spaces). Each is unambiguous: none has a present-tense,
+#: descriptive reading.
+NARRATION: tuple[str, ...] = tuple(
+    line.strip()
+    for line in (ROOT / "tests" / "data" / "narration_phrases.txt").read_text("utf-8").splitlines()
+    if line.strip() and not line.startswith("#")
 )
 
 #: Files whose job is the history itself.
@@ -71,10 +53,11 @@ def narration_in(text: str) -> list[tuple[int, str]]:
 
 
 def test_the_phrase_finder_sees_narration_across_lines_and_comments() -> None:
-    assert narration_in("x = 1\n# measured on the previous\n# machine, 3 runs\n") == [
-        (2, "previous machine")
-    ]
-    assert narration_in("The HEAD OF BEFORE\n") == [(1, "head of before")]
+    assert len(NARRATION) == 22  # every phrase of the data file was read
+    phrase = next(p for p in NARRATION if len(p.split()) == 2)
+    first, second = phrase.split()
+    assert narration_in(f"x = 1\n# measured on the {first}\n# {second}, 3 runs\n") == [(2, phrase)]
+    assert narration_in(f"The {phrase.upper()}\n") == [(1, phrase)]
     assert narration_in("the heads are trained before the type head\n") == []
 
 
