@@ -234,8 +234,8 @@ class Vocabulary:
         :attr:`known` words."""
         counts: Counter[str] = Counter(self.known)
         for value in values:
-            counts.update(w for w in set(tokenize(value)) if w not in self.frequencies)
-        self.known = {w: n for w, n in counts.items() if w not in self.frequencies}
+            counts.update(set(tokenize(value)).difference(self.frequencies))
+        self.known = dict(counts)
 
     def __contains__(self, word: object) -> bool:
         return isinstance(word, str) and (word in self.frequencies or word in self.known)
