@@ -200,20 +200,43 @@ def _catalog() -> Path:
 
 @pytest.mark.slow
 @pytest.mark.catalog
+@pytest.mark.parametrize("cache", ["empty", "filled by other texts"])
 def test_default_training_of_the_reference_slice_writes_the_reference_heads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str
 ) -> None:
-    """The reference slice's heads and word bag, byte for byte (the command in the file).
-
-    A fresh feature cache: MiniLM features of a text move in the last bits (~5e-8) with the
-    batch that computed them, so a cache filled by other runs can shift the heads' bytes."""
+    """The reference slice's heads and word bag, byte for byte (the command in the file),
+    whatever the feature cache held before: a text's cached feature is its own, not its
+    batch's, so a cache filled over other runs gives the same heads."""
     monkeypatch.setenv("CLIPY_CACHE_DIR", str(tmp_path / "cache"))
+    if cache != "empty":
+        from clipy_qdrant.training.features import cached_text_features
+
+        # Words and captions the slice also trains on, in an order no training run uses.
+        cached_text_features(
+            ["red", "black", "tshirts", "Men Black Casual Shoes", "navy blue", "watches"],
+            tmp_path / "cache",
+            progress=False,
+        )
     reference = json.loads(REFERENCE.read_text())
     args = reference["args"]
     code, _, err = run("train", str(_catalog()), "--out", str(tmp_path / "m"), *args)
     assert code == 0, err
     assert _sha256(tmp_path / "m" / "heads.safetensors") == reference["heads.safetensors"]
     assert _sha256(tmp_path / "m" / "vocab.txt") == reference["vocab.txt"]
+
+
+def test_a_texts_cached_feature_does_not_depend_on_the_other_texts(tmp_path: Path) -> None:
+    from clipy_qdrant.training.features import cached_text_features
+
+    alone = cached_text_features(["Women Red Kurta"], tmp_path / "a", progress=False)
+    among = cached_text_features(
+        ["a much longer caption that pads any batch it is in to many tokens", "Women Red Kurta"],
+        tmp_path / "b",
+        progress=False,
+    )
+    assert alone[0].tobytes() == among[1].tobytes()
+    again = cached_text_features(["x", "Women Red Kurta"], tmp_path / "a", progress=False)
+    assert again[1].tobytes() == alone[0].tobytes()
 
 
 @pytest.mark.slow

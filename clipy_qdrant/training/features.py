@@ -165,43 +165,44 @@ def cached_image_features(
     return feats, colours
 
 
+# Features computed one text per inference call (see cached_text_features).
+TEXT_CACHE_FILE = "text-minilm-l6-v2-single.npz"
+
+
 def cached_text_features(
     texts: Sequence[str],
     cache_dir: Path,
     *,
-    batch_size: int = 128,
     threads: int | None = None,
     progress: bool = True,
 ) -> np.ndarray:
-    """(n, 384) MiniLM features of ``texts``, cached per distinct string."""
+    """(n, 384) MiniLM features of ``texts``, cached per distinct string.
+
+    Each text is encoded on its own, unpadded: a text's feature then depends on the text
+    alone, not on which other texts shared its padded batch, so the cache holds the same
+    bytes however many runs filled it, and a training run from any cache state writes the
+    same heads. Batched, padded inference differs in the last bits (up to ~6e-8) with the
+    batch's padding width.
+    """
     from tqdm import tqdm
 
-    path = _cache_root(cache_dir) / "text-minilm-l6-v2.npz"
+    path = _cache_root(cache_dir) / TEXT_CACHE_FILE
     store = _load_store(path)
     known = [str(t) for t in store.get("texts", np.zeros(0, dtype=str)).tolist()]
     index = {text: i for i, text in enumerate(known)}
     missing = sorted({t for t in texts if t not in index})
     if missing:
         tower = TextTower(cache_dir=cache_dir, threads=threads)
-        chunks = []
-        bar = tqdm(
-            total=len(missing),
-            desc="text features",
-            unit="txt",
-            file=sys.stderr,
-            disable=not progress,
-        )
-        step = batch_size * 8
-        for start in range(0, len(missing), step):
-            chunk = missing[start : start + step]
-            chunks.append(tower.features(chunk, batch_size=batch_size))
-            bar.update(len(chunk))
-        bar.close()
+        features = np.empty((len(missing), 384), dtype=np.float32)
+        for i, text in enumerate(
+            tqdm(missing, desc="text features", unit="txt", file=sys.stderr, disable=not progress)
+        ):
+            features[i] = tower.features([text], batch_size=1)[0]
         all_texts = known + missing
         store = {
             "texts": np.asarray(all_texts),
             "features": np.concatenate(
-                [store.get("features", np.zeros((0, 384), np.float32)), *chunks]
+                [store.get("features", np.zeros((0, 384), np.float32)), features]
             ),
         }
         _save_store(path, store)
