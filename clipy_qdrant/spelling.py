@@ -375,16 +375,26 @@ class SpellingCorrector:
         self.protected = frozenset(protected)
         self.edit_penalty = edit_penalty
         self.smoothing = smoothing
-        index: dict[str, list[str]] = {}
-        for word, freq in vocabulary.frequencies.items():
-            if freq < min_frequency or is_code_like(word) or max_edits(len(word)) == 0:
-                continue
-            index.setdefault(word, []).append(word)
-            for deleted in _deletes(word, MAX_DISTANCE):
-                index.setdefault(deleted, []).append(word)
-        # Tuples of strings are not tracked by the garbage collector: a query does not pay
-        # for a collection pass over a hundred thousand lists.
-        self._index: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in index.items()}
+        self.min_frequency = min_frequency
+        self._delete_index: dict[str, tuple[str, ...]] | None = None
+
+    @property
+    def _index(self) -> dict[str, tuple[str, ...]]:
+        """The symmetric-delete index, built on the first word that needs a candidate (about
+        0.3 s of CPU at catalog scale): a query whose words the catalog all knows never
+        builds it."""
+        if self._delete_index is None:
+            index: dict[str, list[str]] = {}
+            for word, freq in self.vocabulary.frequencies.items():
+                if freq < self.min_frequency or is_code_like(word) or max_edits(len(word)) == 0:
+                    continue
+                index.setdefault(word, []).append(word)
+                for deleted in _deletes(word, MAX_DISTANCE):
+                    index.setdefault(deleted, []).append(word)
+            # Tuples of strings are not tracked by the garbage collector: a query does not
+            # pay for a collection pass over a hundred thousand lists.
+            self._delete_index = {k: tuple(v) for k, v in index.items()}
+        return self._delete_index
 
     def _best(self, word: str, depth: int, limit: int) -> tuple[int, int, str] | None:
         """The best (distance, -frequency, word) among the catalog words that share a string

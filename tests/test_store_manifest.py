@@ -8,6 +8,7 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from corpus import GOOD, write_csv, write_good_images
@@ -69,6 +70,44 @@ def test_the_first_write_removes_the_manifest_and_the_close_writes_it_again(
     assert (store / MANIFEST_FILE).exists()
     with open_store(store) as reopened:  # type: ignore[attr-defined]
         assert reopened.count() == len(GOOD)
+
+
+class _RecordingShard:
+    """The engine shard, recording the names of the methods called on it."""
+
+    def __init__(self, shard: Any) -> None:
+        self.shard = shard
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.shard, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def test_a_session_that_only_reads_closes_without_a_flush_and_a_write_is_flushed(
+    store: Path,
+) -> None:
+    opened = open_store(store)
+    assert opened.count() == len(GOOD)
+    shard = opened._shard = _RecordingShard(opened._shard)  # type: ignore[attr-defined]
+    opened.close()
+    assert shard.calls == ["close"]
+
+    opened = open_store(store)
+    opened.set_payload("gender", {str(GOOD[0]["id"]): "Unisex"})
+    shard = opened._shard = _RecordingShard(opened._shard)  # type: ignore[attr-defined]
+    opened.close()
+    assert shard.calls == ["flush", "close"]
+    with open_store(store) as reopened:  # type: ignore[attr-defined]
+        (point,) = reopened.retrieve([str(GOOD[0]["id"])])
+        assert point.payload["gender"] == "Unisex"
 
 
 def test_a_store_without_a_manifest_opens_and_gets_one(store: Path) -> None:

@@ -243,7 +243,11 @@ class EdgeStore(QdrantStore):
             return
         shard, self._shard = self._shard, None
         try:
-            shard.flush()
+            # Every write marks the shard written first (``_mark_written``): a shard this
+            # process only read has nothing to flush, and a one-shot query skips a round of
+            # msync/fsync calls (the engine's close syncs its files either way).
+            if self._write_manifest:
+                shard.flush()
             shard.close()
             if self._write_manifest:
                 manifest.write_manifest(self.path, self.path / SHARD_DIR)

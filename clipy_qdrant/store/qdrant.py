@@ -52,8 +52,8 @@ from clipy_qdrant.store.meta import HubnessInfo, StoreMeta, check_same_encoder
 from clipy_qdrant.store.options import CollectionOptions
 
 #: HNSW search beam width: 256 keeps filtered recall@10 at or above 0.99 at catalog scale for
-#: about 0.3 ms (docs/benchmarks.md). The graph's m / ef_construct are CollectionOptions'
-#: (Qdrant's defaults 16 / 100).
+#: about 0.3 ms (docs/experiments.md, "Store (synthetic vectors)"). The graph's m /
+#: ef_construct are CollectionOptions' (Qdrant's defaults 16 / 100).
 DEFAULT_HNSW_EF = 256
 
 #: Points (or payload targets) sent to the engine per write call: bounded memory for big ingests.
