@@ -13,6 +13,7 @@ bounded: it stops after ``--seconds`` (at most 600) and talks to a loopback addr
 
     python benchmarks/load.py --url http://127.0.0.1:8000 --clients 8 --seconds 30
     python benchmarks/load.py --kinds text        # text queries only
+    python benchmarks/load.py --warmup 15         # 15 s of load first, not recorded
 
 With ``--server-pid`` (a server on this machine) the result also gives the server's CPU
 time per answered query (user + system, from ``/proc``): on a shared machine that number
@@ -215,10 +216,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     errors: dict[str, int] = dict.fromkeys(kinds, 0)
     samples: dict[str, str] = {}
     lock = threading.Lock()
-    deadline = time.monotonic() + args.seconds
 
-    def worker(number: int) -> None:
-        rng = random.Random(args.seed + number)
+    def worker(number: int, deadline: float, record: bool) -> None:
+        rng = random.Random(args.seed + number + (0 if record else 7919))
         i = number
         while time.monotonic() < deadline:
             kind = kinds[i % len(kinds)]
@@ -231,20 +231,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 status, body = 0, str(exc).encode()
             elapsed = (time.perf_counter() - start) * 1000
             with lock:
+                if not record:
+                    continue
                 if status == 200:
                     latencies[kind].append(elapsed)
                 else:
                     errors[kind] += 1
                     samples.setdefault(kind, f"{status}: {body[:200]!r}")
 
+    def clients(seconds: float, record: bool) -> None:
+        deadline = time.monotonic() + seconds
+        threads = [
+            threading.Thread(target=worker, args=(n, deadline, record)) for n in range(args.clients)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    if args.warmup > 0:
+        clients(args.warmup, record=False)
     load_before = os.getloadavg()[0]
     cpu_before = cpu_seconds(args.server_pid)
     started = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(args.clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    clients(args.seconds, record=True)
     wall = time.monotonic() - started
     cpu_after = cpu_seconds(args.server_pid)
     rows = {
@@ -275,6 +285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "url": args.url,
         "clients": args.clients,
         "seconds": round(wall, 2),
+        "warmup_seconds": args.warmup,
         "text_pool": len(texts.texts),
         "text_repeats": texts.repeats,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -329,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         default=3000,
         help="distinct query texts in the pool (a small pool repeats texts)",
     )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="seconds of the same load before measuring, not recorded (a fresh server "
+        "fills its caches of product ids and hubness values)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--server-pid", type=int, default=None, help="the server's pid: report its CPU per query"
@@ -339,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--clients must be within 1..{MAX_CLIENTS}")
     if not 0 < args.seconds <= MAX_SECONDS:
         parser.error(f"--seconds must be within (0, {MAX_SECONDS}]")
+    if not 0 <= args.warmup <= MAX_SECONDS:
+        parser.error(f"--warmup must be within [0, {MAX_SECONDS}]")
     result = run(args)
     print_table(result)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

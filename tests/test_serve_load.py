@@ -47,7 +47,8 @@ def test_text_only_sends_catalog_texts_without_repeats(url: str, tmp_path: Path)
 
 
 def test_a_small_pool_repeats_and_the_mix_sends_every_kind(url: str, tmp_path: Path) -> None:
-    result = _run(url, tmp_path, "--texts", "3")
+    result = _run(url, tmp_path, "--texts", "3", "--warmup", "0.5")
+    assert result["warmup_seconds"] == 0.5
     assert set(result["kinds"]) == {*load.KINDS, "all"}
     assert all(result["kinds"][kind]["requests"] > 0 for kind in load.KINDS)
     assert result["text_pool"] == 3 and result["text_repeats"] > 0
@@ -75,7 +76,13 @@ def test_product_texts_are_the_name_and_the_attribute_phrase() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--kinds", "text,bogus"], ["--kinds", ","], ["--clients", "0"], ["--seconds", "0"]],
+    [
+        ["--kinds", "text,bogus"],
+        ["--kinds", ","],
+        ["--clients", "0"],
+        ["--seconds", "0"],
+        ["--warmup", "-1"],
+    ],
 )
 def test_bad_arguments_are_refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
