@@ -5,7 +5,8 @@ that another process holds is a one-line error (exit 1). One process serves ever
 (the embedded store admits one process); requests run in uvicorn's thread pool, and their
 query texts are encoded in coalesced batches with a cache of recent query embeddings
 (:class:`~clipy_qdrant.encoders.batching.BatchingEncoder`, ``--query-cache``). Requests are
-not logged one by one unless ``--access-log`` is given.
+not logged one by one unless ``--access-log`` is given. BLAS runs on one thread
+(:func:`~clipy_qdrant.encoders.blas.one_blas_thread`).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def serve(
     """
     import uvicorn
 
+    from clipy_qdrant.encoders.blas import one_blas_thread
     from clipy_qdrant.serve import ServeOptions, create_app
 
     with user_errors():
@@ -122,6 +124,7 @@ def serve(
                 settings, cors_origins=tuple(cors_origin or ()), store_label=label
             )
             web_app = create_app(searcher, options)
+            one_blas_thread()  # many small products at once: no BLAS worker threads spinning
             searcher.embed("warm up")  # the first query does not pay for lazy model set-up
         if not _is_loopback(host) and options.api_key is None:
             echo_err(
