@@ -12,7 +12,7 @@ runs at the same moment in another thread runs single-threaded for that long.
 A server answers many small queries at once and runs no large batch: :func:`one_blas_thread`
 caps BLAS at one thread for the rest of the process. OpenBLAS's worker threads busy-wait for
 new work after every multi-threaded product; under a server's stream of small products one
-of them spins for about a third of the process's CPU time (measured under ``clipy serve``).
+of them spins for about a quarter of the process's CPU time (measured under ``clipy serve``).
 """
 
 from __future__ import annotations
