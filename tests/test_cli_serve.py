@@ -77,10 +77,15 @@ def _get(url: str, **headers: str) -> Any:
         return json.load(response)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_clipy_serve_serves_the_store_on_loopback(store_path: Path, stop: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("stop", "options"),
+    [(signal.SIGINT, ()), (signal.SIGTERM, ("--query-cache", "0", "--access-log"))],
+)
+def test_clipy_serve_serves_the_store_on_loopback(
+    store_path: Path, stop: signal.Signals, options: tuple[str, ...]
+) -> None:
     port = _free_port()
-    process = _clipy("serve", "--store", str(store_path), "--port", str(port))
+    process = _clipy("serve", "--store", str(store_path), "--port", str(port), *options)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -107,9 +112,11 @@ def test_clipy_serve_serves_the_store_on_loopback(store_path: Path, stop: signal
         assert (store_path / "clipy.pid").read_text().strip() == str(process.pid)
     finally:
         process.send_signal(stop)
-        _, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert f"serving {store_path} (24 products) on http://127.0.0.1:{port}/" in err
+    # One line per request (uvicorn's access log, on stdout) only with --access-log.
+    assert ('"POST /v1/search HTTP/1.1" 200' in out + err) == ("--access-log" in options)
     assert not (store_path / "clipy.pid").exists()  # the store is closed on the way out
 
 

@@ -219,3 +219,34 @@ def test_overlapping_query_blocks_restore_the_blas_threads_they_found() -> None:
         assert blas_threads() == {2}
         with blas_threads_for(64):  # a batch keeps every thread
             assert blas_threads() == {2}
+
+
+def test_one_blas_thread_caps_the_process_for_good() -> None:
+    """``clipy serve``'s cap: one BLAS thread from then on, query blocks leave it on, and the
+    products give the same numbers as with every thread (run in a child process: the cap is
+    process-wide and permanent)."""
+    code = """
+import numpy as np
+from threadpoolctl import threadpool_limits
+from clipy_qdrant.encoders.blas import _blas_controller, blas_threads_for, one_blas_thread
+
+def threads():
+    return {lib.num_threads for lib in _blas_controller().lib_controllers}
+
+rng = np.random.default_rng(0)
+a, b = rng.standard_normal((64, 300)), rng.standard_normal((300, 200))
+with threadpool_limits(limits=2, user_api="blas"):
+    wide = a @ b
+assert one_blas_thread() and threads() == {1}, threads()
+with blas_threads_for(1):
+    assert threads() == {1}
+assert threads() == {1}
+assert one_blas_thread() and threads() == {1}
+np.testing.assert_array_equal(a @ b, wide)
+print("ok")
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from serve_store import COLOURS, build_store, picture, products, running_server
 
+from clipy_qdrant.encoders.batching import BatchingEncoder
 from clipy_qdrant.filters import matches, parse_filter
 from clipy_qdrant.fusion import FusionConfig
 from clipy_qdrant.search import Searcher
@@ -480,25 +481,44 @@ QUERIES: list[dict[str, Any]] = [
 ]
 
 
+def _ask(url: str, query: dict[str, Any]) -> list[tuple[str, float]]:
+    request = urllib.request.Request(
+        url + "/v1/search",
+        data=json.dumps(query).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        hits = json.load(response)["hits"]
+    return [(h["product_id"], round(h["score"], 5)) for h in hits]
+
+
 def test_concurrent_requests_give_the_serial_results(searcher: Searcher) -> None:
     with running_server(create_app(searcher)) as url:
-
-        def ask(query: dict[str, Any]) -> list[tuple[str, float]]:
-            request = urllib.request.Request(
-                url + "/v1/search",
-                data=json.dumps(query).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=60) as response:
-                hits = json.load(response)["hits"]
-            return [(h["product_id"], round(h["score"], 5)) for h in hits]
-
-        serial = [ask(q) for q in QUERIES]
+        serial = [_ask(url, q) for q in QUERIES]
         batch = QUERIES * 6
         with ThreadPoolExecutor(max_workers=12) as pool:
-            parallel = list(pool.map(ask, batch))
+            parallel = list(pool.map(lambda q: _ask(url, q), batch))
     assert parallel == serial * 6
     assert all(serial)
+
+
+@pytest.mark.parametrize("cache_size", [0, 64])
+def test_coalesced_encodes_give_the_plain_encoders_results(
+    store: VectorStore, searcher: Searcher, cache_size: int
+) -> None:
+    """``clipy serve``'s searcher (texts encoded in coalesced batches, with or without the
+    query cache) answers concurrent requests with the results of a plain searcher."""
+    batching = BatchingEncoder(FakeEncoder(), cache_size=cache_size)
+    texts = [f"{colour} {item}" for colour in COLOURS for item in ("shoes", "bags", "watch")]
+    queries = [*QUERIES, *({"text": t, "k": 8} for t in texts)]
+    with running_server(create_app(searcher)) as url:
+        serial = [_ask(url, q) for q in queries]
+    app = create_app(Searcher(store, batching))
+    with running_server(app) as url, ThreadPoolExecutor(max_workers=12) as pool:
+        parallel = list(pool.map(lambda q: _ask(url, q), queries * 3))
+    assert parallel == serial * 3
+    assert batching.stats.calls >= 3 * len(texts)
+    assert (batching.stats.cache_hits > 0) == (cache_size > 0)
 
 
 def test_the_readme_curl_example_is_a_valid_request(client: TestClient) -> None:

@@ -306,6 +306,21 @@ def test_reupsert_replaces_instead_of_duplicating(empty) -> None:
     assert empty.content_hashes([]) == {}
 
 
+def test_unfiltered_count_stays_exact_through_replacements_and_an_index_build(empty) -> None:
+    """The edge store counts without a filter from the engine's live-point totals, not by
+    walking the points: replaced points, payload writes and merged segments must not show."""
+    ids, vectors, payloads = make_products(120, DIM, seed=5)
+    empty.ensure_collection(ENCODER, INDEXED)
+    for tag in ("v1", "v2", "v3"):
+        empty.upsert(records(ids, vectors, payloads, tag=tag))
+        assert empty.count() == 120 == len(list(empty.scroll(batch_size=50)))
+    empty.set_payload("baseColour", {pid: "Teal" for pid in ids[:30]})
+    assert empty.count() == 120
+    empty.build_index()
+    assert empty.count() == 120
+    assert empty.count(parse_filter(["baseColour=Teal"])) == 30
+
+
 def test_encoder_mismatch_is_refused(empty) -> None:
     assert empty.encoder_info() is None
     with pytest.raises(StoreError, match="no collection"):

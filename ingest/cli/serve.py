@@ -2,7 +2,11 @@
 
 The store is opened and the encoder loaded once, before the server starts; an embedded store
 that another process holds is a one-line error (exit 1). One process serves every request
-(the embedded store admits one process); requests run in uvicorn's thread pool.
+(the embedded store admits one process); requests run in uvicorn's thread pool, and their
+query texts are encoded in coalesced batches with a cache of recent query embeddings
+(:class:`~clipy_qdrant.encoders.batching.BatchingEncoder`, ``--query-cache``). Requests are
+not logged one by one unless ``--access-log`` is given. BLAS runs on one thread
+(:func:`~clipy_qdrant.encoders.blas.one_blas_thread`).
 """
 
 from __future__ import annotations
@@ -79,6 +83,18 @@ def serve(
             "API; repeatable. Off by default.",
         ),
     ] = None,
+    query_cache: Annotated[
+        int,
+        typer.Option(
+            "--query-cache",
+            min=0,
+            help="Query texts whose embeddings are kept (most recently used); 0 turns the "
+            "cache off.",
+        ),
+    ] = 1024,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every request (one line each).")
+    ] = False,
     store: StoreOpt = None,
     qdrant_url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -94,12 +110,13 @@ def serve(
     """
     import uvicorn
 
+    from clipy_qdrant.encoders.blas import one_blas_thread
     from clipy_qdrant.serve import ServeOptions, create_app
 
     with user_errors():
         _check_address(host, port)
         settings = store_settings(store, qdrant_url, api_key, collection, encoder)
-        vector_store, searcher = open_searcher(settings, hubness)
+        vector_store, searcher = open_searcher(settings, hubness, query_cache=query_cache)
     try:
         with user_errors():
             label = settings.qdrant_url or str(settings.store)
@@ -107,6 +124,7 @@ def serve(
                 settings, cors_origins=tuple(cors_origin or ()), store_label=label
             )
             web_app = create_app(searcher, options)
+            one_blas_thread()  # many small products at once: no BLAS worker threads spinning
             searcher.embed("warm up")  # the first query does not pay for lazy model set-up
         if not _is_loopback(host) and options.api_key is None:
             echo_err(
@@ -121,7 +139,14 @@ def serve(
         # it found: this one, so that the store below is closed rather than the process killed.
         previous = signal.signal(signal.SIGTERM, _stop)
         try:
-            uvicorn.run(web_app, host=host, port=port, log_level="info", server_header=False)
+            uvicorn.run(
+                web_app,
+                host=host,
+                port=port,
+                log_level="info",
+                access_log=access_log,
+                server_header=False,
+            )
         finally:
             signal.signal(signal.SIGTERM, previous)
     finally:

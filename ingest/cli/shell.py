@@ -261,13 +261,21 @@ def load_encoder(spec: str) -> Encoder:
     return get_encoder(spec)
 
 
-def open_searcher(settings: Settings, hubness: float | None = None) -> tuple[VectorStore, Searcher]:
-    """The store and a searcher over it; the caller closes the store."""
+def open_searcher(
+    settings: Settings, hubness: float | None = None, *, query_cache: int | None = None
+) -> tuple[VectorStore, Searcher]:
+    """The store and a searcher over it; the caller closes the store. With ``query_cache``
+    (a number of texts, 0 for none) the encoder coalesces concurrent text encodes and caches
+    query embeddings (:class:`~clipy_qdrant.encoders.batching.BatchingEncoder`): for a server's
+    threads."""
+    from clipy_qdrant.encoders.batching import BatchingEncoder
     from clipy_qdrant.search import Searcher
 
     vector_store = open_configured_store(settings)
     try:
-        encoder = load_encoder(encoder_spec(settings, vector_store))
+        encoder: Encoder = load_encoder(encoder_spec(settings, vector_store))
+        if query_cache is not None:
+            encoder = BatchingEncoder(encoder, cache_size=query_cache)
         searcher = Searcher(
             vector_store, encoder, hubness=hubness, code_queries=settings.code_queries
         )
