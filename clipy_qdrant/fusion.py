@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Literal
 
 from clipy_qdrant.errors import ConfigError
@@ -174,12 +175,23 @@ def tie_groups(scores: Sequence[float]) -> list[tuple[int, int]]:
     [(0, 1), (1, 3), (3, 4)]
     """
     groups: list[tuple[int, int]] = []
-    head = 0
-    for pos in range(1, len(scores) + 1):
-        if pos == len(scores) or scores[head] - scores[pos] > RRF_TIE_TOLERANCE:
+    head, best = 0, scores[0] if scores else 0.0
+    for pos, score in enumerate(scores):
+        if best - score > RRF_TIE_TOLERANCE:
             groups.append((head, pos))
-            head = pos
+            head, best = pos, score
+    if scores:
+        groups.append((head, len(scores)))
     return groups
+
+
+def _rrf_share(start: int, end: int, weight: float, k: int) -> float:
+    """The mean of Qdrant's RRF contributions ``1 / ((rank + 1) / weight + k - 1)`` over
+    the 0-based ranks ``start .. end - 1``."""
+    if end == start + 1:
+        return 1.0 / ((start + 1.0) / weight + k - 1.0)
+    total = sum(1.0 / ((rank + 1.0) / weight + k - 1.0) for rank in range(start, end))
+    return total / (end - start)
 
 
 def rrf_scores(
@@ -197,10 +209,11 @@ def rrf_scores(
     for scored, weight in zip(scored_lists, weights, strict=True):
         if weight <= 0:
             continue
-        ordered = sorted(scored, key=lambda item: -item[1])  # stable: engines return it so
-        for start, end in tie_groups([score for _, score in ordered]):
-            share = sum(1.0 / ((rank + 1.0) / weight + k - 1.0) for rank in range(start, end))
-            share /= end - start
+        # Stable (equal scores keep their order), and linear on a list already sorted.
+        ordered = sorted(scored, key=itemgetter(1), reverse=True)
+        scores = [score for _, score in ordered]
+        for start, end in tie_groups(scores):
+            share = _rrf_share(start, end, weight, k)
             for pid, _ in ordered[start:end]:
                 fused[pid] = fused.get(pid, 0.0) + share
     return fused
