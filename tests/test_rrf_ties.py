@@ -2,7 +2,8 @@
 name, hence a text vector, and some are listed twice with the same image. Tied channel scores
 share their best rank, so clipy's RRF equals the FAISS oracle's on both backends whatever
 order each engine returns tied products in, exact duplicates score equal, and the benchmark
-suite's exact references (``benchmarks.oracle``) agree with each other at recall 1."""
+suite's exact references (``benchmarks.oracle``) agree with each other at recall 1; the suite
+measures the cases it is asked for."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from oracle import Oracle, assert_same_topk
 
 from benchmarks.__main__ import RECALL_FLOOR, recall_failures
 from benchmarks.oracle import ExactOracle, FaissFused, StoredVectors
+from benchmarks.search_bench import select_cases
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k
 from clipy_qdrant.search import QueryVectors, Searcher
@@ -149,3 +151,11 @@ def test_recall_guard_fails_below_the_floor() -> None:
     assert recall_failures({"search": {"cases": [row(RECALL_FLOOR)]}}) == []
     failures = recall_failures({"search": {"cases": [row(0.969)]}})
     assert failures == [f"RRF (k=60) on edge: recall@10 0.969 < {RECALL_FLOOR}"]
+
+
+def test_suite_selects_cases_by_name_part() -> None:
+    chosen = [case.name for case in select_cases(["rrf", "DBSF"])]
+    assert chosen == ["RRF (k=60)", "DBSF"]
+    assert len(select_cases(None)) == len(select_cases([]))
+    with pytest.raises(SystemExit, match="nothing-like-this names no search case"):
+        select_cases(["nothing-like-this"])
