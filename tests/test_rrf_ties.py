@@ -1,6 +1,6 @@
 """RRF on a store whose products share vectors (issue #17): many catalog products share a
 name, hence a text vector, and some are listed twice with the same image. Tied channel scores
-share their best rank, so clipy's RRF equals the FAISS oracle's on both backends whatever
+share the mean of their positions' contributions, so clipy's RRF equals the FAISS oracle's on both backends whatever
 order each engine returns tied products in, exact duplicates score equal, and the benchmark
 suite's exact references (``benchmarks.oracle``) agree with each other at recall 1; the suite
 measures the cases it is asked for."""
