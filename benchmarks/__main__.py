@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--encoder-products", type=int, default=500)
     run.add_argument("--cold-runs", type=int, default=5)
     run.add_argument("--k", type=int, default=10)
+    run.add_argument(
+        "--cases",
+        default=None,
+        help="comma-separated parts of search case names (e.g. 'RRF,DBSF'): measure only "
+        "those cases, without the encoder and cold-start rows",
+    )
     run.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -71,11 +77,13 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.ingest_bench import run_ingest
     from benchmarks.latency_bench import catalog_images, cold_start, encode_queries, end_to_end
     from benchmarks.oracle import StoredVectors
-    from benchmarks.search_bench import query_phrases, run_search
+    from benchmarks.search_bench import query_phrases, run_search, select_cases
     from clipy_qdrant.encoders import get_encoder
     from clipy_qdrant.search import Searcher
     from clipy_qdrant.store import open_store
 
+    only = [p.strip() for p in args.cases.split(",") if p.strip()] if args.cases else None
+    select_cases(only)  # an unknown case name fails before any work
     started = time.perf_counter()
     catalog = args.catalog or Settings().catalog
     args.out.mkdir(parents=True, exist_ok=True)
@@ -123,11 +131,16 @@ def run(args: argparse.Namespace) -> int:
             k=args.k,
             memory_queries=memory_queries,
             skip_memory=memory_queries == 0,
+            only=only,
         )
         result["latency"].update(end_to_end(searcher, texts, images, args.k))
         store.close()
-        result["cold_start"] = cold_start(store_path, texts[0], args.cold_runs)
-        if not args.quick or args.encoders:
+        if only:
+            result["cases"] = only
+            result["cold_start"] = {"error": "not measured (--cases)"}
+        else:
+            result["cold_start"] = cold_start(store_path, texts[0], args.cold_runs)
+        if not only and (not args.quick or args.encoders):
             result["encoders"] = run_encoders(catalog, args.encoder_products, work)
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["machine"]["load_avg_end"] = machine()["load_avg"]
@@ -261,6 +274,8 @@ def render(result: dict[str, Any]) -> str:
         f"{result['machine']['load_avg_end'][0]} at end, {result['machine']['utc']}, "
         f"{result['seconds']} s"
     )
+    if result.get("cases"):
+        title += f", search cases matching {', '.join(result['cases'])} only"
     return f"{title}\n\n{markdown_table(header, rows)}\n\n{notes}"
 
 

@@ -101,7 +101,7 @@ class ExactOracle:
             lists.append([(self.v.ids[r], float(rerank[r])) for r in order])
         weights = [cfg.w_text, cfg.w_image]
         if cfg.method == "rrf":
-            return rrf_scores([[pid for pid, _ in lst] for lst in lists], weights, cfg.rrf_k)
+            return rrf_scores(lists, weights, cfg.rrf_k)
         return dbsf_scores(lists, weights)
 
     def recall(self, fused: dict[str, float] | np.ndarray, got: list[str], k: int) -> float:
@@ -176,7 +176,7 @@ class FaissFused:
             lists.append([(self.v.ids[r], s) for r, s in pairs])
         weights = [cfg.w_text, cfg.w_image]
         if cfg.method == "rrf":
-            fused = rrf_scores([[pid for pid, _ in lst] for lst in lists], weights, cfg.rrf_k)
+            fused = rrf_scores(lists, weights, cfg.rrf_k)
         else:
             fused = dbsf_scores(lists, weights)
         return [pid for pid, _ in top_k(fused, k)]

@@ -79,6 +79,19 @@ def cases() -> list[Case]:
     return rows
 
 
+def select_cases(patterns: list[str] | None) -> list[Case]:
+    """The cases whose name contains one of ``patterns`` (case-insensitive); all without.
+    A pattern that names no case is an error."""
+    every = cases()
+    if not patterns:
+        return every
+    unknown = [p for p in patterns if not any(p.lower() in c.name.lower() for c in every)]
+    if unknown:
+        names = ", ".join(c.name for c in every)
+        raise SystemExit(f"--cases: {', '.join(unknown)} names no search case (cases: {names})")
+    return [c for c in every if any(p.lower() in c.name.lower() for p in patterns)]
+
+
 def query_phrases(vectors: StoredVectors, n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     phrases = []
@@ -125,8 +138,10 @@ def run_search(
     k: int,
     memory_queries: int,
     skip_memory: bool = False,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Every case on every system; returns ``{"cases": [...], "notes": [...]}``."""
+    """Every case (those :func:`select_cases` picks with ``only``) on every system; returns
+    ``{"cases": [...], "notes": [...]}``."""
     notes: list[str] = []
     t0 = time.perf_counter()
     oracle = ExactOracle(vectors, searcher.candidates)
@@ -159,7 +174,7 @@ def run_search(
         ],
     }
     results = []
-    for case in cases():
+    for case in select_cases(only):
         row = _measure_case(
             case,
             by_kind[case.query],
@@ -178,7 +193,8 @@ def run_search(
             file=sys.stderr,
         )
 
-    results.append(_more_like_this(searcher, vectors, k))
+    if not only:
+        results.append(_more_like_this(searcher, vectors, k))
     if memory_searcher is not None:
         memory_searcher.store.close()
     return {

@@ -11,7 +11,13 @@ brute-force reference:
   others with engine queries restricted to such products).
 - ``rrf``: weighted reciprocal-rank fusion with Qdrant's formula
   ``sum_i 1 / ((rank_i + 1) / w_i + k - 1)`` (rank 0-based; with ``w_i = 1`` this is
-  ``1 / (rank_i + k)``), over each channel's candidate list.
+  ``1 / (rank_i + k)``), over each channel's scored candidate list. Products whose scores in
+  a list are equal (within :data:`RRF_TIE_TOLERANCE`) share the mean of the contributions of
+  the positions they occupy, so products with the same vector (many catalog products share a
+  name, hence a text vector; BM25 ties likewise) get the same contribution whatever order the
+  engine returned them in, and the list's total contribution is unchanged. Without ties this
+  is exactly Qdrant's RRF (which ranks by position, so tied products get different
+  contributions).
 - ``dbsf``: distribution-based score fusion as in Qdrant: each list's scores are mapped
   through ``(s - (mean - 3 std)) / (6 std)`` (sample std; a list of one, or with zero
   variance, maps to 0.5), then summed with weights ``w_i`` (with weights 1 and 1 this is
@@ -23,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Literal
 
 from clipy_qdrant.errors import ConfigError
@@ -154,20 +161,61 @@ def weighted_scores(
     }
 
 
+#: Two scores of one list closer than this are a tie for :func:`rrf_scores`: the same
+#: vector scored by float32 kernels that sum in different orders (a BLAS tail block, a SIMD
+#: remainder) differs in the last bits, far below any real score gap of cosine or BM25.
+RRF_TIE_TOLERANCE = 1e-6
+
+
+def tie_groups(scores: Sequence[float]) -> list[tuple[int, int]]:
+    """The ``[start, end)`` position ranges of equal scores in scores sorted best first: an
+    entry within :data:`RRF_TIE_TOLERANCE` of its group's first (best) score joins it.
+
+    >>> tie_groups([0.9, 0.8, 0.8, 0.7])
+    [(0, 1), (1, 3), (3, 4)]
+    """
+    groups: list[tuple[int, int]] = []
+    head, best = 0, scores[0] if scores else 0.0
+    for pos, score in enumerate(scores):
+        if best - score > RRF_TIE_TOLERANCE:
+            groups.append((head, pos))
+            head, best = pos, score
+    if scores:
+        groups.append((head, len(scores)))
+    return groups
+
+
+def _rrf_share(start: int, end: int, weight: float, k: int) -> float:
+    """The mean of Qdrant's RRF contributions ``1 / ((rank + 1) / weight + k - 1)`` over
+    the 0-based ranks ``start .. end - 1``."""
+    if end == start + 1:
+        return 1.0 / ((start + 1.0) / weight + k - 1.0)
+    total = sum(1.0 / ((rank + 1.0) / weight + k - 1.0) for rank in range(start, end))
+    return total / (end - start)
+
+
 def rrf_scores(
-    ranked_lists: Sequence[Sequence[str]], weights: Sequence[float], k: int
+    scored_lists: Sequence[Sequence[tuple[str, float]]], weights: Sequence[float], k: int
 ) -> dict[str, float]:
-    """Weighted reciprocal-rank fusion over ranked id lists (best first)."""
-    if len(ranked_lists) != len(weights):
+    """Weighted reciprocal-rank fusion over ``[(id, score), ...]`` lists (ranked by score,
+    best first). Entries with equal scores (:func:`tie_groups`) share the mean of their
+    positions' contributions, so the result does not depend on the order of tied entries
+    and each list contributes the same total as without the tie."""
+    if len(scored_lists) != len(weights):
         raise ValueError("one weight per ranked list")
     if k < 1:
         raise ValueError("rrf k must be >= 1")
     fused: dict[str, float] = {}
-    for ranked, weight in zip(ranked_lists, weights, strict=True):
+    for scored, weight in zip(scored_lists, weights, strict=True):
         if weight <= 0:
             continue
-        for rank, pid in enumerate(ranked):
-            fused[pid] = fused.get(pid, 0.0) + 1.0 / ((rank + 1.0) / weight + k - 1.0)
+        # Stable (equal scores keep their order), and linear on a list already sorted.
+        ordered = sorted(scored, key=itemgetter(1), reverse=True)
+        scores = [score for _, score in ordered]
+        for start, end in tie_groups(scores):
+            share = _rrf_share(start, end, weight, k)
+            for pid, _ in ordered[start:end]:
+                fused[pid] = fused.get(pid, 0.0) + share
     return fused
 
 

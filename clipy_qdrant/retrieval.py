@@ -384,11 +384,11 @@ class Retriever:
             lists[IMAGE] = sorted(((pid, corrected[pid]) for pid, _ in image), key=lambda x: -x[1])
         active = self.active(query, cfg)
         weights = [weight_of(cfg, c) if c in active else 0.0 for c in CHANNELS]
+        scored = [lists[c] for c in CHANNELS]
         if cfg.method == "rrf":
-            ranked = [[pid for pid, _ in lists[c]] for c in CHANNELS]
-            fused = rrf_scores(ranked, weights, cfg.rrf_k)
+            fused = rrf_scores(scored, weights, cfg.rrf_k)
         else:
-            fused = dbsf_scores([lists[c] for c in CHANNELS], weights)
+            fused = dbsf_scores(scored, weights)
         return top_k(fused, k)
 
     def hits(

@@ -104,8 +104,7 @@ def _fused(oracle: Oracle, query: QueryVectors, flt: Filter | None, cfg: FusionC
     image_list = oracle.search("image", query.image, depth, flt)
     weights = (cfg.w_text, cfg.w_image)
     if cfg.method == "rrf":
-        lists = [[i for i, _ in text_list], [i for i, _ in image_list]]
-        return top_k(rrf_scores(lists, weights, cfg.rrf_k), k)
+        return top_k(rrf_scores([text_list, image_list], weights, cfg.rrf_k), k)
     return top_k(dbsf_scores([text_list, image_list], weights), k)
 
 

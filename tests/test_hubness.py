@@ -241,10 +241,7 @@ def _expected(
     image_list = sorted(((p, image[p]) for p in image_ids), key=lambda x: -x[1])
     weights = (cfg.w_text, cfg.w_image)
     if cfg.method == "rrf":
-        return top_k(
-            rrf_scores([[i for i, _ in text_list], [i for i, _ in image_list]], weights, cfg.rrf_k),
-            K,
-        )
+        return top_k(rrf_scores([text_list, image_list], weights, cfg.rrf_k), K)
     return top_k(dbsf_scores([text_list, image_list], weights), K)
 
 

@@ -119,9 +119,7 @@ def _expected(
     image_list = oracle.search("image", query.image, CANDIDATES, flt)
     weights = (cfg.w_text, cfg.w_image)
     if cfg.method == "rrf":
-        fused = rrf_scores(
-            [[i for i, _ in text_list], [i for i, _ in image_list]], weights, cfg.rrf_k
-        )
+        fused = rrf_scores([text_list, image_list], weights, cfg.rrf_k)
     else:
         fused = dbsf_scores([text_list, image_list], weights)
     return top_k(fused, K)

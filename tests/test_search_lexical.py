@@ -201,7 +201,7 @@ def test_rank_fusions_over_three_lists_equal_reference(
     for cfg, hits in zip(RANKED, searcher.search_grid(query, RANKED, k=K), strict=True):
         weights = (cfg.w_text, cfg.w_image, cfg.w_lexical)
         if cfg.method == "rrf":
-            fused = rrf_scores([[i for i, _ in lst] for lst in lists], weights, cfg.rrf_k)
+            fused = rrf_scores(lists, weights, cfg.rrf_k)
         else:
             fused = dbsf_scores(lists, weights)
         assert_same_topk([(h.product_id, h.score) for h in hits], top_k(fused, K))
