@@ -33,7 +33,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,10 +42,9 @@ import numpy as np
 from clipy_qdrant.config import Settings
 from clipy_qdrant.encoders.fashion.towers import ImageTower, preprocess_batch
 from clipy_qdrant.eval.perturb import shopper_photo
-from clipy_qdrant.eval.photo_queries import choose_photo_products
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from photo_probe import as_file, metrics, unit
+from photo_probe import as_file, fold_queries, metrics, npy_cached, unit
 
 PERTURBATIONS = ("clean", "crop", "jpeg", "lighting", "background", "reshoot")
 BACKBONES = (
@@ -120,31 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.fold == 0:
         parser.error("fold 0 is the held-out split; probe a validation fold (1-4)")
 
-    from ingest.readers import open_catalog
-
     started = time.perf_counter()
-    products = list(open_catalog(args.catalog, limit=args.limit))
-    gallery = [p.product_id for p in products if p.has_image and not p.error]
-    by_id = {p.product_id: p for p in products}
-    payloads = {
-        pid: {
-            "product_id": pid,
-            "articleType": str(by_id[pid].metadata.get("articleType") or ""),
-            "baseColour": str(by_id[pid].metadata.get("baseColour") or ""),
-        }
-        for pid in gallery
-    }
-    pairs = Counter((p["articleType"], p["baseColour"]) for p in payloads.values())
-    chosen = choose_photo_products(
-        list(payloads.values()),
-        n=args.n,
-        seed=args.seed,
-        heldout=lambda pid: int(pid) % 5 == args.fold,
-    )
-    qids = [str(p["product_id"]) for p in chosen]
-    assert all(int(pid) % 5 == args.fold for pid in qids)
-    print(f"gallery {len(gallery)} products, {len(qids)} fold-{args.fold} queries", file=sys.stderr)
-    images = {pid: by_id[pid].load_image() for pid in gallery}
+    fq = fold_queries(args.catalog, args.limit, args.n, args.seed, args.fold)
+    gallery, payloads, pairs, qids, images = fq.gallery, fq.payloads, fq.pairs, fq.qids, fq.images
     perturbations = [p for p in args.perturbations.split(",") if p]
     photos = {
         perturbation: [
@@ -172,14 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         tag = f"{backbone}-{resolution}-{args.pooling.replace(',', '+')}"
 
         def cached(name: str, compute: Callable[[], np.ndarray], tag: str = tag) -> np.ndarray:
-            path = cache / f"{tag}-{name}.npy"
-            if path.is_file():
-                return np.load(path)
-            t0 = time.perf_counter()
-            value = compute()
-            np.save(path, value)
-            print(f"{tag} {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-            return value
+            return npy_cached(cache / f"{tag}-{name}.npy", compute)
 
         gal = cached(
             f"gallery-{args.limit}", lambda t=tower: t.features([images[p] for p in gallery])

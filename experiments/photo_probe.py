@@ -39,6 +39,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,57 @@ def metrics(
     }
 
 
+@dataclass
+class FoldQueries:
+    """The probe's gallery (the first products with an image) and its fold's query products."""
+
+    gallery: list[str]
+    by_id: dict[str, Any]
+    payloads: dict[str, dict[str, Any]]
+    pairs: Counter[tuple[str, str]]
+    qids: list[str]
+    images: dict[str, Image.Image]
+
+
+def fold_queries(catalog: str, limit: int, n: int, seed: int, fold: int) -> FoldQueries:
+    """Gallery = the first ``limit`` catalog products with an image; queries = ``n`` products
+    of fold ``fold`` (id % 5 == fold) among them, chosen as ``clipy eval`` chooses photo
+    products (:func:`choose_photo_products` with the fold as its ``heldout`` predicate)."""
+    from ingest.readers import open_catalog
+
+    products = list(open_catalog(catalog, limit=limit))
+    gallery = [p.product_id for p in products if p.has_image and not p.error]
+    by_id = {p.product_id: p for p in products}
+    payloads = {
+        pid: {
+            "product_id": pid,
+            "articleType": str(by_id[pid].metadata.get("articleType") or ""),
+            "baseColour": str(by_id[pid].metadata.get("baseColour") or ""),
+        }
+        for pid in gallery
+    }
+    pairs = Counter((p["articleType"], p["baseColour"]) for p in payloads.values())
+    chosen = choose_photo_products(
+        list(payloads.values()), n=n, seed=seed, heldout=lambda pid: int(pid) % 5 == fold
+    )
+    qids = [str(p["product_id"]) for p in chosen]
+    assert all(int(pid) % 5 == fold for pid in qids)
+    print(f"gallery {len(gallery)} products, {len(qids)} fold-{fold} queries", file=sys.stderr)
+    images = {pid: by_id[pid].load_image() for pid in gallery}
+    return FoldQueries(gallery, by_id, payloads, pairs, qids, images)
+
+
+def npy_cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()``, saved at ``path`` and read back from there by later runs."""
+    if path.is_file():
+        return np.load(path)
+    t0 = time.perf_counter()
+    value = compute()
+    np.save(path, value)
+    print(f"{path.stem}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", default=str(Settings().catalog))
@@ -158,45 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-timing", action="store_true", help="skip the latency probe")
     args = parser.parse_args(argv)
 
-    from ingest.readers import open_catalog
-
     started = time.perf_counter()
     encoder = get_encoder(f"fashion-mini:{Path(args.model).resolve()}")
-    products = list(open_catalog(args.catalog, limit=args.limit))
-    gallery = [p.product_id for p in products if p.has_image and not p.error]
-    by_id = {p.product_id: p for p in products}
-    payloads = {
-        pid: {
-            "product_id": pid,
-            "articleType": str(by_id[pid].metadata.get("articleType") or ""),
-            "baseColour": str(by_id[pid].metadata.get("baseColour") or ""),
-        }
-        for pid in gallery
-    }
-    pairs = Counter((p["articleType"], p["baseColour"]) for p in payloads.values())
-    chosen = choose_photo_products(
-        list(payloads.values()),
-        n=args.n,
-        seed=args.seed,
-        heldout=lambda pid: int(pid) % 5 == args.fold,
-    )
-    qids = [str(p["product_id"]) for p in chosen]
-    print(f"gallery {len(gallery)} products, {len(qids)} fold-{args.fold} queries", file=sys.stderr)
-    images = {pid: by_id[pid].load_image() for pid in gallery}
+    fq = fold_queries(args.catalog, args.limit, args.n, args.seed, args.fold)
+    gallery, by_id, payloads, pairs = fq.gallery, fq.by_id, fq.payloads, fq.pairs
+    qids, images = fq.qids, fq.images
 
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
 
     def cached(name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """Tower outputs (model-independent head inputs), cached by name."""
-        path = cache / f"{args.limit}-{name}.npy"
-        if path.is_file():
-            return np.load(path)
-        t0 = time.perf_counter()
-        value = compute()
-        np.save(path, value)
-        print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        return value
+        return npy_cached(cache / f"{args.limit}-{name}.npy", compute)
 
     gallery_texts = [by_id[pid].text for pid in gallery]
     text_feats = cached("text", lambda: encoder.text_tower.features(gallery_texts))
