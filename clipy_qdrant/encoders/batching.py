@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -44,7 +44,6 @@ class _Request:
     rows: np.ndarray | None = None
     error: BaseException | None = None
     done: bool = False
-    taken: bool = field(default=False, repr=False)
 
 
 @dataclass
