@@ -307,8 +307,9 @@ def test_reupsert_replaces_instead_of_duplicating(empty) -> None:
 
 
 def test_unfiltered_count_stays_exact_through_replacements_and_an_index_build(empty) -> None:
-    """The edge store counts without a filter from the engine's live-point totals, not by
-    walking the points: replaced points, payload writes and merged segments must not show."""
+    """Replaced points, payload writes and merged segments never show in the count: the
+    edge store counts exactly (the engine's live-point totals count a point twice while a
+    shard reloaded after a kill holds it in two segments)."""
     ids, vectors, payloads = make_products(120, DIM, seed=5)
     empty.ensure_collection(ENCODER, INDEXED)
     for tag in ("v1", "v2", "v3"):
@@ -507,6 +508,8 @@ def test_edge_persists_across_reopen(tmp_path, catalog) -> None:
         store.upsert(
             records(ids[300:310], {k: v[300:310] for k, v in vectors.items()}, payloads[300:310])
         )
+        # The unfiltered count this open read before writing is not reused after a write.
+        assert store.count() == 310
     with EdgeStore(path) as store:
         assert store.count() == 310
     with pytest.raises(StoreError, match="closed"):

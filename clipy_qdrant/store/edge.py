@@ -110,6 +110,8 @@ class EdgeStore(QdrantStore):
         self._thumbnails: ThumbnailDB | None = None
         #: Whether the shard's manifest must be written when it closes (see ``_mark_written``).
         self._write_manifest = False
+        #: The unfiltered count, kept while this open has written nothing (see ``_count``).
+        self._total: int | None = None
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is a file, not a folder; choose another --store")
         # A collection is the metadata file and the shard together; metadata alone, or with a
@@ -206,6 +208,7 @@ class EdgeStore(QdrantStore):
         """Called before every write to the shard: its manifest no longer holds, so it is
         removed (a kill from now on leaves no manifest to raise a false alarm) and written
         again when the shard closes."""
+        self._total = None
         if not self._write_manifest:
             manifest.remove_manifest(self.path)
             self._write_manifest = True
@@ -236,6 +239,7 @@ class EdgeStore(QdrantStore):
             (self.path / PID_FILE).write_text(f"{os.getpid()}\n", encoding="ascii")
 
     def _release_shard(self) -> None:
+        self._total = None
         if self._thumbnails is not None:
             self._thumbnails.close()
             self._thumbnails = None
@@ -379,9 +383,16 @@ class EdgeStore(QdrantStore):
     def _count(self, flt: Any) -> int:
         import qdrant_edge as qe
 
-        # Without a filter the engine sums its segments' live points, which is the exact
-        # count; an exact count walks every point (milliseconds per call on the full catalog).
-        return int(self._shard.count(qe.CountRequest(exact=flt is not None, filter=flt)))
+        # Counts are exact: the engine's inexact count sums its segments' live points, and a
+        # shard reloaded after a kill can hold a point in two segments until it is optimized
+        # (counted twice). An exact count walks every point (milliseconds on the full
+        # catalog), so the unfiltered one is kept while this open has written nothing: the
+        # folder lock keeps other processes from writing, so it stays true (a serving store).
+        if flt is not None or self._write_manifest:
+            return int(self._shard.count(qe.CountRequest(exact=True, filter=flt)))
+        if self._total is None:
+            self._total = int(self._shard.count(qe.CountRequest(exact=True)))
+        return self._total
 
     def _facet(self, key: str, flt: Any, limit: int) -> Sequence[Any]:
         import qdrant_edge as qe
