@@ -831,3 +831,54 @@ def test_validation_fold_is_left_out_and_evaluated_with_an_appearance_sweep(tmp_
     assert low != high  # the weight changes image→image rankings
     with pytest.raises(ConfigError, match=r"validation fold must be 1\.\.4"):
         TrainConfig(validation_fold=0)
+
+
+@pytest.mark.slow
+@pytest.mark.catalog
+def test_training_with_a_backbone_block_fits_it_on_the_training_products(tmp_path: Path) -> None:
+    import dataclasses
+
+    from clipy_qdrant.config import Settings
+    from clipy_qdrant.encoders.fashion import load_fashion_encoder
+    from clipy_qdrant.encoders.fashion.backbone_block import fit_backbone_block
+    from clipy_qdrant.split import fold_of, is_heldout
+    from clipy_qdrant.training import TrainConfig, train_fashion_encoder
+    from clipy_qdrant.training.features import cached_image_features
+
+    products = catalog_products(Settings().catalog, limit=600)
+    settings = TrainConfig(
+        epochs=2, hidden=64, batch_size=128, validation_fold=2, backbone_block=16
+    )
+    cache_dir = Settings().cache_dir
+    report = train_fashion_encoder(
+        products, tmp_path / "model", settings, cache_dir=cache_dir, progress=False
+    )
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["backbone_block"] == {"dim": 16, "weight": 0.2, "whitened": True}
+    loaded = load_fashion_encoder(str(tmp_path / "model"))
+    block = loaded.heads.backbone_block
+    assert block is not None and loaded.info.dim == config["dim"]
+    # Fitted on the training products' catalog images: neither held-out nor fold 2.
+    features, _ = cached_image_features(
+        products,
+        cache_dir,
+        backbone=settings.backbone,
+        resolution=settings.resolution,
+        pooling=settings.pooling,
+        progress=False,
+    )
+    rows = [
+        i
+        for i, p in enumerate(products)
+        if not is_heldout(p.product_id) and fold_of(p.product_id) != 2
+    ]
+    assert report.train_products == len(rows)
+    refit = fit_backbone_block(features[rows], 16, 0.2)
+    np.testing.assert_allclose(block.axes, refit.axes, atol=1e-5)
+    # The evaluation saw the block: image→image metrics differ from the same heads without it.
+    without = dataclasses.replace(loaded.heads, backbone_block=None)
+    inputs = loaded.image_inputs([p.load_image() for p in products[:20]])
+    with_block = loaded.heads.image_vectors(inputs)
+    np.testing.assert_allclose(
+        with_block[:, : without.dim], np.sqrt(0.8) * without.image_vectors(inputs), atol=1e-5
+    )

@@ -38,6 +38,10 @@ TYPE_HIDDEN = 0
 TYPE_WEIGHT = 1.25
 TYPE_TEMPERATURE = 0.5
 
+#: Share of an image vector's square norm in the backbone block, when a model has one (chosen
+#: on validation fold 1: docs/experiments.md, "Raw backbone block in the image vector").
+BACKBONE_BLOCK_WEIGHT = 0.2
+
 
 def _opt(help: str, *, common: bool = False, minimum: float | None = None) -> dict[str, Any]:
     return {"help": help, "common": common, "min": minimum}
@@ -134,6 +138,18 @@ class TrainConfig:
             minimum=0,
         ),
     )
+    backbone_block: int = field(
+        default=0,
+        metadata=_opt(
+            "Whitened principal axes of the raw backbone features appended to image vectors "
+            "(0: none); shopper photos find their product more often.",
+            minimum=0,
+        ),
+    )
+    backbone_block_weight: float = field(
+        default=BACKBONE_BLOCK_WEIGHT,
+        metadata=_opt("Share of an image vector's square norm in the backbone block (0..1)."),
+    )
     validation_fold: int | None = field(
         default=None,
         metadata=_opt(
@@ -173,6 +189,11 @@ class TrainConfig:
                 "colour heads need seeds >= 1, hidden >= 0 and rank >= 0, got "
                 f"{self.colour_seeds}, {self.colour_hidden} and {self.colour_rank}"
             )
+        if self.backbone_block < 0 or not 0.0 < self.backbone_block_weight < 1.0:
+            raise ConfigError(
+                "the backbone block needs dims >= 0 and a weight in (0, 1), got "
+                f"{self.backbone_block} and {self.backbone_block_weight}"
+            )
         if self.type_seeds < 1 or self.type_hidden < 0:
             raise ConfigError(
                 f"the type head needs seeds >= 1 and hidden >= 0, got {self.type_seeds}, "
@@ -190,6 +211,7 @@ class TrainConfig:
 
 
 __all__ = [
+    "BACKBONE_BLOCK_WEIGHT",
     "COLOUR_HIDDEN",
     "COLOUR_IMAGE_WEIGHT",
     "COLOUR_RANK",

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from clipy_qdrant.encoders.fashion.backbone_block import CONFIG_KEY as BLOCK_CONFIG_KEY
+from clipy_qdrant.encoders.fashion.backbone_block import fit_backbone_block
 from clipy_qdrant.encoders.fashion.colour import COLOUR_DIM, COLOUR_SPEC, HISTOGRAM_DIM
 from clipy_qdrant.encoders.fashion.heads import WordBag, text_head_inputs
 from clipy_qdrant.encoders.fashion.model_dir import VOCAB_FILE, WEIGHTS_FILE
@@ -277,6 +279,13 @@ def train_fashion_encoder(
             progress=progress,
         )
         tensors.update(type_tensors)
+    block = None
+    if config.backbone_block:
+        # Fitted on the training products' catalog images (not their photo views).
+        block = fit_backbone_block(
+            img_feats[train_rows], config.backbone_block, config.backbone_block_weight
+        )
+        tensors.update(block.tensors())
     save_heads(tensors, out / WEIGHTS_FILE)
     # Evaluate (below) what the file holds, as the encoder will read it.
     tensors = load_file(str(out / WEIGHTS_FILE))
@@ -294,6 +303,9 @@ def train_fashion_encoder(
         train_products=n,
         command=command,
     )
+    if block is not None:
+        model_config["dim"] += block.dim
+        model_config[BLOCK_CONFIG_KEY] = block.config()
     if config.evaluate:
         report.metrics = evaluate_tensors(
             tensors, model_config, image_inputs, items, cache_dir, config.seed, bag, eval_fold

@@ -21,7 +21,9 @@ P(colour | text) to texts of up to three words. A short query that names a colou
 the image head's confidence in that colour to the shared cosine.
 
 Vector layout: ``[shared ; appearance ; type ; colour]`` (text vectors: zeros in the
-appearance and type dims).
+appearance and type dims). A model with a backbone block
+(:mod:`clipy_qdrant.encoders.fashion.backbone_block`) scales that unit vector and appends the
+block: ``[sqrt(1 - w)·vector ; sqrt(w)·block]`` (text vectors: zeros there).
 
 Head: ``y = W_skip·z + W_2·gelu(W_1·z + b_1) + b`` on the standardised input
 ``z = (x - mean) / std`` (``hidden = 0`` gives a linear head), then L2 normalisation.
@@ -39,6 +41,7 @@ import numpy as np
 
 from clipy_qdrant.encoders.base import l2_normalize
 from clipy_qdrant.encoders.blas import blas_threads_for
+from clipy_qdrant.encoders.fashion.backbone_block import BackboneBlock
 from clipy_qdrant.errors import EncoderError
 
 
@@ -382,6 +385,7 @@ class FashionHeads:
     colour: ColourHeads | None
     word_bag: WordBag | None
     article_type: TypeHead | None = None
+    backbone_block: BackboneBlock | None = None
 
     @classmethod
     def from_model(
@@ -410,6 +414,7 @@ class FashionHeads:
             colour=ColourHeads.from_model(tensors, config),
             word_bag=word_bag,
             article_type=TypeHead.from_model(tensors, config),
+            backbone_block=BackboneBlock.from_model(tensors, config),
         )
 
     @property
@@ -423,7 +428,8 @@ class FashionHeads:
     @property
     def dim(self) -> int:
         colour_dim = self.colour.dim if self.colour else 0
-        return self.image.out_dim + self.appearance_dim + colour_dim + self.type_dim
+        block_dim = self.backbone_block.dim if self.backbone_block else 0
+        return self.image.out_dim + self.appearance_dim + colour_dim + self.type_dim + block_dim
 
     def image_vectors(self, inputs: np.ndarray) -> np.ndarray:
         """(n, image inputs) -> (n, dim) unit image vectors.
@@ -437,7 +443,7 @@ class FashionHeads:
 
     def _image_vectors(self, inputs: np.ndarray) -> np.ndarray:
         shared_in = inputs[:, : self.image.in_dim]
-        return join_image_vectors(
+        vectors = join_image_vectors(
             self.image(shared_in),
             None if self.appearance is None else self.appearance(shared_in),
             self.appearance_weight,
@@ -446,6 +452,9 @@ class FashionHeads:
             None if self.article_type is None else self.article_type.image_block(inputs),
             0.0 if self.article_type is None else self.article_type.weight,
         )
+        if self.backbone_block is None:
+            return vectors
+        return self.backbone_block.join(vectors, inputs)
 
     def text_vectors(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """(n, 384) MiniLM features of ``texts`` -> (n, dim) unit text vectors."""
@@ -454,13 +463,14 @@ class FashionHeads:
 
     def _text_vectors(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         inputs = text_head_inputs(features, texts, self.word_bag)
-        return pad_text_vectors(
+        vectors = pad_text_vectors(
             self.text(inputs),
             self.appearance_dim,
             None if self.colour is None else self.colour.text_block(inputs, texts),
             0.0 if self.colour is None else self.colour.text_weight,
             self.type_dim,
         )
+        return vectors if self.backbone_block is None else self.backbone_block.pad(vectors)
 
 
 def text_head_inputs(features: np.ndarray, texts: Sequence[str], bag: WordBag | None) -> np.ndarray:

@@ -35,6 +35,9 @@ VECTOR_CONFIG_KEYS = (
     "colour_block",
     "type_block",
 )
+#: Shaping entries that count only where a model has them: a model without one has the
+#: fingerprint of a config that lacks the entry.
+OPTIONAL_VECTOR_CONFIG_KEYS = ("backbone_block",)
 _FINGERPRINT_SUFFIX = re.compile(r"@[0-9a-f]{6,64}$")
 _FINGERPRINT_HEX_DIGITS = 12
 
@@ -94,6 +97,7 @@ def model_name(
     if word_bag is not None:
         rest.update("\n".join(word_bag.vocab).encode())
     shaping = {key: config.get(key) for key in VECTOR_CONFIG_KEYS}
+    shaping.update({key: config[key] for key in OPTIONAL_VECTOR_CONFIG_KEYS if config.get(key)})
     rest.update(json.dumps(shaping, sort_keys=True).encode())
     weights = path / WEIGHTS_FILE
     cached = None

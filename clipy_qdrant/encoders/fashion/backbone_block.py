@@ -1,0 +1,133 @@
+"""The backbone block: part of the frozen backbone's own features, kept in image vectors.
+
+The trained heads gather products of the same type and colour and give up instance detail,
+while the frozen backbone's pooled features hold one product under a shopper's crop,
+background or lighting far better (docs/experiments.md, "Raw backbone block in the image
+vector"). The block keeps that: the L2-normalised backbone features, centred on the training
+products' mean, projected on their first ``dim`` principal axes and whitened (each axis
+divided by its standard deviation), then L2-normalised.
+
+An image vector with the block is ``[sqrt(1 - weight)·h ; sqrt(weight)·r]`` (``h`` the heads'
+unit vector, ``r`` the unit block), itself unit: image→image cosine is ``(1 - weight)·cos(h)
++ weight·cos(r)``. Text vectors carry zeros there, so a text query meets every image vector at
+``sqrt(1 - weight)`` × its cosine with ``h``: text→image ranking is unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from clipy_qdrant.encoders.base import l2_normalize
+from clipy_qdrant.errors import EncoderError
+
+PREFIX = "backbone_block"
+CONFIG_KEY = "backbone_block"
+
+
+@dataclass
+class BackboneBlock:
+    """The fitted block: ``centre`` (features,), ``axes`` (features, dim), ``scale`` (dim,),
+    and the ``weight`` (0 < weight < 1) of the block's part of an image vector's square norm."""
+
+    centre: np.ndarray
+    axes: np.ndarray
+    scale: np.ndarray
+    weight: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.weight < 1.0:
+            raise EncoderError(f"backbone block weight must be in (0, 1), got {self.weight}")
+        features, dim = self.axes.shape
+        if self.centre.shape != (features,) or self.scale.shape != (dim,):
+            raise EncoderError(
+                f"backbone block tensors disagree: centre {self.centre.shape}, axes "
+                f"{self.axes.shape}, scale {self.scale.shape}"
+            )
+
+    @property
+    def dim(self) -> int:
+        return int(self.axes.shape[1])
+
+    @property
+    def features(self) -> int:
+        """Leading columns of the image inputs the block reads (the backbone's features)."""
+        return int(self.axes.shape[0])
+
+    @classmethod
+    def from_model(
+        cls, tensors: dict[str, np.ndarray], config: dict[str, Any]
+    ) -> BackboneBlock | None:
+        """The model's block, or None when its config has none."""
+        block = config.get(CONFIG_KEY)
+        if not block:
+            return None
+        try:
+            return cls(
+                centre=tensors[f"{PREFIX}.centre"].astype(np.float32),
+                axes=tensors[f"{PREFIX}.axes"].astype(np.float32),
+                scale=tensors[f"{PREFIX}.scale"].astype(np.float32),
+                weight=float(block["weight"]),
+            )
+        except KeyError as exc:
+            raise EncoderError(f"the model's backbone block lacks {exc}") from None
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The block's arrays as stored in ``heads.safetensors`` (float32)."""
+        return {
+            f"{PREFIX}.centre": self.centre.astype(np.float32),
+            f"{PREFIX}.axes": self.axes.astype(np.float32),
+            f"{PREFIX}.scale": self.scale.astype(np.float32),
+        }
+
+    def config(self) -> dict[str, Any]:
+        """The block's entry in the model's ``config.json`` (it shapes vectors: fingerprinted)."""
+        return {"dim": self.dim, "weight": self.weight, "whitened": True}
+
+    def block(self, inputs: np.ndarray) -> np.ndarray:
+        """(n, image inputs) -> (n, dim) unit block rows."""
+        x = l2_normalize(inputs[:, : self.features].astype(np.float32))
+        return l2_normalize(((x - self.centre) @ self.axes) / self.scale)
+
+    def join(self, vectors: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """Unit image vectors from the heads -> ``[sqrt(1 - w)·h ; sqrt(w)·r]``."""
+        head_part = np.float32(np.sqrt(1.0 - self.weight)) * vectors
+        block_part = np.float32(np.sqrt(self.weight)) * self.block(inputs)
+        return np.ascontiguousarray(np.concatenate([head_part, block_part], axis=1))
+
+    def pad(self, vectors: np.ndarray) -> np.ndarray:
+        """Text vectors -> the same with zeros in the block's dims."""
+        zeros = np.zeros((len(vectors), self.dim), dtype=vectors.dtype)
+        return np.ascontiguousarray(np.concatenate([vectors, zeros], axis=1))
+
+
+def fit_backbone_block(features: np.ndarray, dim: int, weight: float) -> BackboneBlock:
+    """Fit the block on training products' backbone features (rows).
+
+    Principal axes from the covariance of the L2-normalised, centred rows (float64), in
+    order of decreasing variance; each axis's sign is fixed so that its largest-magnitude
+    entry is positive, so the same rows give the same block on any machine.
+    """
+    rows = len(features)
+    if rows < 2:
+        raise EncoderError(f"the backbone block needs at least 2 products, got {rows}")
+    if not 0 < dim <= features.shape[1]:
+        raise EncoderError(f"backbone block dims must be in 1..{features.shape[1]}, got {dim}")
+    x = l2_normalize(features.astype(np.float32)).astype(np.float64)
+    centre = x.mean(axis=0)
+    centred = x - centre
+    covariance = centred.T @ centred / (rows - 1)
+    values, vectors = np.linalg.eigh(covariance)
+    order = np.argsort(values)[::-1][:dim]
+    axes = vectors[:, order]
+    signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(dim)])
+    axes *= np.where(signs == 0, 1.0, signs)
+    scale = np.sqrt(np.maximum(values[order], 1e-12))
+    return BackboneBlock(
+        centre=centre.astype(np.float32),
+        axes=axes.astype(np.float32),
+        scale=scale.astype(np.float32),
+        weight=weight,
+    )
