@@ -112,6 +112,16 @@ def per_query(
     return {key: np.array([row[key] for row in rows]) for key in rows[0]}
 
 
+def pooled(per: dict[str, np.ndarray]) -> dict[str, float]:
+    """``metrics`` over all queries from the per-query ones (type + colour over the queries
+    where it applies)."""
+    out = {key: float(np.mean(values)) for key, values in per.items()}
+    tc = per["type+colour P@10"]
+    tc = tc[~np.isnan(tc)]
+    out["type+colour P@10"] = float(tc.mean()) if len(tc) else float("nan")
+    return out
+
+
 def paired(base: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> dict[str, float]:
     """Rank-1 gains / losses against ``base`` with the sign test's p, and the mean paired
     change of type and type + colour P@10 with its standard error."""
@@ -178,11 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     lambdas = [float(x) for x in args.lambdas.split(",")]
     perturbations = [p for p in args.perturbations.split(",") if p]
 
-    # results[setting][block][λ][perturbation] = metrics; per-query metrics for pairing.
+    # results[setting][block][λ][perturbation] = metrics, the means of the per-query metrics
+    # kept for pairing (a full-catalog gallery makes every score matrix ~50 MB, too many to
+    # keep).
     results: dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]] = {
         s: {b: {} for b in blocks} for s in SETTINGS
     }
-    scores_of: dict[tuple[str, str, float, str], np.ndarray] = {}
+    per_query_of: dict[tuple[str, str, float, str], dict[str, np.ndarray]] = {}
     suffix = f"{args.fold}-{args.n}-{args.seed}"
     for perturbation in perturbations:
 
@@ -202,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                 fused = 0.5 * text_side + 0.5 * image
                 one_vector = 0.5 * np.sqrt(1 - lam) * text_side + 0.5 * image
                 for setting, scores in zip(SETTINGS, (image, fused, one_vector), strict=True):
-                    scores_of[(setting, name, lam, perturbation)] = scores
-                    m = metrics(scores, qids, gallery, payloads, pairs)
-                    results[setting][name].setdefault(str(lam), {})[perturbation] = m
+                    per = per_query(scores, qids, gallery, payloads, pairs)
+                    per_query_of[(setting, name, lam, perturbation)] = per
+                    results[setting][name].setdefault(str(lam), {})[perturbation] = pooled(per)
 
     def mean_of(setting: str, name: str, lam: float, key: str) -> float:
         per = results[setting][name][str(lam)]
@@ -243,12 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{name} λ={lam}"
             pairing[setting][label] = {}
             for perturbation in perturbations:
-                base = per_query(
-                    scores_of[(setting, first, 0.0, perturbation)], qids, gallery, payloads, pairs
-                )
-                new = per_query(
-                    scores_of[(setting, name, lam, perturbation)], qids, gallery, payloads, pairs
-                )
+                base = per_query_of[(setting, first, 0.0, perturbation)]
+                new = per_query_of[(setting, name, lam, perturbation)]
                 pairing[setting][label][perturbation] = paired(base, new)
     print("\npaired against λ = 0: gained / lost rank 1 (sign p); Δ type P@10, Δ t+c P@10 (se)")
     for setting, per_label in pairing.items():
