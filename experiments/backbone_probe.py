@@ -44,7 +44,7 @@ from clipy_qdrant.encoders.fashion.towers import ImageTower, preprocess_batch
 from clipy_qdrant.eval.perturb import shopper_photo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from photo_probe import as_file, fold_queries, metrics, npy_cached, unit
+from photo_probe import as_file, fold_queries, metrics, npy_cached, unit, write_report
 
 PERTURBATIONS = ("clean", "crop", "jpeg", "lighting", "background", "reshoot")
 BACKBONES = (
@@ -182,23 +182,19 @@ def main(argv: list[str] | None = None) -> int:
                 print("\t".join([key, perturbation, *(f"{v:.3f}" for v in m.values())]))
     print("\nbackbone ms (median):", json.dumps(timing, indent=1))
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "fold": args.fold,
-                "gallery": len(gallery),
-                "queries": len(qids),
-                "seed": args.seed,
-                "pooling": args.pooling,
-                "threads": args.threads,
-                "results": results,
-                "timing_ms": timing,
-                "seconds": round(time.perf_counter() - started, 1),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_report(
+        out,
+        {
+            "fold": args.fold,
+            "gallery": len(gallery),
+            "queries": len(qids),
+            "seed": args.seed,
+            "pooling": args.pooling,
+            "threads": args.threads,
+            "results": results,
+            "timing_ms": timing,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
     )
     return 0
 

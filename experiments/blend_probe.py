@@ -57,7 +57,6 @@ the other's cache. Prints tables, writes JSON to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -73,7 +72,7 @@ from clipy_qdrant.encoders.fashion import FashionEncoder
 from clipy_qdrant.eval.perturb import shopper_photo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from photo_probe import as_file, fold_queries, metrics, npy_cached, unit
+from photo_probe import as_file, fold_queries, metrics, npy_cached, unit, write_report
 
 PERTURBATIONS = ("clean", "crop", "jpeg", "lighting", "background", "reshoot")
 LAMBDAS = "0,0.2,0.35,0.5,0.65,0.8,1"
@@ -270,23 +269,19 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "model": args.model,
-                "fold": args.fold,
-                "gallery": len(gallery),
-                "fitted_on": len(fit_rows),
-                "queries": len(qids),
-                "seed": args.seed,
-                "results": results,
-                "paired_with_lambda_0": pairing,
-                "seconds": round(time.perf_counter() - started, 1),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_report(
+        out,
+        {
+            "model": args.model,
+            "fold": args.fold,
+            "gallery": len(gallery),
+            "fitted_on": len(fit_rows),
+            "queries": len(qids),
+            "seed": args.seed,
+            "results": results,
+            "paired_with_lambda_0": pairing,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
     )
     return 0
 

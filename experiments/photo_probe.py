@@ -195,6 +195,12 @@ def npy_cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
     return value
 
 
+def write_report(path: Path, record: dict[str, Any]) -> None:
+    """``record`` as indented JSON at ``path`` (its folder made if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", default=str(Settings().catalog))
@@ -307,22 +313,18 @@ def main(argv: list[str] | None = None) -> int:
                 print("\t".join([lever, perturbation, setting, *(f"{v:.3f}" for v in m.values())]))
     print("query encoding ms (median, one image):", json.dumps(timing))
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "model": args.model,
-                "fold": args.fold,
-                "gallery": len(gallery),
-                "queries": len(qids),
-                "seed": args.seed,
-                "results": results,
-                "query_ms": timing,
-                "seconds": round(time.perf_counter() - started, 1),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_report(
+        out,
+        {
+            "model": args.model,
+            "fold": args.fold,
+            "gallery": len(gallery),
+            "queries": len(qids),
+            "seed": args.seed,
+            "results": results,
+            "query_ms": timing,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
     )
     return 0
 
