@@ -208,7 +208,6 @@ class EdgeStore(QdrantStore):
         """Called before every write to the shard: its manifest no longer holds, so it is
         removed (a kill from now on leaves no manifest to raise a false alarm) and written
         again when the shard closes."""
-        self._total = None
         if not self._write_manifest:
             manifest.remove_manifest(self.path)
             self._write_manifest = True

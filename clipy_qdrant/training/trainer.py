@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from clipy_qdrant.encoders.fashion.backbone_block import CONFIG_KEY as BLOCK_CONFIG_KEY
-from clipy_qdrant.encoders.fashion.backbone_block import fit_backbone_block
+from clipy_qdrant.encoders.fashion.backbone_block import BackboneBlock, fit_backbone_block
 from clipy_qdrant.encoders.fashion.colour import COLOUR_DIM, COLOUR_SPEC, HISTOGRAM_DIM
 from clipy_qdrant.encoders.fashion.heads import WordBag, text_head_inputs
 from clipy_qdrant.encoders.fashion.model_dir import VOCAB_FILE, WEIGHTS_FILE
@@ -300,12 +300,10 @@ def train_fashion_encoder(
         has_appearance=heads.appearance is not None,
         colour_classes=colour_classes,
         type_classes=type_classes,
+        block=block,
         train_products=n,
         command=command,
     )
-    if block is not None:
-        model_config["dim"] += block.dim
-        model_config[BLOCK_CONFIG_KEY] = block.config()
     if config.evaluate:
         report.metrics = evaluate_tensors(
             tensors, model_config, image_inputs, items, cache_dir, config.seed, bag, eval_fold
@@ -344,11 +342,14 @@ def _model_config(
     has_appearance: bool,
     colour_classes: list[str],
     type_classes: list[str],
+    block: BackboneBlock | None,
     train_products: int,
     command: str | None,
 ) -> dict[str, Any]:
-    """The model folder's ``config.json`` (what the encoder needs to run the heads)."""
-    return {
+    """The model folder's ``config.json`` (what the encoder needs to run the heads); a model
+    without a backbone block has no entry for it (:mod:`~clipy_qdrant.encoders.fashion.model_dir`
+    fingerprints it only where present)."""
+    config_json = {
         "name": "fashion-mini",
         "backbone": config.backbone,
         "resolution": config.resolution,
@@ -366,7 +367,8 @@ def _model_config(
         "dim": config.dim
         + (config.appearance_dim if has_appearance else 0)
         + len(colour_classes)
-        + len(type_classes),
+        + len(type_classes)
+        + (block.dim if block is not None else 0),
         "shared_dim": config.dim,
         "colour_block": {
             "classes": colour_classes,
@@ -391,3 +393,6 @@ def _model_config(
         "train_products": train_products,
         "training_command": command or "",
     }
+    if block is not None:
+        config_json[BLOCK_CONFIG_KEY] = block.config()
+    return config_json

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from clipy_qdrant.encoders.fashion.backbone_block import CONFIG_KEY as BLOCK_CONFIG_KEY
 from clipy_qdrant.encoders.fashion.heads import WordBag
 from clipy_qdrant.errors import EncoderError
 
@@ -37,7 +38,7 @@ VECTOR_CONFIG_KEYS = (
 )
 #: Shaping entries that count only where a model has them: a model without one has the
 #: fingerprint of a config that lacks the entry.
-OPTIONAL_VECTOR_CONFIG_KEYS = ("backbone_block",)
+OPTIONAL_VECTOR_CONFIG_KEYS = (BLOCK_CONFIG_KEY,)
 _FINGERPRINT_SUFFIX = re.compile(r"@[0-9a-f]{6,64}$")
 _FINGERPRINT_HEX_DIGITS = 12
 
