@@ -48,6 +48,20 @@ def test_the_fit_does_not_depend_on_row_order_or_eigenvector_signs() -> None:
     assert np.all(a.axes[top, np.arange(8)] > 0)
 
 
+def test_fewer_rows_than_features_give_the_covariances_axes_at_most_rows_minus_one() -> None:
+    """The SVD path (rows <= width) gives the covariance eigenvectors' axes and scales."""
+    x = _features(rows=40, width=48)
+    block = fit_backbone_block(x, 8, 0.2)
+    centred = l2_normalize(x).astype(np.float64) - block.centre
+    values, vectors = np.linalg.eigh(centred.T @ centred / (len(x) - 1))
+    np.testing.assert_allclose(block.scale, np.sqrt(values[::-1][:8]), rtol=1e-4)
+    np.testing.assert_allclose(np.abs(block.axes), np.abs(vectors[:, ::-1][:, :8]), atol=1e-4)
+    # Six centred rows span five directions: the block keeps five axes, not noise.
+    few = fit_backbone_block(_features(rows=6, width=48), 8, 0.2)
+    assert few.dim == 5 and few.config()["dim"] == 5
+    assert np.all(few.scale > 1e-3)
+
+
 def test_image_image_cosine_mixes_heads_and_block_and_text_ranking_is_unchanged() -> None:
     rng = np.random.default_rng(1)
     x = _features()
@@ -89,13 +103,31 @@ def test_train_config_refuses_a_block_that_cannot_be_fitted(changes: dict) -> No
         TrainConfig(**changes)
 
 
+def _without_block(tmp_path: Path) -> Path:
+    """A copy of the shipped model folder without its backbone block: its heads alone."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "heads-only"
+    if folder.exists():
+        return folder
+    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    config = json.loads((folder / "config.json").read_text())
+    block = config.pop("backbone_block")
+    config["dim"] -= block["dim"]
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    save_file({k: v for k, v in tensors.items() if not k.startswith("backbone_block.")},
+              str(folder / WEIGHTS_FILE))  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
 def _with_block(tmp_path: Path, dims: int = 8) -> tuple[Path, BackboneBlock]:
-    """A copy of the shipped model folder with a block appended (fitted on random features
-    of the backbone's width)."""
+    """The shipped heads with another block appended (fitted on random features of the
+    backbone's width)."""
     from safetensors.numpy import load_file, save_file
 
     folder = tmp_path / "with-block"
-    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    shutil.copytree(_without_block(tmp_path), folder)
     config = json.loads((folder / "config.json").read_text())
     block = fit_backbone_block(
         _features(rows=200, width=int(config["image_feature_dim"])), dims, 0.2
@@ -108,6 +140,25 @@ def _with_block(tmp_path: Path, dims: int = 8) -> tuple[Path, BackboneBlock]:
     return folder, block
 
 
+def test_the_shipped_model_is_its_heads_with_a_256_dim_block() -> None:
+    from clipy_qdrant.encoders import get_encoder
+
+    shipped = get_encoder("fashion-mini")
+    block = shipped.heads.backbone_block  # type: ignore[attr-defined]
+    assert block is not None and block.dim == 256 and block.weight == pytest.approx(0.1)
+    assert shipped.info.dim == 568 + 256
+
+
+def test_the_shipped_heads_without_the_block_are_the_previous_model(tmp_path: Path) -> None:
+    """The block is fitted after the heads and changes none of them: without it the shipped
+    files are fashion-mini@98566b465981, byte for byte (CHANGELOG.md)."""
+    from clipy_qdrant.encoders import get_encoder
+
+    heads_only = get_encoder(f"fashion-mini:{_without_block(tmp_path)}")
+    assert heads_only.info.dim == 568
+    assert heads_only.info.name.rpartition("@")[2] == "98566b465981"
+
+
 def test_a_model_with_a_block_encodes_wider_vectors_under_its_own_name(tmp_path: Path) -> None:
     import io
 
@@ -118,7 +169,7 @@ def test_a_model_with_a_block_encodes_wider_vectors_under_its_own_name(tmp_path:
         for rgb in [(200, 30, 30), (20, 20, 20), (30, 60, 200), (240, 240, 235)]
     ]
 
-    shipped = get_encoder("fashion-mini")
+    shipped = get_encoder(f"fashion-mini:{_without_block(tmp_path)}")
     folder, block = _with_block(tmp_path)
     blocked = get_encoder(f"fashion-mini:{folder}")
     assert blocked.info.dim == shipped.info.dim + block.dim
@@ -141,7 +192,7 @@ def test_a_block_entry_without_its_tensors_is_a_clear_error(tmp_path: Path) -> N
     from clipy_qdrant.encoders import get_encoder
 
     folder = tmp_path / "broken"
-    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    shutil.copytree(_without_block(tmp_path), folder)
     config = json.loads((folder / "config.json").read_text())
     config["backbone_block"] = {"dim": 8, "weight": 0.2, "whitened": True}
     (folder / "config.json").write_text(json.dumps(config))

@@ -235,13 +235,24 @@ def test_text_vectors_leave_the_image_only_dims_empty(encoder) -> None:
     assert np.all(text_vecs[:, image_only] == 0.0)
     image_vecs = encoder.encode_images([garment((200, 30, 40))])
     assert np.linalg.norm(image_vecs[0, image_only]) > 0.1
+    # The backbone block (the shipped model has one) is image-only too.
+    backbone = slice(encoder.dim - _backbone_block_dim(encoder), encoder.dim)
+    assert _backbone_block_dim(encoder) == 256
+    assert np.all(text_vecs[:, backbone] == 0.0)
+    assert np.linalg.norm(image_vecs[0, backbone]) == pytest.approx(np.sqrt(0.1), abs=1e-5)
+
+
+def _backbone_block_dim(encoder) -> int:
+    block = encoder.heads.backbone_block
+    return 0 if block is None else block.dim
 
 
 @pytest.mark.slow
 def test_colour_block_is_filled_only_for_short_texts_that_name_a_colour(encoder) -> None:
     colour = encoder.heads.colour
     assert colour is not None and "Navy Blue" in colour.classes
-    block = slice(encoder.dim - colour.dim, encoder.dim)
+    end = encoder.dim - _backbone_block_dim(encoder)  # the backbone block, if any, is last
+    block = slice(end - colour.dim, end)
     texts = ["navy blue", "Red", "red tshirts", "tshirts", "Watches", "Nike Men Red Casual Shoes"]
     vecs = encoder.encode_texts(texts)
     norms = np.linalg.norm(vecs[:, block], axis=1)
@@ -759,7 +770,9 @@ def test_tiny_training_lowers_loss_and_beats_untrained_heads(tmp_path: Path) -> 
     assert loaded.heads.article_type is not None
     assert loaded.heads.article_type.classes == type_classes
     assert {"Tshirts", "Shirts", "Casual Shoes"} <= set(type_classes)
-    assert loaded.info.dim == 256 + 128 + len(classes) + len(type_classes) == config["dim"]
+    # The backbone block (on by default) follows the colour block.
+    assert config["backbone_block"]["dim"] == loaded.heads.backbone_block.dim == 256
+    assert loaded.info.dim == 256 + 128 + len(classes) + len(type_classes) + 256 == config["dim"]
     # It names the type of held-out images far more often than the commonest type does.
     from clipy_qdrant.split import is_heldout
 
@@ -843,6 +856,7 @@ def test_training_with_a_backbone_block_fits_it_on_the_training_products(tmp_pat
     from clipy_qdrant.encoders.fashion.backbone_block import fit_backbone_block
     from clipy_qdrant.split import fold_of, is_heldout
     from clipy_qdrant.training import TrainConfig, train_fashion_encoder
+    from clipy_qdrant.training.config import BACKBONE_BLOCK_WEIGHT
     from clipy_qdrant.training.features import cached_image_features
 
     products = catalog_products(Settings().catalog, limit=600)
@@ -854,7 +868,8 @@ def test_training_with_a_backbone_block_fits_it_on_the_training_products(tmp_pat
         products, tmp_path / "model", settings, cache_dir=cache_dir, progress=False
     )
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert config["backbone_block"] == {"dim": 16, "weight": 0.2, "whitened": True}
+    weight = BACKBONE_BLOCK_WEIGHT  # the option's default
+    assert config["backbone_block"] == {"dim": 16, "weight": weight, "whitened": True}
     loaded = load_fashion_encoder(str(tmp_path / "model"))
     block = loaded.heads.backbone_block
     assert block is not None and loaded.info.dim == config["dim"]
@@ -873,12 +888,14 @@ def test_training_with_a_backbone_block_fits_it_on_the_training_products(tmp_pat
         if not is_heldout(p.product_id) and fold_of(p.product_id) != 2
     ]
     assert report.train_products == len(rows)
-    refit = fit_backbone_block(features[rows], 16, 0.2)
+    refit = fit_backbone_block(features[rows], 16, weight)
     np.testing.assert_allclose(block.axes, refit.axes, atol=1e-5)
     # The evaluation saw the block: image→image metrics differ from the same heads without it.
     without = dataclasses.replace(loaded.heads, backbone_block=None)
     inputs = loaded.image_inputs([p.load_image() for p in products[:20]])
     with_block = loaded.heads.image_vectors(inputs)
     np.testing.assert_allclose(
-        with_block[:, : without.dim], np.sqrt(0.8) * without.image_vectors(inputs), atol=1e-5
+        with_block[:, : without.dim],
+        np.sqrt(1 - weight) * without.image_vectors(inputs),
+        atol=1e-5,
     )
