@@ -197,13 +197,15 @@ def training_views(
 def train_tail(
     split: Split,
     cache: dict[str, np.ndarray],
-    frozen: np.ndarray,
+    anchors: np.ndarray,
     views: int,
     args: Any,
     after_epoch: Callable[[], dict[str, float]],
 ) -> list[dict[str, float]]:
-    """Train ``split``'s tail in place (see the module doc); per epoch, the mean losses and
-    what ``after_epoch()`` reports."""
+    """Train ``split``'s tail in place (see the module doc) from ``cache`` (each product's
+    catalog image then its ``views`` photos) and ``anchors`` (the frozen network's features
+    of each product's catalog image); per epoch, the mean losses and what ``after_epoch()``
+    reports."""
     import torch
     import torch.nn.functional as F
 
@@ -214,14 +216,14 @@ def train_tail(
     optimiser = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     group = views + 1
     n = len(cache["acts"]) // group
-    anchors = torch.from_numpy(unit(frozen[::group]))
+    targets_frozen = torch.from_numpy(unit(anchors))
     rng = np.random.default_rng(args.seed)
     history = []
     for epoch in range(args.epochs):
         order = rng.permutation(n)
         sums = {"nce": 0.0, "distill": 0.0}
         steps = 0
-        for start in range(0, n - 1, args.batch):
+        for start in range(0, n, args.batch):
             products = order[start : start + args.batch]
             rows = (products[:, None] * group + np.arange(group)[None, :]).reshape(-1)
             a = torch.from_numpy(cache["acts"][rows])
@@ -231,7 +233,7 @@ def train_tail(
             logits = shots @ cat.T / args.tau
             targets = torch.arange(len(products)).repeat_interleave(views)
             nce = F.cross_entropy(logits, targets)
-            distill = (1 - (cat * anchors[products]).sum(dim=1)).mean()
+            distill = (1 - (cat * targets_frozen[products]).sum(dim=1)).mean()
             loss = nce + args.distill * distill
             optimiser.zero_grad()
             loss.backward()
@@ -408,10 +410,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with clock(timing, "frozen tail over the training catalog images"):
         anchors = tail_features(frozen, {k: v[:: args.views + 1] for k, v in train_cache.items()})
-    anchors_all = np.zeros((n_views, anchors.shape[1]), dtype=np.float32)
-    anchors_all[:: args.views + 1] = anchors
     with clock(timing, "training"):
-        history = train_tail(tuned, train_cache, anchors_all, args.views, args, watch)
+        history = train_tail(tuned, train_cache, anchors, args.views, args, watch)
     results["fine-tuned"] = evaluate("fine-tuned", tuned)
     paired = {
         p: {
