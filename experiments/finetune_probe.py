@@ -356,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"split before block {frozen.start}; head+tail vs whole: {split_gap}", file=sys.stderr)
     tag = f"{BACKBONE}-{RESOLUTION}-s{frozen.start}"
     perturbations = [p for p in args.perturbations.split(",") if p]
+
+    def photos(p: str) -> Callable[[], list[Image.Image]]:
+        return lambda: [as_file(shopper_photo(images[q], p, q, args.seed)) for q in qids]
+
     with clock(timing, "cache activations (gallery + queries)"):
         gal_cache = cached_heads(
             cache / f"{tag}-gallery-{args.limit}", frozen, lambda: [images[p] for p in gallery]
@@ -364,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             p: cached_heads(
                 cache / f"{tag}-q-{p}-{args.limit}-{args.fold}-{args.n}-{args.seed}",
                 frozen,
-                lambda p=p: [as_file(shopper_photo(images[q], p, q, args.seed)) for q in qids],
+                photos(p),
             )
             for p in perturbations
         }
