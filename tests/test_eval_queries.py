@@ -14,6 +14,7 @@ from clipy_qdrant.eval.catalog_queries import (
     KNOWN_ITEM,
     QUERY_FILES,
     SAME_NAME,
+    UNSEEN_NAME,
     QuerySetSizes,
     attribute_queries,
     category_queries,
@@ -23,6 +24,7 @@ from clipy_qdrant.eval.catalog_queries import (
     make_query_sets,
     phrase_attributes,
     same_name_queries,
+    unseen_name_queries,
 )
 from clipy_qdrant.eval.queries import (
     EvalQuery,
@@ -274,6 +276,31 @@ def test_a_heldout_predicate_picks_the_products_queries_are_about() -> None:
     )
     # heldout_only=False ignores the predicate: every product may be asked about.
     assert len(known_item_queries(products, n=500, heldout_only=False, heldout=fold_1)) == 120
+
+
+def test_unseen_name_queries_ask_every_name_no_training_product_has() -> None:
+    products = catalog()
+    products[1]["productDisplayName"] = products[10]["productDisplayName"]  # a training product
+    products[20]["productDisplayName"] = products[15]["productDisplayName"]  # two held out
+    unseen = unseen_name_queries(products)
+    held_names = {
+        str(p["productDisplayName"]) for p in products if int(str(p["product_id"])) % 5 == 0
+    }
+    assert {q.text for q in unseen} == held_names - {products[10]["productDisplayName"]}
+    assert len(unseen) == 24 - 2  # 24 held-out products: 10's name is seen, 15 and 20 share one
+    by_text = {q.text: q for q in unseen}
+    assert by_text[products[15]["productDisplayName"]].relevant_ids == ("15", "20")
+    assert all(q.set == UNSEEN_NAME and q.gallery == "all" for q in unseen)
+    assert [q.relevant_ids[0] for q in unseen] == sorted(
+        (q.relevant_ids[0] for q in unseen), key=lambda i: (len(i), i)
+    )
+    # A validation fold's rule, and no unseen name when every product may be asked about.
+    fold_1 = unseen_name_queries(products, heldout=lambda pid: int(pid) % 5 == 1)
+    assert {q.relevant_ids for q in fold_1} >= {("11",)} and ("1",) not in {
+        q.relevant_ids for q in fold_1
+    }
+    assert unseen_name_queries(products, heldout_only=False) == []
+    assert [q for q in make_query_sets(products)["known-item"] if q.set == UNSEEN_NAME] == unseen
 
 
 def test_same_name_queries_count_every_product_of_that_exact_name_relevant() -> None:

@@ -304,9 +304,22 @@ def test_leaderboard_form(store: VectorStore) -> None:
         EvalQuery(
             id="cat", set="category/articleType", text="alpha", relevant_rule={"articleType": ["A"]}
         ),
+        EvalQuery(
+            id="un",
+            set="known-item/unseen-name",
+            text="gamma",
+            relevant_ids=("100",),
+            gallery="all",
+        ),
     ]
     run = run_eval(searcher, queries, weight_grid(0.5), split="all", show_progress=False)
     rows = leaderboard(run)
+    # Names no training product has lead, in the known-item task's form.
+    assert rows[0]["set"] == "known-item/unseen-name" and rows[0]["task"] == "known-item"
+    unseen = [r for r in rows if r["set"] == "known-item/unseen-name"]
+    assert [r["metrics"] for r in unseen] == [
+        r["metrics"] for r in rows if r["set"] == "known-item"
+    ]
     ki = [r for r in rows if r["set"] == "known-item"]
     assert [r["setting"] for r in ki][:2] == ["image vector only (text→image)", "text vector only"]
     assert list(ki[0]["metrics"]) == ["recall@1", "recall@10", "mrr@10"]
@@ -431,10 +444,13 @@ def test_full_catalog_grid_run(catalog_store: CatalogStore, tmp_path: Path) -> N
         store.close()
     assert len(run.configs) == 9
     assert run.sets["known-item"].query_ids and len(run.sets["known-item"].query_ids) == 2000
+    # Every display name only held-out products have (5,171 of the catalog's 30,801 names).
+    assert len(run.sets["known-item/unseen-name"].query_ids) > 5000
     for name in ("attribute", "image/articleType", "composed", "category/articleType"):
         assert run.sets[name].query_ids, name
     data = json.loads(outputs["json"].read_text())
     assert {r["task"] for r in data["leaderboard"]} == {"known-item", "category"}
+    assert data["leaderboard"][0]["set"] == "known-item/unseen-name"
     assert outputs["png"].stat().st_size > 10_000
     assert outputs["csv"].stat().st_size > 0
     # The encoder's held-out split is reported.

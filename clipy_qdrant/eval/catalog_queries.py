@@ -34,6 +34,9 @@ KNOWN_ITEM = "known-item"
 #: The known-item names scored with every product of exactly that name relevant (the
 #: leaderboard's relevance, and "ties between products sharing a name aside").
 SAME_NAME = "known-item/same-name"
+#: Every display name that no training product has, each relevant to all its products: the
+#: leaderboard's protocol restricted to names the encoder never saw (issue #18's held-out form).
+UNSEEN_NAME = "known-item/unseen-name"
 CATEGORY_FIELDS: tuple[str, ...] = ("articleType", "subCategory", "masterCategory", "baseColour")
 ATTRIBUTE = "attribute"
 IMAGE_TYPE = "image/articleType"
@@ -112,6 +115,42 @@ def same_name_queries(
             gallery="all",
         )
         for query in known_item
+    ]
+
+
+def unseen_name_queries(
+    products: Sequence[Mapping[str, Any]],
+    *,
+    heldout_only: bool = True,
+    heldout: HeldoutRule | None = None,
+) -> list[EvalQuery]:
+    """Every display name whose products are all held out → all of them, searched over the
+    whole catalog: the names training never saw, each asked once. A name that a training
+    product shares is left out (its image vectors were trained on that very text). Without
+    ``heldout_only`` there is no unseen name, and the set is empty."""
+    if not heldout_only:
+        return []
+    rule = is_heldout if heldout is None else heldout
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for p in products:
+        name = _clean(p.get("productDisplayName"))
+        if name:
+            by_name[name].append(_pid(p))
+    unseen = [
+        (sorted(ids, key=lambda i: (len(i), i)), name)
+        for name, ids in by_name.items()
+        if all(rule(i) for i in ids)
+    ]
+    unseen.sort(key=lambda item: (len(item[0][0]), item[0][0]))
+    return [
+        EvalQuery(
+            id=f"unseen-name-{ids[0]}",
+            set=UNSEEN_NAME,
+            text=name,
+            relevant_ids=tuple(ids),
+            gallery="all",
+        )
+        for ids, name in unseen
     ]
 
 
@@ -374,7 +413,9 @@ def make_query_sets(
         products, n=sizes.known_item, seed=seed, heldout_only=only, heldout=rule
     )
     return {
-        "known-item": known_item + same_name_queries(products, known_item),
+        "known-item": known_item
+        + same_name_queries(products, known_item)
+        + unseen_name_queries(products, heldout_only=only, heldout=rule),
         "category": category_queries(products, heldout_only=only, heldout=rule),
         "attribute": attribute_queries(
             products, n=sizes.attribute, seed=seed, heldout_only=only, heldout=rule
@@ -398,6 +439,7 @@ __all__ = [
     "KNOWN_ITEM",
     "QUERY_FILES",
     "SAME_NAME",
+    "UNSEEN_NAME",
     "HeldoutRule",
     "QuerySetSizes",
     "attribute_queries",
@@ -408,4 +450,5 @@ __all__ = [
     "make_query_sets",
     "phrase_attributes",
     "same_name_queries",
+    "unseen_name_queries",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from clipy_qdrant.eval.catalog_queries import KNOWN_ITEM
+from clipy_qdrant.eval.catalog_queries import KNOWN_ITEM, UNSEEN_NAME
 from clipy_qdrant.eval.photo_queries import PHOTO
 from clipy_qdrant.eval.runner import ABRun, EvalRun, SetResult, config_key, image_share
 from clipy_qdrant.fusion import FusionConfig
@@ -117,17 +117,20 @@ def _find(configs: Sequence[FusionConfig], w_image_only: bool) -> int | None:
 def leaderboard(run: EvalRun) -> list[dict[str, Any]]:
     """Known-item and category results in the Marqo-FashionCLIP leaderboard form: per set,
     the metrics of its task under "image vector only" (text→image, the leaderboard's
-    protocol), "text vector only" and the best setting of the grid by the primary metric."""
+    protocol), "text vector only" and the best setting of the grid by the primary metric.
+    Names no training product has (:data:`UNSEEN_NAME`) come first: the held-out form."""
     rows: list[dict[str, Any]] = []
     category_sets = [n for n in run.sets if n.startswith(CATEGORY_PREFIX)]
-    candidates: list[tuple[str, SetResult | None]] = [(KNOWN_ITEM, run.sets.get(KNOWN_ITEM))]
+    candidates: list[tuple[str, SetResult | None]] = [
+        (name, run.sets.get(name)) for name in (UNSEEN_NAME, KNOWN_ITEM)
+    ]
     candidates += [(n, run.sets[n]) for n in category_sets]
     if len(category_sets) > 1:
         candidates.append(("category (all fields)", _pooled(run, category_sets)))
     for name, result in candidates:
         if result is None or not result.query_ids:
             continue
-        task = "known-item" if name == KNOWN_ITEM else "category"
+        task = "known-item" if name in (UNSEEN_NAME, KNOWN_ITEM) else "category"
         metrics = _present(run, LEADERBOARD_METRICS[task])
         settings: list[tuple[str, int]] = []
         image_only, text_only = _find(run.configs, True), _find(run.configs, False)
