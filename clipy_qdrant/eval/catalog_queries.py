@@ -56,13 +56,28 @@ def _pid(product: Mapping[str, Any]) -> str:
     return str(product[PRODUCT_ID_KEY])
 
 
+def _id_order(pid: str) -> tuple[int, str]:
+    """Sort key of product ids: numeric ids in numeric order (shorter first), then as text."""
+    return len(pid), pid
+
+
+def _ids_by_name(products: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Each display name → the ids of the products that have it, in catalog order."""
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for p in products:
+        name = _clean(p.get("productDisplayName"))
+        if name:
+            by_name[name].append(_pid(p))
+    return by_name
+
+
 def _pool(
     products: Sequence[Mapping[str, Any]], heldout_only: bool, heldout: HeldoutRule | None
 ) -> list[Mapping[str, Any]]:
     """The products queries may be about (and, except known-item, the gallery), in id order."""
     rule = is_heldout if heldout is None else heldout
     pool = [p for p in products if not heldout_only or rule(_pid(p))]
-    return sorted(pool, key=lambda p: (len(_pid(p)), _pid(p)))
+    return sorted(pool, key=lambda p: _id_order(_pid(p)))
 
 
 def _gallery(heldout_only: bool) -> Gallery:
@@ -82,7 +97,7 @@ def known_item_queries(
         p for p in _pool(products, heldout_only, heldout) if _clean(p.get("productDisplayName"))
     ]
     chosen = random.Random(seed).sample(pool, min(n, len(pool)))
-    chosen.sort(key=lambda p: (len(_pid(p)), _pid(p)))
+    chosen.sort(key=lambda p: _id_order(_pid(p)))
     return [
         EvalQuery(
             id=f"ki-{_pid(p)}",
@@ -101,11 +116,7 @@ def same_name_queries(
     """The known-item queries again, each relevant to every catalog product whose display
     name is exactly the query's: a name shared by several products cannot tell them apart,
     so this set measures finding the name, and :data:`KNOWN_ITEM` finding the one product."""
-    by_name: dict[str, list[str]] = {}
-    for p in products:
-        name = _clean(p.get("productDisplayName"))
-        if name:
-            by_name.setdefault(name, []).append(_pid(p))
+    by_name = _ids_by_name(products)
     return [
         EvalQuery(
             id=f"same-name-{query.id.removeprefix('ki-')}",
@@ -131,17 +142,12 @@ def unseen_name_queries(
     if not heldout_only:
         return []
     rule = is_heldout if heldout is None else heldout
-    by_name: dict[str, list[str]] = defaultdict(list)
-    for p in products:
-        name = _clean(p.get("productDisplayName"))
-        if name:
-            by_name[name].append(_pid(p))
     unseen = [
-        (sorted(ids, key=lambda i: (len(i), i)), name)
-        for name, ids in by_name.items()
+        (sorted(ids, key=_id_order), name)
+        for name, ids in _ids_by_name(products).items()
         if all(rule(i) for i in ids)
     ]
-    unseen.sort(key=lambda item: (len(item[0][0]), item[0][0]))
+    unseen.sort(key=lambda item: _id_order(item[0][0]))
     return [
         EvalQuery(
             id=f"unseen-name-{ids[0]}",
@@ -287,7 +293,7 @@ def image_queries(
         if _clean(p.get("articleType")) and types[_clean(p.get("articleType"))] > min_relevant
     ]
     chosen = random.Random(seed).sample(eligible, min(n, len(eligible)))
-    chosen.sort(key=lambda p: (len(_pid(p)), _pid(p)))
+    chosen.sort(key=lambda p: _id_order(_pid(p)))
     out: list[EvalQuery] = []
     gallery = _gallery(heldout_only)
     for p in chosen:

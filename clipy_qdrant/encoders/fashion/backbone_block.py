@@ -111,10 +111,11 @@ def fit_backbone_block(features: np.ndarray, dim: int, weight: float) -> Backbon
 
     Principal axes of the L2-normalised, centred rows (float64), in order of decreasing
     variance; each axis's sign is fixed so that its largest-magnitude entry is positive, so
-    the same rows never give an axis and its negative on two machines. With more rows than features they are
-    the covariance matrix's eigenvectors; with fewer, the rows' right singular vectors (the
-    same axes), and the block keeps at most ``rows - 1`` axes, as centred rows span no more:
-    a small catalog gets no axes of zero variance, which whitening would blow up.
+    the same rows never give an axis and its negative on two machines. With more rows than
+    features they are the covariance matrix's eigenvectors; with fewer, the rows' right
+    singular vectors (the same axes), and the block keeps at most ``rows - 1`` axes, as
+    centred rows span no more: a small catalog gets no axes of zero variance, which
+    whitening would blow up.
 
     The decomposition runs on :data:`FIT_BLAS_THREADS` BLAS threads whatever the process's
     setting (a server caps BLAS at one thread): its last bits depend on how many threads
