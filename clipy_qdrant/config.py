@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     oversampling: float | None = None
     hnsw_m: int | None = None
     hnsw_ef_construct: int | None = None
+    #: Search beam width of the channel lists (unset: the store's ``DEFAULT_HNSW_EF``); a
+    #: wider beam misses fewer neighbours and costs more CPU per query.
+    hnsw_ef: PositiveInt | None = None
 
     # -- ``clipy serve`` (the HTTP API and search page) ------------------------------------
     #: Key that HTTP clients must send as ``X-API-Key`` on every endpoint but ``/healthz``;

@@ -171,3 +171,34 @@ def test_bad_eval_grid_is_a_one_line_usage_error(
     assert code == 2 and out == ""
     assert err.startswith("clipy: error: ") and message in err
     assert err.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("url", [None, ":memory:"])
+def test_the_search_beam_width_setting_reaches_the_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str | None
+) -> None:
+    """``CLIPY_HNSW_EF`` sets the store's search beam on both backends (``clipy info`` shows
+    it); unset, the store's default; not a positive integer, a one-line error."""
+    from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF
+
+    flags = ["info", "--json", "--store", str(tmp_path / "store")]
+    flags += ["--qdrant-url", url] if url else []
+    monkeypatch.delenv("CLIPY_HNSW_EF", raising=False)
+    code, out, err = run(*flags)
+    assert code == 0, err
+    assert json.loads(out)["hnsw_ef"] == DEFAULT_HNSW_EF
+    monkeypatch.setenv("CLIPY_HNSW_EF", "48")
+    code, out, err = run(*flags)
+    assert code == 0, err
+    assert json.loads(out)["hnsw_ef"] == 48
+    monkeypatch.setenv("CLIPY_HNSW_EF", "0")
+    code, out, err = run(*flags)
+    assert code != 0
+    assert "hnsw_ef" in err and len(err.strip().splitlines()) == 1
+
+
+def test_open_store_refuses_a_beam_below_one() -> None:
+    from clipy_qdrant.store import open_store
+
+    with pytest.raises(ConfigError, match=r"hnsw_ef must be >= 1 \(got 0\)"):
+        open_store(url=":memory:", hnsw_ef=0)

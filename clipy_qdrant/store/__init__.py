@@ -39,17 +39,24 @@ def open_store(
     api_key: str | None = None,
     collection: str = "products",
     options: CollectionOptions | None = None,
+    hnsw_ef: int | None = None,
 ) -> VectorStore:
     """Open a store: ``url`` (``http://…`` server or ``:memory:``) selects qdrant-client,
     otherwise the embedded qdrant-edge store in folder ``path`` (default ``./clipy-data``).
-    ``options`` lay out a collection this store creates (see :class:`CollectionOptions`)."""
+    ``options`` lay out a collection this store creates (see :class:`CollectionOptions`);
+    ``hnsw_ef`` is the search beam width (``None``: ``DEFAULT_HNSW_EF``)."""
+    from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF
+
+    ef = DEFAULT_HNSW_EF if hnsw_ef is None else hnsw_ef
     if url:
         from clipy_qdrant.store.client import ClientStore
 
-        return ClientStore(url=url, api_key=api_key, collection=collection, options=options)
+        return ClientStore(
+            url=url, api_key=api_key, collection=collection, options=options, hnsw_ef=ef
+        )
     from clipy_qdrant.store.edge import EdgeStore
 
-    return EdgeStore(Path(path or "./clipy-data"), options=options)
+    return EdgeStore(Path(path or "./clipy-data"), options=options, hnsw_ef=ef)
 
 
 __all__ = [

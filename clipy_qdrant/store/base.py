@@ -99,6 +99,9 @@ class StoredPoint:
 class VectorStore(Protocol):
     """What the query layer, ingest and evaluation need from Qdrant."""
 
+    #: Search beam width of the HNSW channel lists (``CLIPY_HNSW_EF``).
+    hnsw_ef: int
+
     def ensure_collection(
         self,
         encoder: EncoderInfo,

@@ -450,6 +450,7 @@ def info(
             details: dict[str, Any] = {
                 "store": settings.qdrant_url or str(settings.store),
                 "backend": type(vector_store).__name__,
+                "hnsw_ef": vector_store.hnsw_ef,
                 "encoder": None
                 if encoder_info is None
                 else {"name": encoder_info.name, "dim": encoder_info.dim},
@@ -471,7 +472,7 @@ def info(
         f"encoder:        {enc['name'] + ' (' + str(enc['dim']) + '-d)' if enc else '(empty store)'}"
     )
     typer.echo(f"products:       {details['products']}")
-    typer.echo(f"layout:         {layout}")
+    typer.echo(f"layout:         {layout}; search beam hnsw_ef {details['hnsw_ef']}")
     fields = details["indexed_fields"]
     typer.echo(
         "indexed fields: "

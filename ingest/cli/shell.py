@@ -244,6 +244,7 @@ def open_configured_store(settings: Settings) -> VectorStore:
         api_key=settings.api_key,
         collection=settings.collection,
         options=settings.collection_options(),
+        hnsw_ef=settings.hnsw_ef,
     )
 
 
