@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--noise", type=float, default=0.5)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--hnsw-ef", type=int, default=None, help="search beam width (default: the store's)"
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", type=Path, help="folder to build (replaced)")
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     from clipy_qdrant.store import PointRecord
     from clipy_qdrant.store.edge import EdgeStore
     from clipy_qdrant.store.options import CollectionOptions
+    from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF
 
     base_t, base_i, payloads, encoder, fields = read_base(args.base)
     options = CollectionOptions(
@@ -328,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "dim": int(base_t.shape[1]),
         "base_products": len(payloads),
         "options": options.to_json(),
+        "hnsw_ef": args.hnsw_ef or DEFAULT_HNSW_EF,
         "noise": args.noise,
         "cpu_count": os.cpu_count(),
         "load_average_start": os.getloadavg(),
@@ -377,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         q_image = _unit(base_i[picks] + rng.normal(0, sigma, base_i[picks].shape))
         kinds = [str(payloads[int(p)].get("articleType", "")) for p in picks]
         opened = time.perf_counter()
-        store = EdgeStore(args.store)
+        store = EdgeStore(args.store, hnsw_ef=args.hnsw_ef or DEFAULT_HNSW_EF)
         result["reopen_s"] = round(time.perf_counter() - opened, 2)
         searcher = Searcher(store, None, hubness=0.0)
         fusion = FusionConfig(w_lexical=0)

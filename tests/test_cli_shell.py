@@ -202,3 +202,14 @@ def test_open_store_refuses_a_beam_below_one() -> None:
 
     with pytest.raises(ConfigError, match=r"hnsw_ef must be >= 1 \(got 0\)"):
         open_store(url=":memory:", hnsw_ef=0)
+
+
+def test_open_store_takes_the_beam_width_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Library callers (benchmarks included) get ``CLIPY_HNSW_EF`` too; an argument wins."""
+    from clipy_qdrant.store import open_store
+
+    monkeypatch.setenv("CLIPY_HNSW_EF", "256")
+    with open_store(url=":memory:") as store:
+        assert store.hnsw_ef == 256
+    with open_store(url=":memory:", hnsw_ef=32) as store:
+        assert store.hnsw_ef == 32

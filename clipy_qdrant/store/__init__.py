@@ -44,10 +44,12 @@ def open_store(
     """Open a store: ``url`` (``http://…`` server or ``:memory:``) selects qdrant-client,
     otherwise the embedded qdrant-edge store in folder ``path`` (default ``./clipy-data``).
     ``options`` lay out a collection this store creates (see :class:`CollectionOptions`);
-    ``hnsw_ef`` is the search beam width (``None``: ``DEFAULT_HNSW_EF``)."""
+    ``hnsw_ef`` is the search beam width (``None``: the ``CLIPY_HNSW_EF`` setting, else
+    ``DEFAULT_HNSW_EF``)."""
+    from clipy_qdrant.config import get_settings
     from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF
 
-    ef = DEFAULT_HNSW_EF if hnsw_ef is None else hnsw_ef
+    ef = hnsw_ef if hnsw_ef is not None else get_settings().hnsw_ef or DEFAULT_HNSW_EF
     if url:
         from clipy_qdrant.store.client import ClientStore
 
