@@ -27,6 +27,7 @@ from clipy_qdrant.filters import matches, parse_filter
 from clipy_qdrant.fusion import FusionConfig
 from clipy_qdrant.search import Searcher
 from clipy_qdrant.serve import ServeOptions, create_app
+from clipy_qdrant.serve.models import SearchResponse
 from clipy_qdrant.store import VectorStore
 
 N = 60
@@ -93,6 +94,12 @@ def test_text_search_is_the_library_search(client: TestClient, searcher: Searche
     assert body["total"] == N and body["k"] == 7 and body["offset"] == 0
     assert body["next_offset"] == 7
     assert body["took_ms"] > 0
+    # Rendered by pydantic-core, not FastAPI: the same document the schema describes.
+    assert response.headers["content-type"] == "application/json"
+    assert SearchResponse.model_validate_json(response.content).model_dump() == body
+    schema = client.get("/openapi.json").json()["paths"]["/v1/search"]["post"]
+    returned = schema["responses"]["200"]["content"]["application/json"]["schema"]
+    assert returned == {"$ref": "#/components/schemas/SearchResponse"}
 
 
 def test_filters_in_both_forms_are_the_same_filter(client: TestClient, searcher: Searcher) -> None:
