@@ -65,6 +65,10 @@ from clipy_qdrant.store.base import (
 from clipy_qdrant.store.meta import HubnessInfo
 
 CHANNELS: tuple[str, str, str] = (TEXT, IMAGE, LEXICAL)
+#: RRF and DBSF lists walk this many times the store's HNSW beam (``Retriever.list_beam``):
+#: at the default beam 128, RRF's recall@10 on the 5,000-product slice fell to 0.988 with
+#: lists at 128 and is 0.99 or more at 256 (docs/experiments.md, "Search beam width").
+RANK_FUSION_BEAM = 2
 
 
 @dataclass
@@ -165,7 +169,7 @@ class Retriever:
         (a channel that no config weighs is not searched: its scores are filled in for the
         hits only)."""
         searched = tuple(c for c in CHANNELS if any(c in self.active(query, g) for g in configs))
-        base = self.retrieve(query, flt, max(candidates, k), searched)
+        base = self.retrieve(query, flt, max(candidates, k), searched, ef=self.list_beam(configs))
         deep = base
         state = QueryState()
         state.absorb(base)
@@ -189,6 +193,15 @@ class Retriever:
             results.append(self.hits(query, ranked, state))
         return results
 
+    def list_beam(self, configs: Sequence[FusionConfig]) -> int | None:
+        """The HNSW beam of the first channel lists: the store's (``None``) when every config
+        is weighted, whose threshold algorithm reads a list's head and bounds the rest;
+        :data:`RANK_FUSION_BEAM` times it when RRF or DBSF reads the lists whole, down to
+        their last rank, which a narrow beam misses more often."""
+        if all(cfg.method == "weighted" for cfg in configs):
+            return None
+        return RANK_FUSION_BEAM * self.store.hnsw_ef
+
     def retrieve(
         self,
         query: QueryVectors,
@@ -197,9 +210,11 @@ class Retriever:
         channels: Sequence[str],
         *,
         low_hub: bool = False,
+        ef: int | None = None,
     ) -> Channels:
         """Each of ``channels``' lists of ``depth`` candidates (and with ``low_hub`` the
-        low-hubness image list, :meth:`with_low_hub`)."""
+        low-hubness image list, :meth:`with_low_hub`), the dense ones walking a beam of ``ef``
+        (``None``: the store's)."""
         lists: dict[str, list[ScoredPoint]] = {}
         for channel in CHANNELS:
             if channel not in channels:
@@ -213,7 +228,7 @@ class Retriever:
                 ]
             else:
                 lists[channel] = self.store.search(
-                    channel, query.for_channel(channel), depth, flt, with_payload=False
+                    channel, query.for_channel(channel), depth, flt, with_payload=False, ef=ef
                 )
         found = Channels(depth=depth, lists=lists)
         if low_hub and IMAGE in channels and self.low_threshold(query) is not None:

@@ -170,10 +170,12 @@ class VectorStore(Protocol):
         *,
         with_payload: bool | Sequence[str] = True,
         exact: bool = False,
+        ef: int | None = None,
     ) -> list[ScoredPoint]:
         """Nearest products by cosine on the named vector, best first, restricted by ``flt``.
         ``with_payload``: the whole payload, none (``payload`` is ``None``), or those keys and
-        the product id. ``exact`` scans the matching products instead of walking the graph."""
+        the product id. ``exact`` scans the matching products instead of walking the graph;
+        ``ef`` is the walk's beam width (``None``: :attr:`hnsw_ef`)."""
 
     def retrieve(
         self,

@@ -184,7 +184,7 @@ class ClientStore(QdrantStore):
             # Local mode is always exact and warns about search params, so send none there.
             search_params=None
             if self.local
-            else client_search_params(self.options, self.hnsw_ef, search.exact),
+            else client_search_params(self.options, search.ef, search.exact),
             limit=search.limit,
             with_payload=_payload_selector(search.payload),
         ).points

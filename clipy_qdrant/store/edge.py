@@ -338,7 +338,7 @@ class EdgeStore(QdrantStore):
             query=qe.Query.Nearest(search.query, using=search.using),  # type: ignore[arg-type]
             limit=search.limit,
             filter=search.filter,
-            params=edge_search_params(self.options, self.hnsw_ef, search.exact),
+            params=edge_search_params(self.options, search.ef, search.exact),
             with_payload=search.payload,
         )
         return self._shard.search(request)

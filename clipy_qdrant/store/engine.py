@@ -43,7 +43,7 @@ class EngineSearch:
     """One nearest-neighbour search for the engine: vector ``using`` queried with ``query``
     (checked float32) for ``limit`` hits under the engine's filter ``filter`` (``None``: none);
     ``payload`` is all of it (``True``), none (``False``) or those keys; ``exact`` skips the
-    HNSW graph."""
+    HNSW graph, else ``ef`` is the graph walk's beam width."""
 
     using: str
     query: np.ndarray
@@ -51,6 +51,7 @@ class EngineSearch:
     filter: Any
     payload: bool | list[str]
     exact: bool
+    ef: int
 
 
 class EngineCalls(ABC):

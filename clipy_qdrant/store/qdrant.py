@@ -53,9 +53,10 @@ from clipy_qdrant.store.meta import HubnessInfo, StoreMeta, check_same_encoder
 from clipy_qdrant.store.options import CollectionOptions
 
 #: HNSW search beam width of the channel lists (``CLIPY_HNSW_EF``). On the full catalog the
-#: fused top-20 of text, filtered text and image queries at 128 matches the one from exact
-#: channel lists in 0.9995-1.0 of its hits (256: 0.9998-1.0) for 18-20 % less search CPU
-#: (docs/experiments.md, "Search beam width"). A list of ``limit`` candidates walks a beam
+#: weighted fused top-20 of text, filtered text and image queries at 128 matches the one from
+#: exact channel lists in 0.9995-1.0 of its hits (256: 0.9998-1.0) for 18-20 % less search
+#: CPU (docs/experiments.md, "Search beam width"); RRF and DBSF lists walk twice this beam
+#: (``clipy_qdrant.retrieval.RANK_FUSION_BEAM``). A list of ``limit`` candidates walks a beam
 #: of at least ``limit``. The graph's m / ef_construct are CollectionOptions' (Qdrant's
 #: defaults 16 / 100).
 DEFAULT_HNSW_EF = 128
@@ -382,9 +383,11 @@ class QdrantStore(EngineCalls):
         *,
         with_payload: bool | Sequence[str] = True,
         exact: bool = False,
+        ef: int | None = None,
     ) -> list[ScoredPoint]:
         """Nearest products by cosine on the named vector, best first, restricted by ``flt``.
-        ``with_payload``: the whole payload, none, or those keys (and the product id)."""
+        ``with_payload``: the whole payload, none, or those keys (and the product id); ``ef``:
+        the graph walk's beam width (``None``: :attr:`hnsw_ef`)."""
         meta = self._live_meta()
         query = query_vector(vector, meta.encoder.dim, using)
         if limit <= 0:
@@ -393,7 +396,13 @@ class QdrantStore(EngineCalls):
         with self._engine("search"):
             hits = self._search(
                 EngineSearch(
-                    using, query, int(limit), self._engine_filter(flt), payload=payload, exact=exact
+                    using,
+                    query,
+                    int(limit),
+                    self._engine_filter(flt),
+                    payload=payload,
+                    exact=exact,
+                    ef=self.hnsw_ef if ef is None else ef,
                 )
             )
             if payload is False:
