@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     from clipy_qdrant.store.options import CollectionOptions
     from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF
 
+    hnsw_ef = args.hnsw_ef or DEFAULT_HNSW_EF
     base_t, base_i, payloads, encoder, fields = read_base(args.base)
     options = CollectionOptions(
         quantization=args.quantization, oversampling=args.oversampling, on_disk=args.on_disk
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "dim": int(base_t.shape[1]),
         "base_products": len(payloads),
         "options": options.to_json(),
-        "hnsw_ef": args.hnsw_ef or DEFAULT_HNSW_EF,
+        "hnsw_ef": hnsw_ef,
         "noise": args.noise,
         "cpu_count": os.cpu_count(),
         "load_average_start": os.getloadavg(),
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         q_image = _unit(base_i[picks] + rng.normal(0, sigma, base_i[picks].shape))
         kinds = [str(payloads[int(p)].get("articleType", "")) for p in picks]
         opened = time.perf_counter()
-        store = EdgeStore(args.store, hnsw_ef=args.hnsw_ef or DEFAULT_HNSW_EF)
+        store = EdgeStore(args.store, hnsw_ef=hnsw_ef)
         result["reopen_s"] = round(time.perf_counter() - opened, 2)
         searcher = Searcher(store, None, hubness=0.0)
         fusion = FusionConfig(w_lexical=0)

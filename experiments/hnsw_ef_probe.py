@@ -35,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.load import SEEDS, product_texts
 from clipy_qdrant.config import apply_offline_environment
 
 apply_offline_environment()
@@ -44,33 +45,19 @@ from clipy_qdrant.search import Searcher  # noqa: E402
 from clipy_qdrant.store.base import IMAGE  # noqa: E402
 from ingest.cli.shell import build_settings, open_searcher  # noqa: E402
 
-SEEDS = [
-    "red shirt",
-    "black shoes",
-    "women watch",
-    "blue jeans",
-    "summer dress",
-    "leather bag",
-    "green kurta",
-    "men sunglasses",
-    "sports shoes",
-    "white tshirt",
-]
-PHRASE = ("gender", "baseColour", "usage", "articleType")
 TIE = 1e-5
 
 
 def query_texts(searcher: Searcher, n: int, seed: int) -> tuple[list[str], list[str]]:
-    """Distinct names and attribute phrases of products the seed searches find, and the ids."""
+    """Distinct names and attribute phrases (the load test's, ``benchmarks/load.py``) of the
+    products its seed searches find, and the ids."""
     texts: list[str] = []
     ids: list[str] = []
     for s in SEEDS:
         for hit in searcher.search(s, k=100):
-            p = hit.payload
             ids.append(hit.product_id)
-            texts.append(str(p.get("productDisplayName", "")))
-            texts.append(" ".join(str(p.get(f, "")) for f in PHRASE if p.get(f)))
-    unique = list(dict.fromkeys(t for t in texts if t.strip()))
+            texts.extend(product_texts(hit.payload))
+    unique = list(dict.fromkeys(texts))
     rng = random.Random(seed)
     rng.shuffle(unique)
     pids = list(dict.fromkeys(ids))

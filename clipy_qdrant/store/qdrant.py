@@ -54,9 +54,9 @@ from clipy_qdrant.store.options import CollectionOptions
 
 #: HNSW search beam width of the channel lists (``CLIPY_HNSW_EF``). On the full catalog the
 #: weighted fused top-20 of text, filtered text and image queries at 128 matches the one from
-#: exact channel lists in 0.9995-1.0 of its hits (256: 0.9998-1.0) for 18-20 % less search
-#: CPU (docs/experiments.md, "Search beam width"); RRF and DBSF lists walk twice this beam
-#: (``clipy_qdrant.retrieval.RANK_FUSION_BEAM``). A list of ``limit`` candidates walks a beam
+#: exact channel lists in 0.9992-1.0 of its hits (256: 0.9997-1.0) for about 10 % less CPU
+#: per query in ``clipy serve`` (docs/experiments.md, "Search beam width"); RRF and DBSF
+#: lists walk twice this beam (``clipy_qdrant.retrieval.RANK_FUSION_BEAM``). A list of ``limit`` candidates walks a beam
 #: of at least ``limit``. The graph's m / ef_construct are CollectionOptions' (Qdrant's
 #: defaults 16 / 100).
 DEFAULT_HNSW_EF = 128
