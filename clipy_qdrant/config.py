@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     #: Search beam width of the channel lists (unset: the store's ``DEFAULT_HNSW_EF``); a
     #: wider beam misses fewer neighbours and costs more CPU per query.
     hnsw_ef: PositiveInt | None = None
+    #: Threads of the embedded engine's search pool, which searches a store's segments in
+    #: parallel (unset: ``DEFAULT_SEARCH_THREADS``, one; concurrent requests already use the
+    #: other cores). A Qdrant server sizes its own.
+    search_threads: PositiveInt | None = None
 
     # -- ``clipy serve`` (the HTTP API and search page) ------------------------------------
     #: Key that HTTP clients must send as ``X-API-Key`` on every endpoint but ``/healthz``;

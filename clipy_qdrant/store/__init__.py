@@ -40,25 +40,33 @@ def open_store(
     collection: str = "products",
     options: CollectionOptions | None = None,
     hnsw_ef: int | None = None,
+    search_threads: int | None = None,
 ) -> VectorStore:
     """Open a store: ``url`` (``http://…`` server or ``:memory:``) selects qdrant-client,
     otherwise the embedded qdrant-edge store in folder ``path`` (default ``./clipy-data``).
     ``options`` lay out a collection this store creates (see :class:`CollectionOptions`);
     ``hnsw_ef`` is the search beam width (``None``: the ``CLIPY_HNSW_EF`` setting, else
-    ``DEFAULT_HNSW_EF``)."""
+    ``DEFAULT_HNSW_EF``); ``search_threads`` sizes the embedded engine's search pool (``None``:
+    the ``CLIPY_SEARCH_THREADS`` setting, else ``DEFAULT_SEARCH_THREADS``; a server sizes its
+    own)."""
     from clipy_qdrant.config import get_settings
     from clipy_qdrant.store.qdrant import DEFAULT_HNSW_EF
 
-    ef = hnsw_ef if hnsw_ef is not None else get_settings().hnsw_ef or DEFAULT_HNSW_EF
+    settings = get_settings()
+    ef = hnsw_ef if hnsw_ef is not None else settings.hnsw_ef or DEFAULT_HNSW_EF
     if url:
         from clipy_qdrant.store.client import ClientStore
 
         return ClientStore(
             url=url, api_key=api_key, collection=collection, options=options, hnsw_ef=ef
         )
-    from clipy_qdrant.store.edge import EdgeStore
+    from clipy_qdrant.store.edge import DEFAULT_SEARCH_THREADS, EdgeStore
 
-    return EdgeStore(Path(path or "./clipy-data"), options=options, hnsw_ef=ef)
+    threads = search_threads if search_threads is not None else settings.search_threads
+    threads = threads if threads is not None else DEFAULT_SEARCH_THREADS
+    return EdgeStore(
+        Path(path or "./clipy-data"), options=options, hnsw_ef=ef, search_threads=threads
+    )
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from clipy_qdrant.errors import StoreError, is_engine_panic
+from clipy_qdrant.errors import ConfigError, StoreError, is_engine_panic
 from clipy_qdrant.filters import Range, Scalar
 from clipy_qdrant.lexical import LEXICAL, SparseTerms
 from clipy_qdrant.store import manifest
@@ -33,6 +33,7 @@ from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import (
     CollectionOptions,
     edge_config,
+    edge_load_config,
     edge_search_params,
     refuse_server_only,
 )
@@ -47,6 +48,13 @@ VOCABULARY_FILE = "vocabulary.json"
 
 #: Qdrant's default: below ~10 MB of vectors a scan beats the graph.
 DEFAULT_FULL_SCAN_THRESHOLD_KB = 10_000
+
+#: Threads of the engine's search pool, which searches a shard's segments in parallel. One:
+#: requests already run side by side (``clipy serve``), and on the full catalog (two segments)
+#: a 100-product restricted search took 0.47 ms of CPU with the engine's default pool (one
+#: thread per CPU) against 0.14 with one thread, an HNSW list 2.37 against 1.69, with no
+#: shorter wall time (docs/benchmarks.md, "HTTP API under load").
+DEFAULT_SEARCH_THREADS = 1
 
 #: clipy's payload index types -> qdrant-edge's PayloadSchemaType members.
 _SCHEMA_NAMES = {
@@ -90,7 +98,9 @@ class EdgeStore(QdrantStore):
     ``options`` (storage, quantization, graph) apply when the collection is created;
     ``hnsw_ef`` per search. Server-only options (shards, replicas, write consistency) raise
     :class:`StoreError` naming the option. Opening a folder another process holds open raises
-    :class:`StoreError`.
+    :class:`StoreError`. ``search_threads`` sizes the engine's search pool
+    (:data:`DEFAULT_SEARCH_THREADS`); a shard recorded with another size is loaded with this
+    one, which the engine then records in the shard.
     """
 
     def __init__(
@@ -100,8 +110,12 @@ class EdgeStore(QdrantStore):
         hnsw_ef: int = DEFAULT_HNSW_EF,
         options: CollectionOptions | None = None,
         full_scan_threshold_kb: int = DEFAULT_FULL_SCAN_THRESHOLD_KB,
+        search_threads: int = DEFAULT_SEARCH_THREADS,
     ) -> None:
+        if search_threads < 1:
+            raise ConfigError(f"search_threads must be >= 1 (got {search_threads})")
         self.path = Path(path)
+        self.search_threads = search_threads
         super().__init__(hnsw_ef=hnsw_ef)
         if options is not None:
             self.request_options(options)
@@ -120,7 +134,7 @@ class EdgeStore(QdrantStore):
         if (self.path / META_FILE).exists() and (self.path / SHARD_DIR).exists():
             meta = self._read_meta()
             if self._shard_created():
-                self._shard = self._load_shard()
+                self._shard = self._load_shard(meta)
                 self._meta = meta
 
     def __repr__(self) -> str:
@@ -157,12 +171,15 @@ class EdgeStore(QdrantStore):
             ) from None
         return StoreMeta.from_json(data, str(self.path))
 
-    def _load_shard(self) -> Any:
+    def _load_shard(self, meta: StoreMeta) -> Any:
         import qdrant_edge as qe
 
         current = self._check_manifest()
+        config = None
+        if self._recorded_search_threads() != self.search_threads:
+            config = edge_load_config(meta.options, meta.encoder.dim, self.search_threads)
         try:
-            shard = qe.EdgeShard.load(str(self.path / SHARD_DIR))
+            shard = qe.EdgeShard.load(str(self.path / SHARD_DIR), config)
         except BaseException as exc:
             if not isinstance(exc, Exception) and not is_engine_panic(exc):
                 raise
@@ -174,6 +191,16 @@ class EdgeStore(QdrantStore):
         # does not keep one) gets one when it closes.
         self._write_manifest = not current
         return shard
+
+    def _recorded_search_threads(self) -> int | None:
+        """The search pool size the shard's config records (``None``: the engine's default,
+        or a config this engine version does not describe)."""
+        try:
+            data = json.loads((self.path / SHARD_DIR / "edge_config.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        threads = data.get("max_search_threads") if isinstance(data, dict) else None
+        return threads if isinstance(threads, int) else None
 
     def _shard_created(self) -> bool:
         """Whether the shard folder holds a shard. ``EdgeShard.create`` makes the folder, then
@@ -276,7 +303,11 @@ class EdgeStore(QdrantStore):
         # Metadata first: a shard is never left behind without knowing its encoder.
         _write_json_atomic(self.path / META_FILE, meta.to_json())
         config = edge_config(
-            meta.options, meta.encoder.dim, self.full_scan_threshold_kb, lexical=meta.lexical
+            meta.options,
+            meta.encoder.dim,
+            self.full_scan_threshold_kb,
+            lexical=meta.lexical,
+            search_threads=self.search_threads,
         )
         self._shard = qe.EdgeShard.create(str(self.path / SHARD_DIR), config)
         self._write_pid()
@@ -436,7 +467,7 @@ class EdgeStore(QdrantStore):
         _write_json_atomic(self.path / META_FILE, meta.to_json())
         with self._engine("restoring a snapshot"):
             qe.EdgeShard.unpack_snapshot(str(archive), str(self.path / SHARD_DIR))
-        self._shard = self._load_shard()
+        self._shard = self._load_shard(meta)
         self._meta = meta
 
     # -- thumbnails (a sqlite file beside the shard) ------------------------------------------

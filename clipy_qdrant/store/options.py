@@ -187,19 +187,34 @@ def client_search_params(options: CollectionOptions, hnsw_ef: int, exact: bool) 
 # -- qdrant-edge (embedded) --------------------------------------------------------------------
 
 
-def edge_config(
-    options: CollectionOptions, dim: int, full_scan_threshold_kb: int, *, lexical: bool = False
-) -> Any:
-    """``qdrant_edge.EdgeConfig`` for a new shard (server-only options must be unset); with
-    ``lexical``, the sparse BM25 vector too (stored term frequencies, IDF applied by the engine)."""
+def edge_vectors(options: CollectionOptions, dim: int) -> dict[str, Any]:
+    """The named dense vectors of a shard, as ``qdrant_edge.EdgeVectorParams``."""
     import qdrant_edge as qe
 
-    from clipy_qdrant.lexical import LEXICAL
     from clipy_qdrant.store.base import VECTOR_NAMES
 
     vector = qe.EdgeVectorParams(
         size=dim, distance=qe.Distance.Cosine, on_disk=options.on_disk or None
     )
+    return {name: vector for name in VECTOR_NAMES}
+
+
+def edge_config(
+    options: CollectionOptions,
+    dim: int,
+    full_scan_threshold_kb: int,
+    *,
+    lexical: bool = False,
+    search_threads: int | None = None,
+) -> Any:
+    """``qdrant_edge.EdgeConfig`` for a new shard (server-only options must be unset); with
+    ``lexical``, the sparse BM25 vector too (stored term frequencies, IDF applied by the
+    engine); ``search_threads``: the engine's search pool (``None``: its default, one thread
+    per CPU)."""
+    import qdrant_edge as qe
+
+    from clipy_qdrant.lexical import LEXICAL
+
     kwargs: dict[str, Any] = {}
     quantization = edge_quantization(options)
     if quantization is not None:
@@ -207,7 +222,8 @@ def edge_config(
     if lexical:
         kwargs["sparse_vectors"] = {LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
     return qe.EdgeConfig(
-        vectors={name: vector for name in VECTOR_NAMES},
+        vectors=edge_vectors(options, dim),
+        max_search_threads=search_threads,
         hnsw_config=qe.HnswIndexConfig(
             m=options.hnsw_m,
             ef_construct=options.hnsw_ef_construct,
@@ -221,6 +237,16 @@ def edge_config(
         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
         **kwargs,
     )
+
+
+def edge_load_config(options: CollectionOptions, dim: int, search_threads: int) -> Any:
+    """``qdrant_edge.EdgeConfig`` that loads an existing shard with ``search_threads`` in its
+    search pool. The engine checks it against the shard and writes it into the shard's config:
+    the vectors are given as the shard was created with them (given vectors replace the
+    recorded ones), the fields left unset keep their recorded values."""
+    import qdrant_edge as qe
+
+    return qe.EdgeConfig(vectors=edge_vectors(options, dim), max_search_threads=search_threads)
 
 
 def edge_quantization(options: CollectionOptions) -> Any:

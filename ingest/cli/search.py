@@ -451,6 +451,8 @@ def info(
                 "store": settings.qdrant_url or str(settings.store),
                 "backend": type(vector_store).__name__,
                 "hnsw_ef": vector_store.hnsw_ef,
+                # The embedded engine's search pool; a server sizes its own (None).
+                "search_threads": getattr(vector_store, "search_threads", None),
                 "encoder": None
                 if encoder_info is None
                 else {"name": encoder_info.name, "dim": encoder_info.dim},
@@ -472,7 +474,11 @@ def info(
         f"encoder:        {enc['name'] + ' (' + str(enc['dim']) + '-d)' if enc else '(empty store)'}"
     )
     typer.echo(f"products:       {details['products']}")
-    typer.echo(f"layout:         {layout}; search beam hnsw_ef {details['hnsw_ef']}")
+    threads = details["search_threads"]
+    typer.echo(
+        f"layout:         {layout}; search beam hnsw_ef {details['hnsw_ef']}"
+        + (f", search threads {threads}" if threads else "")
+    )
     fields = details["indexed_fields"]
     typer.echo(
         "indexed fields: "

@@ -245,6 +245,7 @@ def open_configured_store(settings: Settings) -> VectorStore:
         collection=settings.collection,
         options=settings.collection_options(),
         hnsw_ef=settings.hnsw_ef,
+        search_threads=settings.search_threads,
     )
 
 
