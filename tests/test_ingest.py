@@ -302,6 +302,29 @@ def test_rerun_skips_unchanged_force_reembeds_changes_are_reembedded(
     )
 
 
+def test_a_run_that_only_rewrites_the_hubness_values_rebuilds_the_graph(tmp_path: Path) -> None:
+    """A run that finds every product unchanged but refreshes the hubness values (a run
+    resumed after a kill that came before the record was kept) rewrites every payload, which
+    moves the products out of their indexed segment: it builds the graph again, and the
+    reopened store's graph covers every vector (the engine's counters show the move only
+    after a reload)."""
+    from clipy_qdrant.store.verify import verify_store
+
+    styles = write_csv(tmp_path, good_rows(tmp_path, 20))
+    encoder = FakeEncoder()
+    with open_store(tmp_path / "store") as store:
+        first = run_ingest(open_catalog(styles), store, encoder, progress=False)
+        assert first.index_built and first.stored == 20
+        store.set_hubness_info(None)
+    with open_store(tmp_path / "store") as store:
+        again = run_ingest(open_catalog(styles), store, encoder, progress=False)
+        assert (again.stored, again.unchanged, again.hubness_points) == (0, 20, 20)
+        assert again.index_built
+    with open_store(tmp_path / "store") as store:
+        report = verify_store(store)
+        assert report.ok, report.problems
+
+
 def test_limit_and_payload_and_indexes(edge_store: VectorStore, tmp_path: Path) -> None:
     rows = good_rows(tmp_path, 12)
     rows[0]["gender"] = ""  # empty: left out of the payload
