@@ -246,9 +246,8 @@ def run_ingest(
         report.hubness_seconds = time.perf_counter() - hubness_started
         if report_path is not None:
             report.write(Path(report_path))
-    # The graph is built after any write: a product whose payload changes (the hubness values
-    # rewritten, say on a run resumed after a kill) leaves its indexed segment for an
-    # unindexed one, which the engine's counters show only once the shard is reloaded.
+    # Built after any write: a product whose payload changes (hubness rewritten on a resume)
+    # leaves its indexed segment, which the engine's counters show only after a reload.
     if build_index and (report.stored or report.hubness_points):
         index_started = time.perf_counter()
         store.build_index()
