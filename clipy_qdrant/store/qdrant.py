@@ -56,9 +56,9 @@ from clipy_qdrant.store.options import CollectionOptions
 #: weighted fused top-20 of text, filtered text and image queries at 128 matches the one from
 #: exact channel lists in 0.9992-1.0 of its hits (256: 0.9997-1.0) for about 10 % less CPU
 #: per query in ``clipy serve`` (docs/experiments.md, "Search beam width"); RRF and DBSF
-#: lists walk twice this beam (``clipy_qdrant.retrieval.RANK_FUSION_BEAM``). A list of ``limit`` candidates walks a beam
-#: of at least ``limit``. The graph's m / ef_construct are CollectionOptions' (Qdrant's
-#: defaults 16 / 100).
+#: lists walk twice this beam (``clipy_qdrant.retrieval.RANK_FUSION_BEAM``). A list of
+#: ``limit`` candidates walks a beam of at least ``limit``. The graph's m / ef_construct are
+#: CollectionOptions' (Qdrant's defaults 16 / 100).
 DEFAULT_HNSW_EF = 128
 
 #: Points (or payload targets) sent to the engine per write call: bounded memory for big ingests.
