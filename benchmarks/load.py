@@ -16,8 +16,9 @@ bounded: it stops after ``--seconds`` (at most 600) and talks to a loopback addr
     python benchmarks/load.py --warmup 15         # 15 s of load first, not recorded
 
 With ``--server-pid`` (a server on this machine) the result also gives the server's CPU
-time per answered query (user + system, from ``/proc``): on a shared machine that number
-drifts less than the throughput, which depends on the CPU the server gets.
+time per answered query (user + system of it and its worker processes, from ``/proc``): on
+a shared machine that number drifts less than the throughput, which depends on the CPU the
+server gets.
 
 A server that asks for a key (``CLIPY_SERVE_API_KEY``) gets it from the same variable.
 """
@@ -188,14 +189,25 @@ def query(
 
 
 def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (``None``: no pid, or no /proc)."""
+    """User + system CPU seconds so far of process ``pid`` and the processes under it (a
+    ``clipy serve --workers`` server's workers); ``None``: no pid, or no /proc."""
     if pid is None:
         return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
+    stats: dict[int, list[str]] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stats[int(path.parent.name)] = path.read_text().rpartition(")")[2].split()
+        except (OSError, ValueError):
+            continue
+    if pid not in stats:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        tree.add(current)
+        todo.extend(p for p, f in stats.items() if int(f[1]) == current and p not in tree)
+    ticks = sum(int(stats[p][11]) + int(stats[p][12]) for p in tree)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:

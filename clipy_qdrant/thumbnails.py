@@ -124,6 +124,19 @@ class ThumbnailDB:
                 raise StoreError(f"thumbnails {self.path}: read failed: {exc}") from None
         return None if row is None else Thumbnail(bytes(row[0]), str(row[1]), str(row[2]))
 
+    def backup_to(self, path: Path) -> None:
+        """Copy the database into the new file ``path`` with SQLite's online backup: a
+        consistent copy while this connection stays open."""
+        with self._lock:
+            try:
+                target = sqlite3.connect(str(path))
+                try:
+                    self._db.backup(target)
+                finally:
+                    target.close()
+            except sqlite3.Error as exc:
+                raise StoreError(f"thumbnails {self.path}: copy to {path} failed: {exc}") from None
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

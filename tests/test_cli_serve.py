@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,10 @@ from serve_store import build_store
 from typer.testing import CliRunner
 
 import ingest.cli.serve as serve_module
+from clipy_qdrant.errors import StoreError
+from clipy_qdrant.serve import create_app
 from ingest.cli import app
+from ingest.cli.shell import build_settings, open_searcher
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -46,11 +51,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _clipy(*args: str) -> subprocess.Popen[str]:
+def _clipy(*args: str, tmpdir: Path | None = None) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.Popen(
         [sys.executable, "-c", CLIPY_WITH_FAKE, str(TESTS), *args],
         stdout=subprocess.PIPE,
@@ -69,6 +76,29 @@ def _listening_addresses(port: int) -> set[str]:
         if state == "0A" and int(hex_port, 16) == port:
             found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
     return found
+
+
+def _wait_healthy(process: subprocess.Popen[str], base: str) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            assert _get(base + "/healthz") == {"status": "ok"}
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"clipy serve did not start: {process.communicate()[1]}")
+            time.sleep(0.2)
+
+
+def _search(base: str, text: str, k: int) -> list[str]:
+    request = urllib.request.Request(
+        base + "/v1/search",
+        data=json.dumps({"text": text, "k": k}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return [hit["product_id"] for hit in json.load(response)["hits"]]
 
 
 def _get(url: str, **headers: str) -> Any:
@@ -195,3 +225,109 @@ def test_a_port_in_use_is_one_line_and_exit_1(store_path: Path) -> None:
         _, err = process.communicate(timeout=90)
     assert process.returncode == 1
     assert err.strip() == f"clipy: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+# -- --workers: several processes, each on its own copy of the store -----------------------
+
+
+def _holder_pid(store: Path) -> int:
+    """The pid the lock error names when ``store`` is held open by another process."""
+    from clipy_qdrant.store import open_store
+
+    with pytest.raises(StoreError, match="held open by another clipy process") as caught:
+        open_store(store).close()
+    found = re.search(r"\(pid (\d+)\)", str(caught.value))
+    assert found, caught.value
+    return int(found.group(1))
+
+
+def _parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while Path(f"/proc/{pid}").exists():
+        pid -= 1
+    return pid
+
+
+def test_workers_serve_from_their_own_copies_of_the_store(store_path: Path, tmp_path: Path) -> None:
+    tmpdir = tmp_path / "tmp"
+    # A copy left by a server that was killed (its pid runs no more) is removed at start; one
+    # whose process runs stays.
+    stale = tmpdir / f"clipy-serve-{_dead_pid()}-x" / "worker-0"
+    stale.mkdir(parents=True)
+    live = tmpdir / f"clipy-serve-{os.getpid()}-y"
+    live.mkdir()
+    port = _free_port()
+    args = ("serve", "--workers", "2", "--store", str(store_path), "--port", str(port))
+    process = _clipy(*args, tmpdir=tmpdir)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(process, base)
+        copies = sorted(tmpdir.glob(f"clipy-serve-{process.pid}-*/worker-*"))
+        assert [copy.name for copy in copies] == ["worker-0", "worker-1"]
+        assert not stale.parent.exists() and live.exists()
+        # Each copy is held by a worker process of its own; the store by the server itself,
+        # so that nothing writes to it while the copies serve.
+        workers = {_holder_pid(copy) for copy in copies}
+        assert len(workers) == 2 and all(_parent_pid(pid) == process.pid for pid in workers)
+        assert _holder_pid(store_path) == process.pid
+        info = _get(base + "/v1/info")
+        assert info["store"] == str(store_path) and info["products"] == 24
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: _search(base, "red", 5), range(32)))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert (
+        f"serving {store_path} (24 products) on http://127.0.0.1:{port}/ from 2 worker processes"
+        in err
+    )
+    assert not list(tmpdir.glob(f"clipy-serve-{process.pid}-*"))  # the copies are removed
+    assert not (store_path / "clipy.pid").exists()  # and the store closed
+    # Every concurrent request is answered as one process answers it.
+    register_fake()
+    vector_store, searcher = open_searcher(build_settings(store=store_path))
+    try:
+        one = TestClient(create_app(searcher)).post("/v1/search", json={"text": "red", "k": 5})
+    finally:
+        vector_store.close()
+    assert answers == [[hit["product_id"] for hit in one.json()["hits"]]] * 32
+
+
+def test_a_worker_that_dies_stops_the_server(store_path: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    args = ("serve", "--workers", "2", "--store", str(store_path), "--port", str(port))
+    process = _clipy(*args, tmpdir=tmp_path)
+    try:
+        _wait_healthy(process, f"http://127.0.0.1:{port}")
+        copy = next(tmp_path.glob(f"clipy-serve-{process.pid}-*/worker-1"))
+        victim = _holder_pid(copy)
+        os.kill(victim, signal.SIGKILL)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert (
+        f"clipy: error: worker clipy-serve-worker-1 (pid {victim}) exited with code -9; "
+        "the server stops"
+    ) in err.splitlines()
+    assert not list(tmp_path.glob("clipy-serve-*"))
+    assert not (store_path / "clipy.pid").exists()
+
+
+def test_a_worker_that_cannot_start_is_one_line_and_exit_1(
+    store_path: Path, tmp_path: Path
+) -> None:
+    args = ("serve", "--workers", "2", "--store", str(store_path), "--encoder", "no-such")
+    process = _clipy(*args, "--port", str(_free_port()), tmpdir=tmp_path)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    errors = [line for line in err.splitlines() if line.startswith("clipy: error:")]
+    assert len(errors) == 1 and "no-such" in errors[0], err
+    assert not list(tmp_path.glob("clipy-serve-*"))
+    assert not (store_path / "clipy.pid").exists()

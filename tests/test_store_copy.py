@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import EncoderMismatchError, StoreError
+from clipy_qdrant.spelling import Vocabulary
 from clipy_qdrant.store import HUBNESS_KEY, HubnessInfo, PointRecord, StoredPoint
 from clipy_qdrant.store.base import Thumbnail
 from clipy_qdrant.store.client import ClientStore
@@ -205,6 +206,37 @@ def test_explicit_layout_must_match_an_existing_target(source: EdgeStore, tmp_pa
         target.ensure_collection(ENC)
         with pytest.raises(StoreError, match=r"quantization 'none', not 'int8'"):
             copy_store(source, target, options=CollectionOptions(quantization="int8"))
+
+
+def test_replicate_makes_a_copy_that_another_open_reads_while_the_source_stays_open(
+    source: EdgeStore, tmp_path: Path
+) -> None:
+    source.build_index()
+    vocabulary = Vocabulary.from_texts(["red shoe", "blue shoe"])
+    source.save_vocabulary(vocabulary)
+    original = _snapshot(source)
+    replica = source.replicate(tmp_path / "workers" / "worker-0")
+    assert not (replica / "clipy.pid").exists()  # the lock holder's pid stays behind
+    with EdgeStore(replica) as copy:
+        _assert_same(original, _snapshot(copy))
+        assert copy.stats()["indexed_vectors"] == 2 * N  # the HNSW graph is copied, not rebuilt
+        assert {pid: copy.thumbnail(pid) for pid in THUMBS} == THUMBS
+        assert copy.hubness_info() == HUB and copy.encoder_info() == ENC
+        assert copy.collection_options() == source.collection_options()
+        assert copy.vocabulary() == vocabulary
+        query = original["p17"].vectors["text"]
+        assert [h.product_id for h in copy.search("text", query, 5)] == [
+            h.product_id for h in source.search("text", query, 5)
+        ]
+    # The source stays open and usable; a copy into a folder that exists is refused.
+    assert source.count() == N
+    with pytest.raises(StoreError, match="already exists"):
+        source.replicate(replica)
+    # A copy that fails (here: its parent is a file) leaves nothing and says why.
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match=r"cannot copy store .*file/r: Not a directory"):
+        source.replicate(tmp_path / "file" / "r")
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_server_only_layout_of_the_source_is_dropped_for_an_embedded_target(

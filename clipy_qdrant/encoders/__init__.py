@@ -46,6 +46,12 @@ def register_encoder(name: str, factory: EncoderFactory) -> None:
     _REGISTRY[name] = factory
 
 
+def registered_factories() -> dict[str, EncoderFactory]:
+    """The encoders :func:`register_encoder` added, by name: what another process (a server's
+    worker) registers to know the same names."""
+    return dict(_REGISTRY)
+
+
 def registered_encoders() -> list[str]:
     """Every name :func:`get_encoder` knows, built-in and registered."""
     return sorted(set(_BUILTINS) | set(_REGISTRY))

@@ -470,6 +470,37 @@ class EdgeStore(QdrantStore):
         self._shard = self._load_shard(meta)
         self._meta = meta
 
+    def replicate(self, target: str | Path) -> Path:
+        """Copy this store as it is now into the new folder ``target``: a replica that another
+        process opens as a store of its own (``clipy serve --workers``: one per worker, each
+        with its own engine). The shard is flushed and copied file by file, as
+        :meth:`write_snapshot` archives it; the thumbnails go through SQLite's backup; the
+        lock holder's pid file stays behind. The copy holds what is written so far: the
+        caller keeps this store open, so that no other process writes to it meanwhile. A
+        failed copy leaves no folder and raises :class:`StoreError`."""
+        target = Path(target)
+        self._live_meta()
+        if target.exists():
+            raise StoreError(f"cannot copy store {self.path} to {target}: it already exists")
+        try:
+            with self._engine("flushing for a copy"):
+                self._shard.flush()
+            target.mkdir(parents=True)
+            for entry in sorted(self.path.iterdir()):
+                if entry.name == PID_FILE or entry.name.startswith(THUMBNAIL_FILE):
+                    continue
+                if entry.is_dir():
+                    shutil.copytree(entry, target / entry.name)
+                else:
+                    shutil.copy2(entry, target / entry.name)
+            if (self.path / THUMBNAIL_FILE).exists():
+                self._thumbnail_db().backup_to(target / THUMBNAIL_FILE)
+        except (OSError, StoreError) as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StoreError(f"cannot copy store {self.path} to {target}: {reason}") from None
+        return target
+
     # -- thumbnails (a sqlite file beside the shard) ------------------------------------------
 
     def _thumbnail_db(self) -> ThumbnailDB:

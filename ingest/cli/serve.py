@@ -1,12 +1,13 @@
 """``clipy serve``: the HTTP API and search page (:mod:`clipy_qdrant.serve`) under uvicorn.
 
 The store is opened and the encoder loaded once, before the server starts; an embedded store
-that another process holds is a one-line error (exit 1). One process serves every request
-(the embedded store admits one process); requests run in uvicorn's thread pool, and their
+that another process holds is a one-line error (exit 1). By default one process serves every
+request; requests run in uvicorn's thread pool, and their
 query texts are encoded in coalesced batches with a cache of recent query embeddings
 (:class:`~clipy_qdrant.encoders.batching.BatchingEncoder`, ``--query-cache``). Requests are
 not logged one by one unless ``--access-log`` is given. BLAS runs on one thread
-(:func:`~clipy_qdrant.encoders.blas.one_blas_thread`).
+(:func:`~clipy_qdrant.encoders.blas.one_blas_thread`). ``--workers N`` serves from N
+processes instead (:mod:`ingest.cli.workers`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import ipaddress
 import signal
 import socket
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from clipy_qdrant.config import Settings
+from clipy_qdrant.encoders import registered_factories
 from clipy_qdrant.errors import ConfigError
 from ingest.cli.shell import (
     ApiKeyOpt,
@@ -28,11 +31,15 @@ from ingest.cli.shell import (
     StoreOpt,
     UrlOpt,
     app,
+    build_settings,
     echo_err,
+    open_configured_store,
     open_searcher,
-    store_settings,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from clipy_qdrant.serve import ServeOptions
 
 
 def _is_loopback(host: str) -> bool:
@@ -95,6 +102,16 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Log every request (one line each).")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes answering requests side by side (env CLIPY_SERVE_WORKERS; default "
+            "1). With the embedded store each opens its own copy of it, made at start in the "
+            "temporary folder (TMPDIR): N times the store's disk and memory.",
+        ),
+    ] = None,
     store: StoreOpt = None,
     qdrant_url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -114,8 +131,24 @@ def serve(
     from clipy_qdrant.serve import ServeOptions, create_app
 
     with user_errors():
+        settings = build_settings(
+            store=store,
+            qdrant_url=qdrant_url,
+            api_key=api_key,
+            collection=collection,
+            encoder=encoder,
+            serve_workers=workers,
+        )
+        if settings.serve_workers > 1:
+            options = ServeOptions.from_settings(
+                settings,
+                cors_origins=tuple(cors_origin or ()),
+                store_label=settings.qdrant_url or str(settings.store),
+            )
+            _warn_open(host, options)
+            _serve_workers(settings, options, host, port, hubness, query_cache, access_log)
+            return
         _check_address(host, port)
-        settings = store_settings(store, qdrant_url, api_key, collection, encoder)
         vector_store, searcher = open_searcher(settings, hubness, query_cache=query_cache)
     try:
         with user_errors():
@@ -126,11 +159,7 @@ def serve(
             web_app = create_app(searcher, options)
             one_blas_thread()  # many small products at once: no BLAS worker threads spinning
             searcher.embed("warm up")  # the first query does not pay for lazy model set-up
-        if not _is_loopback(host) and options.api_key is None:
-            echo_err(
-                f"clipy: warning: serving on {host} without a key; set CLIPY_SERVE_API_KEY "
-                "to require one"
-            )
+        _warn_open(host, options)
         echo_err(
             f"clipy: serving {label} ({vector_store.count()} products) on http://{host}:{port}/ "
             f"(API docs: /docs)"
@@ -149,5 +178,74 @@ def serve(
             )
         finally:
             signal.signal(signal.SIGTERM, previous)
+    finally:
+        vector_store.close()
+
+
+def _warn_open(host: str, options: ServeOptions) -> None:
+    if not _is_loopback(host) and options.api_key is None:
+        echo_err(
+            f"clipy: warning: serving on {host} without a key; set CLIPY_SERVE_API_KEY "
+            "to require one"
+        )
+
+
+def _serve_workers(
+    settings: Settings,
+    options: ServeOptions,
+    host: str,
+    port: int,
+    hubness: float | None,
+    query_cache: int,
+    access_log: bool,
+) -> None:
+    """Serve from ``settings.serve_workers`` processes (:mod:`ingest.cli.workers`) until
+    SIGINT/SIGTERM; this process holds the store open meanwhile."""
+    from ingest.cli import workers as serving
+
+    def spec(index: int, worker_settings: Settings) -> serving.WorkerSpec:
+        return serving.WorkerSpec(
+            index=index,
+            settings=worker_settings,
+            hubness=hubness,
+            query_cache=query_cache,
+            options=options,
+            access_log=access_log,
+            encoders=registered_factories(),
+        )
+
+    sock = serving.bind(host, port)
+    try:
+        vector_store = open_configured_store(settings)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        try:
+            products = vector_store.count()
+            specs, copies = serving.prepare(vector_store, settings, settings.serve_workers, spec)
+        except BaseException:
+            sock.close()
+            raise
+        pool = serving.Workers(specs, sock, copies)
+        previous = signal.signal(signal.SIGTERM, _stop), signal.getsignal(signal.SIGINT)
+        try:
+            pool.start()
+            bound = sock.getsockname()[1]
+            echo_err(
+                f"clipy: serving {options.store_label} ({products} products) on "
+                f"http://{host}:{bound}/ from {len(specs)} worker processes (API docs: /docs)"
+            )
+            ended = pool.wait()
+            raise ConfigError(
+                f"worker {ended.name} (pid {ended.pid}) exited with code {ended.exitcode}; "
+                "the server stops"
+            )
+        except KeyboardInterrupt:
+            echo_err("clipy: stopping the workers")
+        finally:
+            pool.stop()
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
     finally:
         vector_store.close()

@@ -1,0 +1,238 @@
+"""``clipy serve --workers N``: N processes answer on one listening socket.
+
+One process's requests share one interpreter lock and one engine, which answers one call at
+a time (docs/benchmarks.md, "HTTP API under load"); N processes have N of each. The parent
+binds the socket, starts the workers (``spawn``: no thread or engine state is inherited) and
+supervises them; the kernel hands each new connection to one worker.
+
+Stores:
+
+- embedded: the parent opens the store and keeps it open while it serves, so that no other
+  process (an ingest) writes to it; each worker opens a copy of it
+  (:meth:`~clipy_qdrant.store.edge.EdgeStore.replicate`) in a temporary folder (``TMPDIR``),
+  removed when the server stops. N copies cost N times the store's disk and page cache.
+- a Qdrant server: each worker opens its own client; nothing is copied.
+
+Each worker loads the encoder, warms it up and says it is ready; a worker that fails to start
+stops the server with its one-line error. A worker that exits while serving stops the others
+(exit 1). SIGINT or SIGTERM stops every worker gracefully, then the parent closes the store.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from clipy_qdrant.config import Settings
+from clipy_qdrant.encoders import EncoderFactory
+from clipy_qdrant.errors import ClipyError, ConfigError
+from clipy_qdrant.serve import ServeOptions
+
+#: The temporary folder of a server's store copies: this prefix, the server's pid, a suffix.
+COPIES_PREFIX = "clipy-serve-"
+#: Seconds a worker has to load its store and encoder and say it is ready.
+START_TIMEOUT_S = 300.0
+#: Seconds the workers have to finish their requests after SIGTERM before they are killed.
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What one worker process needs; sent to it pickled."""
+
+    index: int
+    settings: Settings
+    hubness: float | None
+    query_cache: int
+    options: ServeOptions
+    access_log: bool
+    encoders: dict[str, EncoderFactory]
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def run_worker(spec: WorkerSpec, sock: socket.socket, ready: Any) -> None:
+    """A worker's life: open its store and encoder, report ``("ready", index)`` (or
+    ``("error", index, message)`` and exit 1), then serve ``sock`` until stopped."""
+    import uvicorn
+
+    from clipy_qdrant.encoders import register_encoder
+    from clipy_qdrant.encoders.blas import one_blas_thread
+    from clipy_qdrant.serve import create_app
+    from ingest.cli.shell import open_searcher
+
+    for name, factory in spec.encoders.items():
+        register_encoder(name, factory)
+    try:
+        vector_store, searcher = open_searcher(
+            spec.settings, spec.hubness, query_cache=spec.query_cache
+        )
+    except ClipyError as exc:
+        ready.put(("error", spec.index, str(exc)))
+        raise SystemExit(1) from None
+    try:
+        web_app = create_app(searcher, spec.options)
+        one_blas_thread()
+        searcher.embed("warm up")
+        ready.put(("ready", spec.index))
+        # As in one process: uvicorn stops gracefully, then raises the signal again with
+        # this handler, so that the store is closed below.
+        signal.signal(signal.SIGTERM, _stop)
+        config = uvicorn.Config(
+            web_app, log_level="info", access_log=spec.access_log, server_header=False
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        vector_store.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket the workers share (``host``'s first address, as uvicorn binds)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class Workers:
+    """The worker processes of one server: started by :meth:`start`, watched by :meth:`wait`,
+    stopped and their copies removed by :meth:`stop`."""
+
+    def __init__(self, specs: list[WorkerSpec], sock: socket.socket, copies: Path | None):
+        self.specs = specs
+        self.sock = sock
+        self.copies = copies
+        self._context = multiprocessing.get_context("spawn")
+        self._ready: Any = self._context.Queue()
+        self.processes: list[BaseProcess] = []
+
+    def start(self) -> None:
+        """Start every worker and wait until each is ready; a worker's start-up error (or a
+        worker that dies or does not report in time) stops them all and raises it."""
+        for spec in self.specs:
+            process = self._context.Process(
+                target=run_worker,
+                args=(spec, self.sock, self._ready),
+                name=f"clipy-serve-worker-{spec.index}",
+            )
+            process.start()
+            self.processes.append(process)
+        waiting = {spec.index for spec in self.specs}
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while waiting:
+            # A worker that died says why first: what it sent is read before its exit code.
+            dead = [p for p in self.processes if p.exitcode is not None]
+            try:
+                message = self._ready.get(timeout=0.05 if dead else 0.5)
+            except queue_module.Empty:
+                if dead:
+                    raise ConfigError(
+                        f"worker {dead[0].name} exited with code {dead[0].exitcode} while starting"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"{len(waiting)} worker(s) not ready after {START_TIMEOUT_S:.0f} s"
+                    ) from None
+                continue
+            if message[0] == "error":
+                raise ConfigError(str(message[2]))
+            waiting.discard(int(message[1]))
+
+    def wait(self) -> BaseProcess:
+        """Block until a worker exits; the first one that did."""
+        by_sentinel = {p.sentinel: p for p in self.processes}
+        ended = by_sentinel[wait(list(by_sentinel))[0]]  # type: ignore[index]
+        ended.join()  # its sentinel closes as it exits, a moment before it can be reaped
+        return ended
+
+    def stop(self) -> None:
+        """SIGTERM every live worker (uvicorn finishes the requests in flight), kill the
+        ones still running after :data:`STOP_TIMEOUT_S`, remove the store copies. A second
+        SIGINT or SIGTERM meanwhile (a supervisor's, a repeated Ctrl-C) is ignored: the stop
+        is bounded and must finish."""
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for process in self.processes:
+            if process.exitcode is None:
+                process.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+        self._ready.close()
+        self.sock.close()
+        if self.copies is not None:
+            shutil.rmtree(self.copies, ignore_errors=True)
+
+
+def prepare(
+    vector_store: Any, settings: Settings, count: int, make_spec: Any
+) -> tuple[list[WorkerSpec], Path | None]:
+    """The workers' specs: with an embedded store, each names its own copy of the store
+    (made here, in one new temporary folder, returned for removal); with a server, the
+    settings as given."""
+    from clipy_qdrant.store.edge import EdgeStore
+
+    if not isinstance(vector_store, EdgeStore):
+        return [make_spec(i, settings) for i in range(count)], None
+    _remove_stale_copies()
+    copies = Path(tempfile.mkdtemp(prefix=f"{COPIES_PREFIX}{os.getpid()}-"))
+    try:
+        specs = []
+        for i in range(count):
+            copy = vector_store.replicate(copies / f"worker-{i}")
+            specs.append(make_spec(i, settings.model_copy(update={"store": copy})))
+    except BaseException:
+        shutil.rmtree(copies, ignore_errors=True)
+        raise
+    return specs, copies
+
+
+def _remove_stale_copies() -> None:
+    """Remove the store copies of servers that were killed before they could (their pid is
+    not running any more)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{COPIES_PREFIX}*-*"):
+        pid = folder.name[len(COPIES_PREFIX) :].partition("-")[0]
+        if pid.isdigit() and folder.is_dir() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (on Windows, where signal 0 is Ctrl-C: assumed)."""
+    if sys.platform == "win32":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
