@@ -51,7 +51,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _clipy(*args: str, tmpdir: Path | None = None) -> subprocess.Popen[str]:
+def _clipy(*args: str, tmpdir: Path | None = None, log: Any = None) -> subprocess.Popen[str]:
+    """``clipy ARGS`` with the fake encoder; its output piped, or both streams to ``log`` (an
+    open file)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -60,8 +62,8 @@ def _clipy(*args: str, tmpdir: Path | None = None) -> subprocess.Popen[str]:
         env["TMPDIR"] = str(tmpdir)
     return subprocess.Popen(
         [sys.executable, "-c", CLIPY_WITH_FAKE, str(TESTS), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=log or subprocess.PIPE,
+        stderr=log or subprocess.PIPE,
         text=True,
         env=env,
     )
@@ -252,6 +254,22 @@ def _dead_pid() -> int:
     return pid
 
 
+def _serve_workers(store: Path, tmpdir: Path, log: Path, port: int) -> subprocess.Popen[str]:
+    """``clipy serve --workers 2`` with its output in ``log``, once it says that every worker
+    is ready (before that, one worker may answer while the other still opens its copy)."""
+    args = ("serve", "--workers", "2", "--store", str(store), "--port", str(port))
+    with log.open("w") as out:
+        process = _clipy(*args, tmpdir=tmpdir, log=out)
+    deadline = time.monotonic() + 120
+    while "from 2 worker processes" not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            pytest.fail(f"clipy serve --workers 2 did not start: {log.read_text()}")
+        time.sleep(0.2)
+    return process
+
+
 def test_workers_serve_from_their_own_copies_of_the_store(store_path: Path, tmp_path: Path) -> None:
     tmpdir = tmp_path / "tmp"
     # A copy left by a server that was killed (its pid runs no more) is removed at start; one
@@ -261,11 +279,10 @@ def test_workers_serve_from_their_own_copies_of_the_store(store_path: Path, tmp_
     live = tmpdir / f"clipy-serve-{os.getpid()}-y"
     live.mkdir()
     port = _free_port()
-    args = ("serve", "--workers", "2", "--store", str(store_path), "--port", str(port))
-    process = _clipy(*args, tmpdir=tmpdir)
+    log = tmp_path / "serve.log"
+    process = _serve_workers(store_path, tmpdir, log, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(process, base)
         copies = sorted(tmpdir.glob(f"clipy-serve-{process.pid}-*/worker-*"))
         assert [copy.name for copy in copies] == ["worker-0", "worker-1"]
         assert not stale.parent.exists() and live.exists()
@@ -280,7 +297,8 @@ def test_workers_serve_from_their_own_copies_of_the_store(store_path: Path, tmp_
             answers = list(pool.map(lambda _: _search(base, "red", 5), range(32)))
     finally:
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
+        process.wait(timeout=60)
+    err = log.read_text()
     assert process.returncode == 0, err
     assert (
         f"serving {store_path} (24 products) on http://127.0.0.1:{port}/ from 2 worker processes"
@@ -299,15 +317,13 @@ def test_workers_serve_from_their_own_copies_of_the_store(store_path: Path, tmp_
 
 
 def test_a_worker_that_dies_stops_the_server(store_path: Path, tmp_path: Path) -> None:
-    port = _free_port()
-    args = ("serve", "--workers", "2", "--store", str(store_path), "--port", str(port))
-    process = _clipy(*args, tmpdir=tmp_path)
+    log = tmp_path / "serve.log"
+    process = _serve_workers(store_path, tmp_path, log, _free_port())
     try:
-        _wait_healthy(process, f"http://127.0.0.1:{port}")
         copy = next(tmp_path.glob(f"clipy-serve-{process.pid}-*/worker-1"))
         victim = _holder_pid(copy)
         os.kill(victim, signal.SIGKILL)
-        _, err = process.communicate(timeout=60)
+        process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
@@ -315,7 +331,7 @@ def test_a_worker_that_dies_stops_the_server(store_path: Path, tmp_path: Path) -
     assert (
         f"clipy: error: worker clipy-serve-worker-1 (pid {victim}) exited with code -9; "
         "the server stops"
-    ) in err.splitlines()
+    ) in log.read_text().splitlines()
     assert not list(tmp_path.glob("clipy-serve-*"))
     assert not (store_path / "clipy.pid").exists()
 
@@ -331,3 +347,14 @@ def test_a_worker_that_cannot_start_is_one_line_and_exit_1(
     assert len(errors) == 1 and "no-such" in errors[0], err
     assert not list(tmp_path.glob("clipy-serve-*"))
     assert not (store_path / "clipy.pid").exists()
+
+
+def test_workers_refuse_a_store_that_lives_in_one_process() -> None:
+    port = str(_free_port())
+    args = ["serve", "--workers", "2", "--qdrant-url", ":memory:", "--port", port]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "clipy: error: --workers 2 needs a store the workers share (a store folder or a Qdrant "
+        "server URL); ':memory:' lives inside one process"
+    )

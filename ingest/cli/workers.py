@@ -201,10 +201,20 @@ def prepare(
     settings as given."""
     from clipy_qdrant.store.edge import EdgeStore
 
+    if settings.qdrant_url == ":memory:":
+        raise ConfigError(
+            f"--workers {count} needs a store the workers share (a store folder or a Qdrant "
+            "server URL); ':memory:' lives inside one process"
+        )
     if not isinstance(vector_store, EdgeStore):
         return [make_spec(i, settings) for i in range(count)], None
     _remove_stale_copies()
-    copies = Path(tempfile.mkdtemp(prefix=f"{COPIES_PREFIX}{os.getpid()}-"))
+    try:
+        copies = Path(tempfile.mkdtemp(prefix=f"{COPIES_PREFIX}{os.getpid()}-"))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make the workers' store copies in {tempfile.gettempdir()}: {exc.strerror}"
+        ) from None
     try:
         specs = []
         for i in range(count):
