@@ -270,7 +270,10 @@ def _serve_workers(store: Path, tmpdir: Path, log: Path, port: int) -> subproces
     return process
 
 
-def test_workers_serve_from_their_own_copies_of_the_store(store_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_workers_serve_from_their_own_copies_of_the_store(
+    store_path: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
     tmpdir = tmp_path / "tmp"
     # A copy left by a server that was killed (its pid runs no more) is removed at start; one
     # whose process runs stays.
@@ -296,7 +299,7 @@ def test_workers_serve_from_their_own_copies_of_the_store(store_path: Path, tmp_
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda _: _search(base, "red", 5), range(32)))
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         process.wait(timeout=60)
     err = log.read_text()
     assert process.returncode == 0, err

@@ -76,6 +76,10 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, ready: Any) -> None:
     from clipy_qdrant.serve import create_app
     from ingest.cli.shell import open_searcher
 
+    # Until uvicorn serves (it then handles SIGINT and SIGTERM itself), a Ctrl-C in the
+    # terminal, which reaches every process of the group, is the server's to handle: it
+    # stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name, factory in spec.encoders.items():
         register_encoder(name, factory)
     try:
