@@ -10,7 +10,8 @@ Stores:
 - embedded: the parent opens the store and keeps it open while it serves, so that no other
   process (an ingest) writes to it; each worker opens a copy of it
   (:meth:`~clipy_qdrant.store.edge.EdgeStore.replicate`) in a temporary folder (``TMPDIR``),
-  removed when the server stops. N copies cost N times the store's disk and page cache.
+  removed when the server stops. N copies cost N times the store's disk and memory, and
+  the server's open store one more time its memory.
 - a Qdrant server: each worker opens its own client; nothing is copied.
 
 Each worker loads the encoder, warms it up and says it is ready; a worker that fails to start
