@@ -286,14 +286,13 @@ def test_workers_serve_from_their_own_copies_of_the_store(
     process = _serve_workers(store_path, tmpdir, log, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        copies = sorted(tmpdir.glob(f"clipy-serve-{process.pid}-*/worker-*"))
-        assert [copy.name for copy in copies] == ["worker-0", "worker-1"]
+        copies = list(tmpdir.glob(f"clipy-serve-{process.pid}-*/worker-*"))
+        assert [copy.name for copy in copies] == ["worker-1"]
         assert not stale.parent.exists() and live.exists()
-        # Each copy is held by a worker process of its own; the store by the server itself,
-        # so that nothing writes to it while the copies serve.
-        workers = {_holder_pid(copy) for copy in copies}
+        # The first worker holds the store (so nothing writes to it while the copy serves),
+        # the second its copy: two processes of the server.
+        workers = {_holder_pid(store_path), _holder_pid(copies[0])}
         assert len(workers) == 2 and all(_parent_pid(pid) == process.pid for pid in workers)
-        assert _holder_pid(store_path) == process.pid
         info = _get(base + "/v1/info")
         assert info["store"] == str(store_path) and info["products"] == 24
         with ThreadPoolExecutor(8) as pool:
@@ -361,3 +360,27 @@ def test_workers_refuse_a_store_that_lives_in_one_process() -> None:
         "clipy: error: --workers 2 needs a store the workers share (a store folder or a Qdrant "
         "server URL); ':memory:' lives inside one process"
     )
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has exited (gone, or a zombie that nobody reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_workers_stop_when_their_server_is_killed(store_path: Path, tmp_path: Path) -> None:
+    from clipy_qdrant.store import open_store
+
+    process = _serve_workers(store_path, tmp_path, tmp_path / "serve.log", _free_port())
+    copy = next(tmp_path.glob(f"clipy-serve-{process.pid}-*/worker-1"))
+    workers = [_holder_pid(store_path), _holder_pid(copy)]
+    process.kill()  # no clean-up from the server itself
+    process.wait()
+    deadline = time.monotonic() + 30
+    while not all(_exited(pid) for pid in workers):
+        assert time.monotonic() < deadline, "the workers serve on without their server"
+        time.sleep(0.2)
+    open_store(store_path).close()  # the first worker closed the store on its way out
+    open_store(copy).close()

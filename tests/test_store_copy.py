@@ -208,6 +208,14 @@ def test_explicit_layout_must_match_an_existing_target(source: EdgeStore, tmp_pa
             copy_store(source, target, options=CollectionOptions(quantization="int8"))
 
 
+def _disk_bytes(folder: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
+
+
+def _file_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def test_replicate_makes_a_copy_that_another_open_reads_while_the_source_stays_open(
     source: EdgeStore, tmp_path: Path
 ) -> None:
@@ -217,6 +225,10 @@ def test_replicate_makes_a_copy_that_another_open_reads_while_the_source_stays_o
     original = _snapshot(source)
     replica = source.replicate(tmp_path / "workers" / "worker-0")
     assert not (replica / "clipy.pid").exists()  # the lock holder's pid stays behind
+    # The engine's preallocated files stay sparse: the copy takes the source's disk space,
+    # not its files' sizes.
+    used = {p: _disk_bytes(p) for p in (tmp_path / "src", replica)}
+    assert used[replica] <= used[tmp_path / "src"] < _file_bytes(replica) / 2
     with EdgeStore(replica) as copy:
         _assert_same(original, _snapshot(copy))
         assert copy.stats()["indexed_vectors"] == 2 * N  # the HNSW graph is copied, not rebuilt

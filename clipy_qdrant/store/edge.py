@@ -14,6 +14,7 @@ Layout of the store folder::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -88,6 +89,40 @@ def _process_alive(pid: int) -> bool:
     except OSError:
         return True
     return True
+
+
+def copy_sparse(source: str | Path, target: str | Path) -> str:
+    """``shutil.copy2`` that keeps a sparse file's holes: the engine preallocates its WAL and
+    storage pages (the README store: 636 MB of files, 370 MB on disk), and a plain copy
+    writes the holes out as zeros. Only the data extents are copied (``SEEK_DATA`` /
+    ``SEEK_HOLE``; where the system lacks them, or the file system reports none, the whole
+    file)."""
+    if not hasattr(os, "SEEK_DATA"):
+        return str(shutil.copy2(source, target))
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        while offset < size:
+            try:
+                data = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data after offset: the rest is a hole
+                    break
+                raise
+            hole = os.lseek(src.fileno(), data, os.SEEK_HOLE)
+            src.seek(data)
+            dst.seek(data)
+            remaining = hole - data
+            while remaining > 0:
+                chunk = src.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                remaining -= len(chunk)
+            offset = hole
+        dst.truncate(size)
+    shutil.copystat(source, target)
+    return str(target)
 
 
 class EdgeStore(QdrantStore):
@@ -490,9 +525,9 @@ class EdgeStore(QdrantStore):
                 if entry.name == PID_FILE or entry.name.startswith(THUMBNAIL_FILE):
                     continue
                 if entry.is_dir():
-                    shutil.copytree(entry, target / entry.name)
+                    shutil.copytree(entry, target / entry.name, copy_function=copy_sparse)
                 else:
-                    shutil.copy2(entry, target / entry.name)
+                    copy_sparse(entry, target / entry.name)
             if (self.path / THUMBNAIL_FILE).exists():
                 self._thumbnail_db().backup_to(target / THUMBNAIL_FILE)
         except (OSError, StoreError) as exc:

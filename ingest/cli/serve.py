@@ -33,8 +33,8 @@ from ingest.cli.shell import (
     app,
     build_settings,
     echo_err,
-    open_configured_store,
     open_searcher,
+    opened_store,
     user_errors,
 )
 
@@ -200,7 +200,7 @@ def _serve_workers(
     access_log: bool,
 ) -> None:
     """Serve from ``settings.serve_workers`` processes (:mod:`ingest.cli.workers`) until
-    SIGINT/SIGTERM; this process holds the store open meanwhile."""
+    SIGINT/SIGTERM or until a worker exits."""
     from ingest.cli import workers as serving
 
     def spec(index: int, worker_settings: Settings) -> serving.WorkerSpec:
@@ -216,36 +216,30 @@ def _serve_workers(
 
     sock = serving.bind(host, port)
     try:
-        vector_store = open_configured_store(settings)
+        # Open for its product count and the copies only: the first worker opens it next.
+        with opened_store(settings) as vector_store:
+            products = vector_store.count()
+            specs, copies = serving.prepare(vector_store, settings, settings.serve_workers, spec)
     except BaseException:
         sock.close()
         raise
+    pool = serving.Workers(specs, sock, copies)
+    previous = signal.signal(signal.SIGTERM, _stop), signal.getsignal(signal.SIGINT)
     try:
-        try:
-            products = vector_store.count()
-            specs, copies = serving.prepare(vector_store, settings, settings.serve_workers, spec)
-        except BaseException:
-            sock.close()
-            raise
-        pool = serving.Workers(specs, sock, copies)
-        previous = signal.signal(signal.SIGTERM, _stop), signal.getsignal(signal.SIGINT)
-        try:
-            pool.start()
-            bound = sock.getsockname()[1]
-            echo_err(
-                f"clipy: serving {options.store_label} ({products} products) on "
-                f"http://{host}:{bound}/ from {len(specs)} worker processes (API docs: /docs)"
-            )
-            ended = pool.wait()
-            raise ConfigError(
-                f"worker {ended.name} (pid {ended.pid}) exited with code {ended.exitcode}; "
-                "the server stops"
-            )
-        except KeyboardInterrupt:
-            echo_err("clipy: stopping the workers")
-        finally:
-            pool.stop()
-            signal.signal(signal.SIGTERM, previous[0])
-            signal.signal(signal.SIGINT, previous[1])
+        pool.start()
+        bound = sock.getsockname()[1]
+        echo_err(
+            f"clipy: serving {options.store_label} ({products} products) on "
+            f"http://{host}:{bound}/ from {len(specs)} worker processes (API docs: /docs)"
+        )
+        ended = pool.wait()
+        raise ConfigError(
+            f"worker {ended.name} (pid {ended.pid}) exited with code {ended.exitcode}; "
+            "the server stops"
+        )
+    except KeyboardInterrupt:
+        echo_err("clipy: stopping the workers")
     finally:
-        vector_store.close()
+        pool.stop()
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])

@@ -7,16 +7,18 @@ supervises them; the kernel hands each new connection to one worker.
 
 Stores:
 
-- embedded: the parent opens the store and keeps it open while it serves, so that no other
-  process (an ingest) writes to it; each worker opens a copy of it
-  (:meth:`~clipy_qdrant.store.edge.EdgeStore.replicate`) in a temporary folder (``TMPDIR``),
-  removed when the server stops. N copies cost N times the store's disk and memory, and
-  the server's open store one more time its memory.
+- embedded: the store admits one process. The parent opens it, copies it once per worker
+  but the first (:meth:`~clipy_qdrant.store.edge.EdgeStore.replicate`) into a temporary
+  folder (``TMPDIR``, removed when the server stops) and closes it; the first worker opens
+  the store itself and holds it while it serves, so that no other process (an ingest)
+  writes to it; each other worker opens its copy. N workers cost N - 1 times the store's
+  size on disk and N times its memory.
 - a Qdrant server: each worker opens its own client; nothing is copied.
 
 Each worker loads the encoder, warms it up and says it is ready; a worker that fails to start
 stops the server with its one-line error. A worker that exits while serving stops the others
-(exit 1). SIGINT or SIGTERM stops every worker gracefully, then the parent closes the store.
+(exit 1). SIGINT or SIGTERM stops every worker gracefully; a worker whose server is killed
+stops by itself.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -46,6 +49,8 @@ from clipy_qdrant.serve import ServeOptions
 COPIES_PREFIX = "clipy-serve-"
 #: Seconds a worker has to load its store and encoder and say it is ready.
 START_TIMEOUT_S = 300.0
+#: How often a worker checks that its server still runs (seconds).
+PARENT_CHECK_S = 1.0
 #: Seconds the workers have to finish their requests after SIGTERM before they are killed.
 STOP_TIMEOUT_S = 15.0
 
@@ -95,6 +100,7 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, ready: Any) -> None:
         one_blas_thread()
         searcher.embed("warm up")
         ready.put(("ready", spec.index))
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
         # As in one process: uvicorn stops gracefully, then raises the signal again with
         # this handler, so that the store is closed below.
         signal.signal(signal.SIGTERM, _stop)
@@ -104,6 +110,14 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, ready: Any) -> None:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         vector_store.close()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Stop this worker (SIGTERM: uvicorn's graceful stop, then the store is closed) once its
+    server is gone, e.g. killed with SIGKILL, rather than serve on as an orphan."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -201,9 +215,9 @@ class Workers:
 def prepare(
     vector_store: Any, settings: Settings, count: int, make_spec: Any
 ) -> tuple[list[WorkerSpec], Path | None]:
-    """The workers' specs: with an embedded store, each names its own copy of the store
-    (made here, in one new temporary folder, returned for removal); with a server, the
-    settings as given."""
+    """The workers' specs: with an embedded store, the first names the store and each other
+    one its own copy of it (made here, in one new temporary folder, returned for removal);
+    with a server, every one the settings as given."""
     from clipy_qdrant.store.edge import EdgeStore
 
     if settings.qdrant_url == ":memory:":
@@ -221,8 +235,8 @@ def prepare(
             f"cannot make the workers' store copies in {tempfile.gettempdir()}: {exc.strerror}"
         ) from None
     try:
-        specs = []
-        for i in range(count):
+        specs = [make_spec(0, settings)]
+        for i in range(1, count):
             copy = vector_store.replicate(copies / f"worker-{i}")
             specs.append(make_spec(i, settings.model_copy(update={"store": copy})))
     except BaseException:
