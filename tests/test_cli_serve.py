@@ -120,16 +120,7 @@ def test_clipy_serve_serves_the_store_on_loopback(
     process = _clipy("serve", "--store", str(store_path), "--port", str(port), *options)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                assert _get(base + "/healthz") == {"status": "ok"}
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    pytest.fail(f"clipy serve did not start: {process.communicate()[1]}")
-                time.sleep(0.2)
+        _wait_healthy(process, base)
         info = _get(base + "/v1/info")
         assert info["products"] == 24 and info["encoder"]["name"] == "fake"
         assert info["store"] == str(store_path)

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
@@ -81,7 +82,11 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (signal 0). On Windows, where signal 0 is a Ctrl-C
+    event, it is assumed to run."""
+    if sys.platform == "win32":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -257,7 +262,7 @@ class EdgeStore(QdrantStore):
         if damage is None:
             return check.current
         holder = self._pid_holder()
-        if holder is not None and holder != os.getpid() and _process_alive(holder):
+        if holder is not None and holder != os.getpid() and process_alive(holder):
             # Another process holds the shard and may be writing it: the engine's lock
             # error names that process, rather than a false alarm about damage.
             return False

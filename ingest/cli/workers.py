@@ -29,7 +29,6 @@ import queue as queue_module
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -44,6 +43,7 @@ from clipy_qdrant.config import Settings
 from clipy_qdrant.encoders import EncoderFactory
 from clipy_qdrant.errors import ClipyError, ConfigError
 from clipy_qdrant.serve import ServeOptions
+from clipy_qdrant.store.edge import process_alive
 
 #: The temporary folder of a server's store copies: this prefix, the server's pid, a suffix.
 COPIES_PREFIX = "clipy-serve-"
@@ -250,18 +250,5 @@ def _remove_stale_copies() -> None:
     not running any more)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{COPIES_PREFIX}*-*"):
         pid = folder.name[len(COPIES_PREFIX) :].partition("-")[0]
-        if pid.isdigit() and folder.is_dir() and not _running(int(pid)):
+        if pid.isdigit() and folder.is_dir() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists (on Windows, where signal 0 is Ctrl-C: assumed)."""
-    if sys.platform == "win32":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
