@@ -96,8 +96,8 @@ class Settings(BaseSettings):
     serve_max_k: PositiveInt = 100
     serve_max_depth: PositiveInt = 1000
     #: Processes that answer requests side by side (``clipy serve --workers``). Each has its
-    #: own interpreter lock, encoder and engine; with the embedded store each opens its own
-    #: copy of it, made when the server starts (the store itself stays held, read-only).
+    #: own interpreter lock, encoder and engine; with the embedded store the first opens the
+    #: store and each other one its own copy of it, made when the server starts.
     serve_workers: PositiveInt = 1
     #: Folder where the browser test saves its screenshots (default: a pytest temp folder).
     test_artifacts: Path | None = None

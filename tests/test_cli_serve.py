@@ -220,7 +220,7 @@ def test_a_port_in_use_is_one_line_and_exit_1(store_path: Path) -> None:
     assert err.strip() == f"clipy: error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
-# -- --workers: several processes, each on its own copy of the store -----------------------
+# -- --workers: several processes, the first on the store, each other one on a copy of it --
 
 
 def _holder_pid(store: Path) -> int:

@@ -108,8 +108,9 @@ def serve(
             "--workers",
             min=1,
             help="Processes answering requests side by side (env CLIPY_SERVE_WORKERS; default "
-            "1). With the embedded store each opens its own copy of it, made at start in the "
-            "temporary folder (TMPDIR): N times the store's disk and memory.",
+            "1). With the embedded store the first opens the store and each other one its own "
+            "copy of it, made at start in the temporary folder (TMPDIR): N - 1 times the "
+            "store's disk, N times its memory.",
         ),
     ] = None,
     store: StoreOpt = None,
