@@ -290,7 +290,12 @@ def test_workers_serve_from_their_own_copies_of_the_store(
             answers = list(pool.map(lambda _: _search(base, "red", 5), range(32)))
     finally:
         process.send_signal(stop)
-        process.wait(timeout=60)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()  # its workers follow it (they watch it)
+            process.wait()
+            raise
     err = log.read_text()
     assert process.returncode == 0, err
     assert (

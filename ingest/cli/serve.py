@@ -225,7 +225,11 @@ def _serve_workers(
         sock.close()
         raise
     pool = serving.Workers(specs, sock, copies)
-    previous = signal.signal(signal.SIGTERM, _stop), signal.getsignal(signal.SIGINT)
+    # SIGINT too, as uvicorn does: a process started in the background inherits it ignored.
+    previous = (
+        signal.signal(signal.SIGTERM, _stop),
+        signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
     try:
         pool.start()
         bound = sock.getsockname()[1]
