@@ -512,11 +512,11 @@ class EdgeStore(QdrantStore):
 
     def replicate(self, target: str | Path) -> Path:
         """Copy this store as it is now into the new folder ``target``: a replica that another
-        process opens as a store of its own (``clipy serve --workers``: one per worker, each
-        with its own engine). The shard is flushed and copied file by file, as
+        process opens as a store of its own (``clipy serve --workers``: one per worker but the
+        first, which opens this store). The shard is flushed and copied file by file, as
         :meth:`write_snapshot` archives it; the thumbnails go through SQLite's backup; the
-        lock holder's pid file stays behind. The copy holds what is written so far: the
-        caller keeps this store open, so that no other process writes to it meanwhile. A
+        lock holder's pid file stays behind. The copy holds what is written so far: while this
+        store is open no other process writes to it. A
         failed copy leaves no folder and raises :class:`StoreError`."""
         target = Path(target)
         self._live_meta()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import signal
-import socket
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
@@ -31,10 +30,10 @@ from ingest.cli.shell import (
     StoreOpt,
     UrlOpt,
     app,
-    build_settings,
     echo_err,
     open_searcher,
     opened_store,
+    store_settings,
     user_errors,
 )
 
@@ -53,19 +52,10 @@ def _is_loopback(host: str) -> bool:
 
 def _check_address(host: str, port: int) -> None:
     """Fail with one line, before anything is served, when the address cannot be bound."""
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ConfigError(f"--host {host}: {exc.strerror}") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    from ingest.cli.workers import bind
+
+    if port != 0:
+        bind(host, port).close()
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -132,13 +122,8 @@ def serve(
     from clipy_qdrant.serve import ServeOptions, create_app
 
     with user_errors():
-        settings = build_settings(
-            store=store,
-            qdrant_url=qdrant_url,
-            api_key=api_key,
-            collection=collection,
-            encoder=encoder,
-            serve_workers=workers,
+        settings = store_settings(
+            store, qdrant_url, api_key, collection, encoder, serve_workers=workers
         )
         if settings.serve_workers > 1:
             options = ServeOptions.from_settings(

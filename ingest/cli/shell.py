@@ -226,11 +226,18 @@ def store_settings(
     api_key: str | None,
     collection: str | None,
     encoder: str | None = None,
+    **flags: Any,
 ) -> Settings:
     """The settings of the store flags (``--store``, ``--qdrant-url``, ``--api-key``,
-    ``--collection``, ``--encoder``) a command was given, as :func:`build_settings` makes them."""
+    ``--collection``, ``--encoder``) and the command's other ``flags`` (``Settings`` fields) a
+    command was given, as :func:`build_settings` makes them."""
     return build_settings(
-        store=store, qdrant_url=qdrant_url, api_key=api_key, collection=collection, encoder=encoder
+        store=store,
+        qdrant_url=qdrant_url,
+        api_key=api_key,
+        collection=collection,
+        encoder=encoder,
+        **flags,
     )
 
 
