@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     #: parallel (unset: ``DEFAULT_SEARCH_THREADS``, one; concurrent requests already use the
     #: other cores). A Qdrant server sizes its own.
     search_threads: PositiveInt | None = None
+    #: Intra-op threads of the encoder's model runtime (ONNX Runtime, or torch for CLIP) in
+    #: each process (unset: the runtime's default, every core; ``clipy serve --workers N``
+    #: gives each worker its share of the cores, at least one).
+    encoder_threads: PositiveInt | None = None
 
     # -- ``clipy serve`` (the HTTP API and search page) ------------------------------------
     #: Key that HTTP clients must send as ``X-API-Key`` on every endpoint but ``/healthz``;

@@ -69,6 +69,9 @@ CHANNELS: tuple[str, str, str] = (TEXT, IMAGE, LEXICAL)
 #: at the default beam 128, RRF's recall@10 on the 5,000-product slice fell to 0.988 with
 #: lists at 128 and is 0.99 or more at 256 (docs/experiments.md, "Search beam width").
 RANK_FUSION_BEAM = 2
+#: :meth:`Retriever.preload` reads the hubness and point ids of a store of at most this many
+#: products (a few MB of maps); a larger store's maps fill as queries go.
+PRELOAD_LIMIT = 250_000
 
 
 @dataclass
@@ -152,6 +155,23 @@ class Retriever:
         #: Each product's hubness, read from its payload once: like ``hubness_info``, the
         #: values are taken as fixed while this retriever lives.
         self._hubness: dict[str, float] = {}
+
+    def preload(self, limit: int = PRELOAD_LIMIT) -> int:
+        """Read every product's hubness, and with it its point's product id (the store's map
+        from the hits' point ids), in one scroll, so that the queries of a fresh searcher
+        read neither point by point; a server does it before its first request. Returns the
+        products read: 0 for a store of more than ``limit`` products, whose maps fill as
+        queries go."""
+        if self.store.count() > limit:
+            return 0
+        info = self.hubness_info
+        read = 0
+        for point in self.store.scroll(with_payload=[HUBNESS_KEY] if info else False):
+            if info is not None:
+                value = point.payload.get(HUBNESS_KEY, info.minimum)
+                self._hubness[point.product_id] = float(value)
+            read += 1
+        return read
 
     def active(self, query: QueryVectors, cfg: FusionConfig) -> list[str]:
         """The channels ``cfg`` weighs that the query has (no lexical channel without words)."""

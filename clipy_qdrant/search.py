@@ -173,6 +173,12 @@ class Searcher:
         self.code_queries = code_queries
         self.retriever = Retriever(store, self.hubness_info)
 
+    def preload(self) -> int:
+        """Read each product's hubness and point id in one pass, which a fresh searcher's
+        queries would otherwise read point by point (:meth:`Retriever.preload`); returns the
+        products read (0 for a store too large to hold them)."""
+        return self.retriever.preload()
+
     def correct(self, text: str) -> Correction | None:
         """The spelling correction of a query text (``None``: no lexical channel, or the
         correction is off)."""

@@ -358,6 +358,23 @@ def test_workers_refuse_a_store_that_lives_in_one_process() -> None:
     )
 
 
+def test_each_worker_gets_its_share_of_the_cores_for_its_encoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers' encoders on every core each would crowd each other: each gets its share,
+    at least one thread; threads set by the user stay as they are."""
+    from clipy_qdrant.config import Settings
+    from ingest.cli.workers import worker_settings
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert worker_settings(Settings(serve_workers=2)).encoder_threads == 2
+    assert worker_settings(Settings(serve_workers=3)).encoder_threads == 1
+    assert worker_settings(Settings(serve_workers=8)).encoder_threads == 1
+    assert worker_settings(Settings(serve_workers=2, encoder_threads=3)).encoder_threads == 3
+    monkeypatch.setenv("CLIPY_ENCODER_THREADS", "1")
+    assert Settings(serve_workers=1).encoder_threads == 1
+
+
 def _exited(pid: int) -> bool:
     """Whether ``pid`` has exited (gone, or a zombie that nobody reaped yet)."""
     try:

@@ -67,3 +67,16 @@ def test_fashion_mini_states_its_training_split_and_hubness() -> None:
     assert isinstance(encoder, Encoder)
     assert encoder.default_hubness == 1.0
     assert encoder.trained_split is not None and "% 5 == 0" in encoder.trained_split
+
+
+@pytest.mark.slow
+def test_threads_cap_the_built_in_encoders_runtime_sessions() -> None:
+    """``threads`` reaches fashion-mini's ONNX Runtime sessions (one intra-op thread here);
+    without it the runtime picks its own count."""
+    capped = get_encoder("fashion-mini", threads=1)
+    capped.encode_texts(["red shirt"])
+    session = capped.text_tower.session()  # type: ignore[attr-defined]
+    assert session.get_session_options().intra_op_num_threads == 1
+    free = get_encoder("fashion-mini")
+    free.encode_texts(["red shirt"])
+    assert free.text_tower.session().get_session_options().intra_op_num_threads == 0  # type: ignore[attr-defined]

@@ -407,3 +407,53 @@ def test_a_product_found_only_by_the_low_hubness_list_is_in_the_top_k(
         assert all(reference[pid] < info.low for pid in low)
         found_only_there += any(h.product_id in low - main for h in hits)
     assert found_only_there > 0
+
+
+# --------------------------------------------------------------------------- preload
+
+
+def test_preload_reads_each_hubness_and_point_id_in_one_pass(
+    store, oracle, reference, products, monkeypatch
+) -> None:
+    """After ``preload`` a corrected search reads nothing product by product: its only
+    ``retrieve`` is the hits' payloads. A searcher without it reads point ids and hubness
+    values as the query goes; both give the oracle's top-k."""
+    _, vectors, _ = products
+    calls: list[int] = []
+    original = store._retrieve
+
+    def counting(ids, **kwargs):
+        calls.append(len(ids))
+        return original(ids, **kwargs)
+
+    monkeypatch.setattr(store, "_retrieve", counting)
+    q = vectors[TEXT][11] + 0.4 * np.random.default_rng(8).standard_normal(DIM)
+    query = QueryVectors(text=q, image=q, image_hubness=1.0)
+    cfg = FusionConfig("weighted", 0.5, 0.5)
+    want = _expected(oracle, reference, query, None, cfg)
+
+    store._product_of.clear()
+    fresh = Searcher(store, candidates=CANDIDATES, hubness=1.0)
+    cold = fresh.search_vectors(query, k=K, fusion=cfg)
+    assert len(calls) > 1  # point ids and hubness values read as the query goes
+
+    store._product_of.clear()
+    searcher = Searcher(store, candidates=CANDIDATES, hubness=1.0)
+    assert searcher.preload() == N
+    assert len(store._product_of) == N
+    assert searcher.retriever._hubness == pytest.approx(reference, abs=1e-4)
+    calls.clear()
+    warm = searcher.search_vectors(query, k=K, fusion=cfg)
+    assert calls == [K]  # the hits' payloads only
+    for hits in (cold, warm):
+        assert_same_topk([(h.product_id, h.score) for h in hits], want, tol=3e-4)
+    assert [h.product_id for h in warm] == [h.product_id for h in cold]
+    for a, b in zip(warm, cold, strict=True):  # one score may come from a list, one exact
+        assert a.score == pytest.approx(b.score, abs=1e-6) and a.payload == b.payload
+        assert a.image_penalty == b.image_penalty
+
+
+def test_preload_skips_a_store_above_its_limit(store) -> None:
+    searcher = Searcher(store, candidates=CANDIDATES, hubness=1.0)
+    assert searcher.retriever.preload(limit=N - 1) == 0
+    assert searcher.retriever._hubness == {}

@@ -259,6 +259,22 @@ def test_scroll_yields_every_point_once(loaded, catalog) -> None:
     assert first.payload[PRODUCT_ID_KEY] == first.product_id
 
 
+def test_scroll_selects_payload_keys_and_remembers_point_ids(loaded, catalog) -> None:
+    """``with_payload`` picks the keys as search and retrieve do; every point scrolled is
+    known afterwards by its point id, so a search's id-only hits need no payload read."""
+    ids, _, payloads, _ = catalog
+    some = {p.product_id: p.payload for p in loaded.scroll(with_payload=["baseColour"])}
+    assert sorted(some) == sorted(ids)
+    for pid, payload in some.items():
+        assert set(payload) == {PRODUCT_ID_KEY, "baseColour"}
+        assert payload["baseColour"] == payloads[ids.index(pid)]["baseColour"]
+    loaded._product_of.clear()
+    bare = list(loaded.scroll(with_payload=False, batch_size=9))
+    assert sorted(p.product_id for p in bare) == sorted(ids)
+    assert all(p.payload == {} for p in bare)
+    assert sorted(loaded._product_of.values()) == sorted(ids)
+
+
 def test_retrieve_returns_normalised_vectors(loaded, catalog) -> None:
     ids, vectors, payloads, _ = catalog
     rows = [0, 5, 17, N - 1]

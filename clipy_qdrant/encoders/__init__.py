@@ -21,20 +21,26 @@ EncoderFactory = Callable[[str], Encoder]
 _REGISTRY: dict[str, EncoderFactory] = {}
 
 
-def _fashion_mini(spec: str, cache_dir: Path) -> Encoder:
+def _fashion_mini(spec: str, cache_dir: Path, threads: int | None) -> Encoder:
     from clipy_qdrant.encoders.fashion import load_fashion_encoder
 
-    return load_fashion_encoder(spec.partition(":")[2] or None, cache_dir=cache_dir)
+    return load_fashion_encoder(
+        spec.partition(":")[2] or None, cache_dir=cache_dir, threads=threads
+    )
 
 
-def _clip(spec: str, cache_dir: Path) -> Encoder:
+def _clip(spec: str, cache_dir: Path, threads: int | None) -> Encoder:
     from clipy_qdrant.encoders.clip import DEFAULT_CLIP_MODEL, ClipEncoder
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # torch's pool is the process's: CLIP runs on it
     return ClipEncoder(spec.partition(":")[2] or DEFAULT_CLIP_MODEL)
 
 
-#: Built-in encoders: name -> factory(spec, cache folder).
-_BUILTINS: dict[str, Callable[[str, Path], Encoder]] = {
+#: Built-in encoders: name -> factory(spec, cache folder, intra-op threads or None).
+_BUILTINS: dict[str, Callable[[str, Path, int | None], Encoder]] = {
     "fashion-mini": _fashion_mini,
     "clip": _clip,
 }
@@ -57,10 +63,12 @@ def registered_encoders() -> list[str]:
     return sorted(set(_BUILTINS) | set(_REGISTRY))
 
 
-def get_encoder(spec: str, *, cache_dir: Path | None = None) -> Encoder:
+def get_encoder(spec: str, *, cache_dir: Path | None = None, threads: int | None = None) -> Encoder:
     """The encoder ``spec`` names (see the module docstring), or a ConfigError listing the
     known names. ``cache_dir`` is where built-in encoders cache derived files (default:
-    :func:`clipy_qdrant.config.default_cache_dir`).
+    :func:`clipy_qdrant.config.default_cache_dir`); ``threads`` caps a built-in encoder's
+    intra-op threads (``None``: its runtime's default; a registered factory gets the spec
+    only).
 
     ``name@fingerprint`` (an encoder name as a store records it) loads the named encoder; the
     store's encoder check then compares the fingerprints.
@@ -79,7 +87,7 @@ def get_encoder(spec: str, *, cache_dir: Path | None = None) -> Encoder:
         from clipy_qdrant.config import default_cache_dir
 
         cache_dir = default_cache_dir()
-    return _BUILTINS[name](spec, cache_dir)
+    return _BUILTINS[name](spec, cache_dir, threads)
 
 
 __all__ = [

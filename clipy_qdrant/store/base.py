@@ -188,9 +188,14 @@ class VectorStore(Protocol):
         whole payload, none, or those keys (and the product id)."""
 
     def scroll(
-        self, *, with_vectors: bool = False, batch_size: int = 1000
+        self,
+        *,
+        with_vectors: bool = False,
+        with_payload: bool | Sequence[str] = True,
+        batch_size: int = 1000,
     ) -> Iterator[StoredPoint]:
-        """Every stored point once."""
+        """Every stored point once. ``with_payload``: the whole payload, none, or those keys
+        (and the product id)."""
 
     def count(self, flt: Filter | None = None) -> int: ...
 

@@ -224,12 +224,14 @@ class ClientStore(QdrantStore):
             with_vectors=with_vectors,
         )
 
-    def _scroll_page(self, offset: Any, limit: int, *, with_vectors: bool) -> tuple[list[Any], Any]:
+    def _scroll_page(
+        self, offset: Any, limit: int, *, with_vectors: bool, payload: bool | list[str]
+    ) -> tuple[list[Any], Any]:
         records, next_offset = self._client.scroll(
             self.collection,
             limit=limit,
             offset=offset,
-            with_payload=_payload_selector(True),
+            with_payload=_payload_selector(payload),
             with_vectors=with_vectors,
         )
         return list(records), next_offset

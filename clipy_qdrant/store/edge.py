@@ -441,11 +441,13 @@ class EdgeStore(QdrantStore):
     ) -> Sequence[Any]:
         return self._shard.retrieve(ids, payload, with_vectors)
 
-    def _scroll_page(self, offset: Any, limit: int, *, with_vectors: bool) -> tuple[list[Any], Any]:
+    def _scroll_page(
+        self, offset: Any, limit: int, *, with_vectors: bool, payload: bool | list[str]
+    ) -> tuple[list[Any], Any]:
         import qdrant_edge as qe
 
         request = qe.ScrollRequest(
-            offset=offset, limit=limit, with_payload=True, with_vector=with_vectors
+            offset=offset, limit=limit, with_payload=payload, with_vector=with_vectors
         )
         records, next_offset = self._shard.scroll(request)
         return list(records), next_offset

@@ -110,9 +110,11 @@ class EngineCalls(ABC):
         """Records (``.id``, ``.payload``, ``.vector``) of those point ids that exist."""
 
     @abstractmethod
-    def _scroll_page(self, offset: Any, limit: int, *, with_vectors: bool) -> tuple[list[Any], Any]:
-        """One page of records (full payload) from ``offset`` (``None``: the start), and the
-        next page's offset (``None`` after the last page)."""
+    def _scroll_page(
+        self, offset: Any, limit: int, *, with_vectors: bool, payload: bool | list[str]
+    ) -> tuple[list[Any], Any]:
+        """One page of records (the whole payload, or the listed keys) from ``offset``
+        (``None``: the start), and the next page's offset (``None`` after the last page)."""
 
     @abstractmethod
     def _count(self, flt: Any) -> int:

@@ -494,16 +494,29 @@ class QdrantStore(EngineCalls):
         }
 
     def scroll(
-        self, *, with_vectors: bool = False, batch_size: int = 1000
+        self,
+        *,
+        with_vectors: bool = False,
+        with_payload: bool | Sequence[str] = True,
+        batch_size: int = 1000,
     ) -> Iterator[StoredPoint]:
-        """Every stored point once, fetched ``batch_size`` at a time."""
+        """Every stored point once, fetched ``batch_size`` at a time. ``with_payload``: the
+        whole payload, none, or those keys (and the product id). Each point's product id is
+        remembered for the searches' hits (:attr:`_product_of`)."""
         self._live_meta()
+        payload = _payload_request(with_payload)
+        asked = [PRODUCT_ID_KEY] if payload is False else payload
         offset: Any = None
         while True:
             with self._engine("scroll"):
-                records, offset = self._scroll_page(offset, batch_size, with_vectors=with_vectors)
+                records, offset = self._scroll_page(
+                    offset, batch_size, with_vectors=with_vectors, payload=asked
+                )
             for r in records:
-                yield stored_point(r, True, with_vectors)
+                point = stored_point(r, payload is not False, with_vectors)
+                if r.payload and PRODUCT_ID_KEY in r.payload:
+                    self._product_of[id_key(r.id)] = point.product_id
+                yield point
             if offset is None or not records:
                 return
 

@@ -251,7 +251,7 @@ def ingest(
                 result = run_ingest(
                     catalog,
                     vector_store if guard is None else guard.watch(vector_store),
-                    load_encoder(spec),
+                    load_encoder(spec, settings.encoder_threads),
                     **options,
                 )
             else:

@@ -145,6 +145,7 @@ def serve(
             web_app = create_app(searcher, options)
             one_blas_thread()  # many small products at once: no BLAS worker threads spinning
             searcher.embed("warm up")  # the first query does not pay for lazy model set-up
+            searcher.preload()  # nor do the first minutes' queries for product-by-product reads
         _warn_open(host, options)
         echo_err(
             f"clipy: serving {label} ({vector_store.count()} products) on http://{host}:{port}/ "
@@ -188,6 +189,8 @@ def _serve_workers(
     """Serve from ``settings.serve_workers`` processes (:mod:`ingest.cli.workers`) until
     SIGINT/SIGTERM or until a worker exits."""
     from ingest.cli import workers as serving
+
+    settings = serving.worker_settings(settings)
 
     def spec(index: int, worker_settings: Settings) -> serving.WorkerSpec:
         return serving.WorkerSpec(

@@ -264,10 +264,10 @@ def encoder_spec(settings: Settings, store: VectorStore | None) -> str:
     return info.name if info is not None else DEFAULT_ENCODER
 
 
-def load_encoder(spec: str) -> Encoder:
+def load_encoder(spec: str, threads: int | None = None) -> Encoder:
     from clipy_qdrant.encoders import get_encoder
 
-    return get_encoder(spec)
+    return get_encoder(spec, threads=threads)
 
 
 def open_searcher(
@@ -282,7 +282,8 @@ def open_searcher(
 
     vector_store = open_configured_store(settings)
     try:
-        encoder: Encoder = load_encoder(encoder_spec(settings, vector_store))
+        spec = encoder_spec(settings, vector_store)
+        encoder: Encoder = load_encoder(spec, settings.encoder_threads)
         if query_cache is not None:
             encoder = BatchingEncoder(encoder, cache_size=query_cache)
         searcher = Searcher(

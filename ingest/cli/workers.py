@@ -99,6 +99,7 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, ready: Any) -> None:
         web_app = create_app(searcher, spec.options)
         one_blas_thread()
         searcher.embed("warm up")
+        searcher.preload()
         ready.put(("ready", spec.index))
         threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
         # As in one process: uvicorn stops gracefully, then raises the signal again with
@@ -118,6 +119,18 @@ def _exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_S)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def worker_settings(settings: Settings) -> Settings:
+    """The settings each of ``settings.serve_workers`` workers runs with: unless they set
+    the encoder's threads, its share of the cores this process may run on (at least one),
+    so that the workers' encoders do not each spread over every core: on one thread an
+    encode costs less CPU (docs/experiments.md, "Serving throughput levers")."""
+    if settings.encoder_threads is not None:
+        return settings
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // settings.serve_workers)
+    return settings.model_copy(update={"encoder_threads": threads})
 
 
 def bind(host: str, port: int) -> socket.socket:
