@@ -122,9 +122,10 @@ def test_a_phone_query_photo_finds_and_embeds_like_the_upright_file(
         np.testing.assert_array_equal(phone_query.image, upright_query.image)
         hits = searcher.search(image=phone, k=4)
         assert hits[0].product_id == "1.png" and hits[0].image_score == pytest.approx(1.0, abs=1e-5)
-        assert [(h.product_id, h.score) for h in hits] == [
-            (h.product_id, h.score) for h in searcher.search(image=upright, k=4)
-        ]
+        again = searcher.search(image=upright, k=4)
+        assert [h.product_id for h in hits] == [h.product_id for h in again]
+        # Equal query vectors; the in-memory engine's float32 products may differ in the last bits.
+        assert [h.score for h in hits] == pytest.approx([h.score for h in again], abs=1e-6)
     finally:
         store.close()
 

@@ -242,7 +242,7 @@ with blas_threads_for(1):
     assert threads() == {1}
 assert threads() == {1}
 assert one_blas_thread() and threads() == {1}
-np.testing.assert_array_equal(a @ b, wide)
+np.testing.assert_allclose(a @ b, wide, rtol=1e-12, atol=1e-12)
 print("ok")
 """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

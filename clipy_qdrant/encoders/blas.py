@@ -3,8 +3,9 @@
 numpy's BLAS (OpenBLAS) splits even a one-row matrix product across its threads. For a
 query (a batch of one or a few rows) the products take microseconds, and waking the parked
 BLAS threads costs more than the work: milliseconds on a busy CPU. :func:`blas_threads_for`
-caps BLAS at one thread while a small batch runs (the results are the same: each output
-element is computed by the same kernel either way) and leaves large batches alone.
+caps BLAS at one thread while a small batch runs (the results are the same to float
+rounding: some CPUs' kernels sum a product in another order on two threads) and leaves large
+batches alone.
 
 The cap is process-wide while it holds (BLAS has one thread setting), so a large batch that
 runs at the same moment in another thread runs single-threaded for that long.
@@ -82,7 +83,7 @@ def blas_threads_for(rows: int) -> Iterator[None]:
 
 def one_blas_thread() -> bool:
     """Cap the loaded BLAS libraries at one thread for the rest of the process (for a server;
-    the results are the same). False when threadpoolctl is not installed."""
+    the results are the same to float rounding). False when threadpoolctl is not installed."""
     global _process_cap
     with _lock:
         controller = _blas_controller()
