@@ -42,7 +42,7 @@ weight (:mod:`clipy_qdrant.hubness`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,7 @@ from clipy_qdrant.store.base import (
     TEXT,
     THUMBNAIL_KEY,
     ScoredPoint,
+    StoredPoint,
     VectorStore,
 )
 from clipy_qdrant.store.meta import HubnessInfo
@@ -164,12 +165,17 @@ class Retriever:
         queries go."""
         if self.store.count() > limit:
             return 0
-        info = self.hubness_info
-        read = 0
-        for point in self.store.scroll(with_payload=[HUBNESS_KEY] if info else False):
-            if info is not None:
-                value = point.payload.get(HUBNESS_KEY, info.minimum)
-                self._hubness[point.product_id] = float(value)
+        if self.hubness_info is None:  # the scroll alone fills the store's point-id map
+            return sum(1 for _ in self.store.scroll(with_payload=False))
+        return self._remember_hubness(self.store.scroll(with_payload=[HUBNESS_KEY]))
+
+    def _remember_hubness(self, points: Iterable[StoredPoint]) -> int:
+        """Keep the hubness of ``points`` (read with that payload key; the store's smallest
+        for a product without one); returns how many there were."""
+        assert self.hubness_info is not None
+        lowest, read = self.hubness_info.minimum, 0
+        for point in points:
+            self._hubness[point.product_id] = float(point.payload.get(HUBNESS_KEY, lowest))
             read += 1
         return read
 
@@ -341,8 +347,7 @@ class Retriever:
         lowest = self.hubness_info.minimum
         unread = [pid for pid in ids if pid not in self._hubness]
         if unread:
-            for point in self.store.retrieve(unread, with_payload=[HUBNESS_KEY]):
-                self._hubness[point.product_id] = float(point.payload.get(HUBNESS_KEY, lowest))
+            self._remember_hubness(self.store.retrieve(unread, with_payload=[HUBNESS_KEY]))
         return {pid: self._hubness.get(pid, lowest) for pid in ids}
 
     def channel_scores(
