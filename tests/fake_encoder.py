@@ -15,13 +15,16 @@ Use :func:`register_fake` to make ``get_encoder("fake")`` / ``get_encoder("fake:
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import re
+import time
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from clipy_qdrant.encoders import EncoderInfo, l2_normalize, register_encoder
+from clipy_qdrant.errors import ConfigError
 
 _BINS = 4  # per channel -> 64 histogram cells
 _THUMB = 16
@@ -130,3 +133,18 @@ def _factory(spec: str) -> FakeEncoder:
 def register_fake() -> None:
     """Register the fake encoder: ``get_encoder("fake")`` (dim 32) or ``"fake:<dim>"``."""
     register_encoder("fake", _factory)
+
+
+def _first_worker_loads_slowly_the_others_fail(spec: str) -> FakeEncoder:
+    """In ``clipy serve --workers`` worker 0 (which holds the store itself) takes a minute to
+    load the encoder and every other worker fails at once: the server stops worker 0 while it
+    holds the store."""
+    if not multiprocessing.current_process().name.endswith("-0"):
+        raise ConfigError("this worker cannot load the fake encoder")
+    time.sleep(60)
+    return _factory(spec)
+
+
+def register_fake_failing_in_later_workers() -> None:
+    """Register ``fake`` as :func:`_first_worker_loads_slowly_the_others_fail` builds it."""
+    register_encoder("fake", _first_worker_loads_slowly_the_others_fail)

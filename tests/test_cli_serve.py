@@ -26,7 +26,7 @@ import ingest.cli.serve as serve_module
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.serve import create_app
 from ingest.cli import app
-from ingest.cli.shell import build_settings, open_searcher
+from ingest.cli.shell import build_settings, open_searcher, opened_store
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -35,6 +35,11 @@ CLIPY_WITH_FAKE = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); "
     "from fake_encoder import register_fake; register_fake(); "
     "from ingest.cli import main; sys.argv[0] = 'clipy'; main()"
+)
+#: ``clipy`` whose first serve worker loads the fake encoder slowly and the others fail to.
+CLIPY_WITH_FAILING_WORKERS = CLIPY_WITH_FAKE.replace(
+    "register_fake; register_fake()",
+    "register_fake_failing_in_later_workers as r; r()",
 )
 
 
@@ -51,9 +56,11 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _clipy(*args: str, tmpdir: Path | None = None, log: Any = None) -> subprocess.Popen[str]:
-    """``clipy ARGS`` with the fake encoder; its output piped, or both streams to ``log`` (an
-    open file)."""
+def _clipy(
+    *args: str, tmpdir: Path | None = None, log: Any = None, bootstrap: str = CLIPY_WITH_FAKE
+) -> subprocess.Popen[str]:
+    """``clipy ARGS`` with the fake encoder (registered by ``bootstrap``); its output piped,
+    or both streams to ``log`` (an open file)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -61,7 +68,7 @@ def _clipy(*args: str, tmpdir: Path | None = None, log: Any = None) -> subproces
     if tmpdir is not None:
         env["TMPDIR"] = str(tmpdir)
     return subprocess.Popen(
-        [sys.executable, "-c", CLIPY_WITH_FAKE, str(TESTS), *args],
+        [sys.executable, "-c", bootstrap, str(TESTS), *args],
         stdout=log or subprocess.PIPE,
         stderr=log or subprocess.PIPE,
         text=True,
@@ -345,6 +352,25 @@ def test_a_worker_that_cannot_start_is_one_line_and_exit_1(
     assert len(errors) == 1 and "no-such" in errors[0], err
     assert not list(tmp_path.glob("clipy-serve-*"))
     assert not (store_path / "clipy.pid").exists()
+
+
+def test_a_worker_stopped_while_it_starts_closes_the_store(
+    store_path: Path, tmp_path: Path
+) -> None:
+    """Worker 1 fails to load its encoder while worker 0, holding the store, still loads its
+    own: the server stops worker 0, which closes the store rather than die holding it."""
+    args = ("serve", "--workers", "2", "--store", str(store_path), "--port", str(_free_port()))
+    started = time.monotonic()
+    process = _clipy(*args, tmpdir=tmp_path, bootstrap=CLIPY_WITH_FAILING_WORKERS)
+    _, err = process.communicate(timeout=120)
+    assert time.monotonic() - started < 50  # worker 0 was stopped, not waited for
+    assert process.returncode == 1
+    errors = [line for line in err.splitlines() if line.startswith("clipy: error:")]
+    assert errors == ["clipy: error: this worker cannot load the fake encoder"], err
+    assert not list(tmp_path.glob("clipy-serve-*"))
+    assert not (store_path / "clipy.pid").exists()
+    with opened_store(build_settings(store=store_path)) as vector_store:  # and it opens again
+        assert vector_store.count() == 24
 
 
 def test_workers_refuse_a_store_that_lives_in_one_process() -> None:

@@ -84,8 +84,10 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, ready: Any) -> None:
 
     # Until uvicorn serves (it then handles SIGINT and SIGTERM itself), a Ctrl-C in the
     # terminal, which reaches every process of the group, is the server's to handle: it
-    # stops the workers.
+    # stops the workers. The server's SIGTERM (another worker failed to start) unwinds this
+    # one, so that a store it holds is closed rather than left with its lock file.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop)
     for name, factory in spec.encoders.items():
         register_encoder(name, factory)
     try:
@@ -103,8 +105,7 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, ready: Any) -> None:
         ready.put(("ready", spec.index))
         threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
         # As in one process: uvicorn stops gracefully, then raises the signal again with
-        # this handler, so that the store is closed below.
-        signal.signal(signal.SIGTERM, _stop)
+        # the handler above, so that the store is closed below.
         config = uvicorn.Config(
             web_app, log_level="info", access_log=spec.access_log, server_header=False
         )
