@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     #: each process (unset: the runtime's default, every core; ``clipy serve --workers N``
     #: gives each worker its share of the cores, at least one).
     encoder_threads: PositiveInt | None = None
+    #: Encode query texts with fashion-mini's query words table where it covers them
+    #: (:mod:`clipy_qdrant.encoders.fashion.query_words`): a fraction of MiniLM's CPU per
+    #: query; off, every query text goes through MiniLM. Product texts never use it.
+    query_words: bool = False
 
     # -- ``clipy serve`` (the HTTP API and search page) ------------------------------------
     #: Key that HTTP clients must send as ``X-API-Key`` on every endpoint but ``/healthz``;

@@ -51,7 +51,7 @@ from clipy_qdrant.browse import (
     mmr,
     similarity_vectors,
 )
-from clipy_qdrant.encoders.base import Encoder
+from clipy_qdrant.encoders.base import Encoder, encode_queries
 from clipy_qdrant.errors import (
     ConfigError,
     FilterError,
@@ -267,7 +267,7 @@ class Searcher:
         typed = {i: str(texts[i]) for i in text_idx}
         corrections = {i: None if as_typed else self.correct(typed[i]) for i in text_idx}
         encoded = [c.corrected if (c := corrections[i]) is not None else typed[i] for i in text_idx]
-        text_vecs = encoder.encode_texts(encoded) if text_idx else np.empty((0, 0))
+        text_vecs = encode_queries(encoder, encoded) if text_idx else np.empty((0, 0))
         image_vecs = (
             encoder.encode_images([load_query_image(images[i]) for i in image_idx])  # type: ignore[arg-type]
             if image_idx

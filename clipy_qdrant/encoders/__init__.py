@@ -21,15 +21,18 @@ EncoderFactory = Callable[[str], Encoder]
 _REGISTRY: dict[str, EncoderFactory] = {}
 
 
-def _fashion_mini(spec: str, cache_dir: Path, threads: int | None) -> Encoder:
+def _fashion_mini(spec: str, cache_dir: Path, threads: int | None, query_words: bool) -> Encoder:
     from clipy_qdrant.encoders.fashion import load_fashion_encoder
 
     return load_fashion_encoder(
-        spec.partition(":")[2] or None, cache_dir=cache_dir, threads=threads
+        spec.partition(":")[2] or None,
+        cache_dir=cache_dir,
+        threads=threads,
+        query_words=query_words,
     )
 
 
-def _clip(spec: str, cache_dir: Path, threads: int | None) -> Encoder:
+def _clip(spec: str, cache_dir: Path, threads: int | None, query_words: bool) -> Encoder:
     from clipy_qdrant.encoders.clip import DEFAULT_CLIP_MODEL, ClipEncoder
 
     if threads:
@@ -39,8 +42,9 @@ def _clip(spec: str, cache_dir: Path, threads: int | None) -> Encoder:
     return ClipEncoder(spec.partition(":")[2] or DEFAULT_CLIP_MODEL)
 
 
-#: Built-in encoders: name -> factory(spec, cache folder, intra-op threads or None).
-_BUILTINS: dict[str, Callable[[str, Path, int | None], Encoder]] = {
+#: Built-in encoders: name -> factory(spec, cache folder, intra-op threads or None, query
+#: words on; CLIP has no query words table and encodes queries as product texts).
+_BUILTINS: dict[str, Callable[[str, Path, int | None, bool], Encoder]] = {
     "fashion-mini": _fashion_mini,
     "clip": _clip,
 }
@@ -63,12 +67,20 @@ def registered_encoders() -> list[str]:
     return sorted(set(_BUILTINS) | set(_REGISTRY))
 
 
-def get_encoder(spec: str, *, cache_dir: Path | None = None, threads: int | None = None) -> Encoder:
+def get_encoder(
+    spec: str,
+    *,
+    cache_dir: Path | None = None,
+    threads: int | None = None,
+    query_words: bool = False,
+) -> Encoder:
     """The encoder ``spec`` names (see the module docstring), or a ConfigError listing the
     known names. ``cache_dir`` is where built-in encoders cache derived files (default:
     :func:`clipy_qdrant.config.default_cache_dir`); ``threads`` caps a built-in encoder's
-    intra-op threads (``None``: its runtime's default; a registered factory gets the spec
-    only).
+    intra-op threads (``None``: its runtime's default); ``query_words`` has fashion-mini
+    encode query texts with its query words table
+    (:mod:`clipy_qdrant.encoders.fashion.query_words`). A registered factory gets the spec
+    only.
 
     ``name@fingerprint`` (an encoder name as a store records it) loads the named encoder; the
     store's encoder check then compares the fingerprints.
@@ -87,7 +99,7 @@ def get_encoder(spec: str, *, cache_dir: Path | None = None, threads: int | None
         from clipy_qdrant.config import default_cache_dir
 
         cache_dir = default_cache_dir()
-    return _BUILTINS[name](spec, cache_dir, threads)
+    return _BUILTINS[name](spec, cache_dir, threads, query_words)
 
 
 __all__ = [

@@ -1,7 +1,10 @@
 """The encoder contract: what ingest, search and evaluation need from an encoder.
 
 ``encode_texts`` / ``encode_images`` return float32 arrays of shape (n, dim) whose rows have
-unit L2 norm; text and image vectors live in one shared space.
+unit L2 norm; text and image vectors live in one shared space. An encoder may also define
+``encode_queries(texts)``, the vectors of query texts (rows as ``encode_texts``'s), when it
+encodes a query otherwise than a stored product's text; search calls it through
+:func:`encode_queries`, ingest never does.
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ class Encoder(Protocol):
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray: ...
+
+
+def encode_queries(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """The query vectors of ``texts``: the encoder's ``encode_queries`` where it has one, else
+    its ``encode_texts``."""
+    method = getattr(encoder, "encode_queries", None)
+    return method(texts) if method is not None else encoder.encode_texts(texts)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ each command group is a module that registers on that ``app``:
 - ``ingest.cli.ingest``: ``clipy ingest``
 - ``ingest.cli.search``: ``clipy search``, ``clipy facets`` and ``clipy info``
 - ``ingest.cli.store``: ``clipy copy``
-- ``ingest.cli.train``: ``clipy train``
+- ``ingest.cli.train``: ``clipy train`` and ``clipy train-query-words``
 - ``ingest.cli.eval``: ``clipy eval make-queries | run | ab``
 - ``ingest.cli.serve``: ``clipy serve`` (the HTTP API and search page)
 - ``ingest.cli.verify``: ``clipy verify``
@@ -40,6 +40,7 @@ COMMAND_MODULES = {
     "copy": "ingest.cli.store",
     "verify": "ingest.cli.verify",
     "train": "ingest.cli.train",
+    "train-query-words": "ingest.cli.train",
     "eval": "ingest.cli.eval",
 }
 

@@ -264,10 +264,10 @@ def encoder_spec(settings: Settings, store: VectorStore | None) -> str:
     return info.name if info is not None else DEFAULT_ENCODER
 
 
-def load_encoder(spec: str, threads: int | None = None) -> Encoder:
+def load_encoder(spec: str, threads: int | None = None, *, query_words: bool = False) -> Encoder:
     from clipy_qdrant.encoders import get_encoder
 
-    return get_encoder(spec, threads=threads)
+    return get_encoder(spec, threads=threads, query_words=query_words)
 
 
 def open_searcher(
@@ -283,7 +283,9 @@ def open_searcher(
     vector_store = open_configured_store(settings)
     try:
         spec = encoder_spec(settings, vector_store)
-        encoder: Encoder = load_encoder(spec, settings.encoder_threads)
+        encoder: Encoder = load_encoder(
+            spec, settings.encoder_threads, query_words=settings.query_words
+        )
         if query_cache is not None:
             encoder = BatchingEncoder(encoder, cache_size=query_cache)
         searcher = Searcher(

@@ -198,3 +198,45 @@ def _train_command() -> Any:
 
 
 train = app.command("train")(_train_command())
+
+
+@app.command("train-query-words")
+def train_query_words(
+    catalog: Annotated[
+        str, typer.Argument(help="The catalog to fit on (any source clipy ingest reads).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The table file to write (safetensors).")],
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Use only the first N products.")
+    ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            "--text", help="Text template of the product name (default: {productDisplayName})."
+        ),
+    ] = None,
+) -> None:
+    """Fit fashion-mini's query words table on the catalog's training products (never the
+    held-out ones): word vectors whose mean approximates MiniLM's feature of a query.
+
+    Example: clipy train-query-words ../shared/datasets/fashion-product-images-small
+    --out clipy_qdrant/models/query-words.safetensors (the shipped table)
+    """
+    with user_errors():
+        from clipy_qdrant.training.features import cached_text_features
+        from clipy_qdrant.training.query_words import fit_query_words, write_query_words
+        from ingest.readers import NAME_TEXT_TEMPLATE, open_catalog
+
+        cache_dir = build_settings().cache_dir
+        products = list(
+            open_catalog(
+                catalog, images=None, text_template=text or NAME_TEXT_TEMPLATE, limit=limit
+            )
+        )
+        fit = fit_query_words(products, lambda texts: cached_text_features(texts, cache_dir))
+        write_query_words(fit, out)
+    cosines = ", ".join(f"{ridge:g}: {cos:.4f}" for ridge, cos in fit.validation_cosine.items())
+    echo_err(
+        f"clipy: wrote {out} ({len(fit.table.words):,} words from {fit.texts:,} texts; ridge "
+        f"{fit.ridge:g}; validation fold cosine with MiniLM by ridge: {cosines})"
+    )

@@ -3,7 +3,9 @@
 Images: decoded upright RGB (:func:`~clipy_qdrant.encoders.images.decode_image`), then the
 image tower's features and the colour descriptor, then the heads
 (:class:`~clipy_qdrant.encoders.fashion.heads.FashionHeads`). Texts: MiniLM features and the
-word bag, then the heads. Inference runs the heads in numpy.
+word bag, then the heads. Query texts (``encode_queries``), with ``query_words`` on: the query
+words table's feature where it covers the text, else MiniLM's
+(:mod:`~clipy_qdrant.encoders.fashion.query_words`). Inference runs the heads in numpy.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from clipy_qdrant.encoders.fashion.model_dir import (
     read_word_bag,
     strip_fingerprint,
 )
+from clipy_qdrant.encoders.fashion.query_words import QueryWords
 from clipy_qdrant.encoders.fashion.towers import ImageTower, TextTower, preprocess_image
 from clipy_qdrant.encoders.images import decode_image
 from clipy_qdrant.errors import EncoderError
@@ -40,6 +43,7 @@ class FashionEncoder:
     ``threads``: intra-op threads of the towers (default: all cores).
     ``cache_dir``: where the towers' ONNX exports are cached (default:
     :func:`clipy_qdrant.config.default_cache_dir`).
+    ``query_words``: encode query texts with the query words table where it covers them.
     """
 
     #: Strength of the query layer's hubness correction for text queries searching images
@@ -53,6 +57,7 @@ class FashionEncoder:
         image_runtime: str = "onnx",
         threads: int | None = None,
         cache_dir: Path | None = None,
+        query_words: bool = False,
     ) -> None:
         if cache_dir is None:
             cache_dir = default_cache_dir()
@@ -81,6 +86,7 @@ class FashionEncoder:
             pooling=str(self.config.get("image_pooling", "gap")),
         )
         self.text_tower = TextTower(threads=threads, cache_dir=cache_dir)
+        self.query_words = QueryWords.load() if query_words else None
         #: The held-out rule of the catalog split the heads were trained on.
         self.trained_split: str | None = str(self.config.get("split_rule") or "") or None
         name = model_name(self.model_dir, self.config, self.word_bag, cache_dir)
@@ -152,6 +158,23 @@ class FashionEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         texts = list(texts)
         features = self.text_tower.features(texts, batch_size=batch_size)
+        return self.heads.text_vectors(features, texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32 unit rows for query texts: as :meth:`encode_texts`, except that
+        with ``query_words`` on a text the table covers gets the table's feature instead of
+        MiniLM's."""
+        if self.query_words is None or isinstance(texts, str) or len(texts) == 0:
+            return self.encode_texts(texts)
+        texts = list(texts)
+        found = self.query_words.features(texts)
+        rest = [i for i, feature in enumerate(found) if feature is None]
+        features = np.zeros((len(texts), self.query_words.dim), dtype=np.float32)
+        for i, feature in enumerate(found):
+            if feature is not None:
+                features[i] = feature
+        if rest:
+            features[rest] = self.text_tower.features([texts[i] for i in rest])
         return self.heads.text_vectors(features, texts)
 
 
