@@ -17,9 +17,9 @@ results). Identical texts in one batch are encoded once.
 Query texts (``encode_queries``, the wrapped encoder's query path where it has one) and
 product texts (``encode_texts``) are batched apart and cached apart.
 
-The cache maps ``(encoder name, query or not, text)`` to its vector, for the ``cache_size`` most recently
-used texts (0: no cache). The encoder name carries the model's fingerprint, so a cache never
-serves another model's vectors.
+The cache maps ``(encoder name, query or not, text)`` to its vector, for the ``cache_size``
+most recently used texts (0: no cache). The encoder name carries the model's fingerprint, so
+a cache never serves another model's vectors.
 """
 
 from __future__ import annotations
