@@ -20,7 +20,7 @@ import numpy as np
 from clipy_qdrant.encoders.fashion.query_words import QueryWords, text_words
 from clipy_qdrant.errors import InputError
 from clipy_qdrant.split import fold_of, is_heldout
-from clipy_qdrant.training.captions import attribute_phrases
+from clipy_qdrant.training.captions import product_captions
 from clipy_qdrant.training.products import ProductLike
 
 #: Ridge values tried on the validation fold.
@@ -46,8 +46,7 @@ def product_texts(products: Sequence[ProductLike]) -> dict[int, list[str]]:
     for product in products:
         if is_heldout(product.product_id):
             continue
-        texts = [product.text, *attribute_phrases(product.metadata)]
-        folds.setdefault(fold_of(product.product_id), []).extend(t for t in texts if t)
+        folds.setdefault(fold_of(product.product_id), []).extend(product_captions(product))
     return folds
 
 

@@ -168,14 +168,10 @@ class FashionEncoder:
             return self.encode_texts(texts)
         texts = list(texts)
         found = self.query_words.features(texts)
-        rest = [i for i, feature in enumerate(found) if feature is None]
-        features = np.zeros((len(texts), self.query_words.dim), dtype=np.float32)
-        for i, feature in enumerate(found):
-            if feature is not None:
-                features[i] = feature
-        if rest:
-            features[rest] = self.text_tower.features([texts[i] for i in rest])
-        return self.heads.text_vectors(features, texts)
+        uncovered = [text for text, feature in zip(texts, found, strict=True) if feature is None]
+        minilm = iter(self.text_tower.features(uncovered))  # no session call when empty
+        features = np.stack([f if f is not None else next(minilm) for f in found])
+        return self.heads.text_vectors(features.astype(np.float32), texts)
 
 
 def load_fashion_encoder(path: str | None = None, **kwargs: Any) -> FashionEncoder:
