@@ -6,18 +6,20 @@ over the product text (:mod:`clipy_qdrant.lexical`), seen by fusion as the norma
 ``bm25 / Σ idf·(k1+1)`` in ``[0, 1)``. Each channel's candidate list comes from the engine
 under the same filter.
 
-Exactness of ``weighted`` fusion (the threshold algorithm). Each channel returns its ``depth``
-best candidates; the products missing from one channel's list get their true scores for that
-channel from one more engine query of that channel restricted to them (an exact search under
-a product-id filter, limit = their number: the cosine of their stored vectors, or the BM25
-of their stored sparse vectors, a product holding no query word scoring 0). A product in no list
+Exactness of ``weighted`` fusion (the threshold algorithm). Each channel returns its
+``depth`` best candidates (each channel its own depth, ``candidates`` at first); the
+products missing from one channel's list get their true scores for that channel from one
+more engine query of that channel restricted to them (an exact search under a product-id
+filter, limit = their number: the cosine of their stored vectors, or the BM25 of their
+stored sparse vectors, a product holding no query word scoring 0). A product in no list
 scores at most ``Σ w_c · bound_c``, where ``bound_c`` is the last score of channel ``c``'s
 list (minus ``c_q · min(r)`` on a hubness-corrected image channel; for the lexical channel
 its normalised score, and 0 when the list is shorter than ``depth``: every product holding a
 query word is then in it). When the k-th fused score reaches that bound the top-k is exactly
-the brute-force top-k; otherwise the lists are deepened and fused again. A dense list shorter
-than ``depth`` holds every product matching the filter, so its candidates are all of them.
-``rrf`` and ``dbsf`` are defined on the candidate lists of depth ``candidates``.
+the brute-force top-k; otherwise the lists are deepened one at a time and fused again, the
+shallowest first and the cheapest of equals first (:meth:`Retriever.deepen`). A dense list
+shorter than its ``depth`` holds every product matching the filter, so its candidates are
+all of them. ``rrf`` and ``dbsf`` are defined on the candidate lists of depth ``candidates``.
 
 Low-hubness list. With the store's low-hubness threshold ``t`` recorded (``HubnessInfo.low``)
 a hubness-corrected image channel whose first bound (from ``min(r)``) leaves the top-k open
@@ -111,16 +113,17 @@ def weight_of(cfg: FusionConfig, channel: str) -> float:
 
 @dataclass
 class Channels:
-    """Candidate lists of one query at one depth (lexical scores normalised); ``low_hub`` is
-    the low-hubness image list (``None`` when not searched, see the module docstring)."""
+    """Candidate lists of one query (lexical scores normalised), each channel's asked for
+    ``depths[channel]`` candidates; ``low_hub`` is the low-hubness image list, at the image
+    list's depth (``None`` when not searched, see the module docstring)."""
 
-    depth: int
+    depths: dict[str, int]
     lists: dict[str, list[ScoredPoint]]
     low_hub: list[ScoredPoint] | None = None
 
     def complete(self, channel: str) -> bool:
-        """True when the channel returned every product it can (fewer than ``depth``)."""
-        return len(self.lists[channel]) < self.depth
+        """True when the channel returned every product it can (fewer than its depth)."""
+        return len(self.lists[channel]) < self.depths[channel]
 
 
 @dataclass
@@ -195,7 +198,8 @@ class Retriever:
         (a channel that no config weighs is not searched: its scores are filled in for the
         hits only)."""
         searched = tuple(c for c in CHANNELS if any(c in self.active(query, g) for g in configs))
-        base = self.retrieve(query, flt, max(candidates, k), searched, ef=self.list_beam(configs))
+        depths = dict.fromkeys(CHANNELS, max(candidates, k))
+        base = self.retrieve(query, flt, depths, searched, ef=self.list_beam(configs))
         deep = base
         state = QueryState()
         state.absorb(base)
@@ -206,13 +210,7 @@ class Retriever:
                     ranked, exact = self.fuse_weighted(query, deep, cfg, k, state)
                     if exact:
                         break
-                    low_open = self.low_threshold(query) is not None
-                    low_open = low_open and IMAGE in self.active(query, cfg)
-                    if deep.low_hub is None and low_open:
-                        deep = self.with_low_hub(query, flt, deep)
-                    else:
-                        low = deep.low_hub is not None
-                        deep = self.retrieve(query, flt, deep.depth * 2, searched, low_hub=low)
+                    deep = self.deepen(query, flt, deep, cfg)
                     state.absorb(deep)
             else:
                 ranked = self.fuse_ranks(query, base, cfg, k, state)
@@ -232,38 +230,64 @@ class Retriever:
         self,
         query: QueryVectors,
         flt: Filter | None,
-        depth: int,
+        depths: dict[str, int],
         channels: Sequence[str],
         *,
-        low_hub: bool = False,
         ef: int | None = None,
     ) -> Channels:
-        """Each of ``channels``' lists of ``depth`` candidates (and with ``low_hub`` the
-        low-hubness image list, :meth:`with_low_hub`), the dense ones walking a beam of ``ef``
-        (``None``: the store's)."""
-        lists: dict[str, list[ScoredPoint]] = {}
-        for channel in CHANNELS:
-            if channel not in channels:
-                lists[channel] = []
-            elif channel == LEXICAL:
-                assert query.lexical is not None  # has_words
-                lq = query.lexical
-                raw = self.store.search_lexical(lq.vector, depth, flt)
-                lists[channel] = [
-                    ScoredPoint(p.product_id, lq.normalise(p.score), None) for p in raw
-                ]
-            else:
-                lists[channel] = self.store.search(
-                    channel, query.for_channel(channel), depth, flt, with_payload=False, ef=ef
-                )
-        found = Channels(depth=depth, lists=lists)
-        if low_hub and IMAGE in channels and self.low_threshold(query) is not None:
+        """Each of ``channels``' lists of ``depths[channel]`` candidates (the others empty),
+        the dense ones walking a beam of ``ef`` (``None``: the store's)."""
+        lists = {
+            c: self.channel_list(query, flt, c, depths[c], ef) if c in channels else []
+            for c in CHANNELS
+        }
+        return Channels(depths=dict(depths), lists=lists)
+
+    def channel_list(
+        self, query: QueryVectors, flt: Filter | None, channel: str, depth: int, ef: int | None
+    ) -> list[ScoredPoint]:
+        """The channel's ``depth`` best products under ``flt``, best first."""
+        if channel == LEXICAL:
+            assert query.lexical is not None  # has_words
+            lq = query.lexical
+            raw = self.store.search_lexical(lq.vector, depth, flt)
+            return [ScoredPoint(p.product_id, lq.normalise(p.score), None) for p in raw]
+        return self.store.search(
+            channel, query.for_channel(channel), depth, flt, with_payload=False, ef=ef
+        )
+
+    def deepen(
+        self,
+        query: QueryVectors,
+        flt: Filter | None,
+        channels: Channels,
+        cfg: FusionConfig,
+    ) -> Channels:
+        """Longer lists for a weighted top-k that the bound leaves open, one step at a time,
+        each lowering one part of the bound: the shallowest of ``cfg``'s lists that can still
+        grow goes to twice its depth, the cheapest first when they tie (the lexical list: one
+        sparse query; then text; then image, whose low-hubness list follows it). On a
+        hubness-corrected image channel with a threshold recorded, the low-hubness list (one
+        exact query over a tenth of the store) comes before the first dense step. Every step
+        makes a list longer or adds one, so the rounds end: at the latest when a dense list
+        holds every product under the filter."""
+        active = self.active(query, cfg)
+        growing = [c for c in (LEXICAL, TEXT, IMAGE) if c in active and not channels.complete(c)]
+        shallowest = min(channels.depths[c] for c in growing)
+        channel = next(c for c in growing if channels.depths[c] == shallowest)
+        low_open = self.low_threshold(query) is not None and IMAGE in active
+        if channel != LEXICAL and channels.low_hub is None and low_open:
+            return self.with_low_hub(query, flt, channels)
+        depth = 2 * shallowest
+        lists = {**channels.lists, channel: self.channel_list(query, flt, channel, depth, None)}
+        found = Channels({**channels.depths, channel: depth}, lists, channels.low_hub)
+        if channel == IMAGE and channels.low_hub is not None:
             return self.with_low_hub(query, flt, found)
         return found
 
     def with_low_hub(self, query: QueryVectors, flt: Filter | None, channels: Channels) -> Channels:
-        """``channels`` with the low-hubness image list of the same depth: the products under
-        ``flt`` whose hubness is below the store's threshold, best cosine first. It is an
+        """``channels`` with the low-hubness image list, as deep as the image list: the products
+        under ``flt`` whose hubness is below the store's threshold, best cosine first. It is an
         exact search (the float index on ``hubness`` selects the band, a small fraction of
         the store, and every product in it is scored), asked for only when the bound with
         the smallest hubness alone leaves the top-k open."""
@@ -273,12 +297,12 @@ class Retriever:
         low_hub = self.store.search(
             IMAGE,
             query.for_channel(IMAGE),
-            channels.depth,
+            channels.depths[IMAGE],
             low_filter,
             with_payload=False,
             exact=True,
         )
-        return Channels(depth=channels.depth, lists=channels.lists, low_hub=low_hub)
+        return Channels(depths=channels.depths, lists=channels.lists, low_hub=low_hub)
 
     def low_threshold(self, query: QueryVectors) -> float | None:
         """The low-hubness threshold for a hubness-corrected query (``None``: no second list,
@@ -372,7 +396,7 @@ class Retriever:
         low_hub = channels.low_hub
         if low is None or low_hub is None:
             return last - c_q * lowest
-        if len(low_hub) < channels.depth:
+        if len(low_hub) < channels.depths[IMAGE]:
             return last - c_q * low  # every product of hubness below ``low`` is a candidate
         return max(min(low_hub[-1].score, last) - c_q * lowest, last - c_q * low)
 
