@@ -87,6 +87,16 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
+def _loaded_extensions(pid: int) -> set[str]:
+    """The top-level packages of the compiled extensions that process ``pid`` has mapped."""
+    found = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        path = line.split()[-1]
+        if path.endswith(".so") and "site-packages/" in path:
+            found.add(path.split("site-packages/")[1].split("/")[0])
+    return found
+
+
 def _wait_healthy(process: subprocess.Popen[str], base: str) -> None:
     deadline = time.monotonic() + 90
     while True:
@@ -140,6 +150,9 @@ def test_clipy_serve_serves_the_store_on_loopback(
             assert len(json.load(response)["hits"]) == 3
         assert _listening_addresses(port) == {"127.0.0.1"}  # loopback only
         assert (store_path / "clipy.pid").read_text().strip() == str(process.pid)
+        # uvicorn answers on its C parts (installed with clipy): httptools parses the
+        # requests, uvloop runs the event loop.
+        assert _loaded_extensions(process.pid) >= {"httptools", "uvloop"}
     finally:
         process.send_signal(stop)
         out, err = process.communicate(timeout=30)
