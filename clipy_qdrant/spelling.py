@@ -378,6 +378,11 @@ class SpellingCorrector:
         self.min_frequency = min_frequency
         self._delete_index: dict[str, tuple[str, ...]] | None = None
 
+    def prepare(self) -> None:
+        """Build the candidate index now rather than on the first word that needs one: a
+        server does it before its first request."""
+        self._index  # noqa: B018 (the property builds it)
+
     @property
     def _index(self) -> dict[str, tuple[str, ...]]:
         """The symmetric-delete index, built on the first word that needs a candidate (about

@@ -258,6 +258,22 @@ def test_misspelt_query_is_corrected_for_every_channel(store, catalog) -> None:
     assert not any("Watches" in h.payload["productDisplayName"] for h in as_typed_hits)
 
 
+def test_preload_builds_the_spelling_index_before_the_first_query(store) -> None:
+    """A server's searcher builds the corrector's candidate index at start-up (``preload``),
+    so that no request waits for it; with spelling off it is not built."""
+    searcher = Searcher(store, candidates=CANDIDATES)
+    assert searcher.lexical is not None
+    assert searcher.lexical.corrector._delete_index is None
+    searcher.preload()
+    index = searcher.lexical.corrector._delete_index
+    assert index is not None and "watches" in index["wtches"]  # "watches" less one letter
+    assert searcher.correct("red wacthes") == searcher.lexical.correct("red wacthes")
+    assert searcher.lexical.corrector._delete_index is index  # built once
+    unspelt = Searcher(store, candidates=CANDIDATES, spelling=False)
+    unspelt.preload()
+    assert unspelt.lexical is not None and unspelt.lexical.corrector._delete_index is None
+
+
 def test_store_without_lexical_channel_still_searches(catalog, tmp_path) -> None:
     """A store whose metadata records no lexical vector (one created before the channel) has
     no lexical channel and no correction; every fusion still works."""
