@@ -1,16 +1,19 @@
 """Hubness-corrected weighted search, side by side for source trees: latency, rounds and depth.
 
 Text queries of four words or more (so the query gate is 1): product display names, or with
-``--kind phrases`` attribute phrases ("Men Black Casual Shoes"), encoded once; each tree then runs them with the query vectors given through
+``--kind phrases`` attribute phrases ("Men Black Casual Shoes"), encoded once; each tree
+then runs them with the query vectors given through
 :meth:`~clipy_qdrant.search.Searcher.search_vectors` in three settings: ``image corrected``
 (weighted 0/1, lexical off), ``weighted 0.5/0.5 corrected`` (lexical off) and ``default``
 (the engine's default fusion, lexical channel on), the hubness correction at the encoder's
-default strength. Per query it records the time, the rounds of channel lists (the
-threshold algorithm's deepening), the deepest list and whether a low-hubness image list was
+default strength. Per query it records the time, the rounds of channel lists (the threshold
+algorithm's deepening: each round of a tree that deepens every list at once, or each step of
+one that deepens one list at a time, :meth:`~clipy_qdrant.retrieval.Retriever.deepen`,
+counted after the first lists), the deepest list and whether a low-hubness image list was
 searched (:meth:`~clipy_qdrant.retrieval.Retriever.with_low_hub`; a tree without it never
-does). Each tree runs in its own child process with the tree first on ``PYTHONPATH``;
-trees take turns round after round; the first tree's hits are the reference the others must
-equal (ids in order, scores within ``--tolerance``).
+does). Each tree runs in its own child process with the tree first on ``PYTHONPATH``; trees
+take turns round after round; the first tree's hits are the reference the others must equal
+(ids in order, scores within ``--tolerance``).
 
     python benchmarks/hubness_bound_bench.py --store STORE --tree new=. --tree old=DIR \
         [--queries 300] [--kind names|phrases] [--rounds 2] [--out scratch/hubness-bound]
@@ -73,17 +76,31 @@ def child(store_path: Path, queries_file: Path, out_file: Path) -> None:
     depths: list[int] = []
     original = retriever.retrieve
 
-    def counted(query: Any, flt: Any, depth: int, channels: Any, **kwargs: Any) -> Any:
-        depths.append(depth)
-        return original(query, flt, depth, channels, **kwargs)
+    def deepest_list(channels: Any) -> int:
+        """The deepest list of a Channels (one depth for all, or one per channel)."""
+        return max(channels.depths.values()) if hasattr(channels, "depths") else channels.depth
+
+    def counted(query: Any, flt: Any, depth: Any, channels: Any, **kwargs: Any) -> Any:
+        found = original(query, flt, depth, channels, **kwargs)
+        depths.append(deepest_list(found))
+        return found
 
     retriever.retrieve = counted  # type: ignore[method-assign]
+    deepen = getattr(retriever, "deepen", None)
+    if deepen is not None:
+
+        def counted_deepen(query: Any, flt: Any, channels: Any, cfg: Any) -> Any:
+            found = deepen(query, flt, channels, cfg)
+            depths.append(deepest_list(found))
+            return found
+
+        retriever.deepen = counted_deepen
     lows: list[int] = []
     with_low = getattr(retriever, "with_low_hub", None)
     if with_low is not None:
 
         def counted_low(query: Any, flt: Any, channels: Any) -> Any:
-            lows.append(channels.depth)
+            lows.append(deepest_list(channels))
             return with_low(query, flt, channels)
 
         retriever.with_low_hub = counted_low
