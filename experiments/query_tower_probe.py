@@ -16,6 +16,7 @@ Two steps, the second on a GPU where one is lent (any torch device works):
 
     python experiments/query_tower_probe.py prepare --catalog CATALOG --out DIR
     python experiments/query_tower_probe.py train DIR [--long] [--quick]
+    python experiments/query_tower_probe.py cost      # CPU per query: MiniLM, the towers
 
 ``prepare`` writes DIR/qw_texts.json and DIR/qw8.npz (the targets as int8 with a scale per
 row, 15 MB: cosine with the float features 0.99991 at worst); ``train`` prints one line per
@@ -267,6 +268,83 @@ def train(here: str, long: bool, quick: bool) -> None:
     Path(out_dir, name).write_text(json.dumps(results, indent=1))
 
 
+def cost(rounds: int = 2000) -> None:
+    """CPU per query of MiniLM (clipy's text tower, ONNX Runtime) and of the transformer
+    towers' forward pass in numpy, each on one thread; the towers with random weights of the
+    trained shapes (d 384, 6 heads, 6,820 words, 24 positions): the work does not depend on
+    the values."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    d, heads = 384, 6
+
+    def weights(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    def layer(ffn: int) -> dict[str, np.ndarray]:
+        return {
+            "qkv": weights(d, 3 * d),
+            "o": weights(d, d),
+            "w1": weights(d, ffn),
+            "w2": weights(ffn, d),
+            "b1": np.zeros(ffn, np.float32),
+        }
+
+    def norm(x: np.ndarray) -> np.ndarray:
+        m = x.mean(-1, keepdims=True)
+        return (x - m) / np.sqrt(((x - m) ** 2).mean(-1, keepdims=True) + 1e-5)
+
+    def forward(table, pos, out, layers, ids):  # type: ignore[no-untyped-def]
+        e = table[ids]
+        x = e + pos[: len(ids)]
+        for w in layers:
+            qkv = norm(x) @ w["qkv"]
+            q, k, v = (
+                qkv[:, i * d : (i + 1) * d].reshape(-1, heads, d // heads).transpose(1, 0, 2)
+                for i in range(3)
+            )
+            a = q @ k.transpose(0, 2, 1) / np.sqrt(d // heads)
+            a = np.exp(a - a.max(-1, keepdims=True))
+            a /= a.sum(-1, keepdims=True)
+            x = x + (a @ v).transpose(1, 0, 2).reshape(-1, d) @ w["o"]
+            h = norm(x) @ w["w1"] + w["b1"]
+            x = x + (0.5 * h * (1 + np.tanh(0.7978845608 * (h + 0.044715 * h**3)))) @ w["w2"]
+        m = e.mean(0) + x.mean(0) @ out
+        return m / np.linalg.norm(m)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from clipy_qdrant.config import Settings
+    from clipy_qdrant.encoders.fashion.towers import TextTower
+
+    minilm = TextTower(cache_dir=Settings().cache_dir, threads=1)
+    texts = {4: "men black casual shoes", 8: "puma men black running shoes with white sole"}
+    for words, text in texts.items():
+        for _ in range(rounds // 20):
+            minilm.features([text], batch_size=1)
+        start = time.process_time()
+        for _ in range(rounds // 4):
+            minilm.features([text], batch_size=1)
+        ms = (time.process_time() - start) / (rounds // 4) * 1000
+        print(f"MiniLM (ONNX Runtime, one thread), {words} words: {ms:.3f} ms of CPU per query")
+    table, pos, out = weights(6820, d), weights(24, d), weights(d, d)
+    towers = {
+        "1 layer, FFN 768": [layer(768)],
+        "2 layers, FFN 768": [layer(768), layer(768)],
+        "2 layers, FFN 1,536": [layer(1536), layer(1536)],
+    }
+    with threadpool_limits(1):
+        for name, layers in towers.items():
+            for words in (4, 8):
+                ids = rng.integers(1, 6820, words)
+                for _ in range(rounds // 10):
+                    forward(table, pos, out, layers, ids)
+                start = time.process_time()
+                for _ in range(rounds):
+                    forward(table, pos, out, layers, ids)
+                ms = (time.process_time() - start) / rounds * 1000
+                print(f"{name}, {words} words: {ms:.3f} ms of CPU per query")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
@@ -277,9 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("dir")
     t.add_argument("--long", action="store_true", help="transformers only, 150 epochs")
     t.add_argument("--quick", action="store_true", help="2,000 texts, one epoch: a smoke run")
+    sub.add_parser("cost", help="CPU per query of the transformer towers in numpy")
     args = parser.parse_args(argv)
     if args.step == "prepare":
         prepare(args.catalog, args.out)
+    elif args.step == "cost":
+        cost()
     else:
         train(args.dir, args.long, args.quick)
     return 0
