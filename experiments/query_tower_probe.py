@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -66,13 +65,11 @@ def train(here: str, long: bool, quick: bool) -> None:
 
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    out_dir = here
-    QUICK = quick
     meta = json.loads(Path(here, "qw_texts.json").read_text())
-    packed = np.load(os.path.join(here, "qw8.npz"))
+    packed = np.load(Path(here, "qw8.npz"))
     feats = packed["q"].astype(np.float32) * packed["scale"]
     fitted, val = meta["fitted"], meta["validation"]
-    if QUICK:
+    if quick:
         feats = np.concatenate([feats[:2000], feats[len(fitted) : len(fitted) + 500]])
         fitted, val = fitted[:2000], val[:500]
     WORD = re.compile(r"\w+")
@@ -200,7 +197,7 @@ def train(here: str, long: bool, quick: bool) -> None:
             ]
         return res
 
-    def train(model, epochs, lr, wd=0.0, batch=512):
+    def fit(model, epochs, lr, wd=0.0, batch=512):
         model.to(dev)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
         xf = torch.tensor(Xf, device=dev)
@@ -253,7 +250,7 @@ def train(here: str, long: bool, quick: bool) -> None:
     for name, make, epochs, lr, wd in configs:
         t0 = time.time()
         model = make()
-        best, best_ep, hist = train(model, 1 if QUICK else epochs, lr, wd)
+        best, best_ep, hist = fit(model, 1 if quick else epochs, lr, wd)
         cos = score(model)
         results[name] = {
             **summary(cos),
@@ -265,7 +262,7 @@ def train(here: str, long: bool, quick: bool) -> None:
         }
         print(name, {k: v for k, v in results[name].items() if k != "curve"}, flush=True)
     name = "qw_towers_long.json" if long else "qw_towers.json"
-    Path(out_dir, name).write_text(json.dumps(results, indent=1))
+    Path(here, name).write_text(json.dumps(results, indent=1))
 
 
 def cost(rounds: int = 2000) -> None:
