@@ -32,6 +32,7 @@ COLLECTION_OPTION_FIELDS = (
     "oversampling",
     "hnsw_m",
     "hnsw_ef_construct",
+    "fused_vector",
 )
 
 
@@ -73,6 +74,8 @@ class Settings(BaseSettings):
     oversampling: float | None = None
     hnsw_m: int | None = None
     hnsw_ef_construct: int | None = None
+    #: Store each product's fused vector (``CLIPY_FUSED_VECTOR=0``: not; unset: stored).
+    fused_vector: bool | None = None
     #: Search beam width of the channel lists (unset: the store's ``DEFAULT_HNSW_EF``); a
     #: wider beam misses fewer neighbours and costs more CPU per query.
     hnsw_ef: PositiveInt | None = None

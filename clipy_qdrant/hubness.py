@@ -29,6 +29,7 @@ import numpy as np
 
 from clipy_qdrant.encoders.base import l2_normalize
 from clipy_qdrant.store.base import HUBNESS_KEY, IMAGE, TEXT, HubnessInfo, VectorStore
+from clipy_qdrant.store.fused import stored_fused
 
 #: Neighbours averaged per image.
 DEFAULT_TOP = 10
@@ -110,8 +111,10 @@ def refresh_hubness(
     filters on it) and the record the low-hubness threshold (:func:`hubness_info_of`).
 
     Two passes over the store: the first collects the distinct text vectors (the bank, at
-    most ``max_bank``), the second scores the image vectors ``block`` at a time. The values
-    are written after the scroll, never during it. Memory holds the distinct text vectors,
+    most ``max_bank``), the second scores the image vectors ``block`` at a time and, on a
+    store with the fused vector, rewrites each block's fused vectors with their values
+    (:mod:`clipy_qdrant.store.fused`; the record is stale until the end, and a stale record
+    turns the correction off). The payload values are written after the scroll. Memory holds the distinct text vectors,
     one block of image vectors and the values, never every vector of the store.
     """
     store.set_hubness_info(None)  # stale until every value is written
@@ -132,19 +135,32 @@ def refresh_hubness(
     values: dict[str, float] = {}
     ids: list[str] = []
     images: list[np.ndarray] = []
+    texts: list[np.ndarray | None] = []
+    fused = store.has_fused()
 
     def flush() -> None:
         if ids:
             unit = l2_normalize(np.stack(images))
             block_values = _hubness_against(unit, bank, top).astype(np.float64)
-            values.update(zip(ids, np.round(block_values, DECIMALS).tolist(), strict=True))
+            rounded = np.round(block_values, DECIMALS).tolist()
+            values.update(zip(ids, rounded, strict=True))
+            if fused:
+                store.set_fused(
+                    {
+                        pid: stored_fused(text, image, r)
+                        for pid, text, image, r in zip(ids, texts, images, rounded, strict=True)
+                        if text is not None
+                    }
+                )
             ids.clear()
             images.clear()
+            texts.clear()
 
     for point in points:
         if IMAGE in point.vectors:
             ids.append(point.product_id)
             images.append(np.asarray(point.vectors[IMAGE], np.float32))
+            texts.append(point.vectors.get(TEXT))
             if len(ids) >= block:
                 flush()
     flush()

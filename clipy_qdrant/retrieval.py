@@ -33,6 +33,17 @@ c_q · t`` alone when the low list holds every low-hubness product. Far tighter 
 every product with an image vector holding its hubness value, which a valid record
 guarantees (an ingest marks the record stale before its first write).
 
+Fused vector. On a store whose products hold the fused vector ``[t ; i ; r]``
+(:mod:`clipy_qdrant.store.fused`), a weighted config with both dense channels is searched
+with one query on it, ``[w_text·q_t ; w_image·q_i ; −w_image·c_q]``, whose score is the dense
+part of the weighted score itself, hubness correction included: the threshold algorithm then
+runs over two lists, that one and the lexical list (the lexical-only candidates' dense parts
+from one exact query on the fused vector restricted to them, the bound ``last_dense +
+w_lexical · bound_lexical``, the lexical list deepened first while it is the shallower),
+with no text or image list, restricted channel query or low-hubness list. The hits' text and
+image scores are read for the top-k alone. RRF and DBSF, and weighted configs with one dense
+channel at weight 0, take the channel lists.
+
 Payloads. The channel queries return the product id (and on a hubness-corrected image
 channel, the product's hubness) only; the payloads of the final hits are read with one
 ``retrieve``.
@@ -65,6 +76,7 @@ from clipy_qdrant.store.base import (
     StoredPoint,
     VectorStore,
 )
+from clipy_qdrant.store.fused import FUSED, fused_query
 from clipy_qdrant.store.meta import HubnessInfo
 
 CHANNELS: tuple[str, str, str] = (TEXT, IMAGE, LEXICAL)
@@ -72,6 +84,12 @@ CHANNELS: tuple[str, str, str] = (TEXT, IMAGE, LEXICAL)
 #: at the default beam 128, RRF's recall@10 on the 5,000-product slice fell to 0.988 with
 #: lists at 128 and is 0.99 or more at 256 (docs/experiments.md, "Search beam width").
 RANK_FUSION_BEAM = 2
+#: The fused vector's list walks the store's HNSW beam, and this many times it under a filter,
+#: where the graph walk skips the products that do not match and misses more of the rest: on
+#: the full catalog at the default beam the fused top-24 of 500 texts missed a product that
+#: the channel lists found in 1 of 500 lists unfiltered and 23 of 500 under ``gender=Men``;
+#: twice the beam, 8 (docs/experiments.md, "The fused vector in search").
+FUSED_FILTERED_BEAM = 2
 #: :meth:`Retriever.preload` reads the hubness and point ids of a store of at most this many
 #: products (a few MB of maps); a larger store's maps fill as queries go.
 PRELOAD_LIMIT = 250_000
@@ -197,15 +215,25 @@ class Retriever:
         """One result list of ``k`` hits per config; the channels are retrieved once for all
         (a channel that no config weighs is not searched: its scores are filled in for the
         hits only)."""
-        searched = tuple(c for c in CHANNELS if any(c in self.active(query, g) for g in configs))
+        on_fused = [self.uses_fused(query, cfg) for cfg in configs]
+        searched = tuple(
+            c
+            for c in CHANNELS
+            if any(
+                c in self.active(query, g) and (c == LEXICAL or not f)
+                for g, f in zip(configs, on_fused, strict=True)
+            )
+        )
         depths = dict.fromkeys(CHANNELS, max(candidates, k))
         base = self.retrieve(query, flt, depths, searched, ef=self.list_beam(configs))
         deep = base
         state = QueryState()
         state.absorb(base)
         results = []
-        for cfg in configs:
-            if cfg.method == "weighted":
+        for cfg, fused in zip(configs, on_fused, strict=True):
+            if fused:
+                ranked = self.weighted_on_fused(query, flt, cfg, k, base, state)
+            elif cfg.method == "weighted":
                 while True:
                     ranked, exact = self.fuse_weighted(query, deep, cfg, k, state)
                     if exact:
@@ -216,6 +244,68 @@ class Retriever:
                 ranked = self.fuse_ranks(query, base, cfg, k, state)
             results.append(self.hits(query, ranked, state))
         return results
+
+    def uses_fused(self, query: QueryVectors, cfg: FusionConfig) -> bool:
+        """Whether ``cfg`` is searched on the fused vector: weighted fusion of both dense
+        channels on a store whose products all hold it (see the module docstring)."""
+        return (
+            cfg.method == "weighted"
+            and cfg.w_text > 0
+            and cfg.w_image > 0
+            and self.store.has_fused()
+        )
+
+    def weighted_on_fused(
+        self,
+        query: QueryVectors,
+        flt: Filter | None,
+        cfg: FusionConfig,
+        k: int,
+        base: Channels,
+        state: QueryState,
+    ) -> list[tuple[str, float]]:
+        """The weighted top-k from the fused vector's list and ``base``'s lexical list: the
+        threshold algorithm over two lists (see the module docstring), the dense part of a
+        product's score read from its fused vector."""
+        c_q = query.image_hubness if self.hubness_info is not None else 0.0
+        vector = fused_query(query.text, query.image, cfg.w_text, cfg.w_image, c_q)
+        w_lexical = cfg.w_lexical if LEXICAL in self.active(query, cfg) else 0.0
+        depth, lex_depth = base.depths[TEXT], base.depths[LEXICAL]
+        lex_list = base.lists[LEXICAL] if w_lexical > 0 else []
+        ef = self.store.hnsw_ef * (FUSED_FILTERED_BEAM if flt is not None else 1)
+        dense_list = self.store.search(FUSED, vector, depth, flt, with_payload=False, ef=ef)
+        dense = {p.product_id: p.score for p in dense_list}
+        while True:
+            ids = list(dict.fromkeys([*dense, *(p.product_id for p in lex_list)]))
+            missing = [pid for pid in ids if pid not in dense]
+            if missing:
+                restrict = Filter(must=(Match(PRODUCT_ID_KEY, tuple(missing)),))
+                for p in self.store.search(
+                    FUSED, vector, len(missing), restrict, with_payload=False, exact=True
+                ):
+                    dense[p.product_id] = p.score
+                lost = [pid for pid in missing if pid not in dense]
+                if lost:
+                    raise StoreError(
+                        f"store {self.store!r}: {len(lost)} candidate product(s) have no "
+                        f"fused vector, e.g. {lost[:3]}; was the store changed during the search?"
+                    )
+            lexical = self.component_scores(query, LEXICAL, ids, state) if w_lexical > 0 else {}
+            ranked = top_k({pid: dense[pid] + w_lexical * lexical.get(pid, 0.0) for pid in ids}, k)
+            if len(dense_list) < depth:
+                return ranked  # every product matching the filter is a candidate
+            lex_open = w_lexical > 0 and len(lex_list) >= lex_depth
+            bound = dense_list[-1].score + (w_lexical * lex_list[-1].score if lex_open else 0.0)
+            if len(ranked) == k and ranked[-1][1] >= bound:
+                return ranked
+            if lex_open and lex_depth <= depth:  # the cheaper list first, as in ``deepen``
+                lex_depth *= 2
+                lex_list = self.channel_list(query, flt, LEXICAL, lex_depth, None)
+                state.absorb(Channels({LEXICAL: lex_depth}, {LEXICAL: lex_list}))
+            else:
+                depth *= 2
+                dense_list = self.store.search(FUSED, vector, depth, flt, with_payload=False, ef=ef)
+                dense.update((p.product_id, p.score) for p in dense_list)
 
     def list_beam(self, configs: Sequence[FusionConfig]) -> int | None:
         """The HNSW beam of the first channel lists: the store's (``None``) when every config

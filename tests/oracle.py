@@ -6,6 +6,7 @@ Use from tests as ``from oracle import Oracle, assert_same_topk, make_products``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -157,3 +158,21 @@ def make_products(
 
 
 __all__ = ["Oracle", "assert_same_topk", "make_products"]
+
+
+#: The stores every exact-fusion suite runs on: the embedded store and qdrant-client's local
+#: mode (weighted fusion on the fused vector), and an embedded store created without the fused
+#: vector (weighted fusion by the threshold algorithm over the channel lists).
+STORE_KINDS = ("edge", "memory", "edge-channels")
+
+
+def open_test_store(kind: str, folder: Path, collection: str) -> Any:
+    """A new store of one of :data:`STORE_KINDS` (``folder``: an empty temporary folder)."""
+    from clipy_qdrant.store import CollectionOptions, open_store
+
+    if kind == "memory":
+        return open_store(url=":memory:", collection=collection)
+    options = CollectionOptions(fused_vector=kind != "edge-channels")
+    store = open_store(folder / "store", options=options)
+    assert store.has_fused() is False  # no collection yet
+    return store

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
-from oracle import Oracle, assert_same_topk, make_products
+from oracle import STORE_KINDS, Oracle, assert_same_topk, make_products, open_test_store
 
 from clipy_qdrant.encoders.base import EncoderInfo, l2_normalize
 from clipy_qdrant.errors import ConfigError
@@ -128,13 +127,11 @@ def _fill(store: VectorStore, products) -> VectorStore:
     return store
 
 
-@pytest.fixture(scope="module", params=["edge", "memory"])
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def store(request, products, tmp_path_factory) -> Iterator[VectorStore]:
-    if request.param == "edge":
-        s = open_store(Path(tmp_path_factory.mktemp("edge")) / "store")
-    else:
-        s = open_store(url=":memory:", collection="hubness")
+    s = open_test_store(request.param, tmp_path_factory.mktemp("store"), "hubness")
     _fill(s, products)
+    assert s.has_fused() is (request.param != "edge-channels")
     assert s.hubness_info() is None
     info = refresh_hubness(s)
     assert info is not None

@@ -8,11 +8,10 @@ each hit must carry its true text and image cosine scores.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-from oracle import Oracle, assert_same_topk, make_products
+from oracle import STORE_KINDS, Oracle, assert_same_topk, make_products, open_test_store
 
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.filters import Filter, matches, parse_filter
@@ -81,13 +80,11 @@ def _fill(store: VectorStore, products) -> VectorStore:
     return store
 
 
-@pytest.fixture(scope="module", params=["edge", "memory"])
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def store(request, products, tmp_path_factory) -> Iterator[VectorStore]:
-    if request.param == "edge":
-        s = open_store(Path(tmp_path_factory.mktemp("edge")) / "store")
-    else:
-        s = open_store(url=":memory:", collection=f"search_{request.param}")
+    s = open_test_store(request.param, tmp_path_factory.mktemp("store"), "search")
     yield _fill(s, products)
+    assert s.has_fused() is (request.param != "edge-channels")
     s.close()
 
 

@@ -1,5 +1,6 @@
 """The HNSW beam each search walks: the store's ``hnsw_ef`` for weighted fusion's lists (and
-its deeper rounds), twice that for the lists RRF and DBSF read whole; on both backends."""
+its deeper rounds; the fused vector's list twice it under a filter), twice that for the
+lists RRF and DBSF read whole; on both backends."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from fake_encoder import FakeEncoder
 from serve_store import build_store
 
 from clipy_qdrant.fusion import FusionConfig
-from clipy_qdrant.retrieval import RANK_FUSION_BEAM
+from clipy_qdrant.retrieval import FUSED_FILTERED_BEAM, RANK_FUSION_BEAM
 from clipy_qdrant.search import Searcher
 from clipy_qdrant.store import VectorStore
 from clipy_qdrant.store.engine import EngineSearch
+from clipy_qdrant.store.fused import FUSED
 
 
 @pytest.fixture(scope="module", params=["edge", "memory"])
@@ -54,8 +56,13 @@ def test_weighted_lists_walk_the_store_beam_and_rank_fusion_twice_it(
     query = searcher.embed("red shirt")
     weighted = beams(store, lambda: searcher.search_vectors(query, k=5))
     lists = [b for b in weighted if not b[1]]  # the graph walks, not the exact fills
-    assert {using for using, _, _ in lists} == {"text", "image"}
-    assert all(beam == ef for _, _, beam in lists)
+    assert lists == [(FUSED, False, ef)]  # one list: the fused vector's
+    filtered = beams(store, lambda: searcher.search_vectors(query, k=5, filters=["year>=0"]))
+    assert [b for b in filtered if not b[1]] == [(FUSED, False, FUSED_FILTERED_BEAM * ef)]
+    monkeypatch.setattr(store, "has_fused", lambda: False)  # a store without it
+    channels = [b for b in beams(store, lambda: searcher.search_vectors(query, k=5)) if not b[1]]
+    assert {using for using, _, _ in channels} == {"text", "image"}
+    assert all(beam == ef for _, _, beam in channels)
     for method in ("rrf", "dbsf"):
         fused = beams(
             store, lambda m=method: searcher.search_vectors(query, k=5, fusion=FusionConfig(m))

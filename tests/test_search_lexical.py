@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-from oracle import Oracle, assert_same_topk, make_products
+from oracle import STORE_KINDS, Oracle, assert_same_topk, make_products, open_test_store
 
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.filters import Filter, matches, parse_filter
@@ -87,13 +86,10 @@ def reference(catalog, params) -> Bm25Reference:
     return Bm25Reference(catalog[3], params)
 
 
-@pytest.fixture(scope="module", params=["edge", "memory"])
+@pytest.fixture(scope="module", params=STORE_KINDS)
 def store(request, catalog, params, tmp_path_factory) -> Iterator[VectorStore]:
     ids, vectors, payloads, texts = catalog
-    if request.param == "edge":
-        s = open_store(Path(tmp_path_factory.mktemp("edge")) / "store")
-    else:
-        s = open_store(url=":memory:", collection="lexical_search")
+    s = open_test_store(request.param, tmp_path_factory.mktemp("store"), "lexical_search")
     s.ensure_collection(
         ENCODER,
         {"gender": "keyword", "baseColour": "keyword", "articleType": "keyword", "year": "integer"},

@@ -511,7 +511,8 @@ def test_edge_persists_across_reopen(tmp_path, catalog) -> None:
     with EdgeStore(path) as store:
         assert store.encoder_info() == ENCODER
         assert store.count() == 300
-        assert store.stats()["indexed_vectors"] == 600  # the graph survives too
+        # The graphs survive too: text, image and fused for each product.
+        assert store.stats()["indexed_vectors"] == 900
         assert store.indexed_fields()["year"] == "integer"
         small = Oracle(ids[:300], {k: v[:300] for k, v in vectors.items()}, payloads[:300])
         q = queries(vectors, 1, seed=5)[0]
@@ -668,7 +669,7 @@ def test_edge_hnsw_recall_after_build_index(tmp_path) -> None:
         assert store.stats()["indexed_vectors"] == 0
         assert recall(store, None) == 1.0  # before the build, search is exact
         store.build_index()
-        assert store.stats()["indexed_vectors"] == 2 * n
+        assert store.stats()["indexed_vectors"] == 3 * n  # text, image, fused
         unfiltered, filtered = recall(store, None), recall(store, FILTERS["equality"])
         assert unfiltered >= 0.95, f"recall@10 {unfiltered:.3f}"
         assert filtered >= 0.90, f"filtered recall@10 {filtered:.3f}"

@@ -140,7 +140,8 @@ def test_unbuilt_hnsw_is_reported_on_the_embedded_store(tmp_path: Path) -> None:
         before = verify_store(vector_store).problems
         vector_store.build_index()
         after = verify_store(vector_store).problems
-    assert any(p.startswith("HNSW index covers 0 of 128 vectors") for p in before), before
+    # text, image and fused for each of the 64 products
+    assert any(p.startswith("HNSW index covers 0 of 192 vectors") for p in before), before
     assert after == []
 
 

@@ -1,7 +1,8 @@
 """The store contract: one interface, two backends (qdrant-edge in-process, qdrant-client).
 
 A collection holds one point per product with two named vectors, ``image`` and ``text``
-(cosine), and the product metadata as payload. Point ids derive from product ids
+(cosine), their ``fused`` vector (:mod:`clipy_qdrant.store.fused`), and the product metadata
+as payload. Point ids derive from product ids
 (:func:`point_id`), so writing the same product again replaces it.
 """
 
@@ -143,6 +144,12 @@ class VectorStore(Protocol):
 
     def has_lexical(self) -> bool:
         """True when the collection holds the lexical (BM25 sparse) vector."""
+
+    def has_fused(self) -> bool:
+        """True when every product holds the fused vector (:mod:`clipy_qdrant.store.fused`)."""
+
+    def set_fused(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Rewrite the fused vector of those stored products (``{product_id: vector}``)."""
 
     def bm25_params(self) -> Bm25Params | None:
         """The BM25 constants the lexical vectors were written with (``None``: none yet)."""

@@ -12,11 +12,13 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Range, Scalar
 from clipy_qdrant.lexical import LEXICAL, SparseTerms
 from clipy_qdrant.store.base import PRODUCT_ID_KEY, THUMBNAIL_KEY, Thumbnail, point_id
-from clipy_qdrant.store.engine import Conditions, EnginePoint, EngineSearch
+from clipy_qdrant.store.engine import Conditions, EnginePoint, EngineSearch, Selector
 from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import (
     CollectionOptions,
@@ -117,7 +119,7 @@ class ClientStore(QdrantStore):
             self.collection,
             sparse_vectors_config=sparse,
             metadata={META_KEY: meta.to_json()},
-            **client_collection_kwargs(meta.options, meta.encoder.dim),
+            **client_collection_kwargs(meta.options, meta.encoder.dim, fused=meta.fused),
         )
 
     def _write_meta(self, meta: StoreMeta) -> None:
@@ -160,6 +162,12 @@ class ClientStore(QdrantStore):
                 )
             batch.append(models.PointStruct(id=p.id, vector=vectors, payload=p.payload))
         self._client.upsert(self.collection, batch, wait=True)
+
+    def _update_vectors(self, name: str, rows: Sequence[tuple[str, np.ndarray]]) -> None:
+        from qdrant_client import models
+
+        points = [models.PointVectors(id=pid, vector={name: v.tolist()}) for pid, v in rows]
+        self._client.update_vectors(self.collection, points, wait=True)
 
     def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
         from qdrant_client import models
@@ -215,7 +223,7 @@ class ClientStore(QdrantStore):
         )
 
     def _retrieve(
-        self, ids: list[str], *, payload: bool | list[str], with_vectors: bool
+        self, ids: list[str], *, payload: Selector, with_vectors: Selector
     ) -> Sequence[Any]:
         return self._client.retrieve(
             self.collection,
@@ -225,7 +233,7 @@ class ClientStore(QdrantStore):
         )
 
     def _scroll_page(
-        self, offset: Any, limit: int, *, with_vectors: bool, payload: bool | list[str]
+        self, offset: Any, limit: int, *, with_vectors: Selector, payload: Selector
     ) -> tuple[list[Any], Any]:
         records, next_offset = self._client.scroll(
             self.collection,

@@ -14,12 +14,16 @@ from clipy_qdrant.lexical import LEXICAL, SparseTerms
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     FIELD_TYPES,
+    HUBNESS_KEY,
+    IMAGE,
     PRODUCT_ID_KEY,
+    TEXT,
     VECTOR_NAMES,
     FieldType,
     PointRecord,
     StoredPoint,
 )
+from clipy_qdrant.store.fused import FUSED, fused_dim, stored_fused
 
 
 def checked_field_types(indexed_fields: Mapping[str, FieldType] | None) -> dict[str, str]:
@@ -62,8 +66,15 @@ def payload_of(point: PointRecord) -> dict[str, Any]:
     return payload
 
 
-def vectors_of(point: PointRecord, dim: int) -> dict[str, np.ndarray]:
-    """The point's named vectors as float32 (dim,), checked for name, shape and finiteness."""
+def has_both_channels(point: PointRecord) -> bool:
+    """True when the point holds a ``text`` and an ``image`` vector (what a fused vector needs)."""
+    return TEXT in point.vectors and IMAGE in point.vectors
+
+
+def vectors_of(point: PointRecord, dim: int, *, fused: bool = False) -> dict[str, np.ndarray]:
+    """The point's named vectors as float32 (dim,), checked for name, shape and finiteness;
+    with ``fused``, its fused vector too (:func:`~clipy_qdrant.store.fused.stored_fused`,
+    with the hubness of its payload, 0 without one; the point holds both channels)."""
     if not point.vectors:
         raise StoreError(f"product {point.product_id!r} has no vectors; nothing to store")
     out: dict[str, np.ndarray] = {}
@@ -85,16 +96,21 @@ def vectors_of(point: PointRecord, dim: int) -> dict[str, np.ndarray]:
                 "check the encoder output"
             )
         out[name] = arr
+    if fused:
+        hubness = float(point.payload.get(HUBNESS_KEY, 0.0))
+        out[FUSED] = stored_fused(out[TEXT], out[IMAGE], hubness)
     return out
 
 
 def query_vector(vector: np.ndarray, dim: int, using: str) -> np.ndarray:
-    """The query as float32 (dim,), checked for vector name, shape and finiteness."""
-    if using not in VECTOR_NAMES:
+    """The query as float32, checked for vector name, shape and finiteness (``dim`` values, or
+    the fused vector's length on ``fused``)."""
+    if using not in (*VECTOR_NAMES, FUSED):
         raise StoreError(f"unknown vector {using!r}; use one of {VECTOR_NAMES}")
     arr = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if arr.shape[0] != dim:
-        raise StoreError(f"query vector has dim {arr.shape[0]}, the store expects {dim}")
+    size = fused_dim(dim) if using == FUSED else dim
+    if arr.shape[0] != size:
+        raise StoreError(f"query vector has dim {arr.shape[0]}, the store expects {size}")
     if not np.all(np.isfinite(arr)):
         raise StoreError("query vector is not finite; check the encoder output")
     return arr
@@ -105,6 +121,7 @@ def stored_point(record: Any, with_payload: bool, with_vectors: bool) -> StoredP
     payload = dict(record.payload or {})
     vectors = dict((record.vector or {}) if with_vectors else {})
     sparse = vectors.pop(LEXICAL, None)
+    vectors.pop(FUSED, None)  # derived from the channels; never read back as a channel
     return StoredPoint(
         str(payload.get(PRODUCT_ID_KEY)),
         payload if with_payload else {},

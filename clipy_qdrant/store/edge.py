@@ -25,12 +25,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clipy_qdrant.errors import ConfigError, StoreError, is_engine_panic
 from clipy_qdrant.filters import Range, Scalar
 from clipy_qdrant.lexical import LEXICAL, SparseTerms
 from clipy_qdrant.store import manifest
 from clipy_qdrant.store.base import Thumbnail
-from clipy_qdrant.store.engine import Conditions, EnginePoint, EngineSearch
+from clipy_qdrant.store.engine import Conditions, EnginePoint, EngineSearch, Selector
 from clipy_qdrant.store.meta import StoreMeta
 from clipy_qdrant.store.options import (
     CollectionOptions,
@@ -217,7 +219,9 @@ class EdgeStore(QdrantStore):
         current = self._check_manifest()
         config = None
         if self._recorded_search_threads() != self.search_threads:
-            config = edge_load_config(meta.options, meta.encoder.dim, self.search_threads)
+            config = edge_load_config(
+                meta.options, meta.encoder.dim, self.search_threads, fused=meta.fused
+            )
         try:
             shard = qe.EdgeShard.load(str(self.path / SHARD_DIR), config)
         except BaseException as exc:
@@ -347,6 +351,7 @@ class EdgeStore(QdrantStore):
             meta.encoder.dim,
             self.full_scan_threshold_kb,
             lexical=meta.lexical,
+            fused=meta.fused,
             search_threads=self.search_threads,
         )
         self._shard = qe.EdgeShard.create(str(self.path / SHARD_DIR), config)
@@ -394,6 +399,13 @@ class EdgeStore(QdrantStore):
             batch.append(qe.Point(p.id, vectors, p.payload))
         self._shard.update(qe.UpdateOperation.upsert_points(batch))
 
+    def _update_vectors(self, name: str, rows: Sequence[tuple[str, np.ndarray]]) -> None:
+        import qdrant_edge as qe
+
+        self._mark_written()
+        points = [qe.PointVectors(pid, {name: vector.tolist()}) for pid, vector in rows]
+        self._shard.update(qe.UpdateOperation.update_vectors(points))
+
     def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
         import qdrant_edge as qe
 
@@ -437,12 +449,12 @@ class EdgeStore(QdrantStore):
         _write_json_atomic(self.path / VOCABULARY_FILE, data)
 
     def _retrieve(
-        self, ids: list[str], *, payload: bool | list[str], with_vectors: bool
+        self, ids: list[str], *, payload: Selector, with_vectors: Selector
     ) -> Sequence[Any]:
         return self._shard.retrieve(ids, payload, with_vectors)
 
     def _scroll_page(
-        self, offset: Any, limit: int, *, with_vectors: bool, payload: bool | list[str]
+        self, offset: Any, limit: int, *, with_vectors: Selector, payload: Selector
     ) -> tuple[list[Any], Any]:
         import qdrant_edge as qe
 

@@ -23,6 +23,8 @@ from clipy_qdrant.store.base import Thumbnail
 from clipy_qdrant.store.convert import match_parts
 from clipy_qdrant.store.meta import StoreMeta
 
+#: What a read returns of a point's payload or vectors: all, none, or those names.
+Selector = bool | list[str]
 #: The engine's conditions of one clause of a boolean filter (``None``: no such clause).
 Conditions = list[Any] | None
 
@@ -82,6 +84,10 @@ class EngineCalls(ABC):
         """Write (insert or replace) one batch of points."""
 
     @abstractmethod
+    def _update_vectors(self, name: str, rows: Sequence[tuple[str, np.ndarray]]) -> None:
+        """Replace vector ``name`` of the points ``rows`` (``(point id, vector)``)."""
+
+    @abstractmethod
     def _set_payloads(self, key: str, targets: Sequence[tuple[Any, list[str]]]) -> None:
         """For each ``(value, point ids)`` set payload ``key`` to ``value`` on those points."""
 
@@ -105,13 +111,13 @@ class EngineCalls(ABC):
 
     @abstractmethod
     def _retrieve(
-        self, ids: list[str], *, payload: bool | list[str], with_vectors: bool
+        self, ids: list[str], *, payload: Selector, with_vectors: Selector
     ) -> Sequence[Any]:
         """Records (``.id``, ``.payload``, ``.vector``) of those point ids that exist."""
 
     @abstractmethod
     def _scroll_page(
-        self, offset: Any, limit: int, *, with_vectors: bool, payload: bool | list[str]
+        self, offset: Any, limit: int, *, with_vectors: Selector, payload: Selector
     ) -> tuple[list[Any], Any]:
         """One page of records (the whole payload, or the listed keys) from ``offset``
         (``None``: the start), and the next page's offset (``None`` after the last page)."""

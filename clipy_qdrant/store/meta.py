@@ -68,8 +68,9 @@ class StoreMeta:
     (``{field: type}``), the hubness record (``None`` when absent or stale), the options it
     was created with (a layout without them: the defaults), ``lexical``: whether the collection
     was created with the lexical sparse vector (a collection created without it never gets
-    one), and ``bm25``: the constants of the stored lexical vectors (``None`` until the first
-    is written)."""
+    one), ``bm25``: the constants of the stored lexical vectors (``None`` until the first
+    is written), and ``fused``: whether the collection holds the fused vector of every product
+    (:mod:`clipy_qdrant.store.fused`; a collection created without it never gets one)."""
 
     encoder: EncoderInfo
     indexed_fields: dict[str, str] = field(default_factory=dict)
@@ -77,6 +78,7 @@ class StoreMeta:
     options: CollectionOptions = field(default_factory=CollectionOptions)
     lexical: bool = False
     bm25: Bm25Params | None = None
+    fused: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -89,6 +91,8 @@ class StoreMeta:
             data["hubness"] = self.hubness.to_json()
         if self.lexical:
             data["lexical"] = {"bm25": self.bm25.to_json() if self.bm25 is not None else None}
+        if self.fused:
+            data["fused"] = True
         return data
 
     @classmethod
@@ -106,6 +110,7 @@ class StoreMeta:
                 CollectionOptions.from_json(data.get("collection_options"), where),
                 lexical=isinstance(lexical, Mapping),
                 bm25=Bm25Params.from_json(bm25) if bm25 else None,
+                fused=data.get("fused") is True,
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise StoreError(

@@ -46,6 +46,9 @@ class CollectionOptions(BaseModel):
     - ``rescore`` / ``oversampling``: at query time fetch ``oversampling × limit`` candidates
       by the quantized vectors and re-rank them with the original ones.
     - ``hnsw_m`` / ``hnsw_ef_construct``: the graph's links per node and build beam width.
+    - ``fused_vector``: also store each product's fused vector (:mod:`clipy_qdrant.store.fused`),
+      which answers weighted fusion with one query for twice the vectors' memory; never with
+      quantization.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -61,6 +64,7 @@ class CollectionOptions(BaseModel):
     oversampling: float = Field(default=2.0, ge=1.0)
     hnsw_m: int = Field(default=DEFAULT_HNSW_M, ge=2)
     hnsw_ef_construct: int = Field(default=DEFAULT_HNSW_EF_CONSTRUCT, ge=4)
+    fused_vector: bool = True
 
     @classmethod
     def build(cls, **values: Any) -> CollectionOptions:
@@ -90,6 +94,12 @@ class CollectionOptions(BaseModel):
                 "recreate it with --recreate"
             ) from None
 
+    def stores_fused(self) -> bool:
+        """Whether a collection created with these options holds the fused vector: when asked
+        for and not quantized (int8 clips the image channel's large values in it, and the
+        quantization applies to every vector of the collection; :mod:`clipy_qdrant.store.fused`)."""
+        return self.fused_vector and self.quantization == "none"
+
     def describe(self) -> str:
         """One line for ``clipy info``: only what differs from the engine defaults, plus HNSW."""
         parts = []
@@ -105,6 +115,8 @@ class CollectionOptions(BaseModel):
         if self.quantization != "none":
             rescore = f"rescore x{self.oversampling:g}" if self.rescore else "no rescoring"
             parts.append(f"{self.quantization} quantization ({rescore})")
+        if not self.stores_fused():
+            parts.append("no fused vector")
         parts.append(f"HNSW m {self.hnsw_m}, ef_construct {self.hnsw_ef_construct}")
         return ", ".join(parts)
 
@@ -122,11 +134,15 @@ def refuse_server_only(options: CollectionOptions, where: str) -> None:
 # -- qdrant-client (server, local mode) ------------------------------------------------------
 
 
-def client_collection_kwargs(options: CollectionOptions, dim: int) -> dict[str, Any]:
-    """Arguments of ``QdrantClient.create_collection`` (beside the name and metadata)."""
+def client_collection_kwargs(
+    options: CollectionOptions, dim: int, *, fused: bool = False
+) -> dict[str, Any]:
+    """Arguments of ``QdrantClient.create_collection`` (beside the name and metadata); with
+    ``fused``, the fused vector too (dot product: :mod:`clipy_qdrant.store.fused`)."""
     from qdrant_client import models
 
     from clipy_qdrant.store.base import VECTOR_NAMES
+    from clipy_qdrant.store.fused import FUSED, fused_dim
 
     hnsw = models.HnswConfigDiff(
         m=options.hnsw_m,
@@ -138,10 +154,14 @@ def client_collection_kwargs(options: CollectionOptions, dim: int) -> dict[str, 
         distance=models.Distance.COSINE,
         on_disk=options.on_disk or None,
     )
-    kwargs: dict[str, Any] = {
-        "vectors_config": {name: vector for name in VECTOR_NAMES},
-        "hnsw_config": hnsw,
-    }
+    vectors: dict[str, Any] = {name: vector for name in VECTOR_NAMES}
+    if fused:
+        vectors[FUSED] = models.VectorParams(
+            size=fused_dim(dim),
+            distance=models.Distance.DOT,
+            on_disk=options.on_disk or None,
+        )
+    kwargs: dict[str, Any] = {"vectors_config": vectors, "hnsw_config": hnsw}
     quantization = client_quantization(options)
     if quantization is not None:
         kwargs["quantization_config"] = quantization
@@ -187,16 +207,22 @@ def client_search_params(options: CollectionOptions, hnsw_ef: int, exact: bool) 
 # -- qdrant-edge (embedded) --------------------------------------------------------------------
 
 
-def edge_vectors(options: CollectionOptions, dim: int) -> dict[str, Any]:
-    """The named dense vectors of a shard, as ``qdrant_edge.EdgeVectorParams``."""
+def edge_vectors(options: CollectionOptions, dim: int, *, fused: bool = False) -> dict[str, Any]:
+    """The named dense vectors of a shard, as ``qdrant_edge.EdgeVectorParams``; with ``fused``,
+    the fused vector too (dot product: :mod:`clipy_qdrant.store.fused`)."""
     import qdrant_edge as qe
 
     from clipy_qdrant.store.base import VECTOR_NAMES
+    from clipy_qdrant.store.fused import FUSED, fused_dim
 
-    vector = qe.EdgeVectorParams(
-        size=dim, distance=qe.Distance.Cosine, on_disk=options.on_disk or None
-    )
-    return {name: vector for name in VECTOR_NAMES}
+    on_disk = options.on_disk or None
+    vector = qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, on_disk=on_disk)
+    vectors = {name: vector for name in VECTOR_NAMES}
+    if fused:
+        vectors[FUSED] = qe.EdgeVectorParams(
+            size=fused_dim(dim), distance=qe.Distance.Dot, on_disk=on_disk
+        )
+    return vectors
 
 
 def edge_config(
@@ -205,11 +231,12 @@ def edge_config(
     full_scan_threshold_kb: int,
     *,
     lexical: bool = False,
+    fused: bool = False,
     search_threads: int | None = None,
 ) -> Any:
     """``qdrant_edge.EdgeConfig`` for a new shard (server-only options must be unset); with
     ``lexical``, the sparse BM25 vector too (stored term frequencies, IDF applied by the
-    engine); ``search_threads``: the engine's search pool (``None``: its default, one thread
+    engine); with ``fused``, the fused vector; ``search_threads``: the engine's search pool (``None``: its default, one thread
     per CPU)."""
     import qdrant_edge as qe
 
@@ -222,7 +249,7 @@ def edge_config(
     if lexical:
         kwargs["sparse_vectors"] = {LEXICAL: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
     return qe.EdgeConfig(
-        vectors=edge_vectors(options, dim),
+        vectors=edge_vectors(options, dim, fused=fused),
         max_search_threads=search_threads,
         hnsw_config=qe.HnswIndexConfig(
             m=options.hnsw_m,
@@ -239,14 +266,18 @@ def edge_config(
     )
 
 
-def edge_load_config(options: CollectionOptions, dim: int, search_threads: int) -> Any:
+def edge_load_config(
+    options: CollectionOptions, dim: int, search_threads: int, *, fused: bool = False
+) -> Any:
     """``qdrant_edge.EdgeConfig`` that loads an existing shard with ``search_threads`` in its
     search pool. The engine checks it against the shard and writes it into the shard's config:
     the vectors are given as the shard was created with them (given vectors replace the
     recorded ones), the fields left unset keep their recorded values."""
     import qdrant_edge as qe
 
-    return qe.EdgeConfig(vectors=edge_vectors(options, dim), max_search_threads=search_threads)
+    return qe.EdgeConfig(
+        vectors=edge_vectors(options, dim, fused=fused), max_search_threads=search_threads
+    )
 
 
 def edge_quantization(options: CollectionOptions) -> Any:

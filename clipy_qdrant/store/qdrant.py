@@ -26,11 +26,12 @@ import numpy as np
 from clipy_qdrant.encoders.base import EncoderInfo
 from clipy_qdrant.errors import ConfigError, StoreError, is_engine_panic
 from clipy_qdrant.filters import Filter
-from clipy_qdrant.lexical import Bm25Params, SparseTerms
+from clipy_qdrant.lexical import LEXICAL, Bm25Params, SparseTerms
 from clipy_qdrant.spelling import Vocabulary
 from clipy_qdrant.store.base import (
     CONTENT_HASH_KEY,
     PRODUCT_ID_KEY,
+    VECTOR_NAMES,
     FieldType,
     PointRecord,
     ScoredPoint,
@@ -42,6 +43,7 @@ from clipy_qdrant.store.convert import (
     FACET_FETCH,
     checked_field_types,
     group_by_value,
+    has_both_channels,
     payload_of,
     query_vector,
     sorted_facet,
@@ -49,6 +51,7 @@ from clipy_qdrant.store.convert import (
     vectors_of,
 )
 from clipy_qdrant.store.engine import EngineCalls, EnginePoint, EngineSearch
+from clipy_qdrant.store.fused import FUSED, fused_dim
 from clipy_qdrant.store.meta import HubnessInfo, StoreMeta, check_same_encoder
 from clipy_qdrant.store.options import CollectionOptions
 
@@ -197,7 +200,11 @@ class QdrantStore(EngineCalls):
                 )
         else:
             meta = StoreMeta(
-                encoder, {}, options=self.options, lexical=True if lexical is None else lexical
+                encoder,
+                {},
+                options=self.options,
+                lexical=True if lexical is None else lexical,
+                fused=self.options.stores_fused(),
             )
             with self._engine("creating the collection"):
                 self._create_collection(meta)
@@ -261,6 +268,18 @@ class QdrantStore(EngineCalls):
         """True when the collection holds the lexical (BM25 sparse) vector: every collection
         this version creates; a collection created before the lexical channel has none."""
         return self._meta is not None and self._meta.lexical
+
+    def has_fused(self) -> bool:
+        """True when every product holds the fused vector (:mod:`clipy_qdrant.store.fused`)."""
+        return self._meta is not None and self._meta.fused
+
+    def _vectors_read(self, with_vectors: bool) -> bool | list[str]:
+        """What a read asks for: the channels (and the lexical vector), never the fused vector,
+        which is derived from them and twice their size."""
+        meta = self._live_meta()
+        if not with_vectors or not meta.fused:
+            return with_vectors
+        return [*VECTOR_NAMES, *([LEXICAL] if meta.lexical else [])]
 
     def bm25_params(self) -> Bm25Params | None:
         """The BM25 constants of the stored lexical vectors (``None``: none written yet)."""
@@ -326,11 +345,16 @@ class QdrantStore(EngineCalls):
                 f"store {self.where}: record the BM25 constants (set_bm25_params) before "
                 "writing lexical vectors"
             )
+        if meta.fused and not all(has_both_channels(p) for p in points):
+            # The fused vector needs both channels: the store's searches take the channel
+            # lists from now on.
+            meta.fused = False
+            self._save_meta(meta)
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
                 EnginePoint(
                     point_id(p.product_id),
-                    vectors_of(p, dim),
+                    vectors_of(p, dim, fused=meta.fused),
                     payload_of(p),
                     # An empty sparse vector is never written: qdrant-client's local mode
                     # would count it in the IDF's N, qdrant-edge would not.
@@ -360,6 +384,22 @@ class QdrantStore(EngineCalls):
         ]
         with self._engine(f"setting payload {key!r}"):
             self._set_payloads(key, targets)
+
+    def set_fused(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Rewrite the fused vector of those stored products (``{product_id: vector}``, each
+        :func:`~clipy_qdrant.store.fused.stored_fused`); a store without it raises
+        ``StoreError``."""
+        meta = self._live_meta()
+        if not meta.fused:
+            raise StoreError(f"store {self.where} has no fused vector")
+        size = fused_dim(meta.encoder.dim)
+        rows = [(point_id(pid), np.asarray(v, np.float32)) for pid, v in vectors.items()]
+        for _, vector in rows:
+            if vector.shape != (size,) or not np.all(np.isfinite(vector)):
+                raise StoreError(f"store {self.where}: a fused vector has {vector.shape} values")
+        with self._engine("writing fused vectors"):
+            for start in range(0, len(rows), UPSERT_BATCH):
+                self._update_vectors(FUSED, rows[start : start + UPSERT_BATCH])
 
     def _stored_point_ids(self, ids: list[str]) -> set[str]:
         """Those of the point ids ``ids`` that are stored."""
@@ -472,7 +512,7 @@ class QdrantStore(EngineCalls):
             records = self._retrieve(
                 [point_id(p) for p in product_ids],
                 payload=[PRODUCT_ID_KEY] if payload is False else payload,
-                with_vectors=with_vectors,
+                with_vectors=self._vectors_read(with_vectors),
             )
         return [stored_point(r, payload is not False, with_vectors) for r in records]
 
@@ -510,7 +550,7 @@ class QdrantStore(EngineCalls):
         while True:
             with self._engine("scroll"):
                 records, offset = self._scroll_page(
-                    offset, batch_size, with_vectors=with_vectors, payload=asked
+                    offset, batch_size, with_vectors=self._vectors_read(with_vectors), payload=asked
                 )
             for r in records:
                 point = stored_point(r, payload is not False, with_vectors)

@@ -186,7 +186,7 @@ def _index_state(
     stats = getattr(store, "stats", None)
     if callable(stats):  # the embedded store: the engine counts indexed vectors
         counts = stats()
-        wanted = points * len(VECTOR_NAMES)
+        wanted = points * (len(VECTOR_NAMES) + int(store.has_fused()))  # the fused vector
         dim = encoder.dim if encoder is not None else 0
         if points * dim * 4 < GRAPH_MIN_BYTES:
             return None, f"{points} products are too few for an HNSW graph (searches are exact)"
