@@ -59,6 +59,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from clipy_qdrant.errors import StoreError
 from clipy_qdrant.filters import Filter, Match, Range
 from clipy_qdrant.fusion import FusionConfig, dbsf_scores, rrf_scores, top_k, weighted_scores
@@ -279,17 +281,7 @@ class Retriever:
             ids = list(dict.fromkeys([*dense, *(p.product_id for p in lex_list)]))
             missing = [pid for pid in ids if pid not in dense]
             if missing:
-                restrict = Filter(must=(Match(PRODUCT_ID_KEY, tuple(missing)),))
-                for p in self.store.search(
-                    FUSED, vector, len(missing), restrict, with_payload=False, exact=True
-                ):
-                    dense[p.product_id] = p.score
-                lost = [pid for pid in missing if pid not in dense]
-                if lost:
-                    raise StoreError(
-                        f"store {self.store!r}: {len(lost)} candidate product(s) have no "
-                        f"fused vector, e.g. {lost[:3]}; was the store changed during the search?"
-                    )
+                self.score_exactly(FUSED, vector, missing, dense)
             lexical = self.component_scores(query, LEXICAL, ids, state) if w_lexical > 0 else {}
             ranked = top_k({pid: dense[pid] + w_lexical * lexical.get(pid, 0.0) for pid in ids}, k)
             if len(dense_list) < depth:
@@ -420,29 +412,31 @@ class Retriever:
         none of its words and scores 0; a lexical list that held every product it could
         leaves nothing to ask for."""
         known = state.scores[channel]
-        restrict = Filter(must=(Match(PRODUCT_ID_KEY, tuple(missing)),))
         if channel == LEXICAL:
             lq = query.lexical
             if lq is not None and len(lq.vector) > 0 and LEXICAL not in state.complete:
+                restrict = Filter(must=(Match(PRODUCT_ID_KEY, tuple(missing)),))
                 for p in self.store.search_lexical(lq.vector, len(missing), restrict):
                     known[p.product_id] = lq.normalise(p.score)
             for pid in missing:
                 known.setdefault(pid, 0.0)
             return
-        points = self.store.search(
-            channel,
-            query.for_channel(channel),
-            len(missing),
-            restrict,
-            with_payload=False,
-            exact=True,
-        )
-        for p in points:
+        self.score_exactly(channel, query.for_channel(channel), missing, known)
+
+    def score_exactly(
+        self, using: str, vector: np.ndarray, missing: Sequence[str], known: dict[str, float]
+    ) -> None:
+        """Add to ``known`` the scores of ``missing`` on vector ``using``: one exact engine
+        query under a filter on their product ids (limit: their number)."""
+        restrict = Filter(must=(Match(PRODUCT_ID_KEY, tuple(missing)),))
+        for p in self.store.search(
+            using, vector, len(missing), restrict, with_payload=False, exact=True
+        ):
             known[p.product_id] = p.score
         lost = [pid for pid in missing if pid not in known]
         if lost:
             raise StoreError(
-                f"store {self.store!r}: {len(lost)} candidate product(s) have no {channel} "
+                f"store {self.store!r}: {len(lost)} candidate product(s) have no {using} "
                 f"vector, e.g. {lost[:3]}; was the store changed during the search?"
             )
 
