@@ -105,6 +105,7 @@ def test_info_text_shows_each_indexed_field_with_its_type(store: Path) -> None:
     assert "hubness (float)" in fields_line  # the low-hubness list filters on it
     hubness_line = next(line for line in out.splitlines() if line.startswith("hubness:"))
     assert "low-hubness band below" in hubness_line
+    assert "fused vector:   yes: weighted fusion" in out
 
 
 def test_info_reports_store(store: Path) -> None:
@@ -117,6 +118,7 @@ def test_info_reports_store(store: Path) -> None:
     assert info["indexed_fields"]["baseColour"] == "keyword"
     assert info["hubness"]["points"] == 24 and info["hubness"]["top"] == 10
     assert info["hubness"]["minimum"] <= info["hubness"]["low"]
+    assert info["fused_vector"] is True
 
 
 def test_search_json_with_filters(store: Path) -> None:

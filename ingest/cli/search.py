@@ -465,6 +465,7 @@ def info(
             details["collection_options"] = options.to_json() if options is not None else None
             layout = options.describe() if options is not None else "(empty store)"
             details["lexical"] = _lexical_details(vector_store) if encoder_info else None
+            details["fused_vector"] = vector_store.has_fused() if encoder_info else None
     if as_json:
         typer.echo(json.dumps(details))
         return
@@ -508,6 +509,14 @@ def info(
             f"(avg_len {lex['bm25']['avg_len']:.2f}); spelling correction on"
             if lex and lex["enabled"]
             else "off: " + (lex["reason"] if lex else "empty store")
+        )
+    )
+    typer.echo(
+        "fused vector:   "
+        + (
+            "yes: weighted fusion of text and image is one query on it"
+            if details["fused_vector"]
+            else "no: weighted fusion searches the text and image lists"
         )
     )
 
