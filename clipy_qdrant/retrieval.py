@@ -86,12 +86,14 @@ CHANNELS: tuple[str, str, str] = (TEXT, IMAGE, LEXICAL)
 #: at the default beam 128, RRF's recall@10 on the 5,000-product slice fell to 0.988 with
 #: lists at 128 and is 0.99 or more at 256 (docs/experiments.md, "Search beam width").
 RANK_FUSION_BEAM = 2
-#: The fused vector's list walks the store's HNSW beam, and this many times it under a filter,
-#: where the graph walk skips the products that do not match and misses more of the rest: on
-#: the full catalog at the default beam the fused top-24 of 500 texts missed a product that
-#: the channel lists found in 1 of 500 lists unfiltered and 23 of 500 under ``gender=Men``;
-#: twice the beam, 8 (docs/experiments.md, "The fused vector in search").
-FUSED_FILTERED_BEAM = 2
+#: The fused vector's list walks the store's HNSW beam, and this many times it under a filter
+#: (the graph walk skips the products that do not match and misses more of the rest) or for a
+#: query whose text and image halves are different vectors (a text+image query: its halves
+#: describe two things, where every stored vector's describe one product). On the full catalog,
+#: the fused top-24 missed a better product in 7 of 200 lists under ``gender=Men`` at the
+#: store's beam and 2 at twice it (the channel lists: 1), and for text+image queries in 3 of
+#: 100 and 0 (docs/experiments.md, "The fused vector in search").
+FUSED_WIDE_BEAM = 2
 #: :meth:`Retriever.preload` reads the hubness and point ids of a store of at most this many
 #: products (a few MB of maps); a larger store's maps fill as queries go.
 PRELOAD_LIMIT = 250_000
@@ -274,7 +276,8 @@ class Retriever:
         w_lexical = cfg.w_lexical if LEXICAL in self.active(query, cfg) else 0.0
         depth, lex_depth = base.depths[TEXT], base.depths[LEXICAL]
         lex_list = base.lists[LEXICAL] if w_lexical > 0 else []
-        ef = self.store.hnsw_ef * (FUSED_FILTERED_BEAM if flt is not None else 1)
+        two_things = query.text is not query.image and not np.array_equal(query.text, query.image)
+        ef = self.store.hnsw_ef * (FUSED_WIDE_BEAM if flt is not None or two_things else 1)
         dense_list = self.store.search(FUSED, vector, depth, flt, with_payload=False, ef=ef)
         dense = {p.product_id: p.score for p in dense_list}
         while True:

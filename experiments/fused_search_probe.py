@@ -11,7 +11,7 @@ entry, by:
 - ``channels``: the text, image and lexical lists with the threshold algorithm (the store's
   ``has_fused`` reported false for the call);
 - ``fused xB``: the fused vector's list (and the lexical list), walking ``B`` times the
-  store's beam under a filter (``clipy_qdrant.retrieval.FUSED_FILTERED_BEAM``), for each
+  store's beam under a filter (``clipy_qdrant.retrieval.FUSED_WIDE_BEAM``), for each
   ``--beams`` value.
 
 The exact top-k scans every product under the filter: one exact query on the fused vector
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                         store.has_fused = lambda: False  # type: ignore[method-assign]
                     else:
                         store.has_fused = has_fused  # type: ignore[method-assign]
-                        retrieval.FUSED_FILTERED_BEAM = int(path.split("x")[1])
+                        retrieval.FUSED_WIDE_BEAM = int(path.split("x")[1])
                     start = time.process_time()
                     hits = searcher.search_vectors_page(query, filters=filters or None, k=K).hits
                     ms = (time.process_time() - start) * 1000

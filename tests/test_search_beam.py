@@ -12,8 +12,8 @@ from fake_encoder import FakeEncoder
 from serve_store import build_store
 
 from clipy_qdrant.fusion import FusionConfig
-from clipy_qdrant.retrieval import FUSED_FILTERED_BEAM, RANK_FUSION_BEAM
-from clipy_qdrant.search import Searcher
+from clipy_qdrant.retrieval import FUSED_WIDE_BEAM, RANK_FUSION_BEAM
+from clipy_qdrant.search import QueryVectors, Searcher
 from clipy_qdrant.store import VectorStore
 from clipy_qdrant.store.engine import EngineSearch
 from clipy_qdrant.store.fused import FUSED
@@ -58,7 +58,11 @@ def test_weighted_lists_walk_the_store_beam_and_rank_fusion_twice_it(
     lists = [b for b in weighted if not b[1]]  # the graph walks, not the exact fills
     assert lists == [(FUSED, False, ef)]  # one list: the fused vector's
     filtered = beams(store, lambda: searcher.search_vectors(query, k=5, filters=["year>=0"]))
-    assert [b for b in filtered if not b[1]] == [(FUSED, False, FUSED_FILTERED_BEAM * ef)]
+    assert [b for b in filtered if not b[1]] == [(FUSED, False, FUSED_WIDE_BEAM * ef)]
+    other = searcher.embed("blue jeans").text  # a text+image query: halves of two things
+    both = QueryVectors(text=query.text, image=other)
+    two = beams(store, lambda: searcher.search_vectors(both, k=5))
+    assert [b for b in two if not b[1]] == [(FUSED, False, FUSED_WIDE_BEAM * ef)]
     monkeypatch.setattr(store, "has_fused", lambda: False)  # a store without it
     channels = [b for b in beams(store, lambda: searcher.search_vectors(query, k=5)) if not b[1]]
     assert {using for using, _, _ in channels} == {"text", "image"}
