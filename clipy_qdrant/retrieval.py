@@ -91,8 +91,9 @@ RANK_FUSION_BEAM = 2
 #: query whose text and image halves are different vectors (a text+image query: its halves
 #: describe two things, where every stored vector's describe one product). On the full catalog,
 #: the fused top-24 missed a better product in 7 of 200 lists under ``gender=Men`` at the
-#: store's beam and 2 at twice it (the channel lists: 1), and for text+image queries in 3 of
-#: 100 and 0 (docs/experiments.md, "The fused vector in search").
+#: store's beam and 2 at twice it (the channel lists: 1), and for text+image queries in 2 of
+#: 100 and 1, where the channel lists cost ten times the CPU (docs/experiments.md, "The fused
+#: vector in search").
 FUSED_WIDE_BEAM = 2
 #: :meth:`Retriever.preload` reads the hubness and point ids of a store of at most this many
 #: products (a few MB of maps); a larger store's maps fill as queries go.

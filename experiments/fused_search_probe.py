@@ -6,13 +6,13 @@ The query texts are the load script's (``benchmarks/load.py``: names and attribu
 as :mod:`experiments.deepening_probe` takes them), embedded once with the server's settings
 (spelling, hubness gate; ``CLIPY_QUERY_WORDS`` from the environment). Each is searched with
 the default fusion (weighted 0.5 / 0.5 / lexical 0.5), ``k`` 24, under each ``--filters``
-entry, by:
+entry, by (``--kind`` text+image or like: those queries instead, :data:`KINDS`):
 
 - ``channels``: the text, image and lexical lists with the threshold algorithm (the store's
   ``has_fused`` reported false for the call);
 - ``fused xB``: the fused vector's list (and the lexical list), walking ``B`` times the
-  store's beam under a filter (``clipy_qdrant.retrieval.FUSED_WIDE_BEAM``), for each
-  ``--beams`` value.
+  store's beam under a filter or for a query with two different halves
+  (``clipy_qdrant.retrieval.FUSED_WIDE_BEAM``), for each ``--beams`` value.
 
 The exact top-k scans every product under the filter: one exact query on the fused vector
 (the dense part of each product's score) and one lexical query for every product holding a
@@ -22,13 +22,14 @@ CPU per search (``time.process_time`` around ``search_vectors_page``; the encodi
 counted), the paths alternating query by query.
 
     PYTHONPATH=$PWD python experiments/fused_search_probe.py --store STORE [--texts 300]
-        [--beams 1 2] [--out FILE.json]
+        [--beams 1 2] [--kind text|text+image|like] [--filters ''] [--out FILE.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -41,6 +42,7 @@ from clipy_qdrant.config import Settings
 from clipy_qdrant.filters import parse_filter
 from clipy_qdrant.fusion import FusionConfig, top_k
 from clipy_qdrant.search import QueryVectors, Searcher
+from clipy_qdrant.store.base import IMAGE, TEXT
 from clipy_qdrant.store.fused import FUSED, fused_query
 from ingest.cli.shell import open_searcher
 
@@ -49,6 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.deepening_probe import percentile, query_texts
 
 K = 24
+#: Query kinds: a text (its vector on both channels, hubness-corrected as the server does);
+#: that text with the image vector of a product drawn at random (a text+image query, whose
+#: halves describe two things); a product's own text and image vectors (more like this).
+KINDS = ("text", "text+image", "like")
 
 
 def exact_top(
@@ -70,6 +76,24 @@ def exact_top(
         for p in store.search_lexical(lq.vector, everyone, flt):
             lexical[p.product_id] = lq.normalise(p.score)
     return top_k({pid: s + cfg.w_lexical * lexical.get(pid, 0.0) for pid, s in dense.items()}, K)
+
+
+def probe_queries(searcher: Searcher, kind: str, n: int, seed: int) -> list[QueryVectors]:
+    """``n`` queries of ``kind`` (see :data:`KINDS`)."""
+    store = searcher.store
+    if kind == "text":
+        return [searcher.embed(t) for t in query_texts(store, n, seed)]
+    ids = [p.product_id for p in store.scroll(with_payload=False)]
+    drawn = random.Random(seed).sample(ids, n)
+    stored = {p.product_id: p.vectors for p in store.retrieve(drawn, with_vectors=True)}
+    if kind == "like":
+        return [QueryVectors(text=stored[p][TEXT], image=stored[p][IMAGE]) for p in drawn]
+    texts = query_texts(store, n, seed)
+    embedded = [searcher.embed(t) for t in texts]
+    return [
+        QueryVectors(text=e.text, image=stored[p][IMAGE], lexical=e.lexical)
+        for e, p in zip(embedded, drawn, strict=True)
+    ]
 
 
 def compare(
@@ -95,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         default=["", "gender=Men", "year>=2012"],
         help="filters, one per search ('' for none; several conditions joined by '&')",
     )
+    parser.add_argument("--kind", choices=KINDS, default="text")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -106,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"store {args.store} has no fused vector")
         searcher.preload()
         has_fused = store.has_fused
-        texts = query_texts(store, args.texts, args.seed)
-        queries = [searcher.embed(t) for t in texts]
+        queries = probe_queries(searcher, args.kind, args.texts, args.seed)
         paths = ["channels", *(f"fused x{b}" for b in args.beams)]
         for query in queries:
             for raw in args.filters:
