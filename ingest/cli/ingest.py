@@ -302,9 +302,11 @@ def ingest(
 #: Free space ``clipy ingest`` keeps on the embedded store's disk. The engine writes through
 #: memory maps, and a memory-mapped write to a full disk kills the process (SIGBUS) instead
 #: of failing with an error; stopping at this margin gives a clear error and a store that
-#: resumes once space is freed. 128 MiB holds the two WAL segments (32 MiB each) that opening
-#: the store may write, and a batch.
-DISK_RESERVE_BYTES = 128 * 2**20
+#: resumes once space is freed. 256 MiB holds what opening the store may write (the two WAL
+#: segments, 32 MiB each, and the appendable segment's vector storage, which grows by chunks
+#: for each of the three named vectors; with 96 MiB free a store with the fused vector could
+#: not be reopened) and a batch.
+DISK_RESERVE_BYTES = 256 * 2**20
 
 
 class DiskGuard:
