@@ -114,8 +114,9 @@ def refresh_hubness(
     most ``max_bank``), the second scores the image vectors ``block`` at a time and, on a
     store with the fused vector, rewrites each block's fused vectors with their values
     (:mod:`clipy_qdrant.store.fused`; the record is stale until the end, and a stale record
-    turns the correction off). The payload values are written after the scroll. Memory holds the distinct text vectors,
-    one block of image vectors and the values, never every vector of the store.
+    turns the correction off). The payload values are written after the scroll. Memory
+    holds the distinct text vectors, one block of image vectors and the values, never every
+    vector of the store.
     """
     store.set_hubness_info(None)  # stale until every value is written
     distinct: dict[bytes, np.ndarray] = {}  # repeated product texts are kept once

@@ -277,7 +277,7 @@ class Retriever:
         w_lexical = cfg.w_lexical if LEXICAL in self.active(query, cfg) else 0.0
         depth, lex_depth = base.depths[TEXT], base.depths[LEXICAL]
         lex_list = base.lists[LEXICAL] if w_lexical > 0 else []
-        two_things = query.text is not query.image and not np.array_equal(query.text, query.image)
+        two_things = not np.array_equal(query.text, query.image)
         ef = self.store.hnsw_ef * (FUSED_WIDE_BEAM if flt is not None or two_things else 1)
         dense_list = self.store.search(FUSED, vector, depth, flt, with_payload=False, ef=ef)
         dense = {p.product_id: p.score for p in dense_list}

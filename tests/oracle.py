@@ -157,7 +157,7 @@ def make_products(
     return ids, {"text": _normalize(text), "image": _normalize(image)}, payloads
 
 
-__all__ = ["Oracle", "assert_same_topk", "make_products"]
+__all__ = ["STORE_KINDS", "Oracle", "assert_same_topk", "make_products", "open_test_store"]
 
 
 #: The stores every exact-fusion suite runs on: the embedded store and qdrant-client's local

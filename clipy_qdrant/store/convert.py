@@ -106,7 +106,7 @@ def query_vector(vector: np.ndarray, dim: int, using: str) -> np.ndarray:
     """The query as float32, checked for vector name, shape and finiteness (``dim`` values, or
     the fused vector's length on ``fused``)."""
     if using not in (*VECTOR_NAMES, FUSED):
-        raise StoreError(f"unknown vector {using!r}; use one of {VECTOR_NAMES}")
+        raise StoreError(f"unknown vector {using!r}; use one of {(*VECTOR_NAMES, FUSED)}")
     arr = np.asarray(vector, dtype=np.float32).reshape(-1)
     size = fused_dim(dim) if using == FUSED else dim
     if arr.shape[0] != size:

@@ -236,8 +236,8 @@ def edge_config(
 ) -> Any:
     """``qdrant_edge.EdgeConfig`` for a new shard (server-only options must be unset); with
     ``lexical``, the sparse BM25 vector too (stored term frequencies, IDF applied by the
-    engine); with ``fused``, the fused vector; ``search_threads``: the engine's search pool (``None``: its default, one thread
-    per CPU)."""
+    engine); with ``fused``, the fused vector; ``search_threads``: the engine's search pool
+    (``None``: its default, one thread per CPU)."""
     import qdrant_edge as qe
 
     from clipy_qdrant.lexical import LEXICAL

@@ -396,7 +396,10 @@ class QdrantStore(EngineCalls):
         rows = [(point_id(pid), np.asarray(v, np.float32)) for pid, v in vectors.items()]
         for _, vector in rows:
             if vector.shape != (size,) or not np.all(np.isfinite(vector)):
-                raise StoreError(f"store {self.where}: a fused vector has {vector.shape} values")
+                raise StoreError(
+                    f"store {self.where}: a fused vector must hold {size} finite values "
+                    f"(got shape {vector.shape})"
+                )
         with self._engine("writing fused vectors"):
             for start in range(0, len(rows), UPSERT_BATCH):
                 self._update_vectors(FUSED, rows[start : start + UPSERT_BATCH])

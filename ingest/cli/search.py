@@ -514,7 +514,9 @@ def info(
     typer.echo(
         "fused vector:   "
         + (
-            "yes: weighted fusion of text and image is one query on it"
+            "empty store"
+            if details["fused_vector"] is None
+            else "yes: weighted fusion of text and image is one query on it"
             if details["fused_vector"]
             else "no: weighted fusion searches the text and image lists"
         )
